@@ -1,0 +1,128 @@
+//! Random documents, filters, sorts and updates over a small vocabulary, so that values collide
+//! and every null / missing / false / wrong-type / nested / array case comes up often.
+
+use chrono::{TimeZone, Utc};
+use datastore_api::value::date_value;
+use datastore_api::{Document, Filter, FindOptions, Scalar, Sort, Update, UpdateOp, Value};
+use proptest::prelude::*;
+use serde_json::{json, Map};
+
+/// Field paths used in filters, sorts and updates (including reserved and deep ones).
+pub const PATHS: &[&str] = &["a", "b", "c", "a.a", "a.b", "a.x", "b.a", "b.b", "a.a.b", "x", "_id", "createdAt"];
+
+/// Paths an update may write (reserved fields excluded; those are tested as invalid separately).
+const UPDATE_PATHS: &[&str] = &["a", "b", "c", "a.a", "a.b", "b.a", "a.a.b", "d", "d.e"];
+
+const KEYS: &[&str] = &["a", "b", "c", "x"];
+const STRINGS: &[&str] = &["", "a", "b", "A", "é", "10", "2", "null", "true"];
+
+fn date(i: u32) -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 1, 1 + i, 0, 0, 0).single().unwrap_or_default()
+}
+
+/// A scalar stored value.
+pub fn scalar_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        (-3i64..4).prop_map(|i| json!(i)),
+        (-6i32..7).prop_map(|i| json!(f64::from(i) / 2.0)),
+        prop::sample::select(STRINGS).prop_map(|s| json!(s)),
+        (0u32..4).prop_map(|i| date_value(date(i)).unwrap_or(Value::Null)),
+    ]
+}
+
+/// A stored value: scalars, arrays of scalars, small objects.
+pub fn value() -> impl Strategy<Value = Value> {
+    scalar_value().prop_recursive(2, 12, 3, |inner| {
+        prop_oneof![
+            3 => prop::collection::vec(scalar_value(), 0..3).prop_map(Value::Array),
+            3 => prop::collection::btree_map(prop::sample::select(KEYS), inner, 0..3)
+                .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
+            2 => prop::collection::vec(
+                prop::collection::btree_map(prop::sample::select(KEYS), scalar_value(), 1..3)
+                    .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
+                1..3,
+            )
+            .prop_map(Value::Array),
+        ]
+    })
+}
+
+/// A document body (no `_id` / `createdAt`).
+pub fn document() -> impl Strategy<Value = Document> {
+    prop::collection::btree_map(prop::sample::select(KEYS), value(), 0..4)
+        .prop_map(|m| m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect::<Map<String, Value>>())
+}
+
+/// A filter scalar.
+pub fn scalar() -> impl Strategy<Value = Scalar> {
+    prop_oneof![
+        Just(Scalar::Null),
+        any::<bool>().prop_map(Scalar::Bool),
+        (-3i64..4).prop_map(Scalar::Int),
+        (-6i32..7).prop_map(|i| Scalar::Float(f64::from(i) / 2.0)),
+        prop::sample::select(STRINGS).prop_map(|s| Scalar::String(s.to_owned())),
+        (0u32..4).prop_map(|i| Scalar::Date(date(i))),
+    ]
+}
+
+fn path() -> impl Strategy<Value = String> {
+    prop::sample::select(PATHS).prop_map(str::to_owned)
+}
+
+/// A random filter tree.
+pub fn filter() -> impl Strategy<Value = Filter> {
+    let leaf = prop_oneof![
+        (path(), scalar()).prop_map(|(p, v)| Filter::Eq(p, v)),
+        (path(), scalar()).prop_map(|(p, v)| Filter::Ne(p, v)),
+        (path(), scalar()).prop_map(|(p, v)| Filter::Gt(p, v)),
+        (path(), scalar()).prop_map(|(p, v)| Filter::Gte(p, v)),
+        (path(), scalar()).prop_map(|(p, v)| Filter::Lt(p, v)),
+        (path(), scalar()).prop_map(|(p, v)| Filter::Lte(p, v)),
+        (path(), prop::collection::vec(scalar(), 0..3)).prop_map(|(p, v)| Filter::In(p, v)),
+        (path(), prop::collection::vec(scalar(), 0..3)).prop_map(|(p, v)| Filter::Nin(p, v)),
+        (path(), any::<bool>()).prop_map(|(p, b)| Filter::Exists(p, b)),
+        Just(Filter::All),
+    ];
+    leaf.prop_recursive(3, 12, 3, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..3).prop_map(Filter::And),
+            prop::collection::vec(inner.clone(), 0..3).prop_map(Filter::Or),
+            inner.prop_map(|f| Filter::Not(Box::new(f))),
+        ]
+    })
+}
+
+/// A filter that is invalid input (bad path).
+pub fn invalid_filter() -> impl Strategy<Value = Filter> {
+    prop::sample::select(vec!["", "a..b", "$where", "a.$gt", ".a"]).prop_map(|p| Filter::eq(p, 1))
+}
+
+/// Find options with a random sort, skip and limit.
+pub fn find_options() -> impl Strategy<Value = FindOptions> {
+    (
+        prop::collection::vec((path(), any::<bool>()), 0..3),
+        prop_oneof![Just(0u64), 0u64..4],
+        prop::option::of(0u64..6),
+    )
+        .prop_map(|(keys, skip, limit)| {
+            let mut sort = Sort::default();
+            for (p, asc) in keys {
+                sort = if asc { sort.then_asc(p) } else { sort.then_desc(p) };
+            }
+            FindOptions { sort, skip, limit }
+        })
+}
+
+/// A random update (may be invalid: conflicting paths, bad targets).
+pub fn update() -> impl Strategy<Value = Update> {
+    let path = || prop::sample::select(UPDATE_PATHS).prop_map(str::to_owned);
+    let op = prop_oneof![
+        3 => (path(), value()).prop_map(|(p, v)| UpdateOp::Set(p, v)),
+        1 => path().prop_map(UpdateOp::Unset),
+        2 => (path(), prop_oneof![(-2i64..3).prop_map(|i| json!(i)), Just(json!(0.5))]).prop_map(|(p, n)| UpdateOp::Inc(p, n)),
+        1 => (path(), scalar_value()).prop_map(|(p, v)| UpdateOp::Push(p, v)),
+    ];
+    prop::collection::vec(op, 1..3).prop_map(|ops| ops.into_iter().fold(Update::new(), Update::op))
+}

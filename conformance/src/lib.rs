@@ -1,0 +1,213 @@
+//! # conformance
+//!
+//! One suite of properties that every datastore provider must pass, generic over the provider.
+//! An in-memory reference model ([`model`]) is the executable specification of the query and
+//! update semantics; the properties ([`properties`]) run random operation sequences against a
+//! real backend and the model and require identical results.
+//!
+//! A provider plugs in by implementing [`Backend`] (how to open a fresh, empty store) and calling
+//! [`run_suite`]:
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # fn demo(backend: Arc<dyn conformance::Backend>) {
+//! let runtime = tokio::runtime::Runtime::new().unwrap();
+//! let report = conformance::run_suite(backend, &runtime, conformance::SuiteConfig::from_env());
+//! print!("{}", conformance::render_table(std::slice::from_ref(&report)));
+//! assert!(report.all_passed());
+//! # }
+//! ```
+//!
+//! Properties that need an optional capability (see [`Capabilities`]) are reported as "not run"
+//! with the reason when the backend lacks it; nothing else may be skipped.
+
+#![warn(missing_docs)]
+
+pub mod gen;
+pub mod model;
+pub mod properties;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use datastore_api::{DataStore, Result};
+
+/// Optional abilities of a backend. A property that needs one the backend lacks is reported
+/// "not run" with the reason; every other property must run and pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Multi-document transactions across both collections.
+    pub transactions: bool,
+}
+
+impl Capabilities {
+    /// Everything supported.
+    pub const ALL: Capabilities = Capabilities { transactions: true };
+}
+
+/// A capability a property may require.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    /// See [`Capabilities::transactions`].
+    Transactions,
+}
+
+impl Capability {
+    fn available(self, caps: Capabilities) -> bool {
+        match self {
+            Capability::Transactions => caps.transactions,
+        }
+    }
+    fn missing_reason(self) -> &'static str {
+        match self {
+            Capability::Transactions => "server lacks multi-document transactions",
+        }
+    }
+}
+
+/// A provider under test.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// Name shown in the report (e.g. `postgresql`).
+    fn name(&self) -> String;
+    /// What the backend supports.
+    fn capabilities(&self) -> Capabilities;
+    /// Opens a store on a fresh, empty database (isolation by construction).
+    async fn fresh_store(&self) -> Result<Arc<dyn DataStore>>;
+}
+
+/// How hard to try.
+#[derive(Debug, Clone, Copy)]
+pub struct SuiteConfig {
+    /// Random cases per property.
+    pub cases: u32,
+}
+
+impl SuiteConfig {
+    /// `CONFORMANCE_CASES` (default 128).
+    pub fn from_env() -> Self {
+        let cases = std::env::var("CONFORMANCE_CASES")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(128);
+        SuiteConfig { cases }
+    }
+}
+
+/// Result of one property.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Passed.
+    Passed,
+    /// Failed, with the minimal failing case.
+    Failed(String),
+    /// Not run, with the reason (a missing capability).
+    NotRun(String),
+}
+
+/// One row of the report.
+#[derive(Debug, Clone)]
+pub struct PropertyResult {
+    /// Property name.
+    pub property: &'static str,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// All results for one backend.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Backend name.
+    pub backend: String,
+    /// One result per property.
+    pub results: Vec<PropertyResult>,
+}
+
+impl Report {
+    /// True when nothing failed (properties not run for a declared capability gap are fine).
+    pub fn all_passed(&self) -> bool {
+        self.results.iter().all(|r| !matches!(r.outcome, Outcome::Failed(_)))
+    }
+}
+
+/// What a property gets: a runtime to drive async code, a fresh store, the case budget.
+pub struct Ctx<'a> {
+    /// Runtime for `block_on`.
+    pub rt: &'a tokio::runtime::Runtime,
+    /// The store under test.
+    pub store: Arc<dyn DataStore>,
+    /// Random cases to run.
+    pub cases: u32,
+}
+
+/// A named property.
+pub struct Property {
+    /// Name.
+    pub name: &'static str,
+    /// Capabilities it needs.
+    pub needs: &'static [Capability],
+    /// The check; `Err` holds the failure report.
+    pub run: fn(&Ctx<'_>) -> std::result::Result<(), String>,
+}
+
+/// Runs every property of [`properties::ALL`] against `backend`, each on a fresh store.
+pub fn run_suite(backend: Arc<dyn Backend>, rt: &tokio::runtime::Runtime, config: SuiteConfig) -> Report {
+    let caps = backend.capabilities();
+    let mut results = Vec::new();
+    for p in properties::ALL {
+        let started = Instant::now();
+        let outcome = if let Some(missing) = p.needs.iter().find(|c| !c.available(caps)) {
+            Outcome::NotRun(missing.missing_reason().to_owned())
+        } else {
+            match rt.block_on(backend.fresh_store()) {
+                Err(e) => Outcome::Failed(format!("could not open a fresh store: {e}")),
+                Ok(store) => {
+                    let ctx = Ctx {
+                        rt,
+                        store: Arc::clone(&store),
+                        cases: config.cases,
+                    };
+                    let r = (p.run)(&ctx);
+                    rt.block_on(store.close());
+                    match r {
+                        Ok(()) => Outcome::Passed,
+                        Err(msg) => Outcome::Failed(msg),
+                    }
+                }
+            }
+        };
+        results.push(PropertyResult {
+            property: p.name,
+            outcome,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+    Report {
+        backend: backend.name(),
+        results,
+    }
+}
+
+/// A plain-text table: one row per property and backend.
+pub fn render_table(reports: &[Report]) -> String {
+    let mut out = String::new();
+    let width = properties::ALL.iter().map(|p| p.name.len()).max().unwrap_or(10).max(8);
+    out.push_str(&format!("{:<12} {:<width$} {:<8} {:>7}  detail\n", "provider", "property", "result", "seconds"));
+    for r in reports {
+        for p in &r.results {
+            let (word, detail) = match &p.outcome {
+                Outcome::Passed => ("passed", String::new()),
+                Outcome::Failed(m) => ("FAILED", m.lines().next().unwrap_or_default().to_owned()),
+                Outcome::NotRun(why) => ("not run", why.clone()),
+            };
+            out.push_str(&format!(
+                "{:<12} {:<width$} {:<8} {:>7.1}  {}\n",
+                r.backend, p.property, word, p.seconds, detail
+            ));
+        }
+    }
+    out
+}

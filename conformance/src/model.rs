@@ -1,0 +1,300 @@
+//! The in-memory reference model: the executable specification of the query and update
+//! semantics, written independently of any backend.
+
+use std::cmp::Ordering;
+
+use chrono::{DateTime, Utc};
+use datastore_api::value::{
+    as_date, distinct_values, is_date, sort_compare, unwrap_arrays, CREATED_AT_FIELD, ID_FIELD,
+};
+use datastore_api::{
+    Direction, Document, Error, ErrorKind, FieldPath, Filter, FindOptions, Lowered, PageRequest, Result,
+    Scalar, Update, UpdateResult, Value,
+};
+
+/// Values reached by `path`: objects are entered by key; an array met on the way is entered one
+/// level, taking the key from each object element.
+pub fn values_at<'a>(doc: &'a Document, path: &FieldPath) -> Vec<&'a Value> {
+    let mut current: Vec<&Value> = Vec::new();
+    let segs = path.segments();
+    match doc.get(&segs[0]) {
+        Some(v) => current.push(v),
+        None => return current,
+    }
+    for seg in &segs[1..] {
+        let mut next = Vec::new();
+        for v in current {
+            match v {
+                Value::Object(o) if !is_date(v) => next.extend(o.get(seg)),
+                Value::Array(items) => {
+                    for item in items {
+                        if let Value::Object(o) = item {
+                            if !is_date(item) {
+                                next.extend(o.get(seg));
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        current = next;
+    }
+    current
+}
+
+/// Compares a stored value with a filter scalar inside the same type bracket.
+fn compare(v: &Value, s: &Scalar) -> Option<Ordering> {
+    match (v, s) {
+        (Value::Number(n), Scalar::Int(i)) => Some(match n.as_i64() {
+            Some(x) => x.cmp(i),
+            None => n.as_f64()?.partial_cmp(&(*i as f64))?,
+        }),
+        (Value::Number(n), Scalar::Float(f)) => n.as_f64()?.partial_cmp(f),
+        (Value::String(x), Scalar::String(y)) => Some(x.as_bytes().cmp(y.as_bytes())),
+        (Value::Bool(x), Scalar::Bool(y)) => Some(x.cmp(y)),
+        (v, Scalar::Date(t)) => as_date(v).map(|d| d.cmp(t)),
+        _ => None,
+    }
+}
+
+/// Each candidate value, with arrays examined one level deep.
+fn candidates<'a>(values: Vec<&'a Value>) -> impl Iterator<Item = &'a Value> {
+    values.into_iter().flat_map(|v| match v {
+        Value::Array(items) => items.iter().collect::<Vec<_>>(),
+        v => vec![v],
+    })
+}
+
+/// Whether `doc` (with `_id` and `createdAt`) matches the lowered filter.
+pub fn matches(filter: &Lowered, doc: &Document) -> bool {
+    match filter {
+        Lowered::True => true,
+        Lowered::False => false,
+        Lowered::Cmp { path, op, value } => {
+            candidates(values_at(doc, path)).any(|v| compare(v, value).is_some_and(|o| op.accepts(o)))
+        }
+        Lowered::NullOrMissing(path) => {
+            let vals = values_at(doc, path);
+            vals.is_empty() || candidates(vals).any(Value::is_null)
+        }
+        Lowered::Exists(path) => !values_at(doc, path).is_empty(),
+        Lowered::Not(inner) => !matches(inner, doc),
+        Lowered::And(parts) => parts.iter().all(|p| matches(p, doc)),
+        Lowered::Or(parts) => parts.iter().any(|p| matches(p, doc)),
+    }
+}
+
+/// The sort key value: objects only, arrays are not entered.
+fn sort_value<'a>(doc: &'a Document, path: &FieldPath) -> Option<&'a Value> {
+    let mut cur = doc.get(&path.segments()[0])?;
+    for seg in &path.segments()[1..] {
+        match cur {
+            Value::Object(o) => cur = o.get(seg)?,
+            _ => return None,
+        }
+    }
+    Some(cur)
+}
+
+fn id_of(doc: &Document) -> &str {
+    doc.get(ID_FIELD).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn created_of(doc: &Document) -> Option<DateTime<Utc>> {
+    doc.get(CREATED_AT_FIELD).and_then(as_date)
+}
+
+/// Orders documents by the sort keys, then `_id` ascending.
+pub fn sort_documents(docs: &mut [Document], keys: &[(FieldPath, Direction)]) {
+    docs.sort_by(|a, b| {
+        for (path, dir) in keys {
+            let o = sort_compare(sort_value(a, path), sort_value(b, path));
+            let o = if *dir == Direction::Descending { o.reverse() } else { o };
+            if o != Ordering::Equal {
+                return o;
+            }
+        }
+        id_of(a).as_bytes().cmp(id_of(b).as_bytes())
+    });
+}
+
+/// A collection held in memory.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Model {
+    /// Stored documents, each with `_id` and `createdAt`.
+    pub docs: Vec<Document>,
+}
+
+impl Model {
+    /// Adds a stored document (already carrying `_id` and `createdAt`).
+    pub fn insert(&mut self, doc: Document) {
+        self.docs.push(doc);
+    }
+
+    /// Matching documents per `options`.
+    pub fn find(&self, filter: &Filter, options: &FindOptions) -> Result<Vec<Document>> {
+        let lowered = filter.lower()?;
+        let keys = options.sort.validate()?;
+        let mut out: Vec<Document> = self.docs.iter().filter(|d| matches(&lowered, d)).cloned().collect();
+        sort_documents(&mut out, &keys);
+        let skip = options.skip.min(out.len() as u64) as usize;
+        let mut out: Vec<Document> = out.into_iter().skip(skip).collect();
+        if let Some(limit) = options.limit {
+            out.truncate(limit.min(out.len() as u64) as usize);
+        }
+        Ok(out)
+    }
+
+    /// Number of matches.
+    pub fn count(&self, filter: &Filter) -> Result<u64> {
+        let lowered = filter.lower()?;
+        Ok(self.docs.iter().filter(|d| matches(&lowered, d)).count() as u64)
+    }
+
+    /// Distinct values at `path`.
+    pub fn distinct(&self, path: &str, filter: &Filter) -> Result<Vec<Value>> {
+        let path = FieldPath::parse(path)?;
+        let lowered = filter.lower()?;
+        let mut vals = Vec::new();
+        for d in self.docs.iter().filter(|d| matches(&lowered, d)) {
+            vals.extend(values_at(d, &path).into_iter().cloned());
+        }
+        Ok(distinct_values(unwrap_arrays(vals)))
+    }
+
+    /// All matches in `(createdAt, _id)` order of the page request's direction.
+    pub fn keyset_order(&self, filter: &Filter, page: &PageRequest) -> Result<Vec<Document>> {
+        let lowered = filter.lower()?;
+        let mut out: Vec<Document> = self.docs.iter().filter(|d| matches(&lowered, d)).cloned().collect();
+        out.sort_by(|a, b| (created_of(a), id_of(a)).cmp(&(created_of(b), id_of(b))));
+        if page.direction == Direction::Descending {
+            out.reverse();
+        }
+        Ok(out)
+    }
+
+    /// Applies an update to the first match in `(createdAt, _id)` order, or to every match.
+    /// All or nothing.
+    pub fn update(&mut self, filter: &Filter, update: &Update, only_first: bool, now: DateTime<Utc>) -> Result<UpdateResult> {
+        let valid = update.validate()?;
+        let lowered = filter.lower()?;
+        let mut idx: Vec<usize> = (0..self.docs.len()).filter(|i| matches(&lowered, &self.docs[*i])).collect();
+        idx.sort_by(|a, b| {
+            let (x, y) = (&self.docs[*a], &self.docs[*b]);
+            (created_of(x), id_of(x)).cmp(&(created_of(y), id_of(y)))
+        });
+        if only_first {
+            idx.truncate(1);
+        }
+        let mut staged = Vec::new();
+        for i in &idx {
+            let mut d = self.docs[*i].clone();
+            if valid.apply(&mut d, now)? {
+                staged.push((*i, d));
+            }
+        }
+        let modified = staged.len() as u64;
+        for (i, d) in staged {
+            self.docs[i] = d;
+        }
+        Ok(UpdateResult {
+            matched: idx.len() as u64,
+            modified,
+        })
+    }
+
+    /// Deletes matches; returns how many.
+    pub fn delete(&mut self, filter: &Filter) -> Result<u64> {
+        let lowered = filter.lower()?;
+        let before = self.docs.len();
+        self.docs.retain(|d| !matches(&lowered, d));
+        Ok((before - self.docs.len()) as u64)
+    }
+
+    /// Every document, by `_id`.
+    pub fn snapshot(&self) -> Vec<Document> {
+        let mut all = self.docs.clone();
+        sort_documents(&mut all, &[]);
+        all
+    }
+}
+
+/// Whether two results are the same: equal document lists (numbers compared numerically), or
+/// errors of the same kind.
+pub fn same_outcome<T: PartialEq + std::fmt::Debug>(provider: &Result<T>, model: &Result<T>) -> std::result::Result<(), String> {
+    match (provider, model) {
+        (Ok(a), Ok(b)) if a == b => Ok(()),
+        (Err(a), Err(b)) if a.kind() == b.kind() => Ok(()),
+        _ => Err(format!("provider returned {provider:?}\n    model expects {model:?}")),
+    }
+}
+
+/// The same for document lists, with numeric equivalence.
+pub fn same_documents(provider: &Result<Vec<Document>>, model: &Result<Vec<Document>>) -> std::result::Result<(), String> {
+    match (provider, model) {
+        (Ok(a), Ok(b))
+            if a.len() == b.len()
+                && a.iter().zip(b).all(|(x, y)| {
+                    datastore_api::value::equivalent(&Value::Object(x.clone()), &Value::Object(y.clone()))
+                }) =>
+        {
+            Ok(())
+        }
+        (Err(a), Err(b)) if a.kind() == b.kind() => Ok(()),
+        _ => Err(format!(
+            "provider returned {}\n    model expects {}",
+            show(provider),
+            show(model)
+        )),
+    }
+}
+
+fn show(r: &Result<Vec<Document>>) -> String {
+    match r {
+        Ok(docs) => serde_json::to_string(docs).unwrap_or_default(),
+        Err(e) => format!("error {e}"),
+    }
+}
+
+/// An error of `kind` for expectations.
+pub fn expect_error(kind: ErrorKind) -> Error {
+    Error::new(kind, "expected by the model")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn doc(v: Value) -> Document {
+        v.as_object().unwrap().clone()
+    }
+
+    fn m(f: Filter, d: &Document) -> bool {
+        matches(&f.lower().unwrap(), d)
+    }
+
+    #[test]
+    fn null_missing_and_ne() {
+        let missing = doc(json!({"_id": "x"}));
+        let null = doc(json!({"a": null}));
+        let one = doc(json!({"a": 1}));
+        assert!(m(Filter::eq("a", Scalar::Null), &missing));
+        assert!(m(Filter::eq("a", Scalar::Null), &null));
+        assert!(!m(Filter::eq("a", Scalar::Null), &one));
+        assert!(m(Filter::ne("a", 1), &missing));
+        assert!(!m(Filter::ne("a", 1.0), &one));
+        assert!(m(Filter::exists("a", true), &null));
+    }
+
+    #[test]
+    fn arrays_and_brackets() {
+        let d = doc(json!({"a": [1, "x"], "o": [{"b": 2}, {"b": 3}], "s": "5"}));
+        assert!(m(Filter::eq("a", 1), &d));
+        assert!(m(Filter::eq("a", "x"), &d));
+        assert!(m(Filter::gt("o.b", 2), &d));
+        assert!(!m(Filter::gt("s", 1), &d));
+        assert!(m(Filter::gt("s", "4"), &d));
+    }
+}

@@ -1,0 +1,451 @@
+//! Configuration from `DATASTORE_*` environment variables and/or a YAML file shaped like the
+//! Helm `global.datastore` block. Environment variables override the file.
+//!
+//! | Variable | YAML (`global.datastore.…`) | Default | Meaning |
+//! |---|---|---|---|
+//! | `DATASTORE_PROVIDER` | `provider` | (required) | `postgresql` or `mongodb` |
+//! | `DATASTORE_HOST` | `connection.host` | (required) | server host |
+//! | `DATASTORE_PORT` | `connection.port` | 5432 (PostgreSQL) / 27017 (MongoDB) | server port |
+//! | `DATASTORE_DATABASE` | `connection.database` | `nvsentinel` | database name |
+//! | `DATASTORE_USERNAME` | `connection.username` | (required) | user; must match the client certificate's CN |
+//! | `DATASTORE_PASSWORD` | `connection.password` | none | password (omit for certificate auth) |
+//! | `DATASTORE_SSLMODE` | `connection.sslmode` | `require` | `disable`, `allow`, `prefer`, `require`, `verify-ca`, `verify-full` |
+//! | `DATASTORE_SSLCERT` | `connection.sslcert` | none | client certificate (PEM) |
+//! | `DATASTORE_SSLKEY` | `connection.sslkey` | none | client key (PEM) |
+//! | `DATASTORE_SSLROOTCERT` | `connection.sslrootcert` | none | CA certificate (PEM) |
+//! | `DATASTORE_MAX_CONNECTIONS` | `options.maxConnections` | 25 | pool size |
+//! | `DATASTORE_MAX_IDLE_CONNECTIONS` | `options.maxIdleConnections` | 10 | idle connections kept |
+//! | `DATASTORE_CONNECTION_MAX_LIFETIME` | `options.connectionMaxLifetime` | `1h` | connections are replaced after this |
+//! | `DATASTORE_POLL_INTERVAL` | `options.pollInterval` | `5s` | change-stream safety-net poll |
+//! | `DATASTORE_CONFIG_FILE` | — | none | path of the YAML file |
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::store::ProviderKind;
+
+/// A secret string (password). Its `Debug` and `Display` never show the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret value; pass it only to the driver.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// TLS mode, with libpq's meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// No TLS.
+    Disable,
+    /// Try plaintext, then TLS.
+    Allow,
+    /// Try TLS, then plaintext.
+    Prefer,
+    /// TLS without verifying the server certificate.
+    Require,
+    /// TLS, server certificate signed by the CA.
+    VerifyCa,
+    /// TLS, CA-signed and the host name matches.
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(s: &str) -> Result<Self> {
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "disable" => SslMode::Disable,
+            "allow" => SslMode::Allow,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            other => {
+                return Err(Error::configuration(format!(
+                    "DATASTORE_SSLMODE: unknown mode {other:?} (expected disable, allow, prefer, require, verify-ca or verify-full)"
+                )))
+            }
+        })
+    }
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionConfig {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Database name.
+    pub database: String,
+    /// User name.
+    pub username: String,
+    /// Password (none for certificate auth).
+    pub password: Option<Secret>,
+    /// TLS mode.
+    pub ssl_mode: SslMode,
+    /// Client certificate.
+    pub ssl_cert: Option<PathBuf>,
+    /// Client key.
+    pub ssl_key: Option<PathBuf>,
+    /// CA certificate.
+    pub ssl_root_cert: Option<PathBuf>,
+}
+
+/// Connection-pool settings; every one is applied by the providers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Most open connections.
+    pub max_connections: u32,
+    /// Most idle connections kept open.
+    pub max_idle_connections: u32,
+    /// Connections older than this are closed and replaced.
+    pub connection_max_lifetime: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_connections: 25,
+            max_idle_connections: 10,
+            connection_max_lifetime: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The complete datastore configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatastoreConfig {
+    /// The backend.
+    pub provider: ProviderKind,
+    /// Connection settings.
+    pub connection: ConnectionConfig,
+    /// Pool settings.
+    pub pool: PoolConfig,
+    /// Change-stream safety-net poll interval.
+    pub poll_interval: Duration,
+}
+
+const VARS: &[(&str, &str)] = &[
+    ("DATASTORE_PROVIDER", "provider"),
+    ("DATASTORE_HOST", "connection.host"),
+    ("DATASTORE_PORT", "connection.port"),
+    ("DATASTORE_DATABASE", "connection.database"),
+    ("DATASTORE_USERNAME", "connection.username"),
+    ("DATASTORE_PASSWORD", "connection.password"),
+    ("DATASTORE_SSLMODE", "connection.sslmode"),
+    ("DATASTORE_SSLCERT", "connection.sslcert"),
+    ("DATASTORE_SSLKEY", "connection.sslkey"),
+    ("DATASTORE_SSLROOTCERT", "connection.sslrootcert"),
+    ("DATASTORE_MAX_CONNECTIONS", "options.maxConnections"),
+    ("DATASTORE_MAX_IDLE_CONNECTIONS", "options.maxIdleConnections"),
+    ("DATASTORE_CONNECTION_MAX_LIFETIME", "options.connectionMaxLifetime"),
+    ("DATASTORE_POLL_INTERVAL", "options.pollInterval"),
+];
+
+/// The environment variable naming the YAML configuration file.
+pub const CONFIG_FILE_VAR: &str = "DATASTORE_CONFIG_FILE";
+
+impl DatastoreConfig {
+    /// Loads from the process environment, reading the YAML file named by
+    /// `DATASTORE_CONFIG_FILE` first when it is set.
+    pub fn from_env() -> Result<Self> {
+        let env: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("DATASTORE_")).collect();
+        Self::from_vars(&env)
+    }
+
+    /// True when the environment names a server (`DATASTORE_HOST` or a config file is set).
+    pub fn env_names_a_server() -> bool {
+        std::env::var_os("DATASTORE_HOST").is_some() || std::env::var_os(CONFIG_FILE_VAR).is_some()
+    }
+
+    /// Loads from an explicit variable map (`DATASTORE_*` names), for tests and embedding.
+    pub fn from_vars(env: &HashMap<String, String>) -> Result<Self> {
+        let mut values: HashMap<&'static str, String> = HashMap::new();
+        if let Some(path) = env.get(CONFIG_FILE_VAR).filter(|p| !p.is_empty()) {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Error::configuration(format!("{CONFIG_FILE_VAR}: cannot read {path:?}")).with_source(e)
+            })?;
+            values = yaml_values(&text)?;
+        }
+        for (var, key) in VARS {
+            if let Some(v) = env.get(*var) {
+                values.insert(key, v.clone());
+            }
+        }
+        Self::from_values(&values)
+    }
+
+    /// Parses a YAML document shaped like the Helm values (`global.datastore` block, or the
+    /// block itself).
+    ///
+    /// ```
+    /// let cfg = datastore_api::DatastoreConfig::from_yaml(r#"
+    /// global:
+    ///   datastore:
+    ///     provider: "postgresql"
+    ///     connection:
+    ///       host: "db.example"
+    ///       port: 5432
+    ///       database: "nvsentinel"
+    ///       username: "postgresql"
+    ///       sslmode: "disable"
+    ///     options:
+    ///       maxConnections: "50"
+    ///       connectionMaxLifetime: "30m"
+    /// "#).unwrap();
+    /// assert_eq!(cfg.pool.max_connections, 50);
+    /// assert_eq!(cfg.pool.connection_max_lifetime.as_secs(), 1800);
+    /// ```
+    pub fn from_yaml(text: &str) -> Result<Self> {
+        Self::from_values(&yaml_values(text)?)
+    }
+
+    fn from_values(v: &HashMap<&'static str, String>) -> Result<Self> {
+        let get = |key: &str| v.get(key).map(|s| s.trim()).filter(|s| !s.is_empty());
+        let var = |key: &str| -> String { VARS.iter().find(|(_, k)| *k == key).map_or(key, |(n, _)| *n).to_owned() };
+        let required = |key: &str| {
+            get(key).map(str::to_owned).ok_or_else(|| {
+                Error::configuration(format!("{} (or {key} in the config file) is required", var(key)))
+            })
+        };
+        let provider: ProviderKind = required("provider")?.parse()?;
+        let default_port = match provider {
+            ProviderKind::Postgresql => 5432,
+            ProviderKind::Mongodb => 27017,
+        };
+        let port = match get("connection.port") {
+            None => default_port,
+            Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                Error::configuration(format!("DATASTORE_PORT: {p:?} is not a port number (1-65535)"))
+            })?,
+        };
+        let path = |key: &str| -> Result<Option<PathBuf>> {
+            match get(key) {
+                None => Ok(None),
+                Some(p) => {
+                    let pb = PathBuf::from(p);
+                    if !pb.is_file() {
+                        return Err(Error::configuration(format!("{}: file {p:?} does not exist", var(key))));
+                    }
+                    Ok(Some(pb))
+                }
+            }
+        };
+        let connection = ConnectionConfig {
+            host: required("connection.host")?,
+            port,
+            database: get("connection.database").unwrap_or("nvsentinel").to_owned(),
+            username: required("connection.username")?,
+            password: v.get("connection.password").filter(|p| !p.is_empty()).map(|p| Secret::new(p.clone())),
+            ssl_mode: get("connection.sslmode").map_or(Ok(SslMode::Require), SslMode::parse)?,
+            ssl_cert: path("connection.sslcert")?,
+            ssl_key: path("connection.sslkey")?,
+            ssl_root_cert: path("connection.sslrootcert")?,
+        };
+        if connection.ssl_cert.is_some() != connection.ssl_key.is_some() {
+            return Err(Error::configuration(
+                "DATASTORE_SSLCERT and DATASTORE_SSLKEY must be set together (client certificate authentication needs both)",
+            ));
+        }
+        let number = |key: &str, default: u32| -> Result<u32> {
+            get(key).map_or(Ok(default), |s| {
+                s.parse::<u32>()
+                    .map_err(|_| Error::configuration(format!("{}: {s:?} is not a whole number", var(key))))
+            })
+        };
+        let duration = |key: &str, default: Duration| -> Result<Duration> {
+            get(key).map_or(Ok(default), |s| {
+                parse_duration(s).ok_or_else(|| {
+                    Error::configuration(format!("{}: {s:?} is not a duration (e.g. 500ms, 5s, 30m, 1h)", var(key)))
+                })
+            })
+        };
+        let defaults = PoolConfig::default();
+        let pool = PoolConfig {
+            max_connections: number("options.maxConnections", defaults.max_connections)?,
+            max_idle_connections: number("options.maxIdleConnections", defaults.max_idle_connections)?,
+            connection_max_lifetime: duration("options.connectionMaxLifetime", defaults.connection_max_lifetime)?,
+        };
+        if pool.max_connections == 0 {
+            return Err(Error::configuration("DATASTORE_MAX_CONNECTIONS must be at least 1"));
+        }
+        if pool.max_idle_connections > pool.max_connections {
+            return Err(Error::configuration(format!(
+                "DATASTORE_MAX_IDLE_CONNECTIONS ({}) exceeds DATASTORE_MAX_CONNECTIONS ({})",
+                pool.max_idle_connections, pool.max_connections
+            )));
+        }
+        let poll_interval = duration("options.pollInterval", Duration::from_secs(5))?;
+        if poll_interval.is_zero() {
+            return Err(Error::configuration("DATASTORE_POLL_INTERVAL must be greater than zero"));
+        }
+        Ok(DatastoreConfig {
+            provider,
+            connection,
+            pool,
+            poll_interval,
+        })
+    }
+}
+
+/// Parses `250ms`, `5s`, `30m`, `1h`, `1h30m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        if digits == 0 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let part = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.checked_mul(60)?),
+            "h" => Duration::from_secs(n.checked_mul(3600)?),
+            _ => return None,
+        };
+        total = total.checked_add(part)?;
+        rest = &rest[unit_len..];
+    }
+    Some(total)
+}
+
+fn yaml_values(text: &str) -> Result<HashMap<&'static str, String>> {
+    let doc: serde_yaml::Value = serde_yaml::from_str(text)
+        .map_err(|e| Error::configuration("the datastore config file is not valid YAML").with_source(e))?;
+    let root = doc.get("global").and_then(|g| g.get("datastore")).or_else(|| doc.get("datastore")).unwrap_or(&doc);
+    let mut out = HashMap::new();
+    for (_, key) in VARS {
+        let mut node = Some(root);
+        for part in key.split('.') {
+            node = node.and_then(|n| n.get(part));
+        }
+        let text = match node {
+            Some(serde_yaml::Value::String(s)) => s.clone(),
+            Some(serde_yaml::Value::Number(n)) => n.to_string(),
+            Some(serde_yaml::Value::Bool(b)) => b.to_string(),
+            Some(serde_yaml::Value::Null) | None => continue,
+            Some(_) => {
+                return Err(Error::configuration(format!(
+                    "config file: {key} must be a scalar value"
+                )))
+            }
+        };
+        out.insert(*key, text);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn env_minimal_and_defaults() {
+        let c = DatastoreConfig::from_vars(&vars(&[
+            ("DATASTORE_PROVIDER", "postgresql"),
+            ("DATASTORE_HOST", "h"),
+            ("DATASTORE_USERNAME", "u"),
+            ("DATASTORE_PASSWORD", "hunter2"),
+        ]))
+        .unwrap();
+        assert_eq!(c.connection.port, 5432);
+        assert_eq!(c.connection.ssl_mode, SslMode::Require);
+        assert_eq!(c.pool, PoolConfig::default());
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let cases = [
+            (vec![("DATASTORE_HOST", "h")], "DATASTORE_PROVIDER"),
+            (vec![("DATASTORE_PROVIDER", "oracle")], "DATASTORE_PROVIDER"),
+            (vec![("DATASTORE_PROVIDER", "postgresql"), ("DATASTORE_USERNAME", "u")], "DATASTORE_HOST"),
+            (
+                vec![("DATASTORE_PROVIDER", "postgresql"), ("DATASTORE_HOST", "h"), ("DATASTORE_USERNAME", "u"), ("DATASTORE_PORT", "99999")],
+                "DATASTORE_PORT",
+            ),
+            (
+                vec![("DATASTORE_PROVIDER", "postgresql"), ("DATASTORE_HOST", "h"), ("DATASTORE_USERNAME", "u"), ("DATASTORE_SSLMODE", "maybe")],
+                "DATASTORE_SSLMODE",
+            ),
+            (
+                vec![("DATASTORE_PROVIDER", "postgresql"), ("DATASTORE_HOST", "h"), ("DATASTORE_USERNAME", "u"), ("DATASTORE_SSLCERT", "/nonexistent")],
+                "DATASTORE_SSLCERT",
+            ),
+            (
+                vec![("DATASTORE_PROVIDER", "postgresql"), ("DATASTORE_HOST", "h"), ("DATASTORE_USERNAME", "u"), ("DATASTORE_MAX_IDLE_CONNECTIONS", "50")],
+                "DATASTORE_MAX_IDLE_CONNECTIONS",
+            ),
+            (
+                vec![("DATASTORE_PROVIDER", "postgresql"), ("DATASTORE_HOST", "h"), ("DATASTORE_USERNAME", "u"), ("DATASTORE_CONNECTION_MAX_LIFETIME", "soon")],
+                "DATASTORE_CONNECTION_MAX_LIFETIME",
+            ),
+        ];
+        for (pairs, name) in cases {
+            let e = DatastoreConfig::from_vars(&vars(&pairs)).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::Configuration);
+            assert!(e.to_string().contains(name), "{e} should name {name}");
+        }
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let dir = std::env::temp_dir().join(format!("dscfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("values.yaml");
+        std::fs::write(
+            &file,
+            "global:\n  datastore:\n    provider: postgresql\n    connection:\n      host: filehost\n      username: fileuser\n      port: 6543\n    options:\n      maxIdleConnections: \"3\"\n",
+        )
+        .unwrap();
+        let c = DatastoreConfig::from_vars(&vars(&[
+            ("DATASTORE_CONFIG_FILE", file.to_str().unwrap()),
+            ("DATASTORE_HOST", "envhost"),
+        ]))
+        .unwrap();
+        assert_eq!(c.connection.host, "envhost");
+        assert_eq!(c.connection.username, "fileuser");
+        assert_eq!(c.connection.port, 6543);
+        assert_eq!(c.pool.max_idle_connections, 3);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_duration("x"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+}

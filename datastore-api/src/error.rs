@@ -1,0 +1,170 @@
+//! The one error type every provider returns.
+
+use std::fmt;
+
+/// What a caller can do about an [`Error`].
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The addressed document does not exist.
+    NotFound,
+    /// A unique key (document id, idempotency key, business key) already exists.
+    Duplicate,
+    /// The request itself is wrong (bad field path, bad value, impossible update); retrying the
+    /// same request can never succeed. Nothing was changed.
+    InvalidInput,
+    /// A passing failure (connection lost, serialization conflict, timeout, server restarting);
+    /// the same request may succeed if retried.
+    Transient,
+    /// The backend failed in a way that retrying will not fix (a schema mismatch, a stored
+    /// document that does not decode, a permission error).
+    Permanent,
+    /// The configuration is missing, malformed or names an unavailable provider.
+    Configuration,
+}
+
+impl ErrorKind {
+    /// A short lowercase name, stable for logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Duplicate => "duplicate",
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::Transient => "transient",
+            ErrorKind::Permanent => "permanent",
+            ErrorKind::Configuration => "configuration",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The datastore error: a [`kind`](Error::kind) to act on, a message for humans, and an optional
+/// source. Messages never contain passwords or key material.
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+/// Result alias used across the API.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying cause.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// Shorthand for an [`ErrorKind::InvalidInput`] error.
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::InvalidInput, message)
+    }
+
+    /// Shorthand for an [`ErrorKind::NotFound`] error.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::NotFound, message)
+    }
+
+    /// Shorthand for an [`ErrorKind::Configuration`] error.
+    pub fn configuration(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Configuration, message)
+    }
+
+    /// Shorthand for an [`ErrorKind::Permanent`] error.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Permanent, message)
+    }
+
+    /// Shorthand for an [`ErrorKind::Transient`] error.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Transient, message)
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The human-readable message (without the source chain).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// True when retrying the same request may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.kind == ErrorKind::Transient
+    }
+
+    /// True for [`ErrorKind::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        self.kind == ErrorKind::NotFound
+    }
+
+    /// True for [`ErrorKind::Duplicate`].
+    pub fn is_duplicate(&self) -> bool {
+        self.kind == ErrorKind::Duplicate
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)?;
+        if let Some(source) = &self.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.kind)
+            .field("message", &self.message)
+            .field("source", &self.source.as_ref().map(|s| s.to_string()))
+            .finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|s| s.as_ref() as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::permanent("document does not decode into the requested type").with_source(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_includes_kind_message_and_source() {
+        let io = std::io::Error::other("boom");
+        let e = Error::transient("connection lost").with_source(io);
+        assert_eq!(e.to_string(), "transient: connection lost: boom");
+        assert!(e.is_retryable());
+        assert!(std::error::Error::source(&e).is_some());
+    }
+}

@@ -1,0 +1,47 @@
+//! # datastore-api
+//!
+//! The backend-neutral API of the NVSentinel datastore: the store traits ([`DataStore`],
+//! [`Collection`], [`Transaction`]), the typed health- and maintenance-event stores
+//! ([`HealthEventStore`], [`MaintenanceEventStore`]), the [`Filter`] and [`Update`] DSLs with
+//! MongoDB semantics, the one [`Error`] type, and the [`DatastoreConfig`].
+//!
+//! Providers (`provider-postgres`, later `provider-mongo`) implement [`DataStore`] and
+//! [`Collection`]; the domain methods are written once here, on top of [`Collection`], so they
+//! behave identically on every backend.
+//!
+//! ## Stored document shape
+//! ```json
+//! {
+//!   "_id": "6650c0de0a1b2c3d4e5f6789",
+//!   "createdAt": {"$date": "2024-05-24T10:00:00.000Z"},
+//!   "healthevent": {"nodename": "node-1", "isfatal": true, "checkname": "GpuXidError", "...": "..."},
+//!   "healtheventstatus": {"nodequarantined": "", "faultremediated": null, "...": "..."}
+//! }
+//! ```
+//! `createdAt` is assigned by the database server; dates use the `{"$date": …}` wrapper.
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod filter;
+pub mod model;
+pub mod path;
+pub mod query;
+pub mod store;
+pub mod update;
+pub mod value;
+
+pub use config::{ConnectionConfig, DatastoreConfig, PoolConfig, Secret, SslMode};
+pub use domain::{HealthEventStore, MaintenanceEventStore, UpsertOutcome};
+pub use error::{Error, ErrorKind, Result};
+pub use filter::{CmpOp, Filter, Lowered, Scalar};
+pub use path::{FieldPath, ReservedField};
+pub use query::{
+    Direction, FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Page, PageRequest, PageToken, Sort, SortKey,
+    UpdateResult,
+};
+pub use store::{batches, prepare_insert, with_transaction, Collection, CollectionExt, DataStore, ProviderKind, Transaction};
+pub use update::{TimeFormat, Update, UpdateOp, ValidUpdate};
+pub use value::{Document, DocumentId, Value};

@@ -1,0 +1,99 @@
+//! Dotted field paths (`healthevent.nodename`), validated before any backend sees them.
+
+use std::fmt;
+
+use crate::error::{Error, Result};
+use crate::value::{CREATED_AT_FIELD, ID_FIELD};
+
+/// Longest accepted path, in segments.
+pub const MAX_SEGMENTS: usize = 32;
+
+/// A validated dotted path into a document.
+///
+/// Segments are non-empty, contain no NUL, and do not start with `$`.
+/// ```
+/// use datastore_api::FieldPath;
+/// let p = FieldPath::parse("healthevent.nodename").unwrap();
+/// assert_eq!(p.segments(), ["healthevent", "nodename"]);
+/// assert!(FieldPath::parse("a..b").is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FieldPath {
+    dotted: String,
+    segments: Vec<String>,
+}
+
+impl FieldPath {
+    /// Parses and validates a dotted path.
+    pub fn parse(path: &str) -> Result<Self> {
+        let invalid = |why: &str| Error::invalid_input(format!("invalid field path {path:?}: {why}"));
+        if path.is_empty() {
+            return Err(invalid("it is empty"));
+        }
+        let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
+        if segments.len() > MAX_SEGMENTS {
+            return Err(invalid("too many segments"));
+        }
+        for s in &segments {
+            if s.is_empty() {
+                return Err(invalid("a segment is empty"));
+            }
+            if s.starts_with('$') {
+                return Err(invalid("a segment starts with '$'"));
+            }
+            if s.contains('\0') {
+                return Err(invalid("it contains a NUL character"));
+            }
+        }
+        Ok(FieldPath {
+            dotted: path.to_owned(),
+            segments,
+        })
+    }
+
+    /// The segments in order.
+    pub fn segments(&self) -> &[String] {
+        &self.segments
+    }
+
+    /// The path as written.
+    pub fn as_str(&self) -> &str {
+        &self.dotted
+    }
+
+    /// Which reserved top-level field the path starts at, if any.
+    pub fn reserved_root(&self) -> Option<ReservedField> {
+        match self.segments[0].as_str() {
+            ID_FIELD => Some(ReservedField::Id),
+            CREATED_AT_FIELD => Some(ReservedField::CreatedAt),
+            _ => None,
+        }
+    }
+
+    /// True when `self` equals `other` or is one of its ancestors.
+    pub fn is_prefix_of(&self, other: &FieldPath) -> bool {
+        other.segments.len() >= self.segments.len()
+            && self.segments.iter().zip(&other.segments).all(|(a, b)| a == b)
+    }
+}
+
+/// The top-level fields that every stored document has and that backends keep outside the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReservedField {
+    /// `_id`, the document id (a string).
+    Id,
+    /// `createdAt`, the server-assigned insert time (a date).
+    CreatedAt,
+}
+
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.dotted)
+    }
+}
+
+impl fmt::Debug for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FieldPath({:?})", self.dotted)
+    }
+}

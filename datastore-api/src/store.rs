@@ -1,0 +1,260 @@
+//! The store traits every provider implements.
+
+use std::fmt;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use futures::stream::{self, BoxStream, StreamExt};
+
+use crate::domain::{HealthEventStore, MaintenanceEventStore};
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::query::{
+    Direction, FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Page, PageRequest, UpdateResult,
+};
+use crate::update::Update;
+use crate::value::{canonicalize, Document, DocumentId, Value, CREATED_AT_FIELD, ID_FIELD};
+
+/// The backends this API can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProviderKind {
+    /// PostgreSQL (JSONB documents).
+    Postgresql,
+    /// MongoDB.
+    Mongodb,
+}
+
+impl ProviderKind {
+    /// The name used in `DATASTORE_PROVIDER`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Postgresql => "postgresql",
+            ProviderKind::Mongodb => "mongodb",
+        }
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ProviderKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "postgresql" | "postgres" => Ok(ProviderKind::Postgresql),
+            "mongodb" | "mongo" => Ok(ProviderKind::Mongodb),
+            other => Err(Error::configuration(format!(
+                "DATASTORE_PROVIDER: unknown provider {other:?} (expected \"postgresql\" or \"mongodb\")"
+            ))),
+        }
+    }
+}
+
+/// Generic document operations on one collection (a table on PostgreSQL).
+///
+/// Every stored document has `_id` (a [`DocumentId`] string) and `createdAt` (a date assigned by
+/// the database server at insert) at the top level; see the crate docs for the shape.
+#[async_trait]
+pub trait Collection: Send + Sync {
+    /// The collection's name.
+    fn name(&self) -> &str;
+
+    /// Inserts one document. A string `_id` in the document is used as the id (it must be a
+    /// valid [`DocumentId`]); otherwise one is generated. `createdAt` must not be supplied.
+    /// An existing `_id` is a [`Duplicate`](crate::ErrorKind::Duplicate) error.
+    async fn insert_one(&self, document: Document) -> Result<Inserted>;
+
+    /// Inserts documents atomically: all are inserted or, on any error, none.
+    async fn insert_many(&self, documents: Vec<Document>) -> Result<Vec<Inserted>>;
+
+    /// Inserts documents that carry an idempotency key. A key that is already stored (or that
+    /// repeats earlier in the batch) is reported as a duplicate and nothing is written for it;
+    /// the others are inserted atomically. Outcomes are in input order.
+    async fn insert_idempotent(&self, documents: Vec<KeyedDocument>) -> Result<Vec<IdempotentOutcome>>;
+
+    /// Documents matching `filter`, ordered, skipped and limited per `options`.
+    async fn find(&self, filter: &Filter, options: &FindOptions) -> Result<Vec<Document>>;
+
+    /// One keyset page over `(createdAt, _id)`; see [`PageRequest`].
+    async fn find_page(&self, filter: &Filter, page: &PageRequest) -> Result<Page>;
+
+    /// Number of documents matching `filter`.
+    async fn count(&self, filter: &Filter) -> Result<u64>;
+
+    /// The distinct values at `path` among matching documents: array values contribute their
+    /// elements, missing fields contribute nothing, numbers equal numerically count once. Sorted
+    /// by [`sort_compare`](crate::value::sort_compare).
+    async fn distinct(&self, path: &str, filter: &Filter) -> Result<Vec<Value>>;
+
+    /// Updates the first matching document in `(createdAt, _id)` order.
+    async fn update_one(&self, filter: &Filter, update: &Update) -> Result<UpdateResult>;
+
+    /// Updates every matching document, atomically (all or none on error).
+    async fn update_many(&self, filter: &Filter, update: &Update) -> Result<UpdateResult>;
+
+    /// Deletes every matching document; returns how many.
+    async fn delete_many(&self, filter: &Filter) -> Result<u64>;
+
+    /// The database server's current time (the clock `createdAt` and `CurrentDate` use).
+    async fn server_time(&self) -> Result<DateTime<Utc>>;
+}
+
+/// Conveniences built on [`Collection`].
+pub trait CollectionExt: Collection {
+    /// Streams matching documents in batches of `batch_size`, oldest first, using keyset pages
+    /// (see [`PageRequest`] for the guarantee under concurrent writes). The stream ends after the
+    /// last batch or after the first error.
+    fn stream_batches<'a>(&'a self, filter: Filter, batch_size: u32) -> BoxStream<'a, Result<Vec<Document>>>
+    where
+        Self: Sized,
+    {
+        batches(self, filter, batch_size)
+    }
+}
+
+impl<C: Collection + ?Sized> CollectionExt for C {}
+
+/// [`CollectionExt::stream_batches`] for trait objects.
+pub fn batches<'a, C: Collection + ?Sized>(
+    collection: &'a C,
+    filter: Filter,
+    batch_size: u32,
+) -> BoxStream<'a, Result<Vec<Document>>> {
+    let start = Some(PageRequest {
+        direction: Direction::Ascending,
+        size: batch_size,
+        after: None,
+    });
+    stream::unfold((start, filter), move |(req, filter)| async move {
+        let req = req?;
+        match collection.find_page(&filter, &req).await {
+            Ok(page) => {
+                let next = page.next.map(|after| PageRequest {
+                    after: Some(after),
+                    ..req
+                });
+                if page.documents.is_empty() {
+                    None
+                } else {
+                    Some((Ok(page.documents), (next, filter)))
+                }
+            }
+            Err(e) => Some((Err(e), (None, filter))),
+        }
+    })
+    .boxed()
+}
+
+/// An open datastore: handles to both stores, health, transactions.
+#[async_trait]
+pub trait DataStore: Send + Sync {
+    /// Which backend this is.
+    fn provider(&self) -> ProviderKind;
+    /// The health-event collection (generic operations).
+    fn health_event_collection(&self) -> &dyn Collection;
+    /// The maintenance-event collection (generic operations).
+    fn maintenance_event_collection(&self) -> &dyn Collection;
+    /// Checks the backend answers.
+    async fn ping(&self) -> Result<()>;
+    /// Closes connections; later calls fail with a [`Transient`](crate::ErrorKind::Transient) or
+    /// [`Permanent`](crate::ErrorKind::Permanent) error.
+    async fn close(&self);
+    /// Starts a transaction spanning both stores. Dropping it without
+    /// [`commit`](Transaction::commit) rolls it back.
+    async fn begin(&self) -> Result<Box<dyn Transaction>>;
+
+    /// The typed health-event store.
+    fn health_events(&self) -> HealthEventStore<'_> {
+        HealthEventStore::new(self.health_event_collection())
+    }
+    /// The typed maintenance-event store.
+    fn maintenance_events(&self) -> MaintenanceEventStore<'_> {
+        MaintenanceEventStore::new(self.maintenance_event_collection())
+    }
+}
+
+/// A transaction over both stores. Operations through it see its own writes and become visible
+/// to others only at [`commit`](Transaction::commit).
+#[async_trait]
+pub trait Transaction: Send + Sync {
+    /// The health-event collection inside the transaction.
+    fn health_event_collection(&self) -> &dyn Collection;
+    /// The maintenance-event collection inside the transaction.
+    fn maintenance_event_collection(&self) -> &dyn Collection;
+    /// Makes every write of the transaction durable and visible, atomically.
+    async fn commit(self: Box<Self>) -> Result<()>;
+    /// Discards every write of the transaction.
+    async fn rollback(self: Box<Self>) -> Result<()>;
+
+    /// The typed health-event store inside the transaction.
+    fn health_events(&self) -> HealthEventStore<'_> {
+        HealthEventStore::new(self.health_event_collection())
+    }
+    /// The typed maintenance-event store inside the transaction.
+    fn maintenance_events(&self) -> MaintenanceEventStore<'_> {
+        MaintenanceEventStore::new(self.maintenance_event_collection())
+    }
+}
+
+/// Runs `body` in a transaction: commits when it returns `Ok`, rolls back on `Err`.
+///
+/// ```no_run
+/// # async fn demo(store: &dyn datastore_api::DataStore) -> datastore_api::Result<()> {
+/// use datastore_api::{with_transaction, Filter, Update};
+/// with_transaction(store, |tx| Box::pin(async move {
+///     tx.health_event_collection()
+///         .update_many(&Filter::eq("healthevent.nodename", "n1"), &Update::new().set("x", 1))
+///         .await?;
+///     tx.maintenance_event_collection().delete_many(&Filter::eq("nodeName", "n1")).await?;
+///     Ok(())
+/// })).await
+/// # }
+/// ```
+pub async fn with_transaction<T, F>(store: &(impl DataStore + ?Sized), body: F) -> Result<T>
+where
+    F: for<'t> FnOnce(&'t dyn Transaction) -> BoxFuture<'t, Result<T>>,
+{
+    let tx = store.begin().await?;
+    let out = body(tx.as_ref()).await;
+    match out {
+        Ok(v) => {
+            tx.commit().await?;
+            Ok(v)
+        }
+        Err(e) => {
+            // The body's error is the one worth reporting; a failed rollback ends the transaction anyway.
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+/// Splits a document to insert into its id and its canonical body (without `_id`).
+/// Shared by providers so that every backend accepts and rejects the same documents.
+pub fn prepare_insert(mut document: Document) -> Result<(DocumentId, Document)> {
+    if document.contains_key(CREATED_AT_FIELD) {
+        return Err(Error::invalid_input(
+            "documents may not set createdAt: the database server assigns it at insert",
+        ));
+    }
+    let id = match document.remove(ID_FIELD) {
+        None => DocumentId::generate(),
+        Some(Value::String(s)) => DocumentId::parse(&s)?,
+        Some(other) => {
+            return Err(Error::invalid_input(format!(
+                "_id must be a 24-hex-digit string, got {other}"
+            )))
+        }
+    };
+    let mut body = Value::Object(document);
+    canonicalize(&mut body)?;
+    match body {
+        Value::Object(body) => Ok((id, body)),
+        _ => unreachable!("canonicalize keeps objects as objects"),
+    }
+}

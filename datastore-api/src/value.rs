@@ -1,0 +1,423 @@
+//! Documents, values, dates and document ids in the canonical stored shape.
+//!
+//! A document is a JSON object ([`Document`]). Dates are stored the way MongoDB's relaxed
+//! extended JSON writes a BSON date, `{"$date": "2024-05-01T12:00:00.000Z"}`, always with
+//! millisecond precision and a fixed width, so that every backend orders them as time.
+//! Keys may not be empty, contain `.`, or start with `$` (except the `$date` wrapper).
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
+use std::sync::OnceLock;
+
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+pub use serde_json::{json, Map, Number, Value};
+
+use crate::error::{Error, Result};
+
+/// A stored document: a JSON object in the canonical shape.
+pub type Document = Map<String, Value>;
+
+/// The key of the date wrapper object.
+pub const DATE_KEY: &str = "$date";
+/// The reserved top-level key holding the document id.
+pub const ID_FIELD: &str = "_id";
+/// The reserved top-level key holding the server-assigned insert time.
+pub const CREATED_AT_FIELD: &str = "createdAt";
+
+/// Truncates a time to the millisecond precision every backend stores.
+pub fn truncate_to_millis(t: DateTime<Utc>) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(t.timestamp_millis())
+        .single()
+        .unwrap_or(t)
+}
+
+/// Formats a date in the canonical fixed-width form (`YYYY-MM-DDTHH:MM:SS.mmmZ`).
+///
+/// Fails for years outside 0..=9999, which no backend can order as text.
+pub fn format_date(t: DateTime<Utc>) -> Result<String> {
+    use chrono::Datelike;
+    if !(0..=9999).contains(&t.year()) {
+        return Err(Error::invalid_input(format!(
+            "date {t} is outside the supported years 0000-9999"
+        )));
+    }
+    Ok(t.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+/// The canonical JSON value of a date: `{"$date": "…"}` at millisecond precision.
+///
+/// ```
+/// use datastore_api::value::date_value;
+/// use chrono::{TimeZone, Utc};
+/// let v = date_value(Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap()).unwrap();
+/// assert_eq!(v, serde_json::json!({"$date": "2024-05-01T12:00:00.000Z"}));
+/// ```
+pub fn date_value(t: DateTime<Utc>) -> Result<Value> {
+    let mut m = Map::new();
+    m.insert(DATE_KEY.to_owned(), Value::String(format_date(t)?));
+    Ok(Value::Object(m))
+}
+
+/// Reads a date wrapper (`{"$date": "…"}`); `None` for any other value.
+pub fn as_date(v: &Value) -> Option<DateTime<Utc>> {
+    let obj = v.as_object()?;
+    if obj.len() != 1 {
+        return None;
+    }
+    let s = obj.get(DATE_KEY)?.as_str()?;
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// True when `v` is a date wrapper object.
+pub fn is_date(v: &Value) -> bool {
+    v.as_object().is_some_and(|o| o.contains_key(DATE_KEY))
+}
+
+/// Checks a document for the canonical shape and rewrites dates to the fixed-width form.
+///
+/// Rejects keys that are empty, contain `.` or NUL, or start with `$`, and date wrappers that
+/// are malformed. Reserved top-level keys (`_id`, `createdAt`) are checked by the caller.
+pub fn canonicalize(value: &mut Value) -> Result<()> {
+    canonicalize_at(value, &mut String::new(), 0)
+}
+
+const MAX_DEPTH: usize = 64;
+
+fn canonicalize_at(value: &mut Value, at: &mut String, depth: usize) -> Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(Error::invalid_input(format!(
+            "document nests deeper than {MAX_DEPTH} levels"
+        )));
+    }
+    match value {
+        Value::Object(obj) => {
+            if obj.contains_key(DATE_KEY) {
+                let t = if obj.len() == 1 { as_date(value) } else { None };
+                let Some(t) = t else {
+                    return Err(Error::invalid_input(format!(
+                        "malformed date at '{at}': expected {{\"$date\": \"<RFC 3339 time>\"}}"
+                    )));
+                };
+                *value = date_value(t)?;
+                return Ok(());
+            }
+            for (key, child) in obj.iter_mut() {
+                check_key(key, at)?;
+                let len = at.len();
+                if !at.is_empty() {
+                    at.push('.');
+                }
+                at.push_str(key);
+                canonicalize_at(child, at, depth + 1)?;
+                at.truncate(len);
+            }
+            Ok(())
+        }
+        Value::Array(items) => {
+            for item in items {
+                canonicalize_at(item, at, depth + 1)?;
+            }
+            Ok(())
+        }
+        Value::String(s) if s.contains('\0') => Err(Error::invalid_input(format!(
+            "string at '{at}' contains a NUL character"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn check_key(key: &str, at: &str) -> Result<()> {
+    if key.is_empty() || key.contains('.') || key.starts_with('$') || key.contains('\0') {
+        return Err(Error::invalid_input(format!(
+            "invalid field name {key:?} under '{at}': names must be non-empty and may not contain '.' or NUL or start with '$'"
+        )));
+    }
+    Ok(())
+}
+
+/// The sort bracket of a value, following MongoDB's cross-type order:
+/// null/missing < numbers < strings < objects < arrays < booleans < dates.
+pub fn type_rank(v: Option<&Value>) -> u8 {
+    match v {
+        None | Some(Value::Null) => 1,
+        Some(Value::Number(_)) => 2,
+        Some(Value::String(_)) => 3,
+        Some(v @ Value::Object(_)) if is_date(v) => 9,
+        Some(Value::Object(_)) => 4,
+        Some(Value::Array(_)) => 5,
+        Some(Value::Bool(_)) => 8,
+    }
+}
+
+/// Compares two numbers numerically (integers exactly, otherwise as `f64`).
+pub fn compare_numbers(a: &Number, b: &Number) -> Ordering {
+    match (a.as_i64(), b.as_i64()) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        _ => {
+            let x = a.as_f64().unwrap_or(f64::NAN);
+            let y = b.as_f64().unwrap_or(f64::NAN);
+            x.partial_cmp(&y).unwrap_or(Ordering::Equal)
+        }
+    }
+}
+
+/// The total order used for sorting: by [`type_rank`], then within a bracket numbers
+/// numerically, strings by UTF-8 bytes, booleans false < true, dates by time. Objects and
+/// arrays compare equal within their bracket (ties are broken by the document id).
+pub fn sort_compare(a: Option<&Value>, b: Option<&Value>) -> Ordering {
+    let (ra, rb) = (type_rank(a), type_rank(b));
+    if ra != rb {
+        return ra.cmp(&rb);
+    }
+    match (a, b) {
+        (Some(Value::Number(x)), Some(Value::Number(y))) => compare_numbers(x, y),
+        (Some(Value::String(x)), Some(Value::String(y))) => x.as_bytes().cmp(y.as_bytes()),
+        (Some(Value::Bool(x)), Some(Value::Bool(y))) => x.cmp(y),
+        (Some(x), Some(y)) if ra == 9 => as_date(x).cmp(&as_date(y)),
+        _ => Ordering::Equal,
+    }
+}
+
+/// Semantic equality of stored values: numbers compare numerically (`1 == 1.0`), objects by
+/// their key set and values, arrays element-wise.
+pub fn equivalent(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => compare_numbers(x, y) == Ordering::Equal,
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| equivalent(p, q))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x
+                    .iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| equivalent(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// Deduplicates values (numerically equal numbers count once) and sorts them by
+/// [`sort_compare`], then by their JSON text, so every backend returns the same list.
+pub fn distinct_values(mut values: Vec<Value>) -> Vec<Value> {
+    values.sort_by(|a, b| sort_compare(Some(a), Some(b)).then_with(|| a.to_string().cmp(&b.to_string())));
+    let mut out: Vec<Value> = Vec::with_capacity(values.len());
+    for v in values {
+        let dup = out
+            .iter()
+            .rev()
+            .take_while(|k| sort_compare(Some(k), Some(&v)) == Ordering::Equal)
+            .any(|k| equivalent(k, &v));
+        if !dup {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// Flattens one level of arrays (how `distinct` counts array fields).
+pub fn unwrap_arrays(values: Vec<Value>) -> Vec<Value> {
+    let mut out = Vec::with_capacity(values.len());
+    for v in values {
+        match v {
+            Value::Array(items) => out.extend(items),
+            v => out.push(v),
+        }
+    }
+    out
+}
+
+/// A document id: 12 bytes shown as 24 lowercase hex digits, in MongoDB ObjectId layout
+/// (4-byte seconds, 5 random bytes per process, 3-byte counter), so ids sort roughly by
+/// creation time on every backend.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DocumentId(String);
+
+impl DocumentId {
+    /// A new, unique id.
+    pub fn generate() -> Self {
+        static PROCESS: OnceLock<[u8; 5]> = OnceLock::new();
+        static COUNTER: OnceLock<AtomicU32> = OnceLock::new();
+        let process = PROCESS.get_or_init(rand::random);
+        let counter = COUNTER
+            .get_or_init(|| AtomicU32::new(rand::random::<u32>() & 0x00ff_ffff))
+            .fetch_add(1, AtomicOrdering::Relaxed);
+        let secs = Utc::now().timestamp() as u32;
+        let mut bytes = [0u8; 12];
+        bytes[..4].copy_from_slice(&secs.to_be_bytes());
+        bytes[4..9].copy_from_slice(process);
+        bytes[9..].copy_from_slice(&counter.to_be_bytes()[1..]);
+        let mut s = String::with_capacity(24);
+        for b in bytes {
+            s.push_str(&format!("{b:02x}"));
+        }
+        DocumentId(s)
+    }
+
+    /// Parses a 24-hex-digit id (upper or lower case; stored lowercase).
+    pub fn parse(s: &str) -> Result<Self> {
+        if s.len() == 24 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(DocumentId(s.to_ascii_lowercase()))
+        } else {
+            Err(Error::invalid_input(format!(
+                "invalid document id {s:?}: expected 24 hexadecimal digits"
+            )))
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DocumentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for DocumentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DocumentId({})", self.0)
+    }
+}
+
+impl TryFrom<String> for DocumentId {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        DocumentId::parse(&s)
+    }
+}
+
+impl From<DocumentId> for String {
+    fn from(id: DocumentId) -> String {
+        id.0
+    }
+}
+
+impl std::str::FromStr for DocumentId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        DocumentId::parse(s)
+    }
+}
+
+/// Serde helpers for `DateTime<Utc>` fields stored as `{"$date": "…"}`.
+pub mod serde_date {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    /// Serializes a date as `{"$date": "…"}`.
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        date_value(*t)
+            .map_err(serde::ser::Error::custom)?
+            .serialize(s)
+    }
+
+    /// Deserializes `{"$date": "…"}` (or a bare RFC 3339 string) into a date.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let v = Value::deserialize(d)?;
+        parse(&v).ok_or_else(|| serde::de::Error::custom(format!("expected a date, got {v}")))
+    }
+
+    pub(crate) fn parse(v: &Value) -> Option<DateTime<Utc>> {
+        as_date(v).or_else(|| {
+            v.as_str()
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .map(|t| t.with_timezone(&Utc))
+        })
+    }
+
+    /// The same for `Option<DateTime<Utc>>`, stored as the date or `null`.
+    pub mod option {
+        use super::*;
+
+        /// Serializes `Some(t)` as a date and `None` as `null`.
+        pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => super::serialize(t, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        /// Deserializes a date, `null` or a missing field.
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<DateTime<Utc>>, D::Error> {
+            let v = Value::deserialize(d)?;
+            if v.is_null() {
+                return Ok(None);
+            }
+            super::parse(&v)
+                .map(Some)
+                .ok_or_else(|| serde::de::Error::custom(format!("expected a date, got {v}")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonicalize_rewrites_dates_to_fixed_width() {
+        let mut v = json!({"a": {"$date": "2024-01-02T03:04:05Z"}, "b": [{"$date": "2024-01-02T03:04:05.123456+01:00"}]});
+        canonicalize(&mut v).unwrap();
+        assert_eq!(v["a"], json!({"$date": "2024-01-02T03:04:05.000Z"}));
+        assert_eq!(v["b"][0], json!({"$date": "2024-01-02T02:04:05.123Z"}));
+    }
+
+    #[test]
+    fn canonicalize_rejects_bad_keys_and_dates() {
+        for bad in [
+            json!({"a.b": 1}),
+            json!({"": 1}),
+            json!({"$set": 1}),
+            json!({"x": {"$date": "nope"}}),
+            json!({"x": {"$date": "2024-01-01T00:00:00Z", "y": 1}}),
+            json!({"x": "nul\u{0}"}),
+        ] {
+            let mut v = bad.clone();
+            let e = canonicalize(&mut v).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::InvalidInput, "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_are_unique_and_parse() {
+        let a = DocumentId::generate();
+        let b = DocumentId::generate();
+        assert_ne!(a, b);
+        assert_eq!(DocumentId::parse(a.as_str()).unwrap(), a);
+        assert!(DocumentId::parse("xyz").is_err());
+    }
+
+    #[test]
+    fn sort_order_follows_type_brackets() {
+        let vals = [
+            None,
+            Some(json!(1)),
+            Some(json!(2.5)),
+            Some(json!("a")),
+            Some(json!({"k": 1})),
+            Some(json!([1])),
+            Some(json!(false)),
+            Some(json!(true)),
+            Some(json!({"$date": "2024-01-01T00:00:00.000Z"})),
+        ];
+        for w in vals.windows(2) {
+            assert_eq!(
+                sort_compare(w[0].as_ref(), w[1].as_ref()),
+                Ordering::Less,
+                "{:?}",
+                w
+            );
+        }
+        assert!(equivalent(&json!({"a": 1}), &json!({"a": 1.0})));
+    }
+}

@@ -1,0 +1,208 @@
+//! Choosing the server tests run against: external (env var) or throwaway.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use crate::{HarnessError, PgServer};
+
+/// Where tests should run: an external server named by the environment
+/// variable [`TestPostgres::ENV`] (`DATASTORE_TEST_POSTGRES_URL`), else a
+/// throwaway [`PgServer`] started here.
+///
+/// The external URL must point at a maintenance database (for example
+/// `postgres://user:pw@host:5432/postgres`) whose user may `CREATE DATABASE`;
+/// tests derive URLs for their own databases with [`TestPostgres::url_for`].
+///
+/// The `Debug` output never shows a password.
+pub struct TestPostgres {
+    admin_url: String,
+    /// `None` for an external server.
+    server: Option<PgServer>,
+}
+
+/// Outcome of the one start attempt made by [`TestPostgres::shared`]: the
+/// instance, or the error's message and log tail.
+type SharedSlot = Result<TestPostgres, (String, String)>;
+
+static SHARED: OnceLock<SharedSlot> = OnceLock::new();
+
+impl TestPostgres {
+    /// Environment variable with the URL of an external server's maintenance
+    /// database.
+    pub const ENV: &'static str = "DATASTORE_TEST_POSTGRES_URL";
+
+    /// Uses the server named by [`TestPostgres::ENV`] if that variable is set
+    /// and non-empty (validating that it is a `postgres://` or
+    /// `postgresql://` URL), otherwise starts a throwaway [`PgServer`] that
+    /// lives as long as the returned value.
+    pub fn from_env_or_start() -> Result<TestPostgres, HarnessError> {
+        match std::env::var(Self::ENV) {
+            Ok(url) if !url.trim().is_empty() => {
+                let url = url.trim().to_string();
+                crate::url::validate(&url)
+                    .map_err(|m| HarnessError::InvalidUrl(format!("{}: {m}", Self::ENV)))?;
+                Ok(TestPostgres {
+                    admin_url: url,
+                    server: None,
+                })
+            }
+            Err(std::env::VarError::NotUnicode(_)) => Err(HarnessError::InvalidUrl(format!(
+                "{} is not valid UTF-8",
+                Self::ENV
+            ))),
+            _ => {
+                let server = PgServer::start()?;
+                Ok(TestPostgres {
+                    admin_url: server.url("postgres"),
+                    server: Some(server),
+                })
+            }
+        }
+    }
+
+    /// One instance per process, created on first use.
+    ///
+    /// A throwaway server started here is never dropped (statics are not);
+    /// its watchdog stops it and deletes its directory within about a second
+    /// after the process exits. If the first start fails, every call returns
+    /// [`HarnessError::StartFailed`] with the same message.
+    pub fn shared() -> Result<&'static TestPostgres, HarnessError> {
+        shared_in(&SHARED, TestPostgres::from_env_or_start)
+    }
+
+    /// URL of the maintenance database (for the throwaway server:
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`).
+    ///
+    /// For an external server this is the URL from the environment, including
+    /// its password: do not print it (the `Debug` output masks it).
+    pub fn admin_url(&self) -> &str {
+        &self.admin_url
+    }
+
+    /// The same server, user and password as [`TestPostgres::admin_url`], but
+    /// database `database` (the URL path is replaced, any query string is
+    /// kept).
+    pub fn url_for(&self, database: &str) -> String {
+        crate::url::with_database(&self.admin_url, database)
+    }
+
+    /// Whether the server is external (named by [`TestPostgres::ENV`]).
+    pub fn is_external(&self) -> bool {
+        self.server.is_none()
+    }
+}
+
+/// [`TestPostgres::shared`] for a given slot and initialiser: the first call
+/// runs `init`; later calls return its instance, or its error again as
+/// [`HarnessError::StartFailed`].
+fn shared_in(
+    slot: &'static OnceLock<SharedSlot>,
+    init: impl FnOnce() -> Result<TestPostgres, HarnessError>,
+) -> Result<&'static TestPostgres, HarnessError> {
+    let slot = slot.get_or_init(|| {
+        init().map_err(|error| match error {
+            HarnessError::StartFailed { message, log_tail } => (message, log_tail),
+            other => (other.to_string(), String::new()),
+        })
+    });
+    match slot {
+        Ok(instance) => Ok(instance),
+        Err((message, log_tail)) => Err(HarnessError::StartFailed {
+            message: message.clone(),
+            log_tail: log_tail.clone(),
+        }),
+    }
+}
+
+impl fmt::Debug for TestPostgres {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestPostgres")
+            .field("admin_url", &crate::url::mask_password(&self.admin_url))
+            .field("external", &self.is_external())
+            .field("server", &self.server)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn external(url: &str) -> TestPostgres {
+        TestPostgres {
+            admin_url: url.to_string(),
+            server: None,
+        }
+    }
+
+    #[test]
+    fn url_for_replaces_database_and_keeps_query() {
+        let pg = external(
+            "postgres://app:pw@db.internal:5432/postgres?sslmode=require&connect_timeout=5",
+        );
+        assert!(pg.is_external());
+        assert_eq!(
+            pg.url_for("ds_test_1"),
+            "postgres://app:pw@db.internal:5432/ds_test_1?sslmode=require&connect_timeout=5"
+        );
+        assert_eq!(
+            pg.admin_url(),
+            "postgres://app:pw@db.internal:5432/postgres?sslmode=require&connect_timeout=5"
+        );
+    }
+
+    #[test]
+    fn debug_masks_password() {
+        let pg = external("postgresql://app:hunter2@db:5432/postgres");
+        let debug = format!("{pg:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(
+            debug.contains("postgresql://app:***@db:5432/postgres"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn failed_shared_start_is_reported_on_every_call() {
+        static SLOT: OnceLock<SharedSlot> = OnceLock::new();
+        let first = shared_in(&SLOT, || {
+            Err(HarnessError::BinariesMissing {
+                searched: vec!["/nowhere/bin".into()],
+            })
+        })
+        .unwrap_err();
+        let second = shared_in(&SLOT, || panic!("must not start twice")).unwrap_err();
+        for err in [first, second] {
+            match err {
+                HarnessError::StartFailed { message, .. } => {
+                    assert!(message.contains("/nowhere/bin"), "{message}")
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn shared_returns_same_instance() {
+        let first = TestPostgres::shared().expect("shared server available");
+        let second = TestPostgres::shared().expect("shared server available");
+        assert!(std::ptr::eq(first, second));
+        assert!(first.admin_url().starts_with("postgres"));
+        if !first.is_external() {
+            assert!(first
+                .admin_url()
+                .starts_with("postgres://postgres@127.0.0.1:"));
+            assert!(first.admin_url().ends_with("/postgres"));
+            let url = first.url_for("other");
+            assert!(url.ends_with("/other"), "{url}");
+            // The server really is reachable.
+            let port: u16 = url
+                .trim_start_matches("postgres://postgres@127.0.0.1:")
+                .trim_end_matches("/other")
+                .parse()
+                .unwrap();
+            let addr = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
+            assert!(std::net::TcpStream::connect(addr).is_ok());
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! The [`Collection`] implementation over one table, usable from the pool or inside a
+//! transaction.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use datastore_api::value::{date_value, distinct_values, unwrap_arrays, CREATED_AT_FIELD, ID_FIELD};
+use datastore_api::{
+    prepare_insert, query::validate_idempotency_key, Collection, Direction, Document, DocumentId, Error, FieldPath,
+    Filter, FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Page, PageRequest, PageToken, Result, Update,
+    UpdateResult, Value,
+};
+use sqlx::postgres::PgRow;
+use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row};
+use tokio::sync::Mutex;
+
+use crate::compile::{jsonpath, push_filter, push_order_by, push_sort_lateral};
+use crate::error::map_err;
+
+/// The tables behind the two collections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// `health_events`
+    HealthEvents,
+    /// `maintenance_events`
+    MaintenanceEvents,
+}
+
+impl Table {
+    /// The SQL table name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::HealthEvents => "health_events",
+            Table::MaintenanceEvents => "maintenance_events",
+        }
+    }
+}
+
+pub(crate) type SharedTx = Arc<Mutex<Option<sqlx::Transaction<'static, Postgres>>>>;
+
+/// Where statements run.
+#[derive(Clone)]
+pub(crate) enum Exec {
+    Pool(PgPool),
+    Tx(SharedTx),
+}
+
+/// A table as a [`Collection`].
+#[derive(Clone)]
+pub struct PgCollection {
+    table: Table,
+    exec: Exec,
+}
+
+/// Runs `$body` with `$conn: &mut PgConnection` from the pool or the open transaction.
+macro_rules! with_conn {
+    ($self:ident, $conn:ident => $body:expr) => {{
+        match &$self.exec {
+            Exec::Pool(pool) => {
+                let mut pooled = pool.acquire().await.map_err(map_err)?;
+                let $conn: &mut PgConnection = &mut pooled;
+                $body
+            }
+            Exec::Tx(tx) => {
+                let mut guard = tx.lock().await;
+                let open = guard
+                    .as_mut()
+                    .ok_or_else(|| Error::permanent("the transaction has already ended"))?;
+                let $conn: &mut PgConnection = &mut *open;
+                $body
+            }
+        }
+    }};
+}
+
+fn row_document(row: &PgRow) -> Result<Document> {
+    let id: String = row.try_get("id").map_err(map_err)?;
+    let created_at: DateTime<Utc> = row.try_get("created_at").map_err(map_err)?;
+    let body: Value = row.try_get("document").map_err(map_err)?;
+    let mut doc = match body {
+        Value::Object(m) => m,
+        _ => return Err(Error::permanent(format!("stored document {id} is not an object"))),
+    };
+    doc.insert(ID_FIELD.to_owned(), Value::String(id));
+    doc.insert(CREATED_AT_FIELD.to_owned(), date_value(created_at)?);
+    Ok(doc)
+}
+
+fn inserted(row: &PgRow) -> Result<Inserted> {
+    let id: String = row.try_get("id").map_err(map_err)?;
+    Ok(Inserted {
+        id: DocumentId::parse(&id)?,
+        created_at: row.try_get("created_at").map_err(map_err)?,
+    })
+}
+
+impl PgCollection {
+    pub(crate) fn new(table: Table, exec: Exec) -> Self {
+        PgCollection { table, exec }
+    }
+
+    fn select_where<'a>(&self, filter: &Filter) -> Result<QueryBuilder<'a, Postgres>> {
+        let lowered = filter.lower()?;
+        let mut qb = QueryBuilder::new(format!("SELECT id, created_at, document FROM {} WHERE ", self.table.name()));
+        push_filter(&mut qb, &lowered)?;
+        Ok(qb)
+    }
+}
+
+async fn insert_rows(conn: &mut PgConnection, table: Table, rows: Vec<(DocumentId, Document)>) -> Result<Vec<Inserted>> {
+    let (ids, docs): (Vec<String>, Vec<Value>) = rows
+        .into_iter()
+        .map(|(id, d)| (id.to_string(), Value::Object(d)))
+        .unzip();
+    let sql = format!(
+        "INSERT INTO {} (id, document) SELECT * FROM unnest($1::text[], $2::jsonb[]) RETURNING id, created_at",
+        table.name()
+    );
+    let out = sqlx::query(&sql)
+        .bind(&ids)
+        .bind(&docs)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    let mut by_id: HashMap<String, Inserted> = HashMap::with_capacity(out.len());
+    for row in &out {
+        let ins = inserted(row)?;
+        by_id.insert(ins.id.to_string(), ins);
+    }
+    ids.iter()
+        .map(|id| by_id.remove(id).ok_or_else(|| Error::permanent("insert did not return every row")))
+        .collect()
+}
+
+#[async_trait]
+impl Collection for PgCollection {
+    fn name(&self) -> &str {
+        self.table.name()
+    }
+
+    #[tracing::instrument(name = "datastore.insert_one", skip_all, fields(collection = self.table.name()))]
+    async fn insert_one(&self, document: Document) -> Result<Inserted> {
+        let (id, body) = prepare_insert(document)?;
+        let sql = format!("INSERT INTO {} (id, document) VALUES ($1, $2) RETURNING id, created_at", self.table.name());
+        let row = with_conn!(self, conn => sqlx::query(&sql)
+            .bind(id.as_str())
+            .bind(Value::Object(body))
+            .fetch_one(conn)
+            .await
+            .map_err(map_err)?);
+        inserted(&row)
+    }
+
+    #[tracing::instrument(name = "datastore.insert_many", skip_all, fields(collection = self.table.name(), count = documents.len()))]
+    async fn insert_many(&self, documents: Vec<Document>) -> Result<Vec<Inserted>> {
+        let rows = documents.into_iter().map(prepare_insert).collect::<Result<Vec<_>>>()?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        with_conn!(self, conn => insert_rows(conn, self.table, rows).await)
+    }
+
+    #[tracing::instrument(name = "datastore.insert_idempotent", skip_all, fields(collection = self.table.name(), count = documents.len()))]
+    async fn insert_idempotent(&self, documents: Vec<KeyedDocument>) -> Result<Vec<IdempotentOutcome>> {
+        let mut first_of_key: HashMap<String, usize> = HashMap::new();
+        let mut prepared = Vec::with_capacity(documents.len());
+        for (i, kd) in documents.into_iter().enumerate() {
+            validate_idempotency_key(&kd.key)?;
+            let (id, body) = prepare_insert(kd.document)?;
+            first_of_key.entry(kd.key.clone()).or_insert(i);
+            prepared.push((kd.key, id, body));
+        }
+        if prepared.is_empty() {
+            return Ok(Vec::new());
+        }
+        let unique: Vec<&(String, DocumentId, Document)> = prepared
+            .iter()
+            .enumerate()
+            .filter(|(i, (k, _, _))| first_of_key[k] == *i)
+            .map(|(_, p)| p)
+            .collect();
+        let keys: Vec<String> = unique.iter().map(|(k, _, _)| k.clone()).collect();
+        let ids: Vec<String> = unique.iter().map(|(_, id, _)| id.to_string()).collect();
+        let docs: Vec<Value> = unique.iter().map(|(_, _, d)| Value::Object(d.clone())).collect();
+        let table = self.table.name();
+        let (new_rows, existing) = with_conn!(self, conn => {
+            let mut tx = conn.begin().await.map_err(map_err)?;
+            let new_rows = sqlx::query(&format!(
+                "INSERT INTO {table} (id, idempotency_key, document) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[]) \
+                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, created_at, idempotency_key"
+            ))
+            .bind(&ids)
+            .bind(&keys)
+            .bind(&docs)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            let existing = sqlx::query(&format!(
+                "SELECT id, idempotency_key FROM {table} WHERE idempotency_key = ANY($1::text[])"
+            ))
+            .bind(&keys)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            tx.commit().await.map_err(map_err)?;
+            (new_rows, existing)
+        });
+        let mut fresh: HashMap<String, Inserted> = HashMap::new();
+        for row in &new_rows {
+            let key: String = row.try_get("idempotency_key").map_err(map_err)?;
+            fresh.insert(key, inserted(row)?);
+        }
+        let mut owner: HashMap<String, DocumentId> = HashMap::new();
+        for row in &existing {
+            let key: String = row.try_get("idempotency_key").map_err(map_err)?;
+            let id: String = row.try_get("id").map_err(map_err)?;
+            owner.insert(key, DocumentId::parse(&id)?);
+        }
+        prepared
+            .iter()
+            .enumerate()
+            .map(|(i, (key, _, _))| {
+                if first_of_key[key] == i {
+                    if let Some(ins) = fresh.remove(key) {
+                        return Ok(IdempotentOutcome::Inserted(ins));
+                    }
+                }
+                owner
+                    .get(key)
+                    .cloned()
+                    .map(IdempotentOutcome::Duplicate)
+                    .ok_or_else(|| Error::transient("an idempotency key vanished during insert; retry"))
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(name = "datastore.find", skip_all, fields(collection = self.table.name()))]
+    async fn find(&self, filter: &Filter, options: &FindOptions) -> Result<Vec<Document>> {
+        let lowered = filter.lower()?;
+        let keys = options.sort.validate()?;
+        let skip = i64::try_from(options.skip).map_err(|_| Error::invalid_input("skip is too large"))?;
+        let mut qb = QueryBuilder::new(format!("SELECT id, created_at, document FROM {}", self.table.name()));
+        push_sort_lateral(&mut qb, &keys);
+        qb.push(" WHERE ");
+        push_filter(&mut qb, &lowered)?;
+        push_order_by(&mut qb, &keys);
+        if let Some(limit) = options.limit {
+            let limit = i64::try_from(limit).map_err(|_| Error::invalid_input("limit is too large"))?;
+            qb.push(" LIMIT ").push_bind(limit);
+        }
+        if skip > 0 {
+            qb.push(" OFFSET ").push_bind(skip);
+        }
+        let rows = with_conn!(self, conn => qb.build().fetch_all(conn).await.map_err(map_err)?);
+        rows.iter().map(row_document).collect()
+    }
+
+    #[tracing::instrument(name = "datastore.find_page", skip_all, fields(collection = self.table.name(), size = page.size))]
+    async fn find_page(&self, filter: &Filter, page: &PageRequest) -> Result<Page> {
+        page.validate()?;
+        let mut qb = self.select_where(filter)?;
+        let (cmp, order) = match page.direction {
+            Direction::Ascending => (">", "ASC"),
+            Direction::Descending => ("<", "DESC"),
+        };
+        if let Some(after) = &page.after {
+            qb.push(format!(" AND (created_at, id) {cmp} ("))
+                .push_bind(after.created_at)
+                .push(", ")
+                .push_bind(after.id.to_string())
+                .push(")");
+        }
+        qb.push(format!(" ORDER BY created_at {order}, id {order} LIMIT "))
+            .push_bind(i64::from(page.size) + 1);
+        let rows = with_conn!(self, conn => qb.build().fetch_all(conn).await.map_err(map_err)?);
+        let more = rows.len() > page.size as usize;
+        let mut documents = Vec::with_capacity(rows.len().min(page.size as usize));
+        let mut last = None;
+        for row in rows.iter().take(page.size as usize) {
+            let id: String = row.try_get("id").map_err(map_err)?;
+            let created_at: DateTime<Utc> = row.try_get("created_at").map_err(map_err)?;
+            last = Some(PageToken {
+                created_at,
+                id: DocumentId::parse(&id)?,
+            });
+            documents.push(row_document(row)?);
+        }
+        Ok(Page {
+            documents,
+            next: if more { last } else { None },
+        })
+    }
+
+    #[tracing::instrument(name = "datastore.count", skip_all, fields(collection = self.table.name()))]
+    async fn count(&self, filter: &Filter) -> Result<u64> {
+        let lowered = filter.lower()?;
+        let mut qb = QueryBuilder::new(format!("SELECT count(*) FROM {} WHERE ", self.table.name()));
+        push_filter(&mut qb, &lowered)?;
+        let n: i64 = with_conn!(self, conn => qb.build_query_scalar().fetch_one(conn).await.map_err(map_err)?);
+        Ok(n as u64)
+    }
+
+    #[tracing::instrument(name = "datastore.distinct", skip_all, fields(collection = self.table.name(), path))]
+    async fn distinct(&self, path: &str, filter: &Filter) -> Result<Vec<Value>> {
+        let path = FieldPath::parse(path)?;
+        let lowered = filter.lower()?;
+        let select = match (path.reserved_root(), path.segments().len()) {
+            (Some(datastore_api::ReservedField::Id), 1) => "to_jsonb(id)".to_owned(),
+            (Some(datastore_api::ReservedField::CreatedAt), 1) => {
+                "jsonb_build_object('$date', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))"
+                    .to_owned()
+            }
+            (Some(_), _) => return Ok(Vec::new()),
+            (None, _) => String::new(),
+        };
+        let mut qb = QueryBuilder::new("SELECT ");
+        if select.is_empty() {
+            qb.push("jsonb_path_query(document, ").push_bind(jsonpath(&path, None)).push("::jsonpath)");
+        } else {
+            qb.push(select);
+        }
+        qb.push(format!(" AS v FROM {} WHERE ", self.table.name()));
+        push_filter(&mut qb, &lowered)?;
+        let values: Vec<Value> = with_conn!(self, conn => qb.build_query_scalar().fetch_all(conn).await.map_err(map_err)?);
+        Ok(distinct_values(unwrap_arrays(values)))
+    }
+
+    #[tracing::instrument(name = "datastore.update_one", skip_all, fields(collection = self.table.name()))]
+    async fn update_one(&self, filter: &Filter, update: &Update) -> Result<UpdateResult> {
+        self.update(filter, update, true).await
+    }
+
+    #[tracing::instrument(name = "datastore.update_many", skip_all, fields(collection = self.table.name()))]
+    async fn update_many(&self, filter: &Filter, update: &Update) -> Result<UpdateResult> {
+        self.update(filter, update, false).await
+    }
+
+    #[tracing::instrument(name = "datastore.delete_many", skip_all, fields(collection = self.table.name()))]
+    async fn delete_many(&self, filter: &Filter) -> Result<u64> {
+        let lowered = filter.lower()?;
+        let mut qb = QueryBuilder::new(format!("DELETE FROM {} WHERE ", self.table.name()));
+        push_filter(&mut qb, &lowered)?;
+        let done = with_conn!(self, conn => qb.build().execute(conn).await.map_err(map_err)?);
+        Ok(done.rows_affected())
+    }
+
+    async fn server_time(&self) -> Result<DateTime<Utc>> {
+        with_conn!(self, conn => sqlx::query_scalar("SELECT now()").fetch_one(conn).await.map_err(map_err))
+    }
+}
+
+impl PgCollection {
+    /// Read-modify-write under row locks: the update semantics live in one place
+    /// ([`datastore_api::ValidUpdate::apply`]) and are identical on every backend.
+    async fn update(&self, filter: &Filter, update: &Update, only_first: bool) -> Result<UpdateResult> {
+        let valid = update.validate()?;
+        let lowered = filter.lower()?;
+        let table = self.table.name();
+        let mut qb = QueryBuilder::new(format!("SELECT id, created_at, document, now() AS server_now FROM {table} WHERE "));
+        push_filter(&mut qb, &lowered)?;
+        qb.push(" ORDER BY created_at, id");
+        if only_first {
+            qb.push(" LIMIT 1");
+        }
+        qb.push(" FOR UPDATE");
+        with_conn!(self, conn => {
+            let mut tx = conn.begin().await.map_err(map_err)?;
+            let rows = qb.build().fetch_all(&mut *tx).await.map_err(map_err)?;
+            let mut ids = Vec::new();
+            let mut docs = Vec::new();
+            for row in &rows {
+                let now: DateTime<Utc> = row.try_get("server_now").map_err(map_err)?;
+                let mut doc = row_document(row)?;
+                if valid.apply(&mut doc, now)? {
+                    doc.remove(ID_FIELD);
+                    doc.remove(CREATED_AT_FIELD);
+                    ids.push(row.try_get::<String, _>("id").map_err(map_err)?);
+                    docs.push(Value::Object(doc));
+                }
+            }
+            if !ids.is_empty() {
+                sqlx::query(&format!(
+                    "UPDATE {table} AS t SET document = v.doc FROM unnest($1::text[], $2::jsonb[]) AS v(id, doc) WHERE t.id = v.id"
+                ))
+                .bind(&ids)
+                .bind(&docs)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            }
+            tx.commit().await.map_err(map_err)?;
+            Ok(UpdateResult { matched: rows.len() as u64, modified: ids.len() as u64 })
+        })
+    }
+}

@@ -1,0 +1,197 @@
+//! Compiles lowered filters and sorts to SQL. Every value is a bound parameter: field paths
+//! become bound `jsonpath` or `text[]` values, never SQL text.
+
+use datastore_api::{CmpOp, Direction, FieldPath, Lowered, ReservedField, Scalar};
+use sqlx::{Postgres, QueryBuilder};
+
+use datastore_api::value::format_date;
+use datastore_api::Result;
+
+/// Appends the SQL of `filter` (a boolean expression over `id`, `created_at`, `document`).
+pub(crate) fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, filter: &Lowered) -> Result<()> {
+    match filter {
+        Lowered::True => {
+            qb.push("TRUE");
+        }
+        Lowered::False => {
+            qb.push("FALSE");
+        }
+        Lowered::Cmp { path, op, value } => push_cmp(qb, path, *op, value)?,
+        Lowered::NullOrMissing(path) => match reserved(path) {
+            Some((_, true)) => {
+                qb.push("FALSE");
+            }
+            Some((_, false)) => {
+                qb.push("TRUE");
+            }
+            None => {
+                qb.push("(NOT (document @? ");
+                qb.push_bind(jsonpath(path, None));
+                qb.push("::jsonpath) OR document @? ");
+                qb.push_bind(format!("{} ? (@ == null)", jsonpath(path, None)));
+                qb.push("::jsonpath)");
+            }
+        },
+        Lowered::Exists(path) => match reserved(path) {
+            Some((_, top)) => {
+                qb.push(if top { "TRUE" } else { "FALSE" });
+            }
+            None => {
+                qb.push("document @? ");
+                qb.push_bind(jsonpath(path, None));
+                qb.push("::jsonpath");
+            }
+        },
+        Lowered::Not(inner) => {
+            // IS NOT TRUE turns an unknown (NULL) result into a match of the negation.
+            qb.push("((");
+            push_filter(qb, inner)?;
+            qb.push(") IS NOT TRUE)");
+        }
+        Lowered::And(parts) | Lowered::Or(parts) => {
+            let sep = if matches!(filter, Lowered::And(_)) { " AND " } else { " OR " };
+            qb.push("(");
+            for (i, p) in parts.iter().enumerate() {
+                if i > 0 {
+                    qb.push(sep);
+                }
+                push_filter(qb, p)?;
+            }
+            qb.push(")");
+        }
+    }
+    Ok(())
+}
+
+/// `Some((field, is_the_field_itself))` for paths under `_id` / `createdAt`.
+fn reserved(path: &FieldPath) -> Option<(ReservedField, bool)> {
+    path.reserved_root().map(|r| (r, path.segments().len() == 1))
+}
+
+fn sql_op(op: CmpOp) -> &'static str {
+    match op {
+        CmpOp::Eq => " = ",
+        CmpOp::Gt => " > ",
+        CmpOp::Gte => " >= ",
+        CmpOp::Lt => " < ",
+        CmpOp::Lte => " <= ",
+    }
+}
+
+fn push_cmp(qb: &mut QueryBuilder<'_, Postgres>, path: &FieldPath, op: CmpOp, value: &Scalar) -> Result<()> {
+    match (reserved(path), value) {
+        (Some((ReservedField::Id, true)), Scalar::String(s)) => {
+            qb.push("id").push(sql_op(op)).push_bind(s.clone());
+        }
+        (Some((ReservedField::CreatedAt, true)), Scalar::Date(t)) => {
+            qb.push("created_at").push(sql_op(op)).push_bind(*t);
+        }
+        // Other types never match the id string or the createdAt date; sub-paths are missing.
+        (Some(_), _) => {
+            qb.push("FALSE");
+        }
+        (None, value) => {
+            let (suffix, literal) = match value {
+                Scalar::Date(t) => (Some("$date"), json_string(&format_date(*t)?)),
+                Scalar::String(s) => (None, json_string(s)),
+                Scalar::Int(i) => (None, i.to_string()),
+                Scalar::Float(f) => (None, float_literal(*f)),
+                Scalar::Bool(b) => (None, b.to_string()),
+                Scalar::Null => unreachable!("lowering turns null comparisons into NullOrMissing"),
+            };
+            qb.push("document @? ");
+            qb.push_bind(format!("{} ? (@ {} {literal})", jsonpath(path, suffix), op.symbol()));
+            qb.push("::jsonpath");
+        }
+    }
+    Ok(())
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::Value::String(s.to_owned()).to_string()
+}
+
+fn float_literal(f: f64) -> String {
+    // serde_json prints the shortest round-tripping form (`1.5`, `1e300`); jsonpath reads both.
+    serde_json::Number::from_f64(f).map_or_else(|| "0".to_owned(), |n| n.to_string())
+}
+
+/// A lax jsonpath to `path` (plus an optional final key), every key quoted.
+pub(crate) fn jsonpath(path: &FieldPath, suffix: Option<&str>) -> String {
+    let mut s = String::from("$");
+    for seg in path.segments().iter().map(String::as_str).chain(suffix) {
+        s.push('.');
+        s.push_str(&json_string(seg));
+    }
+    s
+}
+
+/// Appends `, LATERAL (…) k` binding each sort key's value, for use in the FROM clause.
+pub(crate) fn push_sort_lateral(qb: &mut QueryBuilder<'_, Postgres>, keys: &[(FieldPath, Direction)]) {
+    let mut first = true;
+    for (i, (path, _)) in keys.iter().enumerate() {
+        if path.reserved_root().is_some() {
+            continue;
+        }
+        qb.push(if first { " CROSS JOIN LATERAL (SELECT " } else { ", " });
+        first = false;
+        qb.push("document #> ");
+        qb.push_bind(path.segments().to_vec());
+        qb.push(format!("::text[] AS k{i}"));
+    }
+    if !first {
+        qb.push(") k");
+    }
+}
+
+/// Appends `ORDER BY …` for the keys (MongoDB's type brackets), ending with `id ASC`.
+pub(crate) fn push_order_by(qb: &mut QueryBuilder<'_, Postgres>, keys: &[(FieldPath, Direction)]) {
+    qb.push(" ORDER BY ");
+    for (i, (path, dir)) in keys.iter().enumerate() {
+        let d = match dir {
+            Direction::Ascending => " ASC",
+            Direction::Descending => " DESC",
+        };
+        match reserved(path) {
+            Some((ReservedField::Id, true)) => {
+                qb.push(format!("id{d}, "));
+            }
+            Some((ReservedField::CreatedAt, true)) => {
+                qb.push(format!("created_at{d}, "));
+            }
+            Some(_) => {}
+            None => {
+                let v = format!("k.k{i}");
+                qb.push(format!(
+                    "CASE WHEN {v} IS NULL THEN 1 ELSE CASE jsonb_typeof({v}) WHEN 'null' THEN 1 WHEN 'number' THEN 2 \
+                     WHEN 'string' THEN 3 WHEN 'object' THEN CASE WHEN {v} ? '$date' THEN 9 ELSE 4 END \
+                     WHEN 'array' THEN 5 WHEN 'boolean' THEN 8 END END{d}, \
+                     CASE WHEN jsonb_typeof({v}) = 'number' THEN ({v})::numeric END{d}, \
+                     (CASE WHEN jsonb_typeof({v}) IN ('string', 'boolean') THEN {v} #>> '{{}}' END) COLLATE \"C\"{d}, \
+                     (CASE WHEN jsonb_typeof({v}) = 'object' THEN {v} ->> '$date' END) COLLATE \"C\"{d}, "
+                ));
+            }
+        }
+    }
+    qb.push("id ASC");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jsonpath_quotes_every_key() {
+        let p = FieldPath::parse("a.b c.\"q\"").unwrap();
+        assert_eq!(jsonpath(&p, None), r#"$."a"."b c"."\"q\"""#);
+        assert_eq!(jsonpath(&FieldPath::parse("t").unwrap(), Some("$date")), r#"$."t"."$date""#);
+    }
+
+    #[test]
+    fn values_are_bound_not_inlined_in_sql() {
+        let f = datastore_api::Filter::eq("a", "x'; DROP TABLE t; --").lower().unwrap();
+        let mut qb = QueryBuilder::<Postgres>::new("SELECT 1 WHERE ");
+        push_filter(&mut qb, &f).unwrap();
+        assert_eq!(qb.sql(), "SELECT 1 WHERE document @? $1::jsonpath");
+    }
+}

@@ -1,0 +1,34 @@
+//! Mapping of sqlx errors onto the API's error kinds.
+
+use datastore_api::{Error, ErrorKind};
+
+/// Classifies a sqlx error. Messages come from the server or driver and never include the
+/// connection password.
+pub(crate) fn map_err(e: sqlx::Error) -> Error {
+    use sqlx::Error as E;
+    let (kind, message) = match &e {
+        E::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            let kind = match code.as_str() {
+                "23505" => ErrorKind::Duplicate,
+                "40001" | "40P01" | "55P03" | "57014" | "57P01" | "57P02" | "57P03" | "53300" | "53400" => {
+                    ErrorKind::Transient
+                }
+                c if c.starts_with("08") => ErrorKind::Transient,
+                c if c.starts_with("22") || c.starts_with("23") => ErrorKind::InvalidInput,
+                c if c.starts_with("28") || c == "3D000" => ErrorKind::Configuration,
+                _ => ErrorKind::Permanent,
+            };
+            (kind, format!("PostgreSQL error {code}: {}", db.message()))
+        }
+        E::Io(_) | E::PoolTimedOut | E::WorkerCrashed | E::Protocol(_) => {
+            (ErrorKind::Transient, "connection to PostgreSQL failed".to_owned())
+        }
+        E::PoolClosed => (ErrorKind::Permanent, "the datastore was closed".to_owned()),
+        E::Tls(_) => (ErrorKind::Configuration, "TLS setup with PostgreSQL failed".to_owned()),
+        E::Configuration(_) => (ErrorKind::Configuration, "invalid PostgreSQL connection settings".to_owned()),
+        E::RowNotFound => (ErrorKind::NotFound, "no row found".to_owned()),
+        _ => (ErrorKind::Permanent, "PostgreSQL request failed".to_owned()),
+    };
+    Error::new(kind, message).with_source(e)
+}

@@ -1,0 +1,447 @@
+//! Workspace automation, run as `cargo xtask <command>` (alias in
+//! `.cargo/config.toml`).
+//!
+//! Commands:
+//!
+//! * `test [--skip-demo]`: fmt check, clippy, workspace tests (all targets,
+//!   then doctests) against one throwaway PostgreSQL, then the demo.
+//! * `conformance [--provider postgresql|mongodb|all]`: the conformance suite.
+//! * `bench [args…]`: `cargo run --release -p datastore-cli -- bench args…`.
+//! * `demo [args…]`: `cargo run --release -p datastore-cli -- demo args…`.
+//! * `help`: usage.
+//!
+//! Child commands run from the workspace root with the `cargo` named by the
+//! `CARGO` environment variable; their exit codes are propagated.
+
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use pg_harness::{PgServer, TestPostgres};
+
+/// Usage text for `help` and errors.
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  test [--skip-demo]      cargo fmt --check, cargo clippy -D warnings, cargo test
+                          (all targets, then doctests) against one throwaway
+                          PostgreSQL (or $DATASTORE_TEST_POSTGRES_URL), then
+                          `datastore-cli demo --events 2000` (unless --skip-demo)
+  conformance [--provider postgresql|mongodb|all]
+                          run the conformance suite (default: all)
+  bench [args...]         cargo run --release -p datastore-cli -- bench [args...]
+  demo [args...]          cargo run --release -p datastore-cli -- demo [args...]
+  help                    show this text
+
+environment:
+  DATASTORE_TEST_POSTGRES_URL  use this server instead of starting one
+  PG_BIN_DIR                   directory with the PostgreSQL server binaries
+";
+
+/// Exit code for usage errors.
+const USAGE_ERROR: u8 = 2;
+
+/// Providers the conformance suite knows.
+const PROVIDERS: [&str; 3] = ["postgresql", "mongodb", "all"];
+
+/// A parsed command line.
+#[derive(Debug, PartialEq, Eq)]
+enum Task {
+    /// Print usage.
+    Help,
+    /// The full check.
+    Test {
+        /// Skip the final demo step.
+        skip_demo: bool,
+    },
+    /// The conformance suite for one provider or all.
+    Conformance {
+        /// `postgresql`, `mongodb` or `all`.
+        provider: String,
+    },
+    /// Benchmarks, with extra arguments passed through.
+    Bench(Vec<OsString>),
+    /// The demo, with extra arguments passed through.
+    Demo(Vec<OsString>),
+}
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let task = match parse(args) {
+        Ok(task) => task,
+        Err(message) => {
+            eprintln!("xtask: {message}\n\n{USAGE}");
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
+    let code = match task {
+        Task::Help => {
+            print!("{USAGE}");
+            0
+        }
+        Task::Test { skip_demo } => Xtask::new().test(skip_demo),
+        Task::Conformance { provider } => Xtask::new().conformance(&provider),
+        Task::Bench(args) => Xtask::new().datastore_cli("bench", &args),
+        Task::Demo(args) => Xtask::new().datastore_cli("demo", &args),
+    };
+    ExitCode::from(code)
+}
+
+/// Parses the arguments after `cargo xtask`.
+fn parse(args: Vec<OsString>) -> Result<Task, String> {
+    let mut args = args.into_iter();
+    let Some(command) = args.next() else {
+        return Ok(Task::Help);
+    };
+    let rest: Vec<OsString> = args.collect();
+    match command.to_str() {
+        Some("help" | "-h" | "--help") => Ok(Task::Help),
+        Some("test") => {
+            let mut skip_demo = false;
+            for arg in &rest {
+                match arg.to_str() {
+                    Some("--skip-demo") => skip_demo = true,
+                    _ => return Err(format!("unknown option for `test`: {arg:?}")),
+                }
+            }
+            Ok(Task::Test { skip_demo })
+        }
+        Some("conformance") => {
+            let mut provider = "all".to_string();
+            let mut rest = rest.into_iter();
+            while let Some(arg) = rest.next() {
+                let value = match arg.to_str() {
+                    Some("--provider") => rest
+                        .next()
+                        .ok_or("`--provider` needs a value")?
+                        .to_string_lossy()
+                        .into_owned(),
+                    Some(other) if other.starts_with("--provider=") => {
+                        other["--provider=".len()..].to_string()
+                    }
+                    _ => return Err(format!("unknown option for `conformance`: {arg:?}")),
+                };
+                if !PROVIDERS.contains(&value.as_str()) {
+                    return Err(format!(
+                        "unknown provider `{value}` (expected one of: {})",
+                        PROVIDERS.join(", ")
+                    ));
+                }
+                provider = value;
+            }
+            Ok(Task::Conformance { provider })
+        }
+        Some("bench") => Ok(Task::Bench(rest)),
+        Some("demo") => Ok(Task::Demo(rest)),
+        _ => Err(format!("unknown command {command:?}")),
+    }
+}
+
+/// Runs child commands from the workspace root.
+struct Xtask {
+    cargo: OsString,
+    root: PathBuf,
+}
+
+/// A PostgreSQL server for the child commands: the URL to export (if we
+/// started one) and the server itself, kept alive while this value lives.
+struct TestServer {
+    url: Option<String>,
+    _server: Option<PgServer>,
+}
+
+impl Xtask {
+    fn new() -> Xtask {
+        let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let root = manifest_dir
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or(manifest_dir);
+        Xtask {
+            cargo: std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")),
+            root,
+        }
+    }
+
+    /// `cargo <args>` in the workspace root.
+    fn cargo<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(&self.cargo);
+        cmd.args(args).current_dir(&self.root);
+        cmd
+    }
+
+    /// `cargo xtask test`.
+    fn test(&self, skip_demo: bool) -> u8 {
+        let started = Instant::now();
+        let steps: [&[&str]; 2] = [
+            &["fmt", "--all", "--", "--check"],
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ];
+        for args in steps {
+            if let Err(code) = run_step(self.cargo(args)) {
+                return code;
+            }
+        }
+
+        let server = match start_postgres() {
+            Ok(server) => server,
+            Err(code) => return code,
+        };
+        let test_steps: [&[&str]; 2] = [
+            &["test", "--workspace", "--all-targets"],
+            &["test", "--workspace", "--doc"],
+        ];
+        for args in test_steps {
+            let mut cmd = self.cargo(args);
+            server.export(&mut cmd);
+            if let Err(code) = run_step(cmd) {
+                return code;
+            }
+        }
+        // The demo starts its own server; stop ours first to free resources.
+        drop(server);
+
+        if skip_demo {
+            println!("==> demo skipped (--skip-demo)");
+        } else {
+            let mut cmd = self.cargo([
+                "run",
+                "--quiet",
+                "-p",
+                "datastore-cli",
+                "--",
+                "demo",
+                "--events",
+                "2000",
+            ]);
+            clear_connection_env(&mut cmd);
+            if let Err(code) = run_step(cmd) {
+                return code;
+            }
+        }
+        println!("    total time {:.0?}", started.elapsed());
+        println!("xtask test: all steps passed");
+        0
+    }
+
+    /// `cargo xtask conformance --provider …`.
+    fn conformance(&self, provider: &str) -> u8 {
+        let server = if provider == "mongodb" {
+            TestServer::none()
+        } else {
+            match start_postgres() {
+                Ok(server) => server,
+                Err(code) => return code,
+            }
+        };
+        let mut cmd = self.cargo([
+            "test",
+            "-p",
+            "conformance",
+            "--test",
+            "conformance",
+            "--",
+            "--nocapture",
+            "--test-threads=1",
+        ]);
+        cmd.env("CONFORMANCE_PROVIDERS", provider);
+        server.export(&mut cmd);
+        match run_step(cmd) {
+            Ok(()) => 0,
+            Err(code) => code,
+        }
+    }
+
+    /// `cargo run --release -p datastore-cli -- <subcommand> args…`.
+    fn datastore_cli(&self, subcommand: &str, args: &[OsString]) -> u8 {
+        let mut cmd = self.cargo(["run", "--release", "-p", "datastore-cli", "--", subcommand]);
+        cmd.args(args);
+        match run_step(cmd) {
+            Ok(()) => 0,
+            Err(code) => code,
+        }
+    }
+}
+
+impl TestServer {
+    fn none() -> TestServer {
+        TestServer {
+            url: None,
+            _server: None,
+        }
+    }
+
+    /// Sets `DATASTORE_TEST_POSTGRES_URL` for `cmd` if we started a server
+    /// (an external URL is inherited from our environment unchanged).
+    fn export(&self, cmd: &mut Command) {
+        if let Some(url) = &self.url {
+            cmd.env(TestPostgres::ENV, url);
+        }
+    }
+}
+
+/// Starts one throwaway PostgreSQL unless `DATASTORE_TEST_POSTGRES_URL` is
+/// set (non-empty).
+fn start_postgres() -> Result<TestServer, u8> {
+    let external = std::env::var_os(TestPostgres::ENV).is_some_and(|v| !v.is_empty());
+    if external {
+        println!(
+            "==> using the external PostgreSQL named by {}",
+            TestPostgres::ENV
+        );
+        return Ok(TestServer::none());
+    }
+    println!("==> start PostgreSQL (pg-harness)");
+    let started = Instant::now();
+    match PgServer::start() {
+        Ok(server) => {
+            let url = server.url("postgres");
+            println!(
+                "    ready in {:.1?}: {}={url} (data: {})",
+                started.elapsed(),
+                TestPostgres::ENV,
+                server.data_dir().display()
+            );
+            Ok(TestServer {
+                url: Some(url),
+                _server: Some(server),
+            })
+        }
+        Err(error) => {
+            eprintln!("xtask: could not start PostgreSQL: {error}");
+            Err(1)
+        }
+    }
+}
+
+/// Removes connection settings so the demo starts its own server:
+/// every `DATASTORE_*` variable and the libpq `PG*` connection variables.
+fn clear_connection_env(cmd: &mut Command) {
+    const LIBPQ: [&str; 6] = [
+        "PGHOST",
+        "PGHOSTADDR",
+        "PGPORT",
+        "PGUSER",
+        "PGPASSWORD",
+        "PGDATABASE",
+    ];
+    for (key, _) in std::env::vars_os() {
+        let name = key.to_string_lossy();
+        if name.starts_with("DATASTORE_") || LIBPQ.contains(&name.as_ref()) {
+            cmd.env_remove(&key);
+        }
+    }
+}
+
+/// Prints a `==> …` header, runs `cmd` and maps failure to an exit code.
+fn run_step(mut cmd: Command) -> Result<(), u8> {
+    println!("==> {}", describe(&cmd));
+    match cmd.status() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => {
+            let code = exit_code(status);
+            eprintln!("xtask: `{}` failed ({status})", describe(&cmd));
+            Err(code)
+        }
+        Err(error) => {
+            eprintln!("xtask: could not run `{}`: {error}", describe(&cmd));
+            Err(1)
+        }
+    }
+}
+
+/// The exit code to propagate for a failed child (128 + signal if killed).
+fn exit_code(status: std::process::ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code).ok().filter(|c| *c != 0).unwrap_or(1),
+        (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(1),
+        (None, None) => 1,
+    }
+}
+
+/// `cargo fmt --all -- --check` style rendering (program name shortened).
+fn describe(cmd: &Command) -> String {
+    let program = PathBuf::from(cmd.get_program());
+    let program = program
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "cargo".to_string());
+    let mut parts = vec![program];
+    parts.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+    parts.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn parses_commands() {
+        assert_eq!(parse(args(&[])), Ok(Task::Help));
+        assert_eq!(parse(args(&["help"])), Ok(Task::Help));
+        assert_eq!(parse(args(&["test"])), Ok(Task::Test { skip_demo: false }));
+        assert_eq!(
+            parse(args(&["test", "--skip-demo"])),
+            Ok(Task::Test { skip_demo: true })
+        );
+        assert!(parse(args(&["test", "--bogus"])).is_err());
+        assert!(parse(args(&["frobnicate"])).is_err());
+    }
+
+    #[test]
+    fn parses_conformance_provider() {
+        let conformance = |p: &str| {
+            Ok(Task::Conformance {
+                provider: p.to_string(),
+            })
+        };
+        assert_eq!(parse(args(&["conformance"])), conformance("all"));
+        assert_eq!(
+            parse(args(&["conformance", "--provider", "postgresql"])),
+            conformance("postgresql")
+        );
+        assert_eq!(
+            parse(args(&["conformance", "--provider=mongodb"])),
+            conformance("mongodb")
+        );
+        assert!(parse(args(&["conformance", "--provider", "oracle"])).is_err());
+        assert!(parse(args(&["conformance", "--provider"])).is_err());
+    }
+
+    #[test]
+    fn passes_extra_args_through() {
+        assert_eq!(
+            parse(args(&["bench", "--events", "10", "--", "x"])),
+            Ok(Task::Bench(args(&["--events", "10", "--", "x"])))
+        );
+        assert_eq!(parse(args(&["demo"])), Ok(Task::Demo(vec![])));
+    }
+
+    #[test]
+    fn exit_codes_propagate() {
+        use std::os::unix::process::ExitStatusExt;
+        let exited = |code: i32| std::process::ExitStatus::from_raw(code << 8);
+        assert_eq!(exit_code(exited(3)), 3);
+        assert_eq!(exit_code(exited(101)), 101);
+        // Killed by SIGKILL (9).
+        assert_eq!(exit_code(std::process::ExitStatus::from_raw(9)), 137);
+    }
+}
