@@ -8,7 +8,20 @@ use proptest::prelude::*;
 use serde_json::{json, Map};
 
 /// Field paths used in filters, sorts and updates (including reserved and deep ones).
-pub const PATHS: &[&str] = &["a", "b", "c", "a.a", "a.b", "a.x", "b.a", "b.b", "a.a.b", "x", "_id", "createdAt"];
+pub const PATHS: &[&str] = &[
+    "a",
+    "b",
+    "c",
+    "a.a",
+    "a.b",
+    "a.x",
+    "b.a",
+    "b.b",
+    "a.a.b",
+    "x",
+    "_id",
+    "createdAt",
+];
 
 /// Paths an update may write (reserved fields excluded; those are tested as invalid separately).
 const UPDATE_PATHS: &[&str] = &["a", "b", "c", "a.a", "a.b", "b.a", "a.a.b", "d", "d.e"];
@@ -17,7 +30,9 @@ const KEYS: &[&str] = &["a", "b", "c", "x"];
 const STRINGS: &[&str] = &["", "a", "b", "A", "é", "10", "2", "null", "true"];
 
 fn date(i: u32) -> chrono::DateTime<Utc> {
-    Utc.with_ymd_and_hms(2024, 1, 1 + i, 0, 0, 0).single().unwrap_or_default()
+    Utc.with_ymd_and_hms(2024, 1, 1 + i, 0, 0, 0)
+        .single()
+        .unwrap_or_default()
 }
 
 /// A scalar stored value.
@@ -51,8 +66,11 @@ pub fn value() -> impl Strategy<Value = Value> {
 
 /// A document body (no `_id` / `createdAt`).
 pub fn document() -> impl Strategy<Value = Document> {
-    prop::collection::btree_map(prop::sample::select(KEYS), value(), 0..4)
-        .prop_map(|m| m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect::<Map<String, Value>>())
+    prop::collection::btree_map(prop::sample::select(KEYS), value(), 0..4).prop_map(|m| {
+        m.into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect::<Map<String, Value>>()
+    })
 }
 
 /// A filter scalar.
@@ -109,7 +127,11 @@ pub fn find_options() -> impl Strategy<Value = FindOptions> {
         .prop_map(|(keys, skip, limit)| {
             let mut sort = Sort::default();
             for (p, asc) in keys {
-                sort = if asc { sort.then_asc(p) } else { sort.then_desc(p) };
+                sort = if asc {
+                    sort.then_asc(p)
+                } else {
+                    sort.then_desc(p)
+                };
             }
             FindOptions { sort, skip, limit }
         })

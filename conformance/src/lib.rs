@@ -129,7 +129,9 @@ pub struct Report {
 impl Report {
     /// True when nothing failed (properties not run for a declared capability gap are fine).
     pub fn all_passed(&self) -> bool {
-        self.results.iter().all(|r| !matches!(r.outcome, Outcome::Failed(_)))
+        self.results
+            .iter()
+            .all(|r| !matches!(r.outcome, Outcome::Failed(_)))
     }
 }
 
@@ -154,7 +156,11 @@ pub struct Property {
 }
 
 /// Runs every property of [`properties::ALL`] against `backend`, each on a fresh store.
-pub fn run_suite(backend: Arc<dyn Backend>, rt: &tokio::runtime::Runtime, config: SuiteConfig) -> Report {
+pub fn run_suite(
+    backend: Arc<dyn Backend>,
+    rt: &tokio::runtime::Runtime,
+    config: SuiteConfig,
+) -> Report {
     let caps = backend.capabilities();
     let mut results = Vec::new();
     for p in properties::ALL {
@@ -194,8 +200,16 @@ pub fn run_suite(backend: Arc<dyn Backend>, rt: &tokio::runtime::Runtime, config
 /// A plain-text table: one row per property and backend.
 pub fn render_table(reports: &[Report]) -> String {
     let mut out = String::new();
-    let width = properties::ALL.iter().map(|p| p.name.len()).max().unwrap_or(10).max(8);
-    out.push_str(&format!("{:<12} {:<width$} {:<8} {:>7}  detail\n", "provider", "property", "result", "seconds"));
+    let width = properties::ALL
+        .iter()
+        .map(|p| p.name.len())
+        .max()
+        .unwrap_or(10)
+        .max(8);
+    out.push_str(&format!(
+        "{:<12} {:<width$} {:<8} {:>7}  detail\n",
+        "provider", "property", "result", "seconds"
+    ));
     for r in reports {
         for p in &r.results {
             let (word, detail) = match &p.outcome {

@@ -8,8 +8,8 @@ use datastore_api::value::{
     as_date, distinct_values, is_date, sort_compare, unwrap_arrays, CREATED_AT_FIELD, ID_FIELD,
 };
 use datastore_api::{
-    Direction, Document, Error, ErrorKind, FieldPath, Filter, FindOptions, Lowered, PageRequest, Result,
-    Scalar, Update, UpdateResult, Value,
+    Direction, Document, Error, ErrorKind, FieldPath, Filter, FindOptions, Lowered, PageRequest,
+    Result, Scalar, Update, UpdateResult, Value,
 };
 
 /// Values reached by `path`: objects are entered by key; an array met on the way is entered one
@@ -59,7 +59,7 @@ fn compare(v: &Value, s: &Scalar) -> Option<Ordering> {
 }
 
 /// Each candidate value, with arrays examined one level deep.
-fn candidates<'a>(values: Vec<&'a Value>) -> impl Iterator<Item = &'a Value> {
+fn candidates(values: Vec<&Value>) -> impl Iterator<Item = &Value> {
     values.into_iter().flat_map(|v| match v {
         Value::Array(items) => items.iter().collect::<Vec<_>>(),
         v => vec![v],
@@ -71,9 +71,8 @@ pub fn matches(filter: &Lowered, doc: &Document) -> bool {
     match filter {
         Lowered::True => true,
         Lowered::False => false,
-        Lowered::Cmp { path, op, value } => {
-            candidates(values_at(doc, path)).any(|v| compare(v, value).is_some_and(|o| op.accepts(o)))
-        }
+        Lowered::Cmp { path, op, value } => candidates(values_at(doc, path))
+            .any(|v| compare(v, value).is_some_and(|o| op.accepts(o))),
         Lowered::NullOrMissing(path) => {
             let vals = values_at(doc, path);
             vals.is_empty() || candidates(vals).any(Value::is_null)
@@ -98,7 +97,9 @@ fn sort_value<'a>(doc: &'a Document, path: &FieldPath) -> Option<&'a Value> {
 }
 
 fn id_of(doc: &Document) -> &str {
-    doc.get(ID_FIELD).and_then(Value::as_str).unwrap_or_default()
+    doc.get(ID_FIELD)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 fn created_of(doc: &Document) -> Option<DateTime<Utc>> {
@@ -110,7 +111,11 @@ pub fn sort_documents(docs: &mut [Document], keys: &[(FieldPath, Direction)]) {
     docs.sort_by(|a, b| {
         for (path, dir) in keys {
             let o = sort_compare(sort_value(a, path), sort_value(b, path));
-            let o = if *dir == Direction::Descending { o.reverse() } else { o };
+            let o = if *dir == Direction::Descending {
+                o.reverse()
+            } else {
+                o
+            };
             if o != Ordering::Equal {
                 return o;
             }
@@ -136,7 +141,12 @@ impl Model {
     pub fn find(&self, filter: &Filter, options: &FindOptions) -> Result<Vec<Document>> {
         let lowered = filter.lower()?;
         let keys = options.sort.validate()?;
-        let mut out: Vec<Document> = self.docs.iter().filter(|d| matches(&lowered, d)).cloned().collect();
+        let mut out: Vec<Document> = self
+            .docs
+            .iter()
+            .filter(|d| matches(&lowered, d))
+            .cloned()
+            .collect();
         sort_documents(&mut out, &keys);
         let skip = options.skip.min(out.len() as u64) as usize;
         let mut out: Vec<Document> = out.into_iter().skip(skip).collect();
@@ -166,7 +176,12 @@ impl Model {
     /// All matches in `(createdAt, _id)` order of the page request's direction.
     pub fn keyset_order(&self, filter: &Filter, page: &PageRequest) -> Result<Vec<Document>> {
         let lowered = filter.lower()?;
-        let mut out: Vec<Document> = self.docs.iter().filter(|d| matches(&lowered, d)).cloned().collect();
+        let mut out: Vec<Document> = self
+            .docs
+            .iter()
+            .filter(|d| matches(&lowered, d))
+            .cloned()
+            .collect();
         out.sort_by(|a, b| (created_of(a), id_of(a)).cmp(&(created_of(b), id_of(b))));
         if page.direction == Direction::Descending {
             out.reverse();
@@ -176,10 +191,18 @@ impl Model {
 
     /// Applies an update to the first match in `(createdAt, _id)` order, or to every match.
     /// All or nothing.
-    pub fn update(&mut self, filter: &Filter, update: &Update, only_first: bool, now: DateTime<Utc>) -> Result<UpdateResult> {
+    pub fn update(
+        &mut self,
+        filter: &Filter,
+        update: &Update,
+        only_first: bool,
+        now: DateTime<Utc>,
+    ) -> Result<UpdateResult> {
         let valid = update.validate()?;
         let lowered = filter.lower()?;
-        let mut idx: Vec<usize> = (0..self.docs.len()).filter(|i| matches(&lowered, &self.docs[*i])).collect();
+        let mut idx: Vec<usize> = (0..self.docs.len())
+            .filter(|i| matches(&lowered, &self.docs[*i]))
+            .collect();
         idx.sort_by(|a, b| {
             let (x, y) = (&self.docs[*a], &self.docs[*b]);
             (created_of(x), id_of(x)).cmp(&(created_of(y), id_of(y)))
@@ -222,21 +245,32 @@ impl Model {
 
 /// Whether two results are the same: equal document lists (numbers compared numerically), or
 /// errors of the same kind.
-pub fn same_outcome<T: PartialEq + std::fmt::Debug>(provider: &Result<T>, model: &Result<T>) -> std::result::Result<(), String> {
+pub fn same_outcome<T: PartialEq + std::fmt::Debug>(
+    provider: &Result<T>,
+    model: &Result<T>,
+) -> std::result::Result<(), String> {
     match (provider, model) {
         (Ok(a), Ok(b)) if a == b => Ok(()),
         (Err(a), Err(b)) if a.kind() == b.kind() => Ok(()),
-        _ => Err(format!("provider returned {provider:?}\n    model expects {model:?}")),
+        _ => Err(format!(
+            "provider returned {provider:?}\n    model expects {model:?}"
+        )),
     }
 }
 
 /// The same for document lists, with numeric equivalence.
-pub fn same_documents(provider: &Result<Vec<Document>>, model: &Result<Vec<Document>>) -> std::result::Result<(), String> {
+pub fn same_documents(
+    provider: &Result<Vec<Document>>,
+    model: &Result<Vec<Document>>,
+) -> std::result::Result<(), String> {
     match (provider, model) {
         (Ok(a), Ok(b))
             if a.len() == b.len()
                 && a.iter().zip(b).all(|(x, y)| {
-                    datastore_api::value::equivalent(&Value::Object(x.clone()), &Value::Object(y.clone()))
+                    datastore_api::value::equivalent(
+                        &Value::Object(x.clone()),
+                        &Value::Object(y.clone()),
+                    )
                 }) =>
         {
             Ok(())

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use datastore_api::value::{as_date, equivalent, CREATED_AT_FIELD, ID_FIELD};
 use datastore_api::{
-    batches, with_transaction, Collection, Direction, Document, DocumentId, ErrorKind, Filter, FindOptions,
-    IdempotentOutcome, KeyedDocument, PageRequest, Result, TimeFormat, Update, Value,
+    batches, with_transaction, Collection, Direction, Document, DocumentId, ErrorKind, Filter,
+    FindOptions, IdempotentOutcome, KeyedDocument, PageRequest, Result, TimeFormat, Update, Value,
 };
 use futures::StreamExt;
 use proptest::prelude::*;
@@ -75,7 +75,9 @@ where
     });
     match runner.run(&strategy, test) {
         Ok(()) => Ok(()),
-        Err(TestError::Fail(why, input)) => Err(format!("{why}\n  minimal failing input: {input:#?}")),
+        Err(TestError::Fail(why, input)) => {
+            Err(format!("{why}\n  minimal failing input: {input:#?}"))
+        }
         Err(TestError::Abort(why)) => Err(format!("aborted: {why}")),
     }
 }
@@ -168,7 +170,9 @@ fn crud_sequences_match_model(ctx: &Ctx<'_>) -> std::result::Result<(), String> 
             let mut keys: HashMap<String, DocumentId> = HashMap::new();
             for (step, op) in ops.into_iter().enumerate() {
                 let at = format!("step {step} ({op:?})");
-                run_op(coll, &mut model, &mut keys, op).await.map_err(fail_ctx(&at))?;
+                run_op(coll, &mut model, &mut keys, op)
+                    .await
+                    .map_err(fail_ctx(&at))?;
             }
             let got = snapshot(coll).await;
             same_documents(&got, &Ok(model.snapshot())).map_err(fail_ctx("final state"))
@@ -184,7 +188,11 @@ async fn run_op(
 ) -> std::result::Result<(), String> {
     let mutating = matches!(
         op,
-        Op::InsertMany(..) | Op::InsertIdempotent(_) | Op::UpdateOne(..) | Op::UpdateMany(..) | Op::Delete(_)
+        Op::InsertMany(..)
+            | Op::InsertIdempotent(_)
+            | Op::UpdateOne(..)
+            | Op::UpdateMany(..)
+            | Op::Delete(_)
     );
     let mut failed = false;
     match op {
@@ -208,14 +216,22 @@ async fn run_op(
             match (r, expect_err) {
                 (Ok(ins), None) => {
                     if ins.len() != docs.len() {
-                        return Err(format!("inserted {} of {} documents", ins.len(), docs.len()));
+                        return Err(format!(
+                            "inserted {} of {} documents",
+                            ins.len(),
+                            docs.len()
+                        ));
                     }
                     for (d, i) in docs.iter().zip(&ins) {
                         model.insert(with_reserved(canonical(d), &i.id, i.created_at));
                     }
                 }
                 (Err(e), Some(kind)) if e.kind() == kind => failed = true,
-                (r, expect) => return Err(format!("insert_many returned {r:?}, expected error {expect:?}")),
+                (r, expect) => {
+                    return Err(format!(
+                        "insert_many returned {r:?}, expected error {expect:?}"
+                    ))
+                }
             }
         }
         Op::InsertIdempotent(items) => {
@@ -226,7 +242,10 @@ async fn run_op(
                     document: d.clone(),
                 })
                 .collect();
-            let out = coll.insert_idempotent(keyed.clone()).await.map_err(|e| format!("insert_idempotent: {e}"))?;
+            let out = coll
+                .insert_idempotent(keyed.clone())
+                .await
+                .map_err(|e| format!("insert_idempotent: {e}"))?;
             if out.len() != keyed.len() {
                 return Err("insert_idempotent returned the wrong number of outcomes".into());
             }
@@ -234,11 +253,18 @@ async fn run_op(
                 match (keys.get(&kd.key), o) {
                     (None, IdempotentOutcome::Inserted(ins)) => {
                         keys.insert(kd.key.clone(), ins.id.clone());
-                        model.insert(with_reserved(canonical(&kd.document), &ins.id, ins.created_at));
+                        model.insert(with_reserved(
+                            canonical(&kd.document),
+                            &ins.id,
+                            ins.created_at,
+                        ));
                     }
                     (Some(owner), IdempotentOutcome::Duplicate(id)) if owner == id => {}
                     (expected, got) => {
-                        return Err(format!("key {}: owner {expected:?}, provider says {got:?}", kd.key))
+                        return Err(format!(
+                            "key {}: owner {expected:?}, provider says {got:?}",
+                            kd.key
+                        ))
                     }
                 }
             }
@@ -249,7 +275,9 @@ async fn run_op(
             let got = coll.distinct(&p, &f).await;
             let want = model.distinct(&p, &f);
             let same = match (&got, &want) {
-                (Ok(a), Ok(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| equivalent(x, y)),
+                (Ok(a), Ok(b)) => {
+                    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| equivalent(x, y))
+                }
                 (Err(a), Err(b)) => a.kind() == b.kind(),
                 _ => false,
             };
@@ -285,17 +313,30 @@ async fn run_op(
             }
             let r = coll.delete_many(&f).await;
             if !matches!(&r, Err(e) if e.kind() == ErrorKind::InvalidInput) {
-                return Err(format!("delete with invalid filter gave {r:?}, expected InvalidInput"));
+                return Err(format!(
+                    "delete with invalid filter gave {r:?}, expected InvalidInput"
+                ));
             }
         }
         Op::Walk(f, size, ascending) => {
-            let direction = if ascending { Direction::Ascending } else { Direction::Descending };
-            let mut req = PageRequest { direction, size, after: None };
+            let direction = if ascending {
+                Direction::Ascending
+            } else {
+                Direction::Descending
+            };
+            let mut req = PageRequest {
+                direction,
+                size,
+                after: None,
+            };
             let want = model.keyset_order(&f, &req).map_err(|e| e.to_string())?;
             let mut got = Vec::new();
             let mut pages = 0;
             loop {
-                let page = coll.find_page(&f, &req).await.map_err(|e| format!("find_page: {e}"))?;
+                let page = coll
+                    .find_page(&f, &req)
+                    .await
+                    .map_err(|e| format!("find_page: {e}"))?;
                 pages += 1;
                 if page.documents.len() > size as usize {
                     return Err("a page exceeded its size".into());
@@ -311,13 +352,16 @@ async fn run_op(
             }
             let expected_pages = want.len().div_ceil(size as usize).max(1);
             if pages != expected_pages {
-                return Err(format!("walk took {pages} pages, expected {expected_pages}"));
+                return Err(format!(
+                    "walk took {pages} pages, expected {expected_pages}"
+                ));
             }
             same_documents(&Ok(got), &Ok(want))?;
         }
     }
     if mutating && failed {
-        same_documents(&snapshot(coll).await, &Ok(model.snapshot())).map_err(|m| format!("a failed write changed data: {m}"))?;
+        same_documents(&snapshot(coll).await, &Ok(model.snapshot()))
+            .map_err(|m| format!("a failed write changed data: {m}"))?;
     }
     Ok(())
 }
@@ -338,8 +382,10 @@ fn filters_and_sorts_match_model(ctx: &Ctx<'_>) -> std::result::Result<(), Strin
                 model.insert(with_reserved(canonical(d), &i.id, i.created_at));
             }
             for (f, o) in &queries {
-                same_documents(&coll.find(f, o).await, &model.find(f, o)).map_err(fail_ctx(&format!("find {f:?} {o:?}")))?;
-                same_outcome(&coll.count(f).await, &model.count(f)).map_err(fail_ctx(&format!("count {f:?}")))?;
+                same_documents(&coll.find(f, o).await, &model.find(f, o))
+                    .map_err(fail_ctx(&format!("find {f:?} {o:?}")))?;
+                same_outcome(&coll.count(f).await, &model.count(f))
+                    .map_err(fail_ctx(&format!("count {f:?}")))?;
             }
             Ok(())
         })
@@ -381,8 +427,16 @@ fn keyset_pages_stable_under_writes(ctx: &Ctx<'_>) -> std::result::Result<(), St
             let mut ids: Vec<DocumentId> = ins.iter().map(|i| i.id.clone()).collect();
             let mut unstable: Vec<DocumentId> = Vec::new();
             let filter = Filter::eq("k", 1);
-            let direction = if ascending { Direction::Ascending } else { Direction::Descending };
-            let mut req = PageRequest { direction, size, after: None };
+            let direction = if ascending {
+                Direction::Ascending
+            } else {
+                Direction::Descending
+            };
+            let mut req = PageRequest {
+                direction,
+                size,
+                after: None,
+            };
             let mut seen: Vec<DocumentId> = Vec::new();
             let mut writes = writes.into_iter();
             loop {
@@ -397,13 +451,17 @@ fn keyset_pages_stable_under_writes(ctx: &Ctx<'_>) -> std::result::Result<(), St
                     let pick = |i: usize| ids.get(i % ids.len().max(1)).cloned();
                     match w {
                         Write::Insert(k) => {
-                            let d: Document = serde_json::from_value(json!({"k": k, "u": 0})).unwrap_or_default();
+                            let d: Document =
+                                serde_json::from_value(json!({"k": k, "u": 0})).unwrap_or_default();
                             ids.push(ok(coll.insert_one(d).await, "insert_one")?.id);
                         }
                         Write::Touch(i) => {
                             if let Some(id) = pick(i) {
                                 let f = Filter::eq(ID_FIELD, id.as_str());
-                                ok(coll.update_one(&f, &Update::new().inc("u", 1)).await, "touch")?;
+                                ok(
+                                    coll.update_one(&f, &Update::new().inc("u", 1)).await,
+                                    "touch",
+                                )?;
                             }
                         }
                         Write::Flip(i) | Write::Delete(i) if ids.is_empty() => {
@@ -412,13 +470,19 @@ fn keyset_pages_stable_under_writes(ctx: &Ctx<'_>) -> std::result::Result<(), St
                         Write::Flip(i) => {
                             if let Some(id) = pick(i) {
                                 let f = Filter::eq(ID_FIELD, id.as_str());
-                                ok(coll.update_one(&f, &Update::new().inc("k", 1)).await, "flip")?;
+                                ok(
+                                    coll.update_one(&f, &Update::new().inc("k", 1)).await,
+                                    "flip",
+                                )?;
                                 unstable.push(id);
                             }
                         }
                         Write::Delete(i) => {
                             if let Some(id) = pick(i) {
-                                ok(coll.delete_many(&Filter::eq(ID_FIELD, id.as_str())).await, "delete")?;
+                                ok(
+                                    coll.delete_many(&Filter::eq(ID_FIELD, id.as_str())).await,
+                                    "delete",
+                                )?;
                                 unstable.push(id);
                             }
                         }
@@ -450,23 +514,58 @@ fn current_date_is_server_time(ctx: &Ctx<'_>) -> std::result::Result<(), String>
             let u = Update::new()
                 .current_date("d", TimeFormat::Date)
                 .current_date("p.t", TimeFormat::ProtoTimestamp);
-            let r = ok(coll.update_one(&Filter::eq(ID_FIELD, ins.id.as_str()), &u).await, "update")?;
+            let r = ok(
+                coll.update_one(&Filter::eq(ID_FIELD, ins.id.as_str()), &u)
+                    .await,
+                "update",
+            )?;
             prop_assert_eq!((r.matched, r.modified), (1, 1));
             let after = ok(coll.server_time().await, "server_time")?;
-            let docs = ok(coll.find(&Filter::eq(ID_FIELD, ins.id.as_str()), &FindOptions::default()).await, "find")?;
-            let doc = docs.first().ok_or_else(|| TestCaseError::fail("document vanished"))?;
+            let docs = ok(
+                coll.find(
+                    &Filter::eq(ID_FIELD, ins.id.as_str()),
+                    &FindOptions::default(),
+                )
+                .await,
+                "find",
+            )?;
+            let doc = docs
+                .first()
+                .ok_or_else(|| TestCaseError::fail("document vanished"))?;
             let lo = datastore_api::value::truncate_to_millis(before);
-            let d = doc.get("d").and_then(as_date).ok_or_else(|| TestCaseError::fail("d is not a date"))?;
-            prop_assert!(lo <= d && d <= after, "CurrentDate {} outside [{}, {}]", d, lo, after);
-            prop_assert!(lo <= ins.created_at && ins.created_at <= after, "createdAt {} outside server window", ins.created_at);
+            let d = doc
+                .get("d")
+                .and_then(as_date)
+                .ok_or_else(|| TestCaseError::fail("d is not a date"))?;
+            prop_assert!(
+                lo <= d && d <= after,
+                "CurrentDate {} outside [{}, {}]",
+                d,
+                lo,
+                after
+            );
+            prop_assert!(
+                lo <= ins.created_at && ins.created_at <= after,
+                "createdAt {} outside server window",
+                ins.created_at
+            );
             let created = doc.get(CREATED_AT_FIELD).and_then(as_date);
             prop_assert_eq!(created, Some(ins.created_at));
             let p = &doc["p"]["t"];
             let secs = p["seconds"].as_i64().unwrap_or(-1);
             let nanos = p["nanos"].as_i64().unwrap_or(-1);
-            let t = DateTime::from_timestamp(secs, nanos as u32).ok_or_else(|| TestCaseError::fail("bad proto timestamp"))?;
-            prop_assert!(lo <= t && t <= after, "proto timestamp {} outside window", t);
-            prop_assert_eq!(nanos % 1_000_000, 0, "timestamps have millisecond precision");
+            let t = DateTime::from_timestamp(secs, nanos as u32)
+                .ok_or_else(|| TestCaseError::fail("bad proto timestamp"))?;
+            prop_assert!(
+                lo <= t && t <= after,
+                "proto timestamp {} outside window",
+                t
+            );
+            prop_assert_eq!(
+                nanos % 1_000_000,
+                0,
+                "timestamps have millisecond precision"
+            );
             Ok(())
         })
     })
@@ -482,63 +581,125 @@ fn transactions_are_atomic(ctx: &Ctx<'_>) -> std::result::Result<(), String> {
         gen::update(),
         0u8..3,
     );
-    check(ctx, strategy, |(health_docs, maint_docs, update, ending)| {
-        ctx.rt.block_on(async {
-            let hc = store.health_event_collection();
-            let mc = store.maintenance_event_collection();
-            reset(hc).await?;
-            reset(mc).await?;
-            let seed = ok(hc.insert_one(serde_json::from_value(json!({"seed": true})).unwrap_or_default()).await, "seed")?;
-            let before_h = ok(snapshot(hc).await, "snapshot")?;
-            let tx = ok(store.begin().await, "begin")?;
-            let n_h = health_docs.len() as u64;
-            ok(tx.health_event_collection().insert_many(health_docs).await, "tx insert health")?;
-            ok(tx.maintenance_event_collection().insert_many(maint_docs.clone()).await, "tx insert maintenance")?;
-            let upd = tx
-                .health_event_collection()
-                .update_many(&Filter::eq(ID_FIELD, seed.id.as_str()), &update)
-                .await;
-            prop_assert_eq!(ok(tx.health_event_collection().count(&Filter::All).await, "tx count")?, n_h + 1);
-            prop_assert_eq!(ok(hc.count(&Filter::All).await, "outside count")?, 1, "uncommitted rows visible outside");
-            match ending {
-                0 => {
-                    ok(tx.commit().await, "commit")?;
-                    prop_assert_eq!(ok(hc.count(&Filter::All).await, "count")?, n_h + 1);
-                    prop_assert_eq!(ok(mc.count(&Filter::All).await, "count")?, maint_docs.len() as u64);
-                    if upd.is_ok() {
-                        let mut model = Model { docs: before_h };
-                        let _ = model.update(&Filter::eq(ID_FIELD, seed.id.as_str()), &update, false, Utc::now());
-                        let got = ok(hc.find(&Filter::eq(ID_FIELD, seed.id.as_str()), &FindOptions::default()).await, "find")?;
-                        same_documents(&Ok(got), &Ok(model.snapshot())).map_err(fail_ctx("committed update"))?;
+    check(
+        ctx,
+        strategy,
+        |(health_docs, maint_docs, update, ending)| {
+            ctx.rt.block_on(async {
+                let hc = store.health_event_collection();
+                let mc = store.maintenance_event_collection();
+                reset(hc).await?;
+                reset(mc).await?;
+                let seed = ok(
+                    hc.insert_one(
+                        serde_json::from_value(json!({"seed": true})).unwrap_or_default(),
+                    )
+                    .await,
+                    "seed",
+                )?;
+                let before_h = ok(snapshot(hc).await, "snapshot")?;
+                let tx = ok(store.begin().await, "begin")?;
+                let n_h = health_docs.len() as u64;
+                ok(
+                    tx.health_event_collection().insert_many(health_docs).await,
+                    "tx insert health",
+                )?;
+                ok(
+                    tx.maintenance_event_collection()
+                        .insert_many(maint_docs.clone())
+                        .await,
+                    "tx insert maintenance",
+                )?;
+                let upd = tx
+                    .health_event_collection()
+                    .update_many(&Filter::eq(ID_FIELD, seed.id.as_str()), &update)
+                    .await;
+                prop_assert_eq!(
+                    ok(
+                        tx.health_event_collection().count(&Filter::All).await,
+                        "tx count"
+                    )?,
+                    n_h + 1
+                );
+                prop_assert_eq!(
+                    ok(hc.count(&Filter::All).await, "outside count")?,
+                    1,
+                    "uncommitted rows visible outside"
+                );
+                match ending {
+                    0 => {
+                        ok(tx.commit().await, "commit")?;
+                        prop_assert_eq!(ok(hc.count(&Filter::All).await, "count")?, n_h + 1);
+                        prop_assert_eq!(
+                            ok(mc.count(&Filter::All).await, "count")?,
+                            maint_docs.len() as u64
+                        );
+                        if upd.is_ok() {
+                            let mut model = Model { docs: before_h };
+                            let _ = model.update(
+                                &Filter::eq(ID_FIELD, seed.id.as_str()),
+                                &update,
+                                false,
+                                Utc::now(),
+                            );
+                            let got = ok(
+                                hc.find(
+                                    &Filter::eq(ID_FIELD, seed.id.as_str()),
+                                    &FindOptions::default(),
+                                )
+                                .await,
+                                "find",
+                            )?;
+                            same_documents(&Ok(got), &Ok(model.snapshot()))
+                                .map_err(fail_ctx("committed update"))?;
+                        }
+                    }
+                    1 => {
+                        ok(tx.rollback().await, "rollback")?;
+                        same_documents(&snapshot(hc).await, &Ok(before_h))
+                            .map_err(fail_ctx("after rollback"))?;
+                        prop_assert_eq!(ok(mc.count(&Filter::All).await, "count")?, 0);
+                    }
+                    _ => {
+                        drop(tx);
+                        let r: Result<()> = with_transaction(store.as_ref(), |tx| {
+                            Box::pin(async move {
+                                tx.maintenance_event_collection()
+                                    .insert_one(Document::new())
+                                    .await?;
+                                tx.health_event_collection()
+                                    .find(&Filter::eq("a..b", 1), &FindOptions::default())
+                                    .await?;
+                                Ok(())
+                            })
+                        })
+                        .await;
+                        prop_assert!(
+                            matches!(&r, Err(e) if e.kind() == ErrorKind::InvalidInput),
+                            "body error not returned: {:?}",
+                            r
+                        );
+                        same_documents(&snapshot(hc).await, &Ok(before_h))
+                            .map_err(fail_ctx("after dropped tx"))?;
+                        prop_assert_eq!(
+                            ok(mc.count(&Filter::All).await, "count")?,
+                            0,
+                            "failed with_transaction body was committed"
+                        );
                     }
                 }
-                1 => {
-                    ok(tx.rollback().await, "rollback")?;
-                    same_documents(&snapshot(hc).await, &Ok(before_h)).map_err(fail_ctx("after rollback"))?;
-                    prop_assert_eq!(ok(mc.count(&Filter::All).await, "count")?, 0);
-                }
-                _ => {
-                    drop(tx);
-                    let r: Result<()> = with_transaction(store.as_ref(), |tx| {
-                        Box::pin(async move {
-                            tx.maintenance_event_collection().insert_one(Document::new()).await?;
-                            tx.health_event_collection().find(&Filter::eq("a..b", 1), &FindOptions::default()).await?;
-                            Ok(())
-                        })
-                    })
-                    .await;
-                    prop_assert!(matches!(&r, Err(e) if e.kind() == ErrorKind::InvalidInput), "body error not returned: {:?}", r);
-                    same_documents(&snapshot(hc).await, &Ok(before_h)).map_err(fail_ctx("after dropped tx"))?;
-                    prop_assert_eq!(ok(mc.count(&Filter::All).await, "count")?, 0, "failed with_transaction body was committed");
-                }
-            }
-            Ok(())
-        })
-    })
+                Ok(())
+            })
+        },
+    )
 }
 
 /// Collects a batched stream into one list.
-pub(crate) async fn collect_batches(coll: &dyn Collection, filter: Filter, size: u32) -> Result<Vec<Document>> {
+pub(crate) async fn collect_batches(
+    coll: &dyn Collection,
+    filter: Filter,
+    size: u32,
+) -> Result<Vec<Document>> {
     let mut out = Vec::new();
     let mut s = batches(coll, filter, size);
     while let Some(b) = s.next().await {

@@ -29,7 +29,9 @@ impl Backend for Postgres {
             max_idle_connections: 4,
             ..PoolConfig::default()
         };
-        Ok(Arc::new(provider_postgres::PgDataStore::connect_url(&url, pool).await?))
+        Ok(Arc::new(
+            provider_postgres::PgDataStore::connect_url(&url, pool).await?,
+        ))
     }
 }
 
@@ -45,7 +47,8 @@ fn conformance() {
     for name in wanted {
         let backend: Arc<dyn Backend> = match name {
             "postgresql" => {
-                let server = TestPostgres::shared().unwrap_or_else(|e| panic!("PostgreSQL for conformance: {e}"));
+                let server = TestPostgres::shared()
+                    .unwrap_or_else(|e| panic!("PostgreSQL for conformance: {e}"));
                 Arc::new(Postgres { server })
             }
             "mongodb" => {
@@ -66,5 +69,8 @@ fn conformance() {
         }
     }
     assert!(!reports.is_empty(), "no provider was tested");
-    assert!(reports.iter().all(|r| r.all_passed()), "conformance failures:\n{table}");
+    assert!(
+        reports.iter().all(|r| r.all_passed()),
+        "conformance failures:\n{table}"
+    );
 }

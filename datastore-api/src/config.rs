@@ -152,8 +152,14 @@ const VARS: &[(&str, &str)] = &[
     ("DATASTORE_SSLKEY", "connection.sslkey"),
     ("DATASTORE_SSLROOTCERT", "connection.sslrootcert"),
     ("DATASTORE_MAX_CONNECTIONS", "options.maxConnections"),
-    ("DATASTORE_MAX_IDLE_CONNECTIONS", "options.maxIdleConnections"),
-    ("DATASTORE_CONNECTION_MAX_LIFETIME", "options.connectionMaxLifetime"),
+    (
+        "DATASTORE_MAX_IDLE_CONNECTIONS",
+        "options.maxIdleConnections",
+    ),
+    (
+        "DATASTORE_CONNECTION_MAX_LIFETIME",
+        "options.connectionMaxLifetime",
+    ),
     ("DATASTORE_POLL_INTERVAL", "options.pollInterval"),
 ];
 
@@ -164,7 +170,9 @@ impl DatastoreConfig {
     /// Loads from the process environment, reading the YAML file named by
     /// `DATASTORE_CONFIG_FILE` first when it is set.
     pub fn from_env() -> Result<Self> {
-        let env: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("DATASTORE_")).collect();
+        let env: HashMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("DATASTORE_"))
+            .collect();
         Self::from_vars(&env)
     }
 
@@ -178,7 +186,8 @@ impl DatastoreConfig {
         let mut values: HashMap<&'static str, String> = HashMap::new();
         if let Some(path) = env.get(CONFIG_FILE_VAR).filter(|p| !p.is_empty()) {
             let text = std::fs::read_to_string(path).map_err(|e| {
-                Error::configuration(format!("{CONFIG_FILE_VAR}: cannot read {path:?}")).with_source(e)
+                Error::configuration(format!("{CONFIG_FILE_VAR}: cannot read {path:?}"))
+                    .with_source(e)
             })?;
             values = yaml_values(&text)?;
         }
@@ -217,10 +226,18 @@ impl DatastoreConfig {
 
     fn from_values(v: &HashMap<&'static str, String>) -> Result<Self> {
         let get = |key: &str| v.get(key).map(|s| s.trim()).filter(|s| !s.is_empty());
-        let var = |key: &str| -> String { VARS.iter().find(|(_, k)| *k == key).map_or(key, |(n, _)| *n).to_owned() };
+        let var = |key: &str| -> String {
+            VARS.iter()
+                .find(|(_, k)| *k == key)
+                .map_or(key, |(n, _)| *n)
+                .to_owned()
+        };
         let required = |key: &str| {
             get(key).map(str::to_owned).ok_or_else(|| {
-                Error::configuration(format!("{} (or {key} in the config file) is required", var(key)))
+                Error::configuration(format!(
+                    "{} (or {key} in the config file) is required",
+                    var(key)
+                ))
             })
         };
         let provider: ProviderKind = required("provider")?.parse()?;
@@ -231,7 +248,9 @@ impl DatastoreConfig {
         let port = match get("connection.port") {
             None => default_port,
             Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
-                Error::configuration(format!("DATASTORE_PORT: {p:?} is not a port number (1-65535)"))
+                Error::configuration(format!(
+                    "DATASTORE_PORT: {p:?} is not a port number (1-65535)"
+                ))
             })?,
         };
         let path = |key: &str| -> Result<Option<PathBuf>> {
@@ -240,7 +259,10 @@ impl DatastoreConfig {
                 Some(p) => {
                     let pb = PathBuf::from(p);
                     if !pb.is_file() {
-                        return Err(Error::configuration(format!("{}: file {p:?} does not exist", var(key))));
+                        return Err(Error::configuration(format!(
+                            "{}: file {p:?} does not exist",
+                            var(key)
+                        )));
                     }
                     Ok(Some(pb))
                 }
@@ -249,9 +271,14 @@ impl DatastoreConfig {
         let connection = ConnectionConfig {
             host: required("connection.host")?,
             port,
-            database: get("connection.database").unwrap_or("nvsentinel").to_owned(),
+            database: get("connection.database")
+                .unwrap_or("nvsentinel")
+                .to_owned(),
             username: required("connection.username")?,
-            password: v.get("connection.password").filter(|p| !p.is_empty()).map(|p| Secret::new(p.clone())),
+            password: v
+                .get("connection.password")
+                .filter(|p| !p.is_empty())
+                .map(|p| Secret::new(p.clone())),
             ssl_mode: get("connection.sslmode").map_or(Ok(SslMode::Require), SslMode::parse)?,
             ssl_cert: path("connection.sslcert")?,
             ssl_key: path("connection.sslkey")?,
@@ -264,25 +291,37 @@ impl DatastoreConfig {
         }
         let number = |key: &str, default: u32| -> Result<u32> {
             get(key).map_or(Ok(default), |s| {
-                s.parse::<u32>()
-                    .map_err(|_| Error::configuration(format!("{}: {s:?} is not a whole number", var(key))))
+                s.parse::<u32>().map_err(|_| {
+                    Error::configuration(format!("{}: {s:?} is not a whole number", var(key)))
+                })
             })
         };
         let duration = |key: &str, default: Duration| -> Result<Duration> {
             get(key).map_or(Ok(default), |s| {
                 parse_duration(s).ok_or_else(|| {
-                    Error::configuration(format!("{}: {s:?} is not a duration (e.g. 500ms, 5s, 30m, 1h)", var(key)))
+                    Error::configuration(format!(
+                        "{}: {s:?} is not a duration (e.g. 500ms, 5s, 30m, 1h)",
+                        var(key)
+                    ))
                 })
             })
         };
         let defaults = PoolConfig::default();
         let pool = PoolConfig {
             max_connections: number("options.maxConnections", defaults.max_connections)?,
-            max_idle_connections: number("options.maxIdleConnections", defaults.max_idle_connections)?,
-            connection_max_lifetime: duration("options.connectionMaxLifetime", defaults.connection_max_lifetime)?,
+            max_idle_connections: number(
+                "options.maxIdleConnections",
+                defaults.max_idle_connections,
+            )?,
+            connection_max_lifetime: duration(
+                "options.connectionMaxLifetime",
+                defaults.connection_max_lifetime,
+            )?,
         };
         if pool.max_connections == 0 {
-            return Err(Error::configuration("DATASTORE_MAX_CONNECTIONS must be at least 1"));
+            return Err(Error::configuration(
+                "DATASTORE_MAX_CONNECTIONS must be at least 1",
+            ));
         }
         if pool.max_idle_connections > pool.max_connections {
             return Err(Error::configuration(format!(
@@ -292,7 +331,9 @@ impl DatastoreConfig {
         }
         let poll_interval = duration("options.pollInterval", Duration::from_secs(5))?;
         if poll_interval.is_zero() {
-            return Err(Error::configuration("DATASTORE_POLL_INTERVAL must be greater than zero"));
+            return Err(Error::configuration(
+                "DATASTORE_POLL_INTERVAL must be greater than zero",
+            ));
         }
         Ok(DatastoreConfig {
             provider,
@@ -321,7 +362,9 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         }
         let n: u64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let part = match &rest[..unit_len] {
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
@@ -336,9 +379,14 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 fn yaml_values(text: &str) -> Result<HashMap<&'static str, String>> {
-    let doc: serde_yaml::Value = serde_yaml::from_str(text)
-        .map_err(|e| Error::configuration("the datastore config file is not valid YAML").with_source(e))?;
-    let root = doc.get("global").and_then(|g| g.get("datastore")).or_else(|| doc.get("datastore")).unwrap_or(&doc);
+    let doc: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
+        Error::configuration("the datastore config file is not valid YAML").with_source(e)
+    })?;
+    let root = doc
+        .get("global")
+        .and_then(|g| g.get("datastore"))
+        .or_else(|| doc.get("datastore"))
+        .unwrap_or(&doc);
     let mut out = HashMap::new();
     for (_, key) in VARS {
         let mut node = Some(root);
@@ -366,7 +414,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -389,25 +440,56 @@ mod tests {
         let cases = [
             (vec![("DATASTORE_HOST", "h")], "DATASTORE_PROVIDER"),
             (vec![("DATASTORE_PROVIDER", "oracle")], "DATASTORE_PROVIDER"),
-            (vec![("DATASTORE_PROVIDER", "postgresql"), ("DATASTORE_USERNAME", "u")], "DATASTORE_HOST"),
             (
-                vec![("DATASTORE_PROVIDER", "postgresql"), ("DATASTORE_HOST", "h"), ("DATASTORE_USERNAME", "u"), ("DATASTORE_PORT", "99999")],
+                vec![
+                    ("DATASTORE_PROVIDER", "postgresql"),
+                    ("DATASTORE_USERNAME", "u"),
+                ],
+                "DATASTORE_HOST",
+            ),
+            (
+                vec![
+                    ("DATASTORE_PROVIDER", "postgresql"),
+                    ("DATASTORE_HOST", "h"),
+                    ("DATASTORE_USERNAME", "u"),
+                    ("DATASTORE_PORT", "99999"),
+                ],
                 "DATASTORE_PORT",
             ),
             (
-                vec![("DATASTORE_PROVIDER", "postgresql"), ("DATASTORE_HOST", "h"), ("DATASTORE_USERNAME", "u"), ("DATASTORE_SSLMODE", "maybe")],
+                vec![
+                    ("DATASTORE_PROVIDER", "postgresql"),
+                    ("DATASTORE_HOST", "h"),
+                    ("DATASTORE_USERNAME", "u"),
+                    ("DATASTORE_SSLMODE", "maybe"),
+                ],
                 "DATASTORE_SSLMODE",
             ),
             (
-                vec![("DATASTORE_PROVIDER", "postgresql"), ("DATASTORE_HOST", "h"), ("DATASTORE_USERNAME", "u"), ("DATASTORE_SSLCERT", "/nonexistent")],
+                vec![
+                    ("DATASTORE_PROVIDER", "postgresql"),
+                    ("DATASTORE_HOST", "h"),
+                    ("DATASTORE_USERNAME", "u"),
+                    ("DATASTORE_SSLCERT", "/nonexistent"),
+                ],
                 "DATASTORE_SSLCERT",
             ),
             (
-                vec![("DATASTORE_PROVIDER", "postgresql"), ("DATASTORE_HOST", "h"), ("DATASTORE_USERNAME", "u"), ("DATASTORE_MAX_IDLE_CONNECTIONS", "50")],
+                vec![
+                    ("DATASTORE_PROVIDER", "postgresql"),
+                    ("DATASTORE_HOST", "h"),
+                    ("DATASTORE_USERNAME", "u"),
+                    ("DATASTORE_MAX_IDLE_CONNECTIONS", "50"),
+                ],
                 "DATASTORE_MAX_IDLE_CONNECTIONS",
             ),
             (
-                vec![("DATASTORE_PROVIDER", "postgresql"), ("DATASTORE_HOST", "h"), ("DATASTORE_USERNAME", "u"), ("DATASTORE_CONNECTION_MAX_LIFETIME", "soon")],
+                vec![
+                    ("DATASTORE_PROVIDER", "postgresql"),
+                    ("DATASTORE_HOST", "h"),
+                    ("DATASTORE_USERNAME", "u"),
+                    ("DATASTORE_CONNECTION_MAX_LIFETIME", "soon"),
+                ],
                 "DATASTORE_CONNECTION_MAX_LIFETIME",
             ),
         ];

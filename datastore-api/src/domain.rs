@@ -12,8 +12,9 @@ use futures::stream::{BoxStream, StreamExt};
 use crate::error::{Error, ErrorKind, Result};
 use crate::filter::Filter;
 use crate::model::{
-    fields, health_event_document, Csp, HealthEvent, HealthEventRecord, HealthEventStatus, InternalStatus,
-    MaintenanceEvent, MaintenanceEventRecord, MaintenanceType, OperationStatus, ProviderStatus, QuarantineStatus,
+    fields, health_event_document, Csp, HealthEvent, HealthEventRecord, HealthEventStatus,
+    InternalStatus, MaintenanceEvent, MaintenanceEventRecord, MaintenanceType, OperationStatus,
+    ProviderStatus, QuarantineStatus,
 };
 use crate::query::{FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Sort, UpdateResult};
 use crate::store::{batches, Collection};
@@ -67,14 +68,26 @@ impl<'a> HealthEventStore<'a> {
 
     /// Inserts one event with its initial status.
     #[tracing::instrument(level = "debug", skip_all)]
-    pub async fn insert(&self, event: &HealthEvent, status: &HealthEventStatus) -> Result<Inserted> {
-        self.collection.insert_one(health_event_document(event, status)).await
+    pub async fn insert(
+        &self,
+        event: &HealthEvent,
+        status: &HealthEventStatus,
+    ) -> Result<Inserted> {
+        self.collection
+            .insert_one(health_event_document(event, status))
+            .await
     }
 
     /// Inserts events atomically (all or none), as platform-connectors does per gRPC batch.
     #[tracing::instrument(level = "debug", skip_all, fields(count = events.len()))]
-    pub async fn insert_many(&self, events: &[(HealthEvent, HealthEventStatus)]) -> Result<Vec<Inserted>> {
-        let docs = events.iter().map(|(e, s)| health_event_document(e, s)).collect();
+    pub async fn insert_many(
+        &self,
+        events: &[(HealthEvent, HealthEventStatus)],
+    ) -> Result<Vec<Inserted>> {
+        let docs = events
+            .iter()
+            .map(|(e, s)| health_event_document(e, s))
+            .collect();
         self.collection.insert_many(docs).await
     }
 
@@ -115,32 +128,51 @@ impl<'a> HealthEventStore<'a> {
     /// Events whose quarantine status **or** pod-eviction status equals `status` (the MongoDB
     /// behaviour; the Go PostgreSQL provider only checked eviction), newest first.
     pub async fn find_by_status(&self, status: &str) -> Result<Vec<HealthEventRecord>> {
-        let f = Filter::eq(fields::NODE_QUARANTINED, status).or(Filter::eq(fields::EVICTION_STATUS, status));
+        let f = Filter::eq(fields::NODE_QUARANTINED, status)
+            .or(Filter::eq(fields::EVICTION_STATUS, status));
         self.find(&f).await
     }
 
     /// The newest event matching `filter`, if any.
     pub async fn find_latest_by_query(&self, filter: &Filter) -> Result<Option<HealthEventRecord>> {
-        let docs = self.collection.find(filter, &newest_first().limit(1)).await?;
-        docs.into_iter().next().map(HealthEventRecord::from_document).transpose()
+        let docs = self
+            .collection
+            .find(filter, &newest_first().limit(1))
+            .await?;
+        docs.into_iter()
+            .next()
+            .map(HealthEventRecord::from_document)
+            .transpose()
     }
 
     /// The node's newest event, if any.
-    pub async fn find_latest_event_for_node(&self, node_name: &str) -> Result<Option<HealthEventRecord>> {
-        self.find_latest_by_query(&Filter::eq(fields::NODE_NAME, node_name)).await
+    pub async fn find_latest_event_for_node(
+        &self,
+        node_name: &str,
+    ) -> Result<Option<HealthEventRecord>> {
+        self.find_latest_by_query(&Filter::eq(fields::NODE_NAME, node_name))
+            .await
     }
 
     /// Matching events in batches, oldest first, over keyset pages (stable under concurrent
     /// inserts and updates; never OFFSET). A document that does not decode ends the stream with
     /// a [`Permanent`](ErrorKind::Permanent) error instead of being skipped silently.
-    pub fn stream_by_query(&self, filter: Filter, batch_size: u32) -> BoxStream<'a, Result<Vec<HealthEventRecord>>> {
+    pub fn stream_by_query(
+        &self,
+        filter: Filter,
+        batch_size: u32,
+    ) -> BoxStream<'a, Result<Vec<HealthEventRecord>>> {
         batches(self.collection, filter, batch_size)
             .map(|batch| batch.and_then(|docs| decode_all(docs, HealthEventRecord::from_document)))
             .boxed()
     }
 
     /// The ids of matching events in batches, oldest first (for lazy cold starts).
-    pub fn stream_ids_by_query(&self, filter: Filter, batch_size: u32) -> BoxStream<'a, Result<Vec<DocumentId>>> {
+    pub fn stream_ids_by_query(
+        &self,
+        filter: Filter,
+        batch_size: u32,
+    ) -> BoxStream<'a, Result<Vec<DocumentId>>> {
         batches(self.collection, filter, batch_size)
             .map(|batch| {
                 batch.and_then(|docs| {
@@ -175,7 +207,11 @@ impl<'a> HealthEventStore<'a> {
     /// span id entry (merged per service). [`NotFound`](ErrorKind::NotFound) if `id` does not exist;
     /// an all-empty `status` is [`InvalidInput`](ErrorKind::InvalidInput).
     #[tracing::instrument(level = "debug", skip(self, status))]
-    pub async fn update_status(&self, id: &DocumentId, status: &HealthEventStatus) -> Result<UpdateResult> {
+    pub async fn update_status(
+        &self,
+        id: &DocumentId,
+        status: &HealthEventStatus,
+    ) -> Result<UpdateResult> {
         let mut u = Update::new();
         if let Some(q) = status.node_quarantined {
             u = u.set(fields::NODE_QUARANTINED, q.as_str());
@@ -208,10 +244,17 @@ impl<'a> HealthEventStore<'a> {
     /// Replaces the whole status of **every** event of the node (the Go MongoDB provider updated
     /// one arbitrary event, the PostgreSQL one only its columns; both were bugs). Returns the counts.
     #[tracing::instrument(level = "debug", skip(self, status))]
-    pub async fn update_status_by_node(&self, node_name: &str, status: &HealthEventStatus) -> Result<UpdateResult> {
+    pub async fn update_status_by_node(
+        &self,
+        node_name: &str,
+        status: &HealthEventStatus,
+    ) -> Result<UpdateResult> {
         require_non_empty("node name", node_name)?;
         self.collection
-            .update_many(&Filter::eq(fields::NODE_NAME, node_name), &Update::new().set(fields::STATUS, status))
+            .update_many(
+                &Filter::eq(fields::NODE_NAME, node_name),
+                &Update::new().set(fields::STATUS, status),
+            )
             .await
     }
 
@@ -228,7 +271,10 @@ impl<'a> HealthEventStore<'a> {
         let mut u = Update::new()
             .set(fields::NODE_QUARANTINED, status.as_str())
             .set(format!("{}.fault-quarantine", fields::SPAN_IDS), span_id);
-        if matches!(status, QuarantineStatus::Quarantined | QuarantineStatus::AlreadyQuarantined) {
+        if matches!(
+            status,
+            QuarantineStatus::Quarantined | QuarantineStatus::AlreadyQuarantined
+        ) {
             u = u.current_date(fields::QUARANTINE_FINISH, TimeFormat::ProtoTimestamp);
         }
         self.update_by_id(id, u).await
@@ -236,31 +282,52 @@ impl<'a> HealthEventStore<'a> {
 
     /// Sets the pod-eviction status (status, message and metadata).
     #[tracing::instrument(level = "debug", skip(self))]
-    pub async fn update_pod_eviction_status(&self, id: &DocumentId, status: &OperationStatus) -> Result<UpdateResult> {
-        self.update_by_id(id, Update::new().set(fields::EVICTION, status)).await
+    pub async fn update_pod_eviction_status(
+        &self,
+        id: &DocumentId,
+        status: &OperationStatus,
+    ) -> Result<UpdateResult> {
+        self.update_by_id(id, Update::new().set(fields::EVICTION, status))
+            .await
     }
 
     /// Sets `faultremediated` to `{value: remediated}` and `lastremediationtimestamp` to the server
     /// time (the Go MongoDB provider wrote an unused `remediation` field instead, a bug).
     #[tracing::instrument(level = "debug", skip(self))]
-    pub async fn update_remediation_status(&self, id: &DocumentId, remediated: bool) -> Result<UpdateResult> {
+    pub async fn update_remediation_status(
+        &self,
+        id: &DocumentId,
+        remediated: bool,
+    ) -> Result<UpdateResult> {
         let u = Update::new()
-            .set(fields::FAULT_REMEDIATED, serde_json::json!({ "value": remediated }))
+            .set(
+                fields::FAULT_REMEDIATED,
+                serde_json::json!({ "value": remediated }),
+            )
             .current_date(fields::LAST_REMEDIATION, TimeFormat::ProtoTimestamp);
         self.update_by_id(id, u).await
     }
 
     /// Sets `spanids.<service>`.
     #[tracing::instrument(level = "debug", skip(self))]
-    pub async fn update_span_id(&self, id: &DocumentId, service: &str, span_id: &str) -> Result<UpdateResult> {
+    pub async fn update_span_id(
+        &self,
+        id: &DocumentId,
+        service: &str,
+        span_id: &str,
+    ) -> Result<UpdateResult> {
         check_segment("service name", service)?;
-        self.update_by_id(id, Update::new().set(format!("{}.{service}", fields::SPAN_IDS), span_id))
-            .await
+        self.update_by_id(
+            id,
+            Update::new().set(format!("{}.{service}", fields::SPAN_IDS), span_id),
+        )
+        .await
     }
 
     /// Whether any event of the node (current or past) has eviction status `Succeeded`.
     pub async fn check_if_node_already_drained(&self, node_name: &str) -> Result<bool> {
-        let f = Filter::eq(fields::NODE_NAME, node_name).and(Filter::eq(fields::EVICTION_STATUS, "Succeeded"));
+        let f = Filter::eq(fields::NODE_NAME, node_name)
+            .and(Filter::eq(fields::EVICTION_STATUS, "Succeeded"));
         Ok(self.collection.count(&f).await? > 0)
     }
 }
@@ -311,7 +378,8 @@ pub struct UpsertOutcome {
 const UPSERT_ATTEMPTS: usize = 8;
 
 fn duration_chrono(d: Duration) -> Result<chrono::Duration> {
-    chrono::Duration::from_std(d).map_err(|_| Error::invalid_input(format!("duration {d:?} is too large")))
+    chrono::Duration::from_std(d)
+        .map_err(|_| Error::invalid_input(format!("duration {d:?} is too large")))
 }
 
 impl<'a> MaintenanceEventStore<'a> {
@@ -336,10 +404,18 @@ impl<'a> MaintenanceEventStore<'a> {
         require_non_empty("eventId", &event.event_id)?;
         let key = Filter::eq(mf::EVENT_ID, event.event_id.as_str());
         for _ in 0..UPSERT_ATTEMPTS {
-            let existing = self.collection.find(&key, &FindOptions::default().limit(1)).await?;
+            let existing = self
+                .collection
+                .find(&key, &FindOptions::default().limit(1))
+                .await?;
             let Some(existing) = existing.into_iter().next() else {
                 match self.collection.insert_one(event.to_document()?).await {
-                    Ok(ins) => return Ok(UpsertOutcome { id: ins.id, inserted: true }),
+                    Ok(ins) => {
+                        return Ok(UpsertOutcome {
+                            id: ins.id,
+                            inserted: true,
+                        })
+                    }
                     Err(e) if e.kind() == ErrorKind::Duplicate => continue,
                     Err(e) => return Err(e),
                 }
@@ -348,7 +424,9 @@ impl<'a> MaintenanceEventStore<'a> {
             let mut incoming = event.clone();
             let keep = matches!(
                 stored.event.status,
-                InternalStatus::QuarantineTriggered | InternalStatus::HealthyTriggered | InternalStatus::NodeReadinessTimeout
+                InternalStatus::QuarantineTriggered
+                    | InternalStatus::HealthyTriggered
+                    | InternalStatus::NodeReadinessTimeout
             ) && incoming.status != InternalStatus::MaintenanceComplete;
             if keep {
                 incoming.status = stored.event.status;
@@ -360,7 +438,10 @@ impl<'a> MaintenanceEventStore<'a> {
             // Compare-and-set on the status we based the decision on.
             let cas = by_id(&stored.id).and(Filter::eq(mf::STATUS, stored.event.status.as_str()));
             if self.collection.update_one(&cas, &u).await?.matched == 1 {
-                return Ok(UpsertOutcome { id: stored.id, inserted: false });
+                return Ok(UpsertOutcome {
+                    id: stored.id,
+                    inserted: false,
+                });
             }
         }
         Err(Error::transient(format!(
@@ -369,8 +450,17 @@ impl<'a> MaintenanceEventStore<'a> {
         )))
     }
 
-    async fn find_sorted(&self, filter: Filter, sort: Sort, limit: Option<u64>) -> Result<Vec<MaintenanceEventRecord>> {
-        let opts = FindOptions { sort, skip: 0, limit };
+    async fn find_sorted(
+        &self,
+        filter: Filter,
+        sort: Sort,
+        limit: Option<u64>,
+    ) -> Result<Vec<MaintenanceEventRecord>> {
+        let opts = FindOptions {
+            sort,
+            skip: 0,
+            limit,
+        };
         let docs = self.collection.find(&filter, &opts).await?;
         decode_all(docs, MaintenanceEventRecord::from_document)
     }
@@ -382,15 +472,23 @@ impl<'a> MaintenanceEventStore<'a> {
     /// `DETECTED` events whose scheduled start is at or before server-now + `within`, earliest
     /// start first. Past starts are included (the Go MongoDB provider excluded them, so a
     /// missed poll meant a maintenance window that never triggered quarantine).
-    pub async fn find_events_to_trigger_quarantine(&self, within: Duration) -> Result<Vec<MaintenanceEventRecord>> {
+    pub async fn find_events_to_trigger_quarantine(
+        &self,
+        within: Duration,
+    ) -> Result<Vec<MaintenanceEventRecord>> {
         let until = self.now().await? + duration_chrono(within)?;
-        let f = Filter::eq(mf::STATUS, InternalStatus::Detected.as_str()).and(Filter::lte(mf::SCHEDULED_START, until));
-        self.find_sorted(f, Sort::asc(mf::SCHEDULED_START), None).await
+        let f = Filter::eq(mf::STATUS, InternalStatus::Detected.as_str())
+            .and(Filter::lte(mf::SCHEDULED_START, until));
+        self.find_sorted(f, Sort::asc(mf::SCHEDULED_START), None)
+            .await
     }
 
     /// `MAINTENANCE_COMPLETE` events whose actual end is set and at or before server-now − `delay`
     /// (the MongoDB behaviour), earliest end first.
-    pub async fn find_events_to_trigger_healthy(&self, delay: Duration) -> Result<Vec<MaintenanceEventRecord>> {
+    pub async fn find_events_to_trigger_healthy(
+        &self,
+        delay: Duration,
+    ) -> Result<Vec<MaintenanceEventRecord>> {
         let before = self.now().await? - duration_chrono(delay)?;
         let f = Filter::eq(mf::STATUS, InternalStatus::MaintenanceComplete.as_str())
             .and(Filter::lte(mf::ACTUAL_END, before));
@@ -400,27 +498,45 @@ impl<'a> MaintenanceEventStore<'a> {
     /// Sets the internal status of the event with business key `event_id` (the Go MongoDB
     /// provider looked up the document `_id` instead) and `lastUpdatedTimestamp` to server time.
     #[tracing::instrument(level = "debug", skip(self))]
-    pub async fn update_event_status(&self, event_id: &str, status: InternalStatus) -> Result<UpdateResult> {
+    pub async fn update_event_status(
+        &self,
+        event_id: &str,
+        status: InternalStatus,
+    ) -> Result<UpdateResult> {
         require_non_empty("eventId", event_id)?;
         let u = Update::new()
             .set(mf::STATUS, status.as_str())
             .current_date(mf::LAST_UPDATED, TimeFormat::Date);
-        let r = self.collection.update_one(&Filter::eq(mf::EVENT_ID, event_id), &u).await?;
+        let r = self
+            .collection
+            .update_one(&Filter::eq(mf::EVENT_ID, event_id), &u)
+            .await?;
         if r.matched == 0 {
-            return Err(Error::not_found(format!("maintenance event {event_id:?} not found")));
+            return Err(Error::not_found(format!(
+                "maintenance event {event_id:?} not found"
+            )));
         }
         Ok(r)
     }
 
     /// The newest `eventReceivedTimestamp` for the provider; the cluster is only matched when
     /// non-empty (the MongoDB behaviour). `None` when there is no event.
-    pub async fn last_processed_event_timestamp(&self, cluster_name: &str, csp: Csp) -> Result<Option<DateTime<Utc>>> {
+    pub async fn last_processed_event_timestamp(
+        &self,
+        cluster_name: &str,
+        csp: Csp,
+    ) -> Result<Option<DateTime<Utc>>> {
         let mut f = Filter::eq(mf::CSP, csp.as_str());
         if !cluster_name.is_empty() {
             f = f.and(Filter::eq(mf::CLUSTER_NAME, cluster_name));
         }
-        let found = self.find_sorted(f, Sort::desc(mf::RECEIVED), Some(1)).await?;
-        Ok(found.into_iter().next().map(|r| r.event.event_received_timestamp))
+        let found = self
+            .find_sorted(f, Sort::desc(mf::RECEIVED), Some(1))
+            .await?;
+        Ok(found
+            .into_iter()
+            .next()
+            .map(|r| r.event.event_received_timestamp))
     }
 
     /// The node's newest event (by `lastUpdatedTimestamp`) of `maintenance_type` in one of
@@ -437,22 +553,39 @@ impl<'a> MaintenanceEventStore<'a> {
         }
         let f = Filter::eq(mf::NODE_NAME, node_name)
             .and(Filter::eq(mf::MAINTENANCE_TYPE, maintenance_type.as_str()))
-            .and(Filter::is_in(mf::STATUS, statuses.iter().map(|s| s.as_str())));
-        Ok(self.find_sorted(f, Sort::desc(mf::LAST_UPDATED), Some(1)).await?.into_iter().next())
+            .and(Filter::is_in(
+                mf::STATUS,
+                statuses.iter().map(|s| s.as_str()),
+            ));
+        Ok(self
+            .find_sorted(f, Sort::desc(mf::LAST_UPDATED), Some(1))
+            .await?
+            .into_iter()
+            .next())
     }
 
     /// The node's newest (by `lastUpdatedTimestamp`) event that is `DETECTED`,
     /// `QUARANTINE_TRIGGERED` or `MAINTENANCE_ONGOING`, of any type (the Go PostgreSQL provider
     /// never matched here, a bug).
-    pub async fn find_latest_ongoing_event_by_node(&self, node_name: &str) -> Result<Option<MaintenanceEventRecord>> {
+    pub async fn find_latest_ongoing_event_by_node(
+        &self,
+        node_name: &str,
+    ) -> Result<Option<MaintenanceEventRecord>> {
         require_non_empty("node name", node_name)?;
         let ongoing = [
             InternalStatus::Detected,
             InternalStatus::QuarantineTriggered,
             InternalStatus::MaintenanceOngoing,
         ];
-        let f = Filter::eq(mf::NODE_NAME, node_name).and(Filter::is_in(mf::STATUS, ongoing.iter().map(|s| s.as_str())));
-        Ok(self.find_sorted(f, Sort::desc(mf::LAST_UPDATED), Some(1)).await?.into_iter().next())
+        let f = Filter::eq(mf::NODE_NAME, node_name).and(Filter::is_in(
+            mf::STATUS,
+            ongoing.iter().map(|s| s.as_str()),
+        ));
+        Ok(self
+            .find_sorted(f, Sort::desc(mf::LAST_UPDATED), Some(1))
+            .await?
+            .into_iter()
+            .next())
     }
 
     /// The provider's events whose **provider** status (`cspStatus`) is one of `statuses` (the
@@ -463,7 +596,10 @@ impl<'a> MaintenanceEventStore<'a> {
         csp: Csp,
         statuses: &[ProviderStatus],
     ) -> Result<Vec<MaintenanceEventRecord>> {
-        let f = Filter::eq(mf::CSP, csp.as_str()).and(Filter::is_in(mf::CSP_STATUS, statuses.iter().map(|s| s.as_str())));
+        let f = Filter::eq(mf::CSP, csp.as_str()).and(Filter::is_in(
+            mf::CSP_STATUS,
+            statuses.iter().map(|s| s.as_str()),
+        ));
         self.find_sorted(f, Sort::desc(mf::RECEIVED), None).await
     }
 }

@@ -135,11 +135,17 @@ impl Filter {
         Filter::Lte(path.into(), value.into())
     }
     /// `path` equals one of `values`.
-    pub fn is_in<V: Into<Scalar>>(path: impl Into<String>, values: impl IntoIterator<Item = V>) -> Filter {
+    pub fn is_in<V: Into<Scalar>>(
+        path: impl Into<String>,
+        values: impl IntoIterator<Item = V>,
+    ) -> Filter {
         Filter::In(path.into(), values.into_iter().map(Into::into).collect())
     }
     /// `path` equals none of `values`.
-    pub fn not_in<V: Into<Scalar>>(path: impl Into<String>, values: impl IntoIterator<Item = V>) -> Filter {
+    pub fn not_in<V: Into<Scalar>>(
+        path: impl Into<String>,
+        values: impl IntoIterator<Item = V>,
+    ) -> Filter {
         Filter::Nin(path.into(), values.into_iter().map(Into::into).collect())
     }
     /// `path` is present (`true`) or absent (`false`).
@@ -322,7 +328,9 @@ fn checked(value: &Scalar) -> Result<Scalar> {
         }
         Scalar::Date(t) => Scalar::Date(truncate_to_millis(*t)),
         Scalar::String(s) if s.contains('\0') => {
-            return Err(Error::invalid_input("filter string contains a NUL character"))
+            return Err(Error::invalid_input(
+                "filter string contains a NUL character",
+            ))
         }
         v => v.clone(),
     })
@@ -368,16 +376,28 @@ mod tests {
     fn ne_is_negated_eq_and_nin_negated_in() {
         let l = Filter::ne("a", 1).lower().unwrap();
         assert!(matches!(l, Lowered::Not(_)));
-        assert_eq!(Filter::is_in("a", Vec::<i64>::new()).lower().unwrap(), Lowered::False);
-        assert_eq!(Filter::not_in("a", Vec::<i64>::new()).lower().unwrap(), Lowered::True);
+        assert_eq!(
+            Filter::is_in("a", Vec::<i64>::new()).lower().unwrap(),
+            Lowered::False
+        );
+        assert_eq!(
+            Filter::not_in("a", Vec::<i64>::new()).lower().unwrap(),
+            Lowered::True
+        );
         assert_eq!(Filter::And(vec![]).lower().unwrap(), Lowered::True);
         assert_eq!(Filter::Or(vec![]).lower().unwrap(), Lowered::False);
     }
 
     #[test]
     fn null_ranges_follow_mongodb() {
-        assert!(matches!(Filter::gte("a", Scalar::Null).lower().unwrap(), Lowered::NullOrMissing(_)));
-        assert_eq!(Filter::gt("a", Scalar::Null).lower().unwrap(), Lowered::False);
+        assert!(matches!(
+            Filter::gte("a", Scalar::Null).lower().unwrap(),
+            Lowered::NullOrMissing(_)
+        ));
+        assert_eq!(
+            Filter::gt("a", Scalar::Null).lower().unwrap(),
+            Lowered::False
+        );
     }
 
     #[test]
@@ -388,12 +408,18 @@ mod tests {
             Filter::eq("a", f64::NAN),
             Filter::eq("a", "nul\0"),
         ] {
-            assert_eq!(f.lower().unwrap_err().kind(), crate::ErrorKind::InvalidInput);
+            assert_eq!(
+                f.lower().unwrap_err().kind(),
+                crate::ErrorKind::InvalidInput
+            );
         }
         let mut deep = Filter::All;
         for _ in 0..100 {
             deep = deep.not();
         }
-        assert_eq!(deep.lower().unwrap_err().kind(), crate::ErrorKind::InvalidInput);
+        assert_eq!(
+            deep.lower().unwrap_err().kind(),
+            crate::ErrorKind::InvalidInput
+        );
     }
 }

@@ -39,9 +39,12 @@ pub use error::{Error, ErrorKind, Result};
 pub use filter::{CmpOp, Filter, Lowered, Scalar};
 pub use path::{FieldPath, ReservedField};
 pub use query::{
-    Direction, FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Page, PageRequest, PageToken, Sort, SortKey,
-    UpdateResult,
+    Direction, FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Page, PageRequest,
+    PageToken, Sort, SortKey, UpdateResult,
 };
-pub use store::{batches, prepare_insert, with_transaction, Collection, CollectionExt, DataStore, ProviderKind, Transaction};
+pub use store::{
+    batches, prepare_insert, with_transaction, Collection, CollectionExt, DataStore, ProviderKind,
+    Transaction,
+};
 pub use update::{TimeFormat, Update, UpdateOp, ValidUpdate};
 pub use value::{Document, DocumentId, Value};

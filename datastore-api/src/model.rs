@@ -28,7 +28,8 @@ pub struct ProtoTimestamp {
 impl ProtoTimestamp {
     /// The timestamp as a UTC time (`None` when out of range).
     pub fn to_datetime(self) -> Option<DateTime<Utc>> {
-        Utc.timestamp_opt(self.seconds, self.nanos.max(0) as u32).single()
+        Utc.timestamp_opt(self.seconds, self.nanos.max(0) as u32)
+            .single()
     }
 }
 
@@ -113,12 +114,14 @@ int_enum! {
     }
 }
 
+#[allow(clippy::derivable_impls)] // the variants come from a macro
 impl Default for RecommendedAction {
     fn default() -> Self {
         RecommendedAction::None
     }
 }
 
+#[allow(clippy::derivable_impls)]
 impl Default for ProcessingStrategy {
     fn default() -> Self {
         ProcessingStrategy::Unspecified
@@ -272,7 +275,10 @@ string_enum! {
 mod empty_is_none {
     use super::*;
 
-    pub fn serialize<T: Serialize, S: Serializer>(v: &Option<T>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    pub fn serialize<T: Serialize, S: Serializer>(
+        v: &Option<T>,
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
         match v {
             Some(v) => v.serialize(s),
             None => s.serialize_str(""),
@@ -286,7 +292,9 @@ mod empty_is_none {
         match v {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(v) => T::deserialize(v).map(Some).map_err(serde::de::Error::custom),
+            Some(v) => T::deserialize(v)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -295,23 +303,32 @@ mod empty_is_none {
 mod bool_value {
     use super::*;
 
-    pub fn serialize<S: Serializer>(v: &Option<bool>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        v: &Option<bool>,
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
         match v {
             Some(b) => serde_json::json!({ "value": b }).serialize(s),
             None => s.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<bool>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Option<bool>, D::Error> {
         match Option::<Value>::deserialize(d)? {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(b)),
             Some(Value::Object(o)) => match o.get("value") {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::Bool(b)) => Ok(Some(*b)),
-                Some(other) => Err(serde::de::Error::custom(format!("faultremediated.value: expected a bool, got {other}"))),
+                Some(other) => Err(serde::de::Error::custom(format!(
+                    "faultremediated.value: expected a bool, got {other}"
+                ))),
             },
-            Some(other) => Err(serde::de::Error::custom(format!("faultremediated: expected null or {{value}}, got {other}"))),
+            Some(other) => Err(serde::de::Error::custom(format!(
+                "faultremediated: expected null or {{value}}, got {other}"
+            ))),
         }
     }
 }
@@ -439,8 +456,9 @@ impl HealthEventRecord {
     /// Decodes a stored document.
     pub fn from_document(doc: Document) -> Result<Self> {
         let (id, created_at, body) = split_reserved(doc)?;
-        let body: HealthEventBody = serde_json::from_value(Value::Object(body))
-            .map_err(|e| Error::permanent(format!("health event {id} does not decode")).with_source(e))?;
+        let body: HealthEventBody = serde_json::from_value(Value::Object(body)).map_err(|e| {
+            Error::permanent(format!("health event {id} does not decode")).with_source(e)
+        })?;
         Ok(HealthEventRecord {
             id,
             created_at,
@@ -569,7 +587,9 @@ impl MaintenanceEvent {
             .map_err(|e| Error::invalid_input("maintenance event does not encode").with_source(e))?
         {
             Value::Object(m) => Ok(m),
-            _ => Err(Error::invalid_input("maintenance event does not encode to an object")),
+            _ => Err(Error::invalid_input(
+                "maintenance event does not encode to an object",
+            )),
         }
     }
 }
@@ -589,9 +609,14 @@ impl MaintenanceEventRecord {
     /// Decodes a stored document.
     pub fn from_document(doc: Document) -> Result<Self> {
         let (id, created_at, body) = split_reserved(doc)?;
-        let event = serde_json::from_value(Value::Object(body))
-            .map_err(|e| Error::permanent(format!("maintenance event {id} does not decode")).with_source(e))?;
-        Ok(MaintenanceEventRecord { id, created_at, event })
+        let event = serde_json::from_value(Value::Object(body)).map_err(|e| {
+            Error::permanent(format!("maintenance event {id} does not decode")).with_source(e)
+        })?;
+        Ok(MaintenanceEventRecord {
+            id,
+            created_at,
+            event,
+        })
     }
 }
 
@@ -618,7 +643,10 @@ mod tests {
         assert_eq!(v["healthevent"]["processingstrategy"], json!(0));
         assert_eq!(v["healtheventstatus"]["nodequarantined"], json!(""));
         assert_eq!(v["healtheventstatus"]["faultremediated"], Value::Null);
-        assert_eq!(v["healtheventstatus"]["userpodsevictionstatus"], json!({"status": "", "message": "", "metadata": {}}));
+        assert_eq!(
+            v["healtheventstatus"]["userpodsevictionstatus"],
+            json!({"status": "", "message": "", "metadata": {}})
+        );
     }
 
     #[test]
@@ -631,9 +659,16 @@ mod tests {
         .unwrap();
         assert_eq!(s.node_quarantined, Some(QuarantineStatus::Quarantined));
         assert_eq!(s.fault_remediated, Some(true));
-        assert_eq!(s.user_pods_eviction_status.status, Some(EvictionStatus::Succeeded));
-        let s: HealthEventStatus = serde_json::from_value(json!({"faultremediated": {"value": false}})).unwrap();
+        assert_eq!(
+            s.user_pods_eviction_status.status,
+            Some(EvictionStatus::Succeeded)
+        );
+        let s: HealthEventStatus =
+            serde_json::from_value(json!({"faultremediated": {"value": false}})).unwrap();
         assert_eq!(s.fault_remediated, Some(false));
-        assert_eq!(RecommendedAction::from(1234), RecommendedAction::Unrecognized(1234));
+        assert_eq!(
+            RecommendedAction::from(1234),
+            RecommendedAction::Unrecognized(1234)
+        );
     }
 }

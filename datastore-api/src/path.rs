@@ -26,7 +26,8 @@ pub struct FieldPath {
 impl FieldPath {
     /// Parses and validates a dotted path.
     pub fn parse(path: &str) -> Result<Self> {
-        let invalid = |why: &str| Error::invalid_input(format!("invalid field path {path:?}: {why}"));
+        let invalid =
+            |why: &str| Error::invalid_input(format!("invalid field path {path:?}: {why}"));
         if path.is_empty() {
             return Err(invalid("it is empty"));
         }
@@ -73,7 +74,11 @@ impl FieldPath {
     /// True when `self` equals `other` or is one of its ancestors.
     pub fn is_prefix_of(&self, other: &FieldPath) -> bool {
         other.segments.len() >= self.segments.len()
-            && self.segments.iter().zip(&other.segments).all(|(a, b)| a == b)
+            && self
+                .segments
+                .iter()
+                .zip(&other.segments)
+                .all(|(a, b)| a == b)
     }
 }
 

@@ -12,7 +12,8 @@ use crate::domain::{HealthEventStore, MaintenanceEventStore};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::query::{
-    Direction, FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Page, PageRequest, UpdateResult,
+    Direction, FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Page, PageRequest,
+    UpdateResult,
 };
 use crate::update::Update;
 use crate::value::{canonicalize, Document, DocumentId, Value, CREATED_AT_FIELD, ID_FIELD};
@@ -75,7 +76,10 @@ pub trait Collection: Send + Sync {
     /// Inserts documents that carry an idempotency key. A key that is already stored (or that
     /// repeats earlier in the batch) is reported as a duplicate and nothing is written for it;
     /// the others are inserted atomically. Outcomes are in input order.
-    async fn insert_idempotent(&self, documents: Vec<KeyedDocument>) -> Result<Vec<IdempotentOutcome>>;
+    async fn insert_idempotent(
+        &self,
+        documents: Vec<KeyedDocument>,
+    ) -> Result<Vec<IdempotentOutcome>>;
 
     /// Documents matching `filter`, ordered, skipped and limited per `options`.
     async fn find(&self, filter: &Filter, options: &FindOptions) -> Result<Vec<Document>>;
@@ -109,7 +113,11 @@ pub trait CollectionExt: Collection {
     /// Streams matching documents in batches of `batch_size`, oldest first, using keyset pages
     /// (see [`PageRequest`] for the guarantee under concurrent writes). The stream ends after the
     /// last batch or after the first error.
-    fn stream_batches<'a>(&'a self, filter: Filter, batch_size: u32) -> BoxStream<'a, Result<Vec<Document>>>
+    fn stream_batches<'a>(
+        &'a self,
+        filter: Filter,
+        batch_size: u32,
+    ) -> BoxStream<'a, Result<Vec<Document>>>
     where
         Self: Sized,
     {

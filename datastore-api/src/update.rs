@@ -284,8 +284,9 @@ fn add(a: &Number, b: &Number, path: &FieldPath) -> Result<Number> {
         });
     }
     let sum = a.as_f64().unwrap_or(f64::NAN) + b.as_f64().unwrap_or(f64::NAN);
-    Number::from_f64(sum)
-        .ok_or_else(|| Error::invalid_input(format!("incrementing '{path}' gives a non-finite number")))
+    Number::from_f64(sum).ok_or_else(|| {
+        Error::invalid_input(format!("incrementing '{path}' gives a non-finite number"))
+    })
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -314,7 +315,10 @@ mod tests {
         let u = Update::new().set("a.b.c", 1).validate().unwrap();
         let mut d = doc(json!({"x": 1}));
         assert!(u.apply(&mut d, Utc::now()).unwrap());
-        assert_eq!(Value::Object(d.clone()), json!({"x": 1, "a": {"b": {"c": 1}}}));
+        assert_eq!(
+            Value::Object(d.clone()),
+            json!({"x": 1, "a": {"b": {"c": 1}}})
+        );
         assert!(!u.apply(&mut d, Utc::now()).unwrap());
     }
 
@@ -356,7 +360,10 @@ mod tests {
             Update::new().set("a..b", 1),
             Update::new().set("a", json!({"$bad": 1})),
         ] {
-            assert_eq!(u.validate().unwrap_err().kind(), crate::ErrorKind::InvalidInput);
+            assert_eq!(
+                u.validate().unwrap_err().kind(),
+                crate::ErrorKind::InvalidInput
+            );
         }
     }
 }

@@ -192,8 +192,7 @@ pub fn equivalent(a: &Value, b: &Value) -> bool {
         }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len()
-                && x
-                    .iter()
+                && x.iter()
                     .all(|(k, v)| y.get(k).is_some_and(|w| equivalent(v, w)))
         }
         _ => a == b,
@@ -203,7 +202,9 @@ pub fn equivalent(a: &Value, b: &Value) -> bool {
 /// Deduplicates values (numerically equal numbers count once) and sorts them by
 /// [`sort_compare`], then by their JSON text, so every backend returns the same list.
 pub fn distinct_values(mut values: Vec<Value>) -> Vec<Value> {
-    values.sort_by(|a, b| sort_compare(Some(a), Some(b)).then_with(|| a.to_string().cmp(&b.to_string())));
+    values.sort_by(|a, b| {
+        sort_compare(Some(a), Some(b)).then_with(|| a.to_string().cmp(&b.to_string()))
+    });
     let mut out: Vec<Value> = Vec::with_capacity(values.len());
     for v in values {
         let dup = out
@@ -338,7 +339,10 @@ pub mod serde_date {
         use super::*;
 
         /// Serializes `Some(t)` as a date and `None` as `null`.
-        pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        pub fn serialize<S: Serializer>(
+            t: &Option<DateTime<Utc>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
             match t {
                 Some(t) => super::serialize(t, s),
                 None => s.serialize_none(),

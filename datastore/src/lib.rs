@@ -1,1 +1,98 @@
-//! placeholder
+//! # datastore
+//!
+//! What NVSentinel components depend on: the whole [`datastore_api`] (re-exported) plus
+//! [`open`], which connects to the provider named by the configuration (`DATASTORE_PROVIDER`).
+//! Each provider is a cargo feature (`postgresql`, on by default; `mongodb` arrives with the
+//! MongoDB provider). Asking for a provider that is not compiled in is a
+//! [`Configuration`](ErrorKind::Configuration) error, never a panic.
+//!
+//! ```no_run
+//! # async fn demo() -> datastore::Result<()> {
+//! use datastore::{DataStore, Filter};
+//! let store = datastore::open_from_env().await?;
+//! let events = store.health_events().find_by_node("node-1").await?;
+//! let quarantined = store
+//!     .health_events()
+//!     .find(&Filter::eq("healtheventstatus.nodequarantined", "Quarantined"))
+//!     .await?;
+//! println!("{} events, {} quarantined", events.len(), quarantined.len());
+//! store.close().await;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+use std::sync::Arc;
+
+pub use datastore_api::*;
+
+/// Opens the configured provider (connecting, and applying schema migrations where the
+/// provider has them).
+pub async fn open(config: &DatastoreConfig) -> Result<Arc<dyn DataStore>> {
+    match config.provider {
+        #[cfg(feature = "postgresql")]
+        ProviderKind::Postgresql => Ok(Arc::new(provider_postgres::PgDataStore::connect(config).await?)),
+        other => Err(Error::configuration(format!(
+            "DATASTORE_PROVIDER={other}: this build does not include the {other} provider (enable the cargo feature `{other}`)"
+        ))),
+    }
+}
+
+/// [`open`] with [`DatastoreConfig::from_env`].
+pub async fn open_from_env() -> Result<Arc<dyn DataStore>> {
+    open(&DatastoreConfig::from_env()?).await
+}
+
+/// Outcome of [`migrate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaStatus {
+    /// Versions applied now.
+    pub applied: Vec<i64>,
+    /// Schema version after the call.
+    pub version: i64,
+    /// Newest version this build knows.
+    pub latest: i64,
+}
+
+/// Applies pending schema migrations for the configured provider without opening the stores.
+pub async fn migrate(config: &DatastoreConfig) -> Result<SchemaStatus> {
+    match config.provider {
+        #[cfg(feature = "postgresql")]
+        ProviderKind::Postgresql => {
+            let store = provider_postgres::PgDataStore::connect(config).await?;
+            let report = provider_postgres::migrate(store.pool()).await?;
+            store.close().await;
+            Ok(SchemaStatus {
+                applied: report.applied,
+                version: report.version,
+                latest: provider_postgres::migrate::latest_version(),
+            })
+        }
+        other => Err(Error::configuration(format!(
+            "DATASTORE_PROVIDER={other}: this build does not include the {other} provider"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unknown_or_missing_provider_is_a_configuration_error() {
+        let vars = [
+            ("DATASTORE_PROVIDER", "mongodb"),
+            ("DATASTORE_HOST", "localhost"),
+            ("DATASTORE_USERNAME", "u"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let config = DatastoreConfig::from_vars(&vars).unwrap();
+        let err = open(&config)
+            .await
+            .err()
+            .expect("mongodb is not compiled in");
+        assert_eq!(err.kind(), ErrorKind::Configuration);
+    }
+}

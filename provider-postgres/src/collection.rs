@@ -6,11 +6,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use datastore_api::value::{date_value, distinct_values, unwrap_arrays, CREATED_AT_FIELD, ID_FIELD};
+use datastore_api::value::{
+    date_value, distinct_values, unwrap_arrays, CREATED_AT_FIELD, ID_FIELD,
+};
 use datastore_api::{
-    prepare_insert, query::validate_idempotency_key, Collection, Direction, Document, DocumentId, Error, FieldPath,
-    Filter, FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Page, PageRequest, PageToken, Result, Update,
-    UpdateResult, Value,
+    prepare_insert, query::validate_idempotency_key, Collection, Direction, Document, DocumentId,
+    Error, FieldPath, Filter, FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Page,
+    PageRequest, PageToken, Result, Update, UpdateResult, Value,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row};
@@ -81,7 +83,11 @@ fn row_document(row: &PgRow) -> Result<Document> {
     let body: Value = row.try_get("document").map_err(map_err)?;
     let mut doc = match body {
         Value::Object(m) => m,
-        _ => return Err(Error::permanent(format!("stored document {id} is not an object"))),
+        _ => {
+            return Err(Error::permanent(format!(
+                "stored document {id} is not an object"
+            )))
+        }
     };
     doc.insert(ID_FIELD.to_owned(), Value::String(id));
     doc.insert(CREATED_AT_FIELD.to_owned(), date_value(created_at)?);
@@ -103,13 +109,20 @@ impl PgCollection {
 
     fn select_where<'a>(&self, filter: &Filter) -> Result<QueryBuilder<'a, Postgres>> {
         let lowered = filter.lower()?;
-        let mut qb = QueryBuilder::new(format!("SELECT id, created_at, document FROM {} WHERE ", self.table.name()));
+        let mut qb = QueryBuilder::new(format!(
+            "SELECT id, created_at, document FROM {} WHERE ",
+            self.table.name()
+        ));
         push_filter(&mut qb, &lowered)?;
         Ok(qb)
     }
 }
 
-async fn insert_rows(conn: &mut PgConnection, table: Table, rows: Vec<(DocumentId, Document)>) -> Result<Vec<Inserted>> {
+async fn insert_rows(
+    conn: &mut PgConnection,
+    table: Table,
+    rows: Vec<(DocumentId, Document)>,
+) -> Result<Vec<Inserted>> {
     let (ids, docs): (Vec<String>, Vec<Value>) = rows
         .into_iter()
         .map(|(id, d)| (id.to_string(), Value::Object(d)))
@@ -130,7 +143,11 @@ async fn insert_rows(conn: &mut PgConnection, table: Table, rows: Vec<(DocumentI
         by_id.insert(ins.id.to_string(), ins);
     }
     ids.iter()
-        .map(|id| by_id.remove(id).ok_or_else(|| Error::permanent("insert did not return every row")))
+        .map(|id| {
+            by_id
+                .remove(id)
+                .ok_or_else(|| Error::permanent("insert did not return every row"))
+        })
         .collect()
 }
 
@@ -143,7 +160,10 @@ impl Collection for PgCollection {
     #[tracing::instrument(name = "datastore.insert_one", skip_all, fields(collection = self.table.name()))]
     async fn insert_one(&self, document: Document) -> Result<Inserted> {
         let (id, body) = prepare_insert(document)?;
-        let sql = format!("INSERT INTO {} (id, document) VALUES ($1, $2) RETURNING id, created_at", self.table.name());
+        let sql = format!(
+            "INSERT INTO {} (id, document) VALUES ($1, $2) RETURNING id, created_at",
+            self.table.name()
+        );
         let row = with_conn!(self, conn => sqlx::query(&sql)
             .bind(id.as_str())
             .bind(Value::Object(body))
@@ -155,7 +175,10 @@ impl Collection for PgCollection {
 
     #[tracing::instrument(name = "datastore.insert_many", skip_all, fields(collection = self.table.name(), count = documents.len()))]
     async fn insert_many(&self, documents: Vec<Document>) -> Result<Vec<Inserted>> {
-        let rows = documents.into_iter().map(prepare_insert).collect::<Result<Vec<_>>>()?;
+        let rows = documents
+            .into_iter()
+            .map(prepare_insert)
+            .collect::<Result<Vec<_>>>()?;
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -163,7 +186,10 @@ impl Collection for PgCollection {
     }
 
     #[tracing::instrument(name = "datastore.insert_idempotent", skip_all, fields(collection = self.table.name(), count = documents.len()))]
-    async fn insert_idempotent(&self, documents: Vec<KeyedDocument>) -> Result<Vec<IdempotentOutcome>> {
+    async fn insert_idempotent(
+        &self,
+        documents: Vec<KeyedDocument>,
+    ) -> Result<Vec<IdempotentOutcome>> {
         let mut first_of_key: HashMap<String, usize> = HashMap::new();
         let mut prepared = Vec::with_capacity(documents.len());
         for (i, kd) in documents.into_iter().enumerate() {
@@ -183,7 +209,10 @@ impl Collection for PgCollection {
             .collect();
         let keys: Vec<String> = unique.iter().map(|(k, _, _)| k.clone()).collect();
         let ids: Vec<String> = unique.iter().map(|(_, id, _)| id.to_string()).collect();
-        let docs: Vec<Value> = unique.iter().map(|(_, _, d)| Value::Object(d.clone())).collect();
+        let docs: Vec<Value> = unique
+            .iter()
+            .map(|(_, _, d)| Value::Object(d.clone()))
+            .collect();
         let table = self.table.name();
         let (new_rows, existing) = with_conn!(self, conn => {
             let mut tx = conn.begin().await.map_err(map_err)?;
@@ -232,7 +261,9 @@ impl Collection for PgCollection {
                     .get(key)
                     .cloned()
                     .map(IdempotentOutcome::Duplicate)
-                    .ok_or_else(|| Error::transient("an idempotency key vanished during insert; retry"))
+                    .ok_or_else(|| {
+                        Error::transient("an idempotency key vanished during insert; retry")
+                    })
             })
             .collect()
     }
@@ -241,14 +272,19 @@ impl Collection for PgCollection {
     async fn find(&self, filter: &Filter, options: &FindOptions) -> Result<Vec<Document>> {
         let lowered = filter.lower()?;
         let keys = options.sort.validate()?;
-        let skip = i64::try_from(options.skip).map_err(|_| Error::invalid_input("skip is too large"))?;
-        let mut qb = QueryBuilder::new(format!("SELECT id, created_at, document FROM {}", self.table.name()));
+        let skip =
+            i64::try_from(options.skip).map_err(|_| Error::invalid_input("skip is too large"))?;
+        let mut qb = QueryBuilder::new(format!(
+            "SELECT id, created_at, document FROM {}",
+            self.table.name()
+        ));
         push_sort_lateral(&mut qb, &keys);
         qb.push(" WHERE ");
         push_filter(&mut qb, &lowered)?;
         push_order_by(&mut qb, &keys);
         if let Some(limit) = options.limit {
-            let limit = i64::try_from(limit).map_err(|_| Error::invalid_input("limit is too large"))?;
+            let limit =
+                i64::try_from(limit).map_err(|_| Error::invalid_input("limit is too large"))?;
             qb.push(" LIMIT ").push_bind(limit);
         }
         if skip > 0 {
@@ -297,7 +333,8 @@ impl Collection for PgCollection {
     #[tracing::instrument(name = "datastore.count", skip_all, fields(collection = self.table.name()))]
     async fn count(&self, filter: &Filter) -> Result<u64> {
         let lowered = filter.lower()?;
-        let mut qb = QueryBuilder::new(format!("SELECT count(*) FROM {} WHERE ", self.table.name()));
+        let mut qb =
+            QueryBuilder::new(format!("SELECT count(*) FROM {} WHERE ", self.table.name()));
         push_filter(&mut qb, &lowered)?;
         let n: i64 = with_conn!(self, conn => qb.build_query_scalar().fetch_one(conn).await.map_err(map_err)?);
         Ok(n as u64)
@@ -318,7 +355,9 @@ impl Collection for PgCollection {
         };
         let mut qb = QueryBuilder::new("SELECT ");
         if select.is_empty() {
-            qb.push("jsonb_path_query(document, ").push_bind(jsonpath(&path, None)).push("::jsonpath)");
+            qb.push("jsonb_path_query(document, ")
+                .push_bind(jsonpath(&path, None))
+                .push("::jsonpath)");
         } else {
             qb.push(select);
         }
@@ -355,11 +394,18 @@ impl Collection for PgCollection {
 impl PgCollection {
     /// Read-modify-write under row locks: the update semantics live in one place
     /// ([`datastore_api::ValidUpdate::apply`]) and are identical on every backend.
-    async fn update(&self, filter: &Filter, update: &Update, only_first: bool) -> Result<UpdateResult> {
+    async fn update(
+        &self,
+        filter: &Filter,
+        update: &Update,
+        only_first: bool,
+    ) -> Result<UpdateResult> {
         let valid = update.validate()?;
         let lowered = filter.lower()?;
         let table = self.table.name();
-        let mut qb = QueryBuilder::new(format!("SELECT id, created_at, document, now() AS server_now FROM {table} WHERE "));
+        let mut qb = QueryBuilder::new(format!(
+            "SELECT id, created_at, document, now() AS server_now FROM {table} WHERE "
+        ));
         push_filter(&mut qb, &lowered)?;
         qb.push(" ORDER BY created_at, id");
         if only_first {

@@ -49,7 +49,11 @@ pub(crate) fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, filter: &Lowered)
             qb.push(") IS NOT TRUE)");
         }
         Lowered::And(parts) | Lowered::Or(parts) => {
-            let sep = if matches!(filter, Lowered::And(_)) { " AND " } else { " OR " };
+            let sep = if matches!(filter, Lowered::And(_)) {
+                " AND "
+            } else {
+                " OR "
+            };
             qb.push("(");
             for (i, p) in parts.iter().enumerate() {
                 if i > 0 {
@@ -65,7 +69,8 @@ pub(crate) fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, filter: &Lowered)
 
 /// `Some((field, is_the_field_itself))` for paths under `_id` / `createdAt`.
 fn reserved(path: &FieldPath) -> Option<(ReservedField, bool)> {
-    path.reserved_root().map(|r| (r, path.segments().len() == 1))
+    path.reserved_root()
+        .map(|r| (r, path.segments().len() == 1))
 }
 
 fn sql_op(op: CmpOp) -> &'static str {
@@ -78,7 +83,12 @@ fn sql_op(op: CmpOp) -> &'static str {
     }
 }
 
-fn push_cmp(qb: &mut QueryBuilder<'_, Postgres>, path: &FieldPath, op: CmpOp, value: &Scalar) -> Result<()> {
+fn push_cmp(
+    qb: &mut QueryBuilder<'_, Postgres>,
+    path: &FieldPath,
+    op: CmpOp,
+    value: &Scalar,
+) -> Result<()> {
     match (reserved(path), value) {
         (Some((ReservedField::Id, true)), Scalar::String(s)) => {
             qb.push("id").push(sql_op(op)).push_bind(s.clone());
@@ -100,7 +110,11 @@ fn push_cmp(qb: &mut QueryBuilder<'_, Postgres>, path: &FieldPath, op: CmpOp, va
                 Scalar::Null => unreachable!("lowering turns null comparisons into NullOrMissing"),
             };
             qb.push("document @? ");
-            qb.push_bind(format!("{} ? (@ {} {literal})", jsonpath(path, suffix), op.symbol()));
+            qb.push_bind(format!(
+                "{} ? (@ {} {literal})",
+                jsonpath(path, suffix),
+                op.symbol()
+            ));
             qb.push("::jsonpath");
         }
     }
@@ -127,13 +141,20 @@ pub(crate) fn jsonpath(path: &FieldPath, suffix: Option<&str>) -> String {
 }
 
 /// Appends `, LATERAL (…) k` binding each sort key's value, for use in the FROM clause.
-pub(crate) fn push_sort_lateral(qb: &mut QueryBuilder<'_, Postgres>, keys: &[(FieldPath, Direction)]) {
+pub(crate) fn push_sort_lateral(
+    qb: &mut QueryBuilder<'_, Postgres>,
+    keys: &[(FieldPath, Direction)],
+) {
     let mut first = true;
     for (i, (path, _)) in keys.iter().enumerate() {
         if path.reserved_root().is_some() {
             continue;
         }
-        qb.push(if first { " CROSS JOIN LATERAL (SELECT " } else { ", " });
+        qb.push(if first {
+            " CROSS JOIN LATERAL (SELECT "
+        } else {
+            ", "
+        });
         first = false;
         qb.push("document #> ");
         qb.push_bind(path.segments().to_vec());
@@ -184,12 +205,17 @@ mod tests {
     fn jsonpath_quotes_every_key() {
         let p = FieldPath::parse("a.b c.\"q\"").unwrap();
         assert_eq!(jsonpath(&p, None), r#"$."a"."b c"."\"q\"""#);
-        assert_eq!(jsonpath(&FieldPath::parse("t").unwrap(), Some("$date")), r#"$."t"."$date""#);
+        assert_eq!(
+            jsonpath(&FieldPath::parse("t").unwrap(), Some("$date")),
+            r#"$."t"."$date""#
+        );
     }
 
     #[test]
     fn values_are_bound_not_inlined_in_sql() {
-        let f = datastore_api::Filter::eq("a", "x'; DROP TABLE t; --").lower().unwrap();
+        let f = datastore_api::Filter::eq("a", "x'; DROP TABLE t; --")
+            .lower()
+            .unwrap();
         let mut qb = QueryBuilder::<Postgres>::new("SELECT 1 WHERE ");
         push_filter(&mut qb, &f).unwrap();
         assert_eq!(qb.sql(), "SELECT 1 WHERE document @? $1::jsonpath");

@@ -11,9 +11,8 @@ pub(crate) fn map_err(e: sqlx::Error) -> Error {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             let kind = match code.as_str() {
                 "23505" => ErrorKind::Duplicate,
-                "40001" | "40P01" | "55P03" | "57014" | "57P01" | "57P02" | "57P03" | "53300" | "53400" => {
-                    ErrorKind::Transient
-                }
+                "40001" | "40P01" | "55P03" | "57014" | "57P01" | "57P02" | "57P03" | "53300"
+                | "53400" => ErrorKind::Transient,
                 c if c.starts_with("08") => ErrorKind::Transient,
                 c if c.starts_with("22") || c.starts_with("23") => ErrorKind::InvalidInput,
                 c if c.starts_with("28") || c == "3D000" => ErrorKind::Configuration,
@@ -21,12 +20,19 @@ pub(crate) fn map_err(e: sqlx::Error) -> Error {
             };
             (kind, format!("PostgreSQL error {code}: {}", db.message()))
         }
-        E::Io(_) | E::PoolTimedOut | E::WorkerCrashed | E::Protocol(_) => {
-            (ErrorKind::Transient, "connection to PostgreSQL failed".to_owned())
-        }
+        E::Io(_) | E::PoolTimedOut | E::WorkerCrashed | E::Protocol(_) => (
+            ErrorKind::Transient,
+            "connection to PostgreSQL failed".to_owned(),
+        ),
         E::PoolClosed => (ErrorKind::Permanent, "the datastore was closed".to_owned()),
-        E::Tls(_) => (ErrorKind::Configuration, "TLS setup with PostgreSQL failed".to_owned()),
-        E::Configuration(_) => (ErrorKind::Configuration, "invalid PostgreSQL connection settings".to_owned()),
+        E::Tls(_) => (
+            ErrorKind::Configuration,
+            "TLS setup with PostgreSQL failed".to_owned(),
+        ),
+        E::Configuration(_) => (
+            ErrorKind::Configuration,
+            "invalid PostgreSQL connection settings".to_owned(),
+        ),
         E::RowNotFound => (ErrorKind::NotFound, "no row found".to_owned()),
         _ => (ErrorKind::Permanent, "PostgreSQL request failed".to_owned()),
     };

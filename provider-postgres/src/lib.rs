@@ -27,13 +27,16 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datastore_api::{Collection, DataStore, DatastoreConfig, Error, PoolConfig, ProviderKind, Result, SslMode, Transaction};
+use datastore_api::{
+    Collection, DataStore, DatastoreConfig, Error, PoolConfig, ProviderKind, Result, SslMode,
+    Transaction,
+};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::PgPool;
 use tokio::sync::Mutex;
 
-pub use collection::{PgCollection, Table};
 use collection::{Exec, SharedTx};
+pub use collection::{PgCollection, Table};
 pub use migrate::{migrate, MigrationReport};
 
 /// Builds sqlx connect options from the configuration (TLS files are passed through to rustls).
@@ -126,7 +129,9 @@ impl PgDataStore {
             .connect_with(options)
             .await
             .map_err(error::map_err)?;
-        let shared = Arc::new(Shared { pool: pg_pool.clone() });
+        let shared = Arc::new(Shared {
+            pool: pg_pool.clone(),
+        });
         let _ = cell.set(Arc::downgrade(&shared));
         migrate(&pg_pool).await?;
         Ok(PgDataStore {
@@ -233,15 +238,24 @@ impl PgDataStore {
 /// and the demo). `name` must be a plain identifier.
 pub async fn create_database(admin_url: &str, name: &str) -> Result<()> {
     use sqlx::Connection;
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
         return Err(Error::invalid_input(format!(
             "database name {name:?} must be lowercase letters, digits and underscores"
         )));
     }
-    let mut conn = sqlx::PgConnection::connect(admin_url).await.map_err(error::map_err)?;
+    let mut conn = sqlx::PgConnection::connect(admin_url)
+        .await
+        .map_err(error::map_err)?;
     // Identifiers cannot be bound; the name was checked above.
     let sql = format!("CREATE DATABASE {name}");
-    sqlx::query(&sql).execute(&mut conn).await.map_err(error::map_err)?;
+    sqlx::query(&sql)
+        .execute(&mut conn)
+        .await
+        .map_err(error::map_err)?;
     conn.close().await.map_err(error::map_err)?;
     Ok(())
 }

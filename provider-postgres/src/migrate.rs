@@ -85,10 +85,11 @@ async fn migrate_locked(conn: &mut PgConnection) -> Result<MigrationReport> {
     .execute(&mut *conn)
     .await
     .map_err(map_err)?;
-    let rows = sqlx::query("SELECT version, checksum FROM datastore_schema_migrations ORDER BY version")
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(map_err)?;
+    let rows =
+        sqlx::query("SELECT version, checksum FROM datastore_schema_migrations ORDER BY version")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(map_err)?;
     let applied: Vec<(i64, String)> = rows
         .iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
@@ -119,15 +120,21 @@ async fn migrate_locked(conn: &mut PgConnection) -> Result<MigrationReport> {
         let mut tx = conn.begin().await.map_err(map_err)?;
         // A &str runs through the simple-query protocol, which allows several statements.
         (&mut *tx).execute(m.sql).await.map_err(map_err)?;
-        sqlx::query("INSERT INTO datastore_schema_migrations (version, name, checksum) VALUES ($1, $2, $3)")
-            .bind(m.version)
-            .bind(m.name)
-            .bind(checksum(m.sql))
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO datastore_schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+        )
+        .bind(m.version)
+        .bind(m.name)
+        .bind(checksum(m.sql))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
-        tracing::info!(version = m.version, name = m.name, "applied schema migration");
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "applied schema migration"
+        );
         report.applied.push(m.version);
         report.version = m.version;
     }

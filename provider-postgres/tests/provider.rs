@@ -1,0 +1,271 @@
+//! PostgreSQL-specific behaviour against a real server (pg-harness or DATASTORE_TEST_POSTGRES_URL):
+//! pool settings, migrations, error classification, stored shape. The API semantics themselves
+//! are pinned by the conformance suite.
+
+use std::time::Duration;
+
+use datastore_api::model::{health_event_document, HealthEvent, HealthEventStatus};
+use datastore_api::{
+    DataStore, DatastoreConfig, ErrorKind, Filter, FindOptions, PoolConfig, Scalar, Update, Value,
+};
+use pg_harness::TestPostgres;
+use provider_postgres::{fresh_test_database, PgDataStore};
+use sqlx::Row;
+
+fn server() -> &'static TestPostgres {
+    TestPostgres::shared().expect("test PostgreSQL")
+}
+
+async fn fresh_url() -> String {
+    let db = fresh_test_database(server().admin_url())
+        .await
+        .expect("fresh database");
+    server().url_for(&db)
+}
+
+async fn fresh(pool: PoolConfig) -> (PgDataStore, String) {
+    let url = fresh_url().await;
+    (
+        PgDataStore::connect_url(&url, pool).await.expect("connect"),
+        url,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_limits_are_applied() {
+    let pool = PoolConfig {
+        max_connections: 3,
+        max_idle_connections: 1,
+        connection_max_lifetime: Duration::from_secs(1),
+    };
+    let (store, _) = fresh(pool).await;
+    let mut busy = Vec::new();
+    for _ in 0..10 {
+        let p = store.pool().clone();
+        busy.push(tokio::spawn(async move {
+            sqlx::query("SELECT pg_sleep(0.2)").execute(&p).await.expect("sleep");
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'",
+            )
+            .fetch_one(&p)
+            .await
+            .expect("count")
+        }));
+    }
+    for b in busy {
+        let seen = b.await.expect("task");
+        assert!(
+            seen <= 3,
+            "{seen} server connections with max_connections = 3"
+        );
+    }
+    assert!(store.pool().size() <= 3);
+    assert!(
+        store.pool().num_idle() <= 1,
+        "{} idle with max_idle_connections = 1",
+        store.pool().num_idle()
+    );
+
+    // Lifetime: a connection older than the limit is replaced.
+    let first: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut pids = Vec::new();
+    for _ in 0..3 {
+        pids.push(
+            sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+                .fetch_one(store.pool())
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(
+        !pids.contains(&first),
+        "connection outlived connection_max_lifetime"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrations_are_safe_and_newer_schemas_refused() {
+    let url = fresh_url().await;
+    let mut starts = Vec::new();
+    for _ in 0..6 {
+        let url = url.clone();
+        starts.push(tokio::spawn(async move {
+            PgDataStore::connect_url(&url, PoolConfig::default()).await
+        }));
+    }
+    let mut stores = Vec::new();
+    for s in starts {
+        stores.push(
+            s.await
+                .expect("task")
+                .expect("concurrent connect + migrate"),
+        );
+    }
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM datastore_schema_migrations ORDER BY version")
+            .fetch_all(stores[0].pool())
+            .await
+            .unwrap();
+    assert_eq!(versions, vec![provider_postgres::migrate::latest_version()]);
+
+    sqlx::query("INSERT INTO datastore_schema_migrations (version, name, checksum) VALUES (999, 'future', 'x')")
+        .execute(stores[0].pool())
+        .await
+        .unwrap();
+    let err = PgDataStore::connect_url(&url, PoolConfig::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Configuration);
+    assert!(err.to_string().contains("newer"), "{err}");
+
+    sqlx::query("DELETE FROM datastore_schema_migrations WHERE version = 999")
+        .execute(stores[0].pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE datastore_schema_migrations SET checksum = 'tampered' WHERE version = 1")
+        .execute(stores[0].pool())
+        .await
+        .unwrap();
+    let err = PgDataStore::connect_url(&url, PoolConfig::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Permanent, "{err}");
+}
+
+fn config(vars: &[(&str, String)]) -> DatastoreConfig {
+    let map = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    DatastoreConfig::from_vars(&map).expect("config")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_errors_are_typed_and_never_show_the_password() {
+    // A port nobody listens on: transient.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let secret = "s3cret-Pa55word".to_owned();
+    let base = |port: u16, db: &str| {
+        config(&[
+            ("DATASTORE_PROVIDER", "postgresql".into()),
+            ("DATASTORE_HOST", "127.0.0.1".into()),
+            ("DATASTORE_PORT", port.to_string()),
+            ("DATASTORE_DATABASE", db.into()),
+            ("DATASTORE_USERNAME", "postgres".into()),
+            ("DATASTORE_PASSWORD", secret.clone()),
+            ("DATASTORE_SSLMODE", "disable".into()),
+        ])
+    };
+    let err = PgDataStore::connect(&base(port, "postgres"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    assert!(!format!("{err} {err:?}").contains(&secret));
+
+    if server().is_external() {
+        return;
+    }
+    let url = server().admin_url().to_owned();
+    let real_port: u16 = url
+        .rsplit(':')
+        .next()
+        .and_then(|s| s.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    let err = PgDataStore::connect(&base(real_port, "no_such_database"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Configuration, "{err}");
+    assert!(!format!("{err} {err:?}").contains(&secret));
+
+    // TLS required but the throwaway server has none: a clear error, not a plaintext fallback.
+    let mut tls = base(real_port, "postgres");
+    tls.connection.ssl_mode = datastore_api::SslMode::Require;
+    let err = PgDataStore::connect(&tls).await.unwrap_err();
+    assert!(!format!("{err} {err:?}").contains(&secret));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_shape_is_canonical_and_values_are_bound() {
+    let (store, _) = fresh(PoolConfig::default()).await;
+    let event = HealthEvent {
+        node_name: "node-'; DROP TABLE health_events; --".into(),
+        is_fatal: true,
+        ..Default::default()
+    };
+    let ins = store
+        .health_events()
+        .insert(&event, &HealthEventStatus::default())
+        .await
+        .unwrap();
+    let row = sqlx::query("SELECT id, created_at, document FROM health_events")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let doc: Value = row.get("document");
+    assert_eq!(
+        Value::Object(health_event_document(&event, &HealthEventStatus::default())),
+        doc
+    );
+    assert!(
+        doc.get("_id").is_none() && doc.get("createdAt").is_none(),
+        "id and createdAt live in columns"
+    );
+    assert_eq!(doc["healthevent"]["isfatal"], Value::Bool(true));
+    assert_eq!(doc["healthevent"]["ishealthy"], Value::Bool(false));
+    let id: String = row.get("id");
+    assert_eq!(id, ins.id.to_string());
+
+    let found = store
+        .health_events()
+        .find_by_node(&event.node_name)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    // Odd keys are quoted inside the bound jsonpath, never spliced into SQL.
+    let odd = Filter::eq("we\"ird key.x\\y", Scalar::Null);
+    assert_eq!(
+        store.health_event_collection().count(&odd).await.unwrap(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_store_and_ended_transactions_fail_cleanly() {
+    let (store, _) = fresh(PoolConfig::default()).await;
+    let tx = store.begin().await.unwrap();
+    tx.health_event_collection()
+        .insert_one(Default::default())
+        .await
+        .unwrap();
+    drop(tx); // rolled back
+    assert_eq!(
+        store
+            .health_event_collection()
+            .count(&Filter::All)
+            .await
+            .unwrap(),
+        0
+    );
+
+    store.close().await;
+    let err = store
+        .health_event_collection()
+        .update_many(&Filter::All, &Update::new().set("a", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Permanent, "{err}");
+    let err = store
+        .health_event_collection()
+        .find(&Filter::All, &FindOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Permanent);
+    assert!(store.ping().await.is_err());
+}
