@@ -26,6 +26,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod filter;
+pub mod metrics;
 pub mod model;
 pub mod path;
 pub mod query;

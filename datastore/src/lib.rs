@@ -22,6 +22,11 @@
 
 #![warn(missing_docs)]
 
+/// The README's examples, compiled as doctests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 use std::sync::Arc;
 
 pub use datastore_api::*;

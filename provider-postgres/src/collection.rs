@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use datastore_api::metrics::observe;
 use datastore_api::value::{
     date_value, distinct_values, unwrap_arrays, CREATED_AT_FIELD, ID_FIELD,
 };
@@ -20,6 +21,9 @@ use tokio::sync::Mutex;
 
 use crate::compile::{jsonpath, push_filter, push_order_by, push_sort_lateral};
 use crate::error::map_err;
+
+/// The provider label of metrics.
+const PROVIDER: &str = "postgresql";
 
 /// The tables behind the two collections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,34 +163,201 @@ impl Collection for PgCollection {
 
     #[tracing::instrument(name = "datastore.insert_one", skip_all, fields(collection = self.table.name()))]
     async fn insert_one(&self, document: Document) -> Result<Inserted> {
-        let (id, body) = prepare_insert(document)?;
-        let sql = format!(
-            "INSERT INTO {} (id, document) VALUES ($1, $2) RETURNING id, created_at",
-            self.table.name()
-        );
-        let row = with_conn!(self, conn => sqlx::query(&sql)
-            .bind(id.as_str())
-            .bind(Value::Object(body))
-            .fetch_one(conn)
-            .await
-            .map_err(map_err)?);
-        inserted(&row)
+        observe(PROVIDER, self.table.name(), "insert_one", async {
+            let (id, body) = prepare_insert(document)?;
+            let sql = format!(
+                "INSERT INTO {} (id, document) VALUES ($1, $2) RETURNING id, created_at",
+                self.table.name()
+            );
+            let row = with_conn!(self, conn => sqlx::query(&sql)
+                .bind(id.as_str())
+                .bind(Value::Object(body))
+                .fetch_one(conn)
+                .await
+                .map_err(map_err)?);
+            inserted(&row)
+        })
+        .await
     }
 
     #[tracing::instrument(name = "datastore.insert_many", skip_all, fields(collection = self.table.name(), count = documents.len()))]
     async fn insert_many(&self, documents: Vec<Document>) -> Result<Vec<Inserted>> {
-        let rows = documents
-            .into_iter()
-            .map(prepare_insert)
-            .collect::<Result<Vec<_>>>()?;
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        with_conn!(self, conn => insert_rows(conn, self.table, rows).await)
+        observe(PROVIDER, self.table.name(), "insert_many", async {
+            let rows = documents
+                .into_iter()
+                .map(prepare_insert)
+                .collect::<Result<Vec<_>>>()?;
+            if rows.is_empty() {
+                return Ok(Vec::new());
+            }
+            with_conn!(self, conn => insert_rows(conn, self.table, rows).await)
+        })
+        .await
     }
 
     #[tracing::instrument(name = "datastore.insert_idempotent", skip_all, fields(collection = self.table.name(), count = documents.len()))]
     async fn insert_idempotent(
+        &self,
+        documents: Vec<KeyedDocument>,
+    ) -> Result<Vec<IdempotentOutcome>> {
+        observe(
+            PROVIDER,
+            self.table.name(),
+            "insert_idempotent",
+            self.insert_idempotent_inner(documents),
+        )
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.find", skip_all, fields(collection = self.table.name()))]
+    async fn find(&self, filter: &Filter, options: &FindOptions) -> Result<Vec<Document>> {
+        observe(PROVIDER, self.table.name(), "find", async {
+            let lowered = filter.lower()?;
+            let keys = options.sort.validate()?;
+            let skip = i64::try_from(options.skip)
+                .map_err(|_| Error::invalid_input("skip is too large"))?;
+            let mut qb = QueryBuilder::new(format!(
+                "SELECT id, created_at, document FROM {}",
+                self.table.name()
+            ));
+            push_sort_lateral(&mut qb, &keys);
+            qb.push(" WHERE ");
+            push_filter(&mut qb, &lowered)?;
+            push_order_by(&mut qb, &keys);
+            if let Some(limit) = options.limit {
+                let limit =
+                    i64::try_from(limit).map_err(|_| Error::invalid_input("limit is too large"))?;
+                qb.push(" LIMIT ").push_bind(limit);
+            }
+            if skip > 0 {
+                qb.push(" OFFSET ").push_bind(skip);
+            }
+            let rows = with_conn!(self, conn => qb.build().fetch_all(conn).await.map_err(map_err)?);
+            rows.iter().map(row_document).collect()
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.find_page", skip_all, fields(collection = self.table.name(), size = page.size))]
+    async fn find_page(&self, filter: &Filter, page: &PageRequest) -> Result<Page> {
+        observe(PROVIDER, self.table.name(), "find_page", async {
+            page.validate()?;
+            let mut qb = self.select_where(filter)?;
+            let (cmp, order) = match page.direction {
+                Direction::Ascending => (">", "ASC"),
+                Direction::Descending => ("<", "DESC"),
+            };
+            if let Some(after) = &page.after {
+                qb.push(format!(" AND (created_at, id) {cmp} ("))
+                    .push_bind(after.created_at)
+                    .push(", ")
+                    .push_bind(after.id.to_string())
+                    .push(")");
+            }
+            qb.push(format!(" ORDER BY created_at {order}, id {order} LIMIT "))
+                .push_bind(i64::from(page.size) + 1);
+            let rows = with_conn!(self, conn => qb.build().fetch_all(conn).await.map_err(map_err)?);
+            let more = rows.len() > page.size as usize;
+            let mut documents = Vec::with_capacity(rows.len().min(page.size as usize));
+            let mut last = None;
+            for row in rows.iter().take(page.size as usize) {
+                let id: String = row.try_get("id").map_err(map_err)?;
+                let created_at: DateTime<Utc> = row.try_get("created_at").map_err(map_err)?;
+                last = Some(PageToken {
+                    created_at,
+                    id: DocumentId::parse(&id)?,
+                });
+                documents.push(row_document(row)?);
+            }
+            Ok(Page {
+                documents,
+                next: if more { last } else { None },
+            })
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.count", skip_all, fields(collection = self.table.name()))]
+    async fn count(&self, filter: &Filter) -> Result<u64> {
+        observe(PROVIDER, self.table.name(), "count", async {
+            let lowered = filter.lower()?;
+            let mut qb =
+                QueryBuilder::new(format!("SELECT count(*) FROM {} WHERE ", self.table.name()));
+            push_filter(&mut qb, &lowered)?;
+            let n: i64 = with_conn!(self, conn => qb.build_query_scalar().fetch_one(conn).await.map_err(map_err)?);
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.distinct", skip_all, fields(collection = self.table.name(), path))]
+    async fn distinct(&self, path: &str, filter: &Filter) -> Result<Vec<Value>> {
+        observe(PROVIDER, self.table.name(), "distinct", async {
+            let path = FieldPath::parse(path)?;
+            let lowered = filter.lower()?;
+            let select = match (path.reserved_root(), path.segments().len()) {
+                (Some(datastore_api::ReservedField::Id), 1) => "to_jsonb(id)".to_owned(),
+                (Some(datastore_api::ReservedField::CreatedAt), 1) => {
+                    "jsonb_build_object('$date', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))"
+                        .to_owned()
+                }
+                (Some(_), _) => return Ok(Vec::new()),
+                (None, _) => String::new(),
+            };
+            let mut qb = QueryBuilder::new("SELECT ");
+            if select.is_empty() {
+                qb.push("jsonb_path_query(document, ")
+                    .push_bind(jsonpath(&path, None))
+                    .push("::jsonpath)");
+            } else {
+                qb.push(select);
+            }
+            qb.push(format!(" AS v FROM {} WHERE ", self.table.name()));
+            push_filter(&mut qb, &lowered)?;
+            let values: Vec<Value> = with_conn!(self, conn => qb.build_query_scalar().fetch_all(conn).await.map_err(map_err)?);
+            Ok(distinct_values(unwrap_arrays(values)))
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.update_one", skip_all, fields(collection = self.table.name()))]
+    async fn update_one(&self, filter: &Filter, update: &Update) -> Result<UpdateResult> {
+        observe(PROVIDER, self.table.name(), "update_one", async {
+            self.update(filter, update, true).await
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.update_many", skip_all, fields(collection = self.table.name()))]
+    async fn update_many(&self, filter: &Filter, update: &Update) -> Result<UpdateResult> {
+        observe(PROVIDER, self.table.name(), "update_many", async {
+            self.update(filter, update, false).await
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.delete_many", skip_all, fields(collection = self.table.name()))]
+    async fn delete_many(&self, filter: &Filter) -> Result<u64> {
+        observe(PROVIDER, self.table.name(), "delete_many", async {
+            let lowered = filter.lower()?;
+            let mut qb = QueryBuilder::new(format!("DELETE FROM {} WHERE ", self.table.name()));
+            push_filter(&mut qb, &lowered)?;
+            let done = with_conn!(self, conn => qb.build().execute(conn).await.map_err(map_err)?);
+            Ok(done.rows_affected())
+        })
+        .await
+    }
+
+    async fn server_time(&self) -> Result<DateTime<Utc>> {
+        observe(PROVIDER, self.table.name(), "server_time", async {
+            with_conn!(self, conn => sqlx::query_scalar("SELECT now()").fetch_one(conn).await.map_err(map_err))
+        })
+        .await
+    }
+}
+
+impl PgCollection {
+    async fn insert_idempotent_inner(
         &self,
         documents: Vec<KeyedDocument>,
     ) -> Result<Vec<IdempotentOutcome>> {
@@ -268,130 +439,6 @@ impl Collection for PgCollection {
             .collect()
     }
 
-    #[tracing::instrument(name = "datastore.find", skip_all, fields(collection = self.table.name()))]
-    async fn find(&self, filter: &Filter, options: &FindOptions) -> Result<Vec<Document>> {
-        let lowered = filter.lower()?;
-        let keys = options.sort.validate()?;
-        let skip =
-            i64::try_from(options.skip).map_err(|_| Error::invalid_input("skip is too large"))?;
-        let mut qb = QueryBuilder::new(format!(
-            "SELECT id, created_at, document FROM {}",
-            self.table.name()
-        ));
-        push_sort_lateral(&mut qb, &keys);
-        qb.push(" WHERE ");
-        push_filter(&mut qb, &lowered)?;
-        push_order_by(&mut qb, &keys);
-        if let Some(limit) = options.limit {
-            let limit =
-                i64::try_from(limit).map_err(|_| Error::invalid_input("limit is too large"))?;
-            qb.push(" LIMIT ").push_bind(limit);
-        }
-        if skip > 0 {
-            qb.push(" OFFSET ").push_bind(skip);
-        }
-        let rows = with_conn!(self, conn => qb.build().fetch_all(conn).await.map_err(map_err)?);
-        rows.iter().map(row_document).collect()
-    }
-
-    #[tracing::instrument(name = "datastore.find_page", skip_all, fields(collection = self.table.name(), size = page.size))]
-    async fn find_page(&self, filter: &Filter, page: &PageRequest) -> Result<Page> {
-        page.validate()?;
-        let mut qb = self.select_where(filter)?;
-        let (cmp, order) = match page.direction {
-            Direction::Ascending => (">", "ASC"),
-            Direction::Descending => ("<", "DESC"),
-        };
-        if let Some(after) = &page.after {
-            qb.push(format!(" AND (created_at, id) {cmp} ("))
-                .push_bind(after.created_at)
-                .push(", ")
-                .push_bind(after.id.to_string())
-                .push(")");
-        }
-        qb.push(format!(" ORDER BY created_at {order}, id {order} LIMIT "))
-            .push_bind(i64::from(page.size) + 1);
-        let rows = with_conn!(self, conn => qb.build().fetch_all(conn).await.map_err(map_err)?);
-        let more = rows.len() > page.size as usize;
-        let mut documents = Vec::with_capacity(rows.len().min(page.size as usize));
-        let mut last = None;
-        for row in rows.iter().take(page.size as usize) {
-            let id: String = row.try_get("id").map_err(map_err)?;
-            let created_at: DateTime<Utc> = row.try_get("created_at").map_err(map_err)?;
-            last = Some(PageToken {
-                created_at,
-                id: DocumentId::parse(&id)?,
-            });
-            documents.push(row_document(row)?);
-        }
-        Ok(Page {
-            documents,
-            next: if more { last } else { None },
-        })
-    }
-
-    #[tracing::instrument(name = "datastore.count", skip_all, fields(collection = self.table.name()))]
-    async fn count(&self, filter: &Filter) -> Result<u64> {
-        let lowered = filter.lower()?;
-        let mut qb =
-            QueryBuilder::new(format!("SELECT count(*) FROM {} WHERE ", self.table.name()));
-        push_filter(&mut qb, &lowered)?;
-        let n: i64 = with_conn!(self, conn => qb.build_query_scalar().fetch_one(conn).await.map_err(map_err)?);
-        Ok(n as u64)
-    }
-
-    #[tracing::instrument(name = "datastore.distinct", skip_all, fields(collection = self.table.name(), path))]
-    async fn distinct(&self, path: &str, filter: &Filter) -> Result<Vec<Value>> {
-        let path = FieldPath::parse(path)?;
-        let lowered = filter.lower()?;
-        let select = match (path.reserved_root(), path.segments().len()) {
-            (Some(datastore_api::ReservedField::Id), 1) => "to_jsonb(id)".to_owned(),
-            (Some(datastore_api::ReservedField::CreatedAt), 1) => {
-                "jsonb_build_object('$date', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))"
-                    .to_owned()
-            }
-            (Some(_), _) => return Ok(Vec::new()),
-            (None, _) => String::new(),
-        };
-        let mut qb = QueryBuilder::new("SELECT ");
-        if select.is_empty() {
-            qb.push("jsonb_path_query(document, ")
-                .push_bind(jsonpath(&path, None))
-                .push("::jsonpath)");
-        } else {
-            qb.push(select);
-        }
-        qb.push(format!(" AS v FROM {} WHERE ", self.table.name()));
-        push_filter(&mut qb, &lowered)?;
-        let values: Vec<Value> = with_conn!(self, conn => qb.build_query_scalar().fetch_all(conn).await.map_err(map_err)?);
-        Ok(distinct_values(unwrap_arrays(values)))
-    }
-
-    #[tracing::instrument(name = "datastore.update_one", skip_all, fields(collection = self.table.name()))]
-    async fn update_one(&self, filter: &Filter, update: &Update) -> Result<UpdateResult> {
-        self.update(filter, update, true).await
-    }
-
-    #[tracing::instrument(name = "datastore.update_many", skip_all, fields(collection = self.table.name()))]
-    async fn update_many(&self, filter: &Filter, update: &Update) -> Result<UpdateResult> {
-        self.update(filter, update, false).await
-    }
-
-    #[tracing::instrument(name = "datastore.delete_many", skip_all, fields(collection = self.table.name()))]
-    async fn delete_many(&self, filter: &Filter) -> Result<u64> {
-        let lowered = filter.lower()?;
-        let mut qb = QueryBuilder::new(format!("DELETE FROM {} WHERE ", self.table.name()));
-        push_filter(&mut qb, &lowered)?;
-        let done = with_conn!(self, conn => qb.build().execute(conn).await.map_err(map_err)?);
-        Ok(done.rows_affected())
-    }
-
-    async fn server_time(&self) -> Result<DateTime<Utc>> {
-        with_conn!(self, conn => sqlx::query_scalar("SELECT now()").fetch_one(conn).await.map_err(map_err))
-    }
-}
-
-impl PgCollection {
     /// Read-modify-write under row locks: the update semantics live in one place
     /// ([`datastore_api::ValidUpdate::apply`]) and are identical on every backend.
     async fn update(

@@ -1,0 +1,50 @@
+//! Where the demo's store lives: the server the `DATASTORE_*` configuration names, or a
+//! throwaway embedded PostgreSQL started with `pg-harness`.
+
+use std::sync::Arc;
+
+use datastore::{DataStore, DatastoreConfig, PoolConfig};
+use pg_harness::PgServer;
+use provider_postgres::PgDataStore;
+
+use crate::error::{CliResult, SqlContext};
+
+/// The database the demo creates on the embedded server.
+pub const DEMO_DATABASE: &str = "nvsentinel";
+
+/// Starts a throwaway PostgreSQL server (blocking: initdb and start take a second or two).
+/// Dropping the returned value stops it and deletes its files.
+pub fn start_embedded() -> CliResult<PgServer> {
+    Ok(PgServer::start()?)
+}
+
+/// Creates the demo database on the embedded server and connects to it (which applies the
+/// schema migrations). Returns the store and the server's version string.
+pub async fn connect_embedded(server: &PgServer) -> CliResult<(PgDataStore, String)> {
+    provider_postgres::create_database(&server.url("postgres"), DEMO_DATABASE).await?;
+    let store = PgDataStore::connect_url(&server.url(DEMO_DATABASE), PoolConfig::default()).await?;
+    let version = server_version(&store).await?;
+    Ok((store, version))
+}
+
+/// The server's version (`SHOW server_version`, e.g. `15.8 (Debian 15.8-0+deb12u1)`),
+/// shortened to the version number.
+pub async fn server_version(store: &PgDataStore) -> CliResult<String> {
+    let full: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(store.pool())
+        .await
+        .sql_context(|| "reading the server version".to_owned())?;
+    Ok(full.split_whitespace().next().unwrap_or_default().to_owned())
+}
+
+/// Opens the store named by the configuration (migrating it) and describes the target
+/// without the password.
+pub async fn connect_configured(config: &DatastoreConfig) -> CliResult<(Arc<dyn DataStore>, String)> {
+    let c = &config.connection;
+    let description = format!(
+        "{} at {}:{}, database {:?}, user {:?}, sslmode {:?}",
+        config.provider, c.host, c.port, c.database, c.username, c.ssl_mode
+    );
+    let store = datastore::open(config).await?;
+    Ok((store, description))
+}
