@@ -27,7 +27,22 @@ pub const PATHS: &[&str] = &[
 const UPDATE_PATHS: &[&str] = &["a", "b", "c", "a.a", "a.b", "b.a", "a.a.b", "d", "d.e"];
 
 const KEYS: &[&str] = &["a", "b", "c", "x"];
-const STRINGS: &[&str] = &["", "a", "b", "A", "é", "10", "2", "null", "true"];
+const STRINGS: &[&str] = &[
+    "",
+    "a",
+    "b",
+    "A",
+    "é",
+    "10",
+    "2",
+    "null",
+    "true",
+    "q\"uote",
+    "back\\slash",
+    "new\nline",
+    "😀",
+    "it's",
+];
 
 fn date(i: u32) -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(2024, 1, 1 + i, 0, 0, 0)
@@ -42,6 +57,13 @@ pub fn scalar_value() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         (-3i64..4).prop_map(|i| json!(i)),
         (-6i32..7).prop_map(|i| json!(f64::from(i) / 2.0)),
+        prop::sample::select(vec![
+            json!(9_007_199_254_740_993i64),
+            json!(9_007_199_254_740_992.0),
+            json!(i64::MAX),
+            json!(1e300),
+            json!(-2.5e-8)
+        ]),
         prop::sample::select(STRINGS).prop_map(|s| json!(s)),
         (0u32..4).prop_map(|i| date_value(date(i)).unwrap_or(Value::Null)),
     ]
@@ -80,6 +102,12 @@ pub fn scalar() -> impl Strategy<Value = Scalar> {
         any::<bool>().prop_map(Scalar::Bool),
         (-3i64..4).prop_map(Scalar::Int),
         (-6i32..7).prop_map(|i| Scalar::Float(f64::from(i) / 2.0)),
+        prop::sample::select(vec![
+            Scalar::Int(9_007_199_254_740_993),
+            Scalar::Float(9_007_199_254_740_992.0),
+            Scalar::Int(i64::MAX),
+            Scalar::Float(1e300),
+        ]),
         prop::sample::select(STRINGS).prop_map(|s| Scalar::String(s.to_owned())),
         (0u32..4).prop_map(|i| Scalar::Date(date(i))),
     ]

@@ -90,7 +90,8 @@ impl SuiteConfig {
         let cases = std::env::var("CONFORMANCE_CASES")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(128);
+            .unwrap_or(128)
+            .max(1);
         SuiteConfig { cases }
     }
 }

@@ -5,12 +5,14 @@ use std::cmp::Ordering;
 
 use chrono::{DateTime, Utc};
 use datastore_api::value::{
-    as_date, distinct_values, is_date, sort_compare, unwrap_arrays, CREATED_AT_FIELD, ID_FIELD,
+    as_date, compare_numbers, distinct_values, is_date, sort_compare, unwrap_arrays,
+    CREATED_AT_FIELD, ID_FIELD,
 };
 use datastore_api::{
     Direction, Document, Error, ErrorKind, FieldPath, Filter, FindOptions, Lowered, PageRequest,
     Result, Scalar, Update, UpdateResult, Value,
 };
+use serde_json::Number;
 
 /// Values reached by `path`: objects are entered by key; an array met on the way is entered one
 /// level, taking the key from each object element.
@@ -46,11 +48,8 @@ pub fn values_at<'a>(doc: &'a Document, path: &FieldPath) -> Vec<&'a Value> {
 /// Compares a stored value with a filter scalar inside the same type bracket.
 fn compare(v: &Value, s: &Scalar) -> Option<Ordering> {
     match (v, s) {
-        (Value::Number(n), Scalar::Int(i)) => Some(match n.as_i64() {
-            Some(x) => x.cmp(i),
-            None => n.as_f64()?.partial_cmp(&(*i as f64))?,
-        }),
-        (Value::Number(n), Scalar::Float(f)) => n.as_f64()?.partial_cmp(f),
+        (Value::Number(n), Scalar::Int(i)) => Some(compare_numbers(n, &Number::from(*i))),
+        (Value::Number(n), Scalar::Float(f)) => Some(compare_numbers(n, &Number::from_f64(*f)?)),
         (Value::String(x), Scalar::String(y)) => Some(x.as_bytes().cmp(y.as_bytes())),
         (Value::Bool(x), Scalar::Bool(y)) => Some(x.cmp(y)),
         (v, Scalar::Date(t)) => as_date(v).map(|d| d.cmp(t)),

@@ -141,6 +141,7 @@ enum Op {
     Delete(Filter),
     InvalidFilter(Filter),
     Walk(Filter, u32, bool),
+    CreatedAtRange(prop::sample::Index, u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -156,6 +157,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => gen::filter().prop_map(Op::Delete),
         1 => gen::invalid_filter().prop_map(Op::InvalidFilter),
         1 => (gen::filter(), 1u32..4, any::<bool>()).prop_map(|(f, s, a)| Op::Walk(f, s, a)),
+        1 => (any::<prop::sample::Index>(), 0u8..4).prop_map(|(i, k)| Op::CreatedAtRange(i, k)),
     ]
 }
 
@@ -200,7 +202,7 @@ async fn run_op(
             let expect_err = match corruption {
                 Corruption::None => None,
                 Corruption::BadKey => {
-                    docs.push(serde_json::from_value(json!({"bad.key": 1})).unwrap_or_default());
+                    docs.push(serde_json::from_value(json!({"$bad": 1})).unwrap_or_default());
                     Some(ErrorKind::InvalidInput)
                 }
                 Corruption::DuplicateId => match model.docs.first() {
@@ -316,6 +318,22 @@ async fn run_op(
                 return Err(format!(
                     "delete with invalid filter gave {r:?}, expected InvalidInput"
                 ));
+            }
+        }
+        Op::CreatedAtRange(pick, kind) => {
+            if let Some(doc) = model.docs.get(pick.index(model.docs.len().max(1))) {
+                let t = doc
+                    .get(CREATED_AT_FIELD)
+                    .and_then(as_date)
+                    .ok_or("document without createdAt")?;
+                let f = match kind {
+                    0 => Filter::gt(CREATED_AT_FIELD, t),
+                    1 => Filter::gte(CREATED_AT_FIELD, t),
+                    2 => Filter::lt(CREATED_AT_FIELD, t),
+                    _ => Filter::lte(CREATED_AT_FIELD, t),
+                };
+                let o = FindOptions::sorted(datastore_api::Sort::newest_first());
+                same_documents(&coll.find(&f, &o).await, &model.find(&f, &o))?;
             }
         }
         Op::Walk(f, size, ascending) => {

@@ -476,7 +476,11 @@ impl<'a> MaintenanceEventStore<'a> {
         &self,
         within: Duration,
     ) -> Result<Vec<MaintenanceEventRecord>> {
-        let until = self.now().await? + duration_chrono(within)?;
+        let until = self
+            .now()
+            .await?
+            .checked_add_signed(duration_chrono(within)?)
+            .ok_or_else(|| Error::invalid_input(format!("window {within:?} is too large")))?;
         let f = Filter::eq(mf::STATUS, InternalStatus::Detected.as_str())
             .and(Filter::lte(mf::SCHEDULED_START, until));
         self.find_sorted(f, Sort::asc(mf::SCHEDULED_START), None)
@@ -489,7 +493,11 @@ impl<'a> MaintenanceEventStore<'a> {
         &self,
         delay: Duration,
     ) -> Result<Vec<MaintenanceEventRecord>> {
-        let before = self.now().await? - duration_chrono(delay)?;
+        let before = self
+            .now()
+            .await?
+            .checked_sub_signed(duration_chrono(delay)?)
+            .ok_or_else(|| Error::invalid_input(format!("delay {delay:?} is too large")))?;
         let f = Filter::eq(mf::STATUS, InternalStatus::MaintenanceComplete.as_str())
             .and(Filter::lte(mf::ACTUAL_END, before));
         self.find_sorted(f, Sort::asc(mf::ACTUAL_END), None).await

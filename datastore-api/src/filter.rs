@@ -60,6 +60,8 @@ scalar_from! {
     String => String via |v| v,
     &String => String via String::clone,
     DateTime<Utc> => Date via |v| v,
+    f32 => Float via f64::from,
+    &crate::value::DocumentId => String via |v: &crate::value::DocumentId| v.to_string(),
 }
 
 impl<T: Into<Scalar>> From<Option<T>> for Scalar {
@@ -326,7 +328,10 @@ fn checked(value: &Scalar) -> Result<Scalar> {
                 "filter value {f} is not a finite number"
             )))
         }
-        Scalar::Date(t) => Scalar::Date(truncate_to_millis(*t)),
+        Scalar::Date(t) => {
+            crate::value::format_date(*t)?;
+            Scalar::Date(truncate_to_millis(*t))
+        }
         Scalar::String(s) if s.contains('\0') => {
             return Err(Error::invalid_input(
                 "filter string contains a NUL character",

@@ -35,3 +35,105 @@ pub async fn observe<T>(
         .record(started.elapsed().as_secs_f64());
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use metrics::{
+        Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+        SharedString, Unit,
+    };
+
+    use super::*;
+    use crate::Error;
+
+    #[derive(Default)]
+    struct Seen {
+        counters: Mutex<Vec<(String, Arc<AtomicU64>)>>,
+        histograms: Mutex<Vec<String>>,
+    }
+    struct Count(Arc<AtomicU64>);
+    impl CounterFn for Count {
+        fn increment(&self, v: u64) {
+            self.0.fetch_add(v, Ordering::Relaxed);
+        }
+        fn absolute(&self, v: u64) {
+            self.0.store(v, Ordering::Relaxed);
+        }
+    }
+    struct Hist;
+    impl HistogramFn for Hist {
+        fn record(&self, _: f64) {}
+    }
+    struct TestRecorder(Arc<Seen>);
+    fn describe(key: &Key) -> String {
+        let mut labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        labels.sort();
+        format!("{}{{{}}}", key.name(), labels.join(","))
+    }
+    impl Recorder for TestRecorder {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            let cell = Arc::new(AtomicU64::new(0));
+            self.0
+                .counters
+                .lock()
+                .unwrap()
+                .push((describe(key), Arc::clone(&cell)));
+            Counter::from_arc(Arc::new(Count(cell)))
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+            self.0.histograms.lock().unwrap().push(describe(key));
+            Histogram::from_arc(Arc::new(Hist))
+        }
+    }
+
+    #[test]
+    fn outcomes_and_durations_are_recorded() {
+        let seen = Arc::new(Seen::default());
+        let recorder = TestRecorder(Arc::clone(&seen));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        metrics::with_local_recorder(&recorder, || {
+            rt.block_on(async {
+                observe("postgresql", "health_events", "find", async { Ok(()) })
+                    .await
+                    .unwrap();
+                let _ = observe::<()>("postgresql", "health_events", "find", async {
+                    Err(Error::invalid_input("bad"))
+                })
+                .await;
+            })
+        });
+        let counters = seen.counters.lock().unwrap();
+        let names: Vec<&String> = counters.iter().map(|(n, _)| n).collect();
+        assert!(
+            names
+                .iter()
+                .any(|n| n.contains("outcome=ok") && n.starts_with(OPERATIONS_TOTAL)),
+            "{names:?}"
+        );
+        assert!(
+            names.iter().any(|n| n.contains("outcome=invalid_input")),
+            "{names:?}"
+        );
+        assert!(counters.iter().all(|(_, c)| c.load(Ordering::Relaxed) == 1));
+        assert!(seen
+            .histograms
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|h| h.starts_with(OPERATION_DURATION)));
+    }
+}

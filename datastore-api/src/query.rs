@@ -63,11 +63,24 @@ impl Sort {
     pub fn newest_first() -> Self {
         Sort::desc(crate::value::CREATED_AT_FIELD).then_desc(crate::value::ID_FIELD)
     }
-    /// Validates the key paths.
+    /// Validates the key paths. Sort keys do not index into arrays, so all-digit segments are
+    /// rejected.
     pub fn validate(&self) -> Result<Vec<(FieldPath, Direction)>> {
         self.keys
             .iter()
-            .map(|k| Ok((FieldPath::parse(&k.path)?, k.direction)))
+            .map(|k| {
+                let path = FieldPath::parse(&k.path)?;
+                if path
+                    .segments()
+                    .iter()
+                    .any(|s| s.bytes().all(|b| b.is_ascii_digit()))
+                {
+                    return Err(Error::invalid_input(format!(
+                        "sort key '{path}': numeric segments (array positions) are not supported"
+                    )));
+                }
+                Ok((path, k.direction))
+            })
             .collect()
     }
 }
@@ -152,7 +165,8 @@ pub struct Page {
     pub next: Option<PageToken>,
 }
 
-/// An opaque position in a keyset walk.
+/// A position in a keyset walk: the last document returned. Pass it back unchanged; use
+/// [`encode`](PageToken::encode)/[`decode`](PageToken::decode) to carry it as text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageToken {
     /// `createdAt` of the last document returned.

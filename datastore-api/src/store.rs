@@ -19,6 +19,7 @@ use crate::update::Update;
 use crate::value::{canonicalize, Document, DocumentId, Value, CREATED_AT_FIELD, ID_FIELD};
 
 /// The backends this API can run on.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProviderKind {
     /// PostgreSQL (JSONB documents).

@@ -31,6 +31,7 @@ pub enum TimeFormat {
 }
 
 /// One update operation.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
 pub enum UpdateOp {
     /// Set a field (creating parents).
@@ -58,6 +59,8 @@ pub enum UpdateOp {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Update {
     ops: Vec<UpdateOp>,
+    /// A value that failed to serialize; reported by [`validate`](Update::validate).
+    unserializable: Option<String>,
 }
 
 impl Update {
@@ -66,10 +69,19 @@ impl Update {
         Update::default()
     }
 
-    /// Adds a `Set`. Values that fail to serialize become `null`.
+    fn serialized(&mut self, path: &str, value: impl Serialize) -> Value {
+        serde_json::to_value(value).unwrap_or_else(|e| {
+            self.unserializable
+                .get_or_insert_with(|| format!("the value for '{path}' does not serialize: {e}"));
+            Value::Null
+        })
+    }
+
+    /// Adds a `Set`. A value that fails to serialize makes [`validate`](Update::validate) fail.
     pub fn set(mut self, path: impl Into<String>, value: impl Serialize) -> Self {
-        let v = serde_json::to_value(value).unwrap_or(Value::Null);
-        self.ops.push(UpdateOp::Set(path.into(), v));
+        let path = path.into();
+        let v = self.serialized(&path, value);
+        self.ops.push(UpdateOp::Set(path, v));
         self
     }
 
@@ -87,8 +99,9 @@ impl Update {
 
     /// Adds a `Push`.
     pub fn push(mut self, path: impl Into<String>, value: impl Serialize) -> Self {
-        let v = serde_json::to_value(value).unwrap_or(Value::Null);
-        self.ops.push(UpdateOp::Push(path.into(), v));
+        let path = path.into();
+        let v = self.serialized(&path, value);
+        self.ops.push(UpdateOp::Push(path, v));
         self
     }
 
@@ -111,6 +124,9 @@ impl Update {
 
     /// Validates paths and values; the result can be applied to many documents.
     pub fn validate(&self) -> Result<ValidUpdate> {
+        if let Some(why) = &self.unserializable {
+            return Err(Error::invalid_input(why.clone()));
+        }
         if self.ops.is_empty() {
             return Err(Error::invalid_input("update has no operations"));
         }
@@ -123,6 +139,11 @@ impl Update {
                 UpdateOp::Inc(p, other) => {
                     return Err(Error::invalid_input(format!(
                         "cannot increment '{p}' by {other}: the amount must be a number"
+                    )))
+                }
+                UpdateOp::Push(p, v) if v.is_array() => {
+                    return Err(Error::invalid_input(format!(
+                        "cannot push an array to '{p}': nested arrays are not supported"
                     )))
                 }
                 UpdateOp::Push(p, v) => (p, ValidOp::Push(canonical_value(v)?)),
@@ -190,7 +211,7 @@ impl ValidUpdate {
         for (path, op) in &self.ops {
             apply_op(&mut work, path, op, now)?;
         }
-        let changed = work != *doc;
+        let changed = !crate::value::equivalent_documents(&work, doc);
         if changed {
             *doc = work;
         }
@@ -217,13 +238,14 @@ fn apply_op(doc: &mut Document, path: &FieldPath, op: &ValidOp, now: DateTime<Ut
         let entry = cur
             .entry(s.clone())
             .or_insert_with(|| Value::Object(Default::default()));
+        // A date is a value, not an object to write into.
+        let kind = type_name(entry);
         match entry {
-            Value::Object(o) => cur = o,
-            other => {
+            Value::Object(o) if kind == "an object" => cur = o,
+            _ => {
                 return Err(Error::invalid_input(format!(
-                    "cannot write '{path}': '{}' holds {}, not an object",
-                    segs[..=i].join("."),
-                    type_name(other)
+                    "cannot write '{path}': '{}' holds {kind}, not an object",
+                    segs[..=i].join(".")
                 )))
             }
         }

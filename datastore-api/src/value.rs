@@ -3,7 +3,9 @@
 //! A document is a JSON object ([`Document`]). Dates are stored the way MongoDB's relaxed
 //! extended JSON writes a BSON date, `{"$date": "2024-05-01T12:00:00.000Z"}`, always with
 //! millisecond precision and a fixed width, so that every backend orders them as time.
-//! Keys may not be empty, contain `.`, or start with `$` (except the `$date` wrapper).
+//! Keys may not be empty, contain NUL, or start with `$` (except the `$date` wrapper); arrays may
+//! not directly contain arrays. Keys may contain `.` (label-style metadata keys), but such fields
+//! cannot be addressed by field paths.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -79,8 +81,8 @@ pub fn is_date(v: &Value) -> bool {
 
 /// Checks a document for the canonical shape and rewrites dates to the fixed-width form.
 ///
-/// Rejects keys that are empty, contain `.` or NUL, or start with `$`, and date wrappers that
-/// are malformed. Reserved top-level keys (`_id`, `createdAt`) are checked by the caller.
+/// Rejects keys that are empty, contain NUL, or start with `$`, arrays nested directly in arrays,
+/// and date wrappers that are malformed. Reserved top-level keys (`_id`, `createdAt`) are checked by the caller.
 pub fn canonicalize(value: &mut Value) -> Result<()> {
     canonicalize_at(value, &mut String::new(), 0)
 }
@@ -119,6 +121,11 @@ fn canonicalize_at(value: &mut Value, at: &mut String, depth: usize) -> Result<(
         }
         Value::Array(items) => {
             for item in items {
+                if item.is_array() {
+                    return Err(Error::invalid_input(format!(
+                        "array at '{at}' contains an array: nested arrays are not supported"
+                    )));
+                }
                 canonicalize_at(item, at, depth + 1)?;
             }
             Ok(())
@@ -131,9 +138,9 @@ fn canonicalize_at(value: &mut Value, at: &mut String, depth: usize) -> Result<(
 }
 
 fn check_key(key: &str, at: &str) -> Result<()> {
-    if key.is_empty() || key.contains('.') || key.starts_with('$') || key.contains('\0') {
+    if key.is_empty() || key.starts_with('$') || key.contains('\0') {
         return Err(Error::invalid_input(format!(
-            "invalid field name {key:?} under '{at}': names must be non-empty and may not contain '.' or NUL or start with '$'"
+            "invalid field name {key:?} under '{at}': names must be non-empty and may not contain NUL or start with '$'"
         )));
     }
     Ok(())
@@ -153,15 +160,38 @@ pub fn type_rank(v: Option<&Value>) -> u8 {
     }
 }
 
-/// Compares two numbers numerically (integers exactly, otherwise as `f64`).
+/// Compares two numbers exactly (no rounding through `f64` when an integer is involved).
 pub fn compare_numbers(a: &Number, b: &Number) -> Ordering {
-    match (a.as_i64(), b.as_i64()) {
+    let int = |n: &Number| {
+        n.as_i64()
+            .map(i128::from)
+            .or_else(|| n.as_u64().map(i128::from))
+    };
+    match (int(a), int(b)) {
         (Some(x), Some(y)) => x.cmp(&y),
-        _ => {
-            let x = a.as_f64().unwrap_or(f64::NAN);
-            let y = b.as_f64().unwrap_or(f64::NAN);
+        (Some(x), None) => compare_int_float(x, b.as_f64().unwrap_or(0.0)),
+        (None, Some(y)) => compare_int_float(y, a.as_f64().unwrap_or(0.0)).reverse(),
+        (None, None) => {
+            let x = a.as_f64().unwrap_or(0.0);
+            let y = b.as_f64().unwrap_or(0.0);
             x.partial_cmp(&y).unwrap_or(Ordering::Equal)
         }
+    }
+}
+
+/// Compares an integer with a (finite) float exactly.
+pub fn compare_int_float(i: i128, f: f64) -> Ordering {
+    const LIMIT: f64 = 1.7e38; // inside i128's range
+    if f >= LIMIT {
+        return Ordering::Less;
+    }
+    if f <= -LIMIT {
+        return Ordering::Greater;
+    }
+    let floor = f.floor();
+    match i.cmp(&(floor as i128)) {
+        Ordering::Equal if f > floor => Ordering::Less,
+        o => o,
     }
 }
 
@@ -229,6 +259,13 @@ pub fn unwrap_arrays(values: Vec<Value>) -> Vec<Value> {
         }
     }
     out
+}
+
+/// [`equivalent`] for two documents.
+pub fn equivalent_documents(a: &Document, b: &Document) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .all(|(k, v)| b.get(k).is_some_and(|w| equivalent(v, w)))
 }
 
 /// A document id: 12 bytes shown as 24 lowercase hex digits, in MongoDB ObjectId layout
@@ -379,7 +416,7 @@ mod tests {
     #[test]
     fn canonicalize_rejects_bad_keys_and_dates() {
         for bad in [
-            json!({"a.b": 1}),
+            json!({"a": [[1]]}),
             json!({"": 1}),
             json!({"$set": 1}),
             json!({"x": {"$date": "nope"}}),

@@ -60,7 +60,9 @@ pub struct PgCollection {
     exec: Exec,
 }
 
-/// Runs `$body` with `$conn: &mut PgConnection` from the pool or the open transaction.
+/// Runs `$body` with `$conn: &mut PgConnection` from the pool or the open transaction. Inside a
+/// transaction the statement runs under a savepoint, so a failed operation (a duplicate key, bad
+/// input) is undone alone and the caller's transaction stays usable.
 macro_rules! with_conn {
     ($self:ident, $conn:ident => $body:expr) => {{
         match &$self.exec {
@@ -74,8 +76,22 @@ macro_rules! with_conn {
                 let open = guard
                     .as_mut()
                     .ok_or_else(|| Error::permanent("the transaction has already ended"))?;
-                let $conn: &mut PgConnection = &mut *open;
-                $body
+                let mut savepoint = open.begin().await.map_err(map_err)?;
+                let out: Result<_> = async {
+                    let $conn: &mut PgConnection = &mut savepoint;
+                    Ok($body)
+                }
+                .await;
+                match out {
+                    Ok(v) => {
+                        savepoint.commit().await.map_err(map_err)?;
+                        v
+                    }
+                    Err(e) => {
+                        let _ = savepoint.rollback().await;
+                        return Err(e);
+                    }
+                }
             }
         }
     }};

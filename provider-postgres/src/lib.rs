@@ -40,7 +40,8 @@ pub use collection::{PgCollection, Table};
 pub use migrate::{migrate, MigrationReport};
 
 /// Builds sqlx connect options from the configuration (TLS files are passed through to rustls).
-pub fn connect_options(config: &DatastoreConfig) -> Result<PgConnectOptions> {
+/// Private: the options' `Debug` output would show the password.
+fn connect_options(config: &DatastoreConfig) -> Result<PgConnectOptions> {
     if config.provider != ProviderKind::Postgresql {
         return Err(Error::configuration(format!(
             "DATASTORE_PROVIDER is {}, not postgresql",
@@ -126,9 +127,14 @@ impl PgDataStore {
                 };
                 Box::pin(async move { Ok(keep) })
             })
-            .connect_with(options)
+            .connect_lazy_with(options.clone());
+        // One direct attempt first, so that an unreachable server or a bad credential fails at
+        // once with a typed error (callers retry `Transient` ones) instead of after the pool's
+        // acquire timeout.
+        let probe: sqlx::PgConnection = sqlx::ConnectOptions::connect(&options)
             .await
             .map_err(error::map_err)?;
+        let _ = sqlx::Connection::close(probe).await;
         let shared = Arc::new(Shared {
             pool: pg_pool.clone(),
         });

@@ -2,7 +2,7 @@
 //! that many replicas starting at once are safe.
 
 use datastore_api::{Error, Result};
-use sqlx::{Connection, Executor, PgConnection, PgPool, Row};
+use sqlx::{Executor, PgConnection, PgPool, Row};
 
 use crate::error::map_err;
 
@@ -29,7 +29,7 @@ pub fn latest_version() -> i64 {
     MIGRATIONS.last().map_or(0, |m| m.version)
 }
 
-/// Key of the advisory lock held while migrating ("nvsentinel-datastore" hashed).
+/// Key of the transaction-level advisory lock held while migrating ("nvsentinel-datastore" hashed).
 const LOCK_KEY: i64 = 0x6e76_735f_6473_0001;
 
 /// What [`migrate`] did.
@@ -56,22 +56,17 @@ fn checksum(sql: &str) -> String {
 /// [`Permanent`](datastore_api::ErrorKind::Permanent) error) one whose applied migration differs
 /// from the embedded file.
 pub async fn migrate(pool: &PgPool) -> Result<MigrationReport> {
-    let mut conn = pool.acquire().await.map_err(map_err)?;
-    sqlx::query("SELECT pg_advisory_lock($1)")
+    // One transaction holding a transaction-level advisory lock: concurrent starters wait, and
+    // the lock cannot outlive the work (not even if this future is dropped half-way).
+    let mut tx = pool.begin().await.map_err(map_err)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(LOCK_KEY)
-        .execute(&mut *conn)
+        .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-    let result = migrate_locked(&mut conn).await;
-    let unlock = sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(LOCK_KEY)
-        .execute(&mut *conn)
-        .await;
-    if unlock.is_err() {
-        // A connection whose unlock failed must not return to the pool still holding the lock.
-        conn.detach();
-    }
-    result
+    let report = migrate_locked(&mut tx).await?;
+    tx.commit().await.map_err(map_err)?;
+    Ok(report)
 }
 
 async fn migrate_locked(conn: &mut PgConnection) -> Result<MigrationReport> {
@@ -117,19 +112,17 @@ async fn migrate_locked(conn: &mut PgConnection) -> Result<MigrationReport> {
             }
             continue;
         }
-        let mut tx = conn.begin().await.map_err(map_err)?;
         // A &str runs through the simple-query protocol, which allows several statements.
-        (&mut *tx).execute(m.sql).await.map_err(map_err)?;
+        (&mut *conn).execute(m.sql).await.map_err(map_err)?;
         sqlx::query(
             "INSERT INTO datastore_schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
         )
         .bind(m.version)
         .bind(m.name)
         .bind(checksum(m.sql))
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await
         .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
         tracing::info!(
             version = m.version,
             name = m.name,
