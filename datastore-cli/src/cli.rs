@@ -3,7 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 
 /// The default RNG seed, so that runs are repeatable unless `--seed` says otherwise.
-pub const DEFAULT_SEED: u64 = 0x4e56_5345_4e54;
+pub const DEFAULT_SEED: u64 = 42;
 
 /// `datastore`: demo, schema migrations and benchmarks of the NVSentinel datastore.
 #[derive(Debug, Parser)]
@@ -37,8 +37,9 @@ pub enum Command {
 /// Arguments of `datastore demo`.
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
-    /// Number of health events to ingest.
-    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    /// Number of health events to ingest (at least 100, so that the fleet has fatal events to
+    /// quarantine).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(100..=10_000_000))]
     pub events: u64,
     /// Number of nodes in the synthetic fleet.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -86,14 +87,21 @@ mod tests {
         let cli = Cli::try_parse_from(["datastore", "demo"]).unwrap();
         match cli.command {
             Command::Demo(a) => {
-                assert_eq!((a.events, a.nodes, a.batch, a.seed), (20_000, 200, 100, DEFAULT_SEED));
+                assert_eq!(
+                    (a.events, a.nodes, a.batch, a.seed),
+                    (20_000, 200, 100, DEFAULT_SEED)
+                );
             }
             other => panic!("unexpected {other:?}"),
         }
-        let cli = Cli::try_parse_from(["datastore", "--log", "debug", "bench", "--events", "100"]).unwrap();
+        let cli = Cli::try_parse_from(["datastore", "--log", "debug", "bench", "--events", "100"])
+            .unwrap();
         assert_eq!(cli.log.as_deref(), Some("debug"));
         match cli.command {
-            Command::Bench(a) => assert_eq!((a.events, a.batch, a.explain_events, a.runs), (100, 10_000, 100_000, 3)),
+            Command::Bench(a) => assert_eq!(
+                (a.events, a.batch, a.explain_events, a.runs),
+                (100, 10_000, 100_000, 3)
+            ),
             other => panic!("unexpected {other:?}"),
         }
         assert!(Cli::try_parse_from(["datastore", "demo", "--batch", "0"]).is_err());

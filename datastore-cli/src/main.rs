@@ -1,1 +1,78 @@
-fn main() {}
+//! # datastore
+//!
+//! The command-line tool of the NVSentinel datastore:
+//!
+//! * `datastore demo` ingests synthetic NVSentinel health events and runs every component's
+//!   queries against them, timing each one. Without `DATASTORE_HOST` / `DATASTORE_CONFIG_FILE`
+//!   it starts a throwaway embedded PostgreSQL (deleted at exit).
+//! * `datastore migrate` applies the schema migrations to the configured server.
+//! * `datastore bench` compares the provider's write throughput with a bare-SQL baseline on a
+//!   throwaway server and checks that the domain queries are served by indexes.
+//!
+//! `--log <filter>` (or `RUST_LOG`) enables tracing output on stderr.
+
+#![warn(missing_docs)]
+
+mod bench;
+mod cli;
+mod demo;
+mod error;
+mod migrate;
+mod server;
+mod synth;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command};
+use crate::error::CliError;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log.as_deref());
+    let name = match &cli.command {
+        Command::Demo(_) => "demo",
+        Command::Migrate => "migrate",
+        Command::Bench(_) => "bench",
+    };
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), CliError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match command {
+        Command::Demo(args) => demo::run(&rt, &args),
+        Command::Migrate => rt.block_on(migrate::run()),
+        Command::Bench(args) => bench::run(&rt, &args),
+    }
+}
+
+/// Installs a stderr fmt subscriber when `--log` or `RUST_LOG` asks for one.
+fn init_tracing(flag: Option<&str>) {
+    let filter = match flag {
+        Some(f) => EnvFilter::try_new(f),
+        None => match std::env::var("RUST_LOG") {
+            Ok(f) if !f.trim().is_empty() => EnvFilter::try_new(f),
+            _ => return,
+        },
+    };
+    match filter {
+        Ok(filter) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init(),
+        Err(e) => eprintln!("warning: ignoring the log filter: {e}"),
+    }
+}

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use datastore::{DataStore, DatastoreConfig, PoolConfig};
+use datastore::{DataStore, DatastoreConfig, PoolConfig, SslMode};
 use pg_harness::PgServer;
 use provider_postgres::PgDataStore;
 
@@ -34,17 +34,40 @@ pub async fn server_version(store: &PgDataStore) -> CliResult<String> {
         .fetch_one(store.pool())
         .await
         .sql_context(|| "reading the server version".to_owned())?;
-    Ok(full.split_whitespace().next().unwrap_or_default().to_owned())
+    Ok(full
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned())
 }
 
 /// Opens the store named by the configuration (migrating it) and describes the target
 /// without the password.
-pub async fn connect_configured(config: &DatastoreConfig) -> CliResult<(Arc<dyn DataStore>, String)> {
+pub async fn connect_configured(
+    config: &DatastoreConfig,
+) -> CliResult<(Arc<dyn DataStore>, String)> {
     let c = &config.connection;
     let description = format!(
-        "{} at {}:{}, database {:?}, user {:?}, sslmode {:?}",
-        config.provider, c.host, c.port, c.database, c.username, c.ssl_mode
+        "{} at {}:{}, database {:?}, user {:?}, sslmode {}",
+        config.provider,
+        c.host,
+        c.port,
+        c.database,
+        c.username,
+        ssl_mode_name(c.ssl_mode)
     );
     let store = datastore::open(config).await?;
     Ok((store, description))
+}
+
+/// The libpq name of an SSL mode.
+pub fn ssl_mode_name(mode: SslMode) -> &'static str {
+    match mode {
+        SslMode::Disable => "disable",
+        SslMode::Allow => "allow",
+        SslMode::Prefer => "prefer",
+        SslMode::Require => "require",
+        SslMode::VerifyCa => "verify-ca",
+        SslMode::VerifyFull => "verify-full",
+    }
 }

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use datastore::model::{
-    BehaviourOverrides, Csp, Entity, HealthEvent, HealthEventStatus, InternalStatus, MaintenanceEvent,
-    MaintenanceType, ProcessingStrategy, ProtoTimestamp, ProviderStatus, RecommendedAction,
+    BehaviourOverrides, Csp, Entity, HealthEvent, HealthEventStatus, InternalStatus,
+    MaintenanceEvent, MaintenanceType, ProcessingStrategy, ProtoTimestamp, ProviderStatus,
+    RecommendedAction,
 };
 use rand::distributions::{Distribution, WeightedIndex};
 use rand::rngs::StdRng;
@@ -72,7 +73,10 @@ const XID_WARNING: &[(&str, &str)] = &[
     ("13", "XID 13: Graphics Engine Exception"),
     ("31", "XID 31: GPU memory page fault"),
     ("43", "XID 43: GPU stopped processing"),
-    ("63", "XID 63: ECC page retirement or row remapping recording event"),
+    (
+        "63",
+        "XID 63: ECC page retirement or row remapping recording event",
+    ),
 ];
 
 /// Weighted catalogue of checks: gpu-health-monitor sends most events, then
@@ -94,8 +98,14 @@ const CHECKS: &[Check] = &[
         component_class: "GPU",
         weight: 14,
         entities: Entities::Gpu,
-        fatal: &[("DCGM_FR_TEMP_VIOLATION", "GPU temperature exceeded the shutdown threshold")],
-        warning: &[("DCGM_FR_CLOCK_THROTTLE_THERMAL", "Clocks are being throttled for thermal reasons")],
+        fatal: &[(
+            "DCGM_FR_TEMP_VIOLATION",
+            "GPU temperature exceeded the shutdown threshold",
+        )],
+        warning: &[(
+            "DCGM_FR_CLOCK_THROTTLE_THERMAL",
+            "Clocks are being throttled for thermal reasons",
+        )],
         fatal_action: RecommendedAction::RestartBm,
     },
     Check {
@@ -104,8 +114,14 @@ const CHECKS: &[Check] = &[
         component_class: "GPU",
         weight: 10,
         entities: Entities::Gpu,
-        fatal: &[("DCGM_FR_PCIE_H_REPLAY_VIOLATION", "PCIe replay rate exceeded the limit")],
-        warning: &[("DCGM_FR_PCI_REPLAY_RATE", "PCIe replay counter is increasing")],
+        fatal: &[(
+            "DCGM_FR_PCIE_H_REPLAY_VIOLATION",
+            "PCIe replay rate exceeded the limit",
+        )],
+        warning: &[(
+            "DCGM_FR_PCI_REPLAY_RATE",
+            "PCIe replay counter is increasing",
+        )],
         fatal_action: RecommendedAction::RestartVm,
     },
     Check {
@@ -115,7 +131,10 @@ const CHECKS: &[Check] = &[
         weight: 10,
         entities: Entities::NvLink,
         fatal: &[("DCGM_FR_NVLINK_DOWN", "NVLink is down")],
-        warning: &[("DCGM_FR_NVLINK_ERROR_THRESHOLD", "NVLink error counter exceeded the threshold")],
+        warning: &[(
+            "DCGM_FR_NVLINK_ERROR_THRESHOLD",
+            "NVLink error counter exceeded the threshold",
+        )],
         fatal_action: RecommendedAction::ComponentReset,
     },
     Check {
@@ -124,8 +143,14 @@ const CHECKS: &[Check] = &[
         component_class: "GPU",
         weight: 8,
         entities: Entities::Gpu,
-        fatal: &[("DCGM_FR_POWER_UNREADABLE", "GPU power readings are unavailable")],
-        warning: &[("DCGM_FR_CLOCK_THROTTLE_POWER", "Clocks are being throttled for power reasons")],
+        fatal: &[(
+            "DCGM_FR_POWER_UNREADABLE",
+            "GPU power readings are unavailable",
+        )],
+        warning: &[(
+            "DCGM_FR_CLOCK_THROTTLE_POWER",
+            "Clocks are being throttled for power reasons",
+        )],
         fatal_action: RecommendedAction::RestartVm,
     },
     Check {
@@ -134,7 +159,10 @@ const CHECKS: &[Check] = &[
         component_class: "GPU",
         weight: 3,
         entities: Entities::None,
-        fatal: &[("DCGM_ST_CONNECTION_NOT_VALID", "Cannot connect to the DCGM host engine")],
+        fatal: &[(
+            "DCGM_ST_CONNECTION_NOT_VALID",
+            "Cannot connect to the DCGM host engine",
+        )],
         warning: &[("DCGM_ST_TIMEOUT", "DCGM host engine did not answer in time")],
         fatal_action: RecommendedAction::ContactSupport,
     },
@@ -154,7 +182,10 @@ const CHECKS: &[Check] = &[
         component_class: "NVSwitch",
         weight: 2,
         entities: Entities::NvSwitch,
-        fatal: &[("SXid 24007", "NVSwitch fatal error: NVLink training failure")],
+        fatal: &[(
+            "SXid 24007",
+            "NVSwitch fatal error: NVLink training failure",
+        )],
         warning: &[("SXid 20034", "NVSwitch non-fatal error: LTSSM fault")],
         fatal_action: RecommendedAction::RestartBm,
     },
@@ -174,7 +205,10 @@ const CHECKS: &[Check] = &[
         component_class: "NIC",
         weight: 2,
         entities: Entities::Nic,
-        fatal: &[("SYMBOL_ERRORS", "InfiniBand symbol errors exceeded the limit")],
+        fatal: &[(
+            "SYMBOL_ERRORS",
+            "InfiniBand symbol errors exceeded the limit",
+        )],
         warning: &[("LINK_DOWNED", "InfiniBand link downed counter increased")],
         fatal_action: RecommendedAction::RunFieldDiag,
     },
@@ -184,8 +218,14 @@ const CHECKS: &[Check] = &[
         component_class: "Node",
         weight: 5,
         entities: Entities::None,
-        fatal: &[("MAINTENANCE_SCHEDULED", "Cloud provider scheduled maintenance for this instance")],
-        warning: &[("MAINTENANCE_PENDING", "Cloud provider maintenance is pending")],
+        fatal: &[(
+            "MAINTENANCE_SCHEDULED",
+            "Cloud provider scheduled maintenance for this instance",
+        )],
+        warning: &[(
+            "MAINTENANCE_PENDING",
+            "Cloud provider maintenance is pending",
+        )],
         fatal_action: RecommendedAction::RestartVm,
     },
 ];
@@ -233,7 +273,8 @@ impl Synth {
         let mut hot: Vec<usize> = (0..nodes.len()).collect();
         hot.shuffle(&mut rng);
         hot.truncate((nodes.len() / 10).max(1));
-        let checks = WeightedIndex::new(CHECKS.iter().map(|c| c.weight)).expect("check weights are positive");
+        let checks = WeightedIndex::new(CHECKS.iter().map(|c| c.weight))
+            .expect("check weights are positive");
         Synth {
             rng,
             nodes,
@@ -265,7 +306,11 @@ impl Synth {
             let (code, msg) = check.fatal[rng.gen_range(0..check.fatal.len())];
             (vec![code.to_owned()], msg.to_owned(), check.fatal_action)
         } else if is_healthy {
-            (Vec::new(), "No health failures".to_owned(), RecommendedAction::None)
+            (
+                Vec::new(),
+                "No health failures".to_owned(),
+                RecommendedAction::None,
+            )
         } else {
             let (code, msg) = check.warning[rng.gen_range(0..check.warning.len())];
             let action = if rng.gen_bool(0.2) {
@@ -337,7 +382,9 @@ impl Synth {
             custom_recommended_action: String::new(),
         };
         let mut status = HealthEventStatus::default();
-        status.span_ids.insert("platform-connector".to_owned(), hex(rng, 8));
+        status
+            .span_ids
+            .insert("platform-connector".to_owned(), hex(rng, 8));
         (event, status)
     }
 
@@ -412,7 +459,14 @@ pub fn hex(rng: &mut impl Rng, n: usize) -> String {
 
 fn gpu_uuid(rng: &mut impl Rng) -> String {
     let h = hex(rng, 16);
-    format!("GPU-{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "GPU-{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// Events per second for `n` events in `elapsed` (0 for an empty interval).
@@ -431,7 +485,9 @@ mod tests {
     use datastore::model::health_event_document;
 
     fn start() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z").unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     #[test]
@@ -448,7 +504,10 @@ mod tests {
         let events = Synth::new(1, 200, start()).health_events(20_000);
         let fatal = events.iter().filter(|(e, _)| e.is_fatal).count() as f64 / events.len() as f64;
         assert!((0.27..0.33).contains(&fatal), "fatal share {fatal}");
-        let gpu_monitor = events.iter().filter(|(e, _)| e.agent == "gpu-health-monitor").count();
+        let gpu_monitor = events
+            .iter()
+            .filter(|(e, _)| e.agent == "gpu-health-monitor")
+            .count();
         assert!(gpu_monitor > events.len() / 2);
         let strategy_1 = events
             .iter()
@@ -464,8 +523,15 @@ mod tests {
             let doc = health_event_document(e, s);
             assert!(doc.contains_key("healthevent") && doc.contains_key("healtheventstatus"));
         }
-        let (e, _) = events.iter().find(|(e, _)| e.check_name == "GpuXidError").unwrap();
-        let types: Vec<&str> = e.entities_impacted.iter().map(|x| x.entity_type.as_str()).collect();
+        let (e, _) = events
+            .iter()
+            .find(|(e, _)| e.check_name == "GpuXidError")
+            .unwrap();
+        let types: Vec<&str> = e
+            .entities_impacted
+            .iter()
+            .map(|x| x.entity_type.as_str())
+            .collect();
         assert_eq!(types, ["GPU", "GPU_UUID", "PCI"]);
         assert!(e.entities_impacted[1].entity_value.starts_with("GPU-"));
     }
@@ -475,7 +541,9 @@ mod tests {
         let now = start();
         let mut synth = Synth::new(1, 10, now);
         let events: Vec<_> = (0..20).map(|i| synth.maintenance_event(i, now)).collect();
-        assert!(events.iter().any(|e| e.status == InternalStatus::MaintenanceComplete));
+        assert!(events
+            .iter()
+            .any(|e| e.status == InternalStatus::MaintenanceComplete));
         assert!(events
             .iter()
             .any(|e| e.status == InternalStatus::Detected && e.scheduled_start_time < Some(now)));

@@ -64,9 +64,7 @@ pub async fn migrate(config: &DatastoreConfig) -> Result<SchemaStatus> {
     match config.provider {
         #[cfg(feature = "postgresql")]
         ProviderKind::Postgresql => {
-            let store = provider_postgres::PgDataStore::connect(config).await?;
-            let report = provider_postgres::migrate(store.pool()).await?;
-            store.close().await;
+            let report = provider_postgres::migrate_database(config).await?;
             Ok(SchemaStatus {
                 applied: report.applied,
                 version: report.version,

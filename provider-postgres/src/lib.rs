@@ -240,6 +240,19 @@ impl PgDataStore {
     }
 }
 
+/// Applies pending migrations to the configured database and reports what was applied, without
+/// opening the stores (what `datastore migrate` runs).
+pub async fn migrate_database(config: &DatastoreConfig) -> Result<MigrationReport> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(connect_options(config)?)
+        .await
+        .map_err(error::map_err)?;
+    let report = migrate(&pool).await;
+    pool.close().await;
+    report
+}
+
 /// Creates database `name` through the maintenance database at `admin_url` (for test harnesses
 /// and the demo). `name` must be a plain identifier.
 pub async fn create_database(admin_url: &str, name: &str) -> Result<()> {
