@@ -136,16 +136,21 @@ impl Model {
         self.docs.push(doc);
     }
 
-    /// Matching documents per `options`.
-    pub fn find(&self, filter: &Filter, options: &FindOptions) -> Result<Vec<Document>> {
+    /// Copies of the documents matching `filter`, in storage order.
+    pub fn matching(&self, filter: &Filter) -> Result<Vec<Document>> {
         let lowered = filter.lower()?;
-        let keys = options.sort.validate()?;
-        let mut out: Vec<Document> = self
+        Ok(self
             .docs
             .iter()
             .filter(|d| matches(&lowered, d))
             .cloned()
-            .collect();
+            .collect())
+    }
+
+    /// Matching documents per `options`.
+    pub fn find(&self, filter: &Filter, options: &FindOptions) -> Result<Vec<Document>> {
+        let keys = options.sort.validate()?;
+        let mut out = self.matching(filter)?;
         sort_documents(&mut out, &keys);
         let skip = options.skip.min(out.len() as u64) as usize;
         let mut out: Vec<Document> = out.into_iter().skip(skip).collect();
@@ -174,13 +179,7 @@ impl Model {
 
     /// All matches in `(createdAt, _id)` order of the page request's direction.
     pub fn keyset_order(&self, filter: &Filter, page: &PageRequest) -> Result<Vec<Document>> {
-        let lowered = filter.lower()?;
-        let mut out: Vec<Document> = self
-            .docs
-            .iter()
-            .filter(|d| matches(&lowered, d))
-            .cloned()
-            .collect();
+        let mut out = self.matching(filter)?;
         out.sort_by(|a, b| (created_of(a), id_of(a)).cmp(&(created_of(b), id_of(b))));
         if page.direction == Direction::Descending {
             out.reverse();

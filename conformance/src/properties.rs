@@ -337,16 +337,7 @@ async fn run_op(
             }
         }
         Op::Walk(f, size, ascending) => {
-            let direction = if ascending {
-                Direction::Ascending
-            } else {
-                Direction::Descending
-            };
-            let mut req = PageRequest {
-                direction,
-                size,
-                after: None,
-            };
+            let mut req = first_page(ascending, size);
             let want = model.keyset_order(&f, &req).map_err(|e| e.to_string())?;
             let mut got = Vec::new();
             let mut pages = 0;
@@ -445,16 +436,7 @@ fn keyset_pages_stable_under_writes(ctx: &Ctx<'_>) -> std::result::Result<(), St
             let mut ids: Vec<DocumentId> = ins.iter().map(|i| i.id.clone()).collect();
             let mut unstable: Vec<DocumentId> = Vec::new();
             let filter = Filter::eq("k", 1);
-            let direction = if ascending {
-                Direction::Ascending
-            } else {
-                Direction::Descending
-            };
-            let mut req = PageRequest {
-                direction,
-                size,
-                after: None,
-            };
+            let mut req = first_page(ascending, size);
             let mut seen: Vec<DocumentId> = Vec::new();
             let mut writes = writes.into_iter();
             loop {
@@ -710,6 +692,20 @@ fn transactions_are_atomic(ctx: &Ctx<'_>) -> std::result::Result<(), String> {
             })
         },
     )
+}
+
+/// The first page of a walk in the given order.
+fn first_page(ascending: bool, size: u32) -> PageRequest {
+    let direction = if ascending {
+        Direction::Ascending
+    } else {
+        Direction::Descending
+    };
+    PageRequest {
+        direction,
+        size,
+        after: None,
+    }
 }
 
 /// Collects a batched stream into one list.
