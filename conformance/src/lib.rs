@@ -39,11 +39,16 @@ use datastore_api::{DataStore, Result};
 pub struct Capabilities {
     /// Multi-document transactions across both collections.
     pub transactions: bool,
+    /// Change streams (`watch` / `checkpoint`).
+    pub change_streams: bool,
 }
 
 impl Capabilities {
     /// Everything supported.
-    pub const ALL: Capabilities = Capabilities { transactions: true };
+    pub const ALL: Capabilities = Capabilities {
+        transactions: true,
+        change_streams: true,
+    };
 }
 
 /// A capability a property may require.
@@ -51,17 +56,21 @@ impl Capabilities {
 pub enum Capability {
     /// See [`Capabilities::transactions`].
     Transactions,
+    /// See [`Capabilities::change_streams`].
+    ChangeStreams,
 }
 
 impl Capability {
     fn available(self, caps: Capabilities) -> bool {
         match self {
             Capability::Transactions => caps.transactions,
+            Capability::ChangeStreams => caps.change_streams,
         }
     }
     fn missing_reason(self) -> &'static str {
         match self {
             Capability::Transactions => "server lacks multi-document transactions",
+            Capability::ChangeStreams => "server lacks change streams",
         }
     }
 }

@@ -9,8 +9,8 @@ use datastore_api::value::{
     CREATED_AT_FIELD, ID_FIELD,
 };
 use datastore_api::{
-    Direction, Document, Error, ErrorKind, FieldPath, Filter, FindOptions, Lowered, PageRequest,
-    Result, Scalar, Update, UpdateResult, Value,
+    ChangeEvent, Direction, Document, DocumentId, Error, ErrorKind, FieldPath, Filter, FindOptions,
+    Lowered, OperationType, PageRequest, Result, ResumeToken, Scalar, Update, UpdateResult, Value,
 };
 use serde_json::Number;
 
@@ -123,17 +123,78 @@ pub fn sort_documents(docs: &mut [Document], keys: &[(FieldPath, Direction)]) {
     });
 }
 
+/// A change the model expects a change stream to deliver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpectedChange {
+    /// What happened.
+    pub operation: OperationType,
+    /// The document id.
+    pub id: String,
+    /// The document after the change (none for deletes).
+    pub full_document: Option<Document>,
+    /// Changed paths (updates).
+    pub updated_fields: Vec<String>,
+    /// Removed paths (updates).
+    pub removed_fields: Vec<String>,
+}
+
+impl ExpectedChange {
+    /// The change as the document change-stream filters see.
+    pub fn filter_document(&self) -> Document {
+        let event = ChangeEvent {
+            token: ResumeToken::from_string(""),
+            operation: self.operation,
+            document_id: DocumentId::parse(&self.id).unwrap_or_else(|_| DocumentId::generate()),
+            full_document: self.full_document.clone(),
+            updated_fields: self.updated_fields.clone(),
+            removed_fields: self.removed_fields.clone(),
+            commit_time: DateTime::<Utc>::UNIX_EPOCH,
+        };
+        event.to_filter_document()
+    }
+
+    /// Whether a delivered event is this change.
+    pub fn is(&self, e: &ChangeEvent) -> bool {
+        e.operation == self.operation
+            && e.document_id.as_str() == self.id
+            && e.updated_fields == self.updated_fields
+            && e.removed_fields == self.removed_fields
+            && match (&e.full_document, &self.full_document) {
+                (Some(a), Some(b)) => datastore_api::value::equivalent_documents(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+    }
+}
+
 /// A collection held in memory.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Model {
     /// Stored documents, each with `_id` and `createdAt`.
     pub docs: Vec<Document>,
+    /// Every change, in commit order.
+    pub changes: Vec<ExpectedChange>,
 }
 
 impl Model {
     /// Adds a stored document (already carrying `_id` and `createdAt`).
     pub fn insert(&mut self, doc: Document) {
-        self.docs.push(doc);
+        self.insert_batch(vec![doc]);
+    }
+
+    /// Adds the documents of one insert statement; their changes are ordered by `(createdAt, _id)`.
+    pub fn insert_batch(&mut self, mut docs: Vec<Document>) {
+        docs.sort_by(|a, b| (created_of(a), id_of(a)).cmp(&(created_of(b), id_of(b))));
+        for doc in docs {
+            self.changes.push(ExpectedChange {
+                operation: OperationType::Insert,
+                id: id_of(&doc).to_owned(),
+                full_document: Some(doc.clone()),
+                updated_fields: Vec::new(),
+                removed_fields: Vec::new(),
+            });
+            self.docs.push(doc);
+        }
     }
 
     /// Copies of the documents matching `filter`, in storage order.
@@ -217,6 +278,14 @@ impl Model {
         }
         let modified = staged.len() as u64;
         for (i, d) in staged {
+            let (updated_fields, removed_fields) = valid.changed_paths(&self.docs[i], &d);
+            self.changes.push(ExpectedChange {
+                operation: OperationType::Update,
+                id: id_of(&d).to_owned(),
+                full_document: Some(d.clone()),
+                updated_fields,
+                removed_fields,
+            });
             self.docs[i] = d;
         }
         Ok(UpdateResult {
@@ -228,9 +297,21 @@ impl Model {
     /// Deletes matches; returns how many.
     pub fn delete(&mut self, filter: &Filter) -> Result<u64> {
         let lowered = filter.lower()?;
-        let before = self.docs.len();
-        self.docs.retain(|d| !matches(&lowered, d));
-        Ok((before - self.docs.len()) as u64)
+        let (mut gone, kept): (Vec<Document>, Vec<Document>) = std::mem::take(&mut self.docs)
+            .into_iter()
+            .partition(|d| matches(&lowered, d));
+        self.docs = kept;
+        gone.sort_by(|a, b| (created_of(a), id_of(a)).cmp(&(created_of(b), id_of(b))));
+        for d in &gone {
+            self.changes.push(ExpectedChange {
+                operation: OperationType::Delete,
+                id: id_of(d).to_owned(),
+                full_document: None,
+                updated_fields: Vec::new(),
+                removed_fields: Vec::new(),
+            });
+        }
+        Ok(gone.len() as u64)
     }
 
     /// Every document, by `_id`.

@@ -17,6 +17,7 @@ use crate::gen;
 use crate::model::{same_documents, same_outcome, Model};
 use crate::{Capability, Ctx, Property};
 
+mod changes;
 mod domain;
 
 /// Every property, in report order.
@@ -47,6 +48,16 @@ pub const ALL: &[Property] = &[
         run: transactions_are_atomic,
     },
     Property {
+        name: "change_streams_match_committed_history",
+        needs: &[Capability::ChangeStreams],
+        run: changes::change_streams_match_committed_history,
+    },
+    Property {
+        name: "late_commits_delivered_without_gaps",
+        needs: &[Capability::ChangeStreams],
+        run: changes::late_commits_delivered_without_gaps,
+    },
+    Property {
         name: "health_event_domain_methods",
         needs: &[],
         run: domain::health_event_domain_methods,
@@ -67,8 +78,20 @@ pub(crate) fn check<S: Strategy>(
 where
     S::Value: std::fmt::Debug,
 {
+    check_cases(ctx.cases, strategy, test)
+}
+
+/// [`check`] with an explicit case count (for properties whose cases wait on time).
+pub(crate) fn check_cases<S: Strategy>(
+    cases: u32,
+    strategy: S,
+    test: impl Fn(S::Value) -> std::result::Result<(), TestCaseError>,
+) -> std::result::Result<(), String>
+where
+    S::Value: std::fmt::Debug,
+{
     let mut runner = TestRunner::new(Config {
-        cases: ctx.cases,
+        cases,
         failure_persistence: None,
         max_shrink_iters: 256,
         ..Config::default()
@@ -123,14 +146,14 @@ fn canonical(doc: &Document) -> Document {
 }
 
 #[derive(Debug, Clone)]
-enum Corruption {
+pub(crate) enum Corruption {
     None,
     BadKey,
     DuplicateId,
 }
 
 #[derive(Debug, Clone)]
-enum Op {
+pub(crate) enum Op {
     InsertMany(Vec<Document>, Corruption),
     InsertIdempotent(Vec<(u8, Document)>),
     Find(Filter, FindOptions),
@@ -144,7 +167,7 @@ enum Op {
     CreatedAtRange(prop::sample::Index, u8),
 }
 
-fn op() -> impl Strategy<Value = Op> {
+pub(crate) fn op() -> impl Strategy<Value = Op> {
     let corruption = prop_oneof![8 => Just(Corruption::None), 1 => Just(Corruption::BadKey), 1 => Just(Corruption::DuplicateId)];
     prop_oneof![
         4 => (prop::collection::vec(gen::document(), 1..4), corruption).prop_map(|(d, c)| Op::InsertMany(d, c)),
@@ -182,7 +205,7 @@ fn crud_sequences_match_model(ctx: &Ctx<'_>) -> std::result::Result<(), String> 
     })
 }
 
-async fn run_op(
+pub(crate) async fn run_op(
     coll: &dyn Collection,
     model: &mut Model,
     keys: &mut HashMap<String, DocumentId>,
@@ -224,9 +247,12 @@ async fn run_op(
                             docs.len()
                         ));
                     }
-                    for (d, i) in docs.iter().zip(&ins) {
-                        model.insert(with_reserved(canonical(d), &i.id, i.created_at));
-                    }
+                    model.insert_batch(
+                        docs.iter()
+                            .zip(&ins)
+                            .map(|(d, i)| with_reserved(canonical(d), &i.id, i.created_at))
+                            .collect(),
+                    );
                 }
                 (Err(e), Some(kind)) if e.kind() == kind => failed = true,
                 (r, expect) => {
@@ -251,11 +277,12 @@ async fn run_op(
             if out.len() != keyed.len() {
                 return Err("insert_idempotent returned the wrong number of outcomes".into());
             }
+            let mut batch = Vec::new();
             for (kd, o) in keyed.iter().zip(&out) {
                 match (keys.get(&kd.key), o) {
                     (None, IdempotentOutcome::Inserted(ins)) => {
                         keys.insert(kd.key.clone(), ins.id.clone());
-                        model.insert(with_reserved(
+                        batch.push(with_reserved(
                             canonical(&kd.document),
                             &ins.id,
                             ins.created_at,
@@ -270,6 +297,7 @@ async fn run_op(
                     }
                 }
             }
+            model.insert_batch(batch);
         }
         Op::Find(f, o) => same_documents(&coll.find(&f, &o).await, &model.find(&f, &o))?,
         Op::Count(f) => same_outcome(&coll.count(&f).await, &model.count(&f))?,
@@ -635,7 +663,10 @@ fn transactions_are_atomic(ctx: &Ctx<'_>) -> std::result::Result<(), String> {
                             maint_docs.len() as u64
                         );
                         if upd.is_ok() {
-                            let mut model = Model { docs: before_h };
+                            let mut model = Model {
+                                docs: before_h,
+                                ..Model::default()
+                            };
                             let _ = model.update(
                                 &Filter::eq(ID_FIELD, seed.id.as_str()),
                                 &update,

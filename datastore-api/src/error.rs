@@ -21,6 +21,9 @@ pub enum ErrorKind {
     Permanent,
     /// The configuration is missing, malformed or names an unavailable provider.
     Configuration,
+    /// A change-stream position is older than the retained history: the changes after it are
+    /// gone. Decide explicitly how to recover (for example a cold start from the current state).
+    HistoryLost,
 }
 
 impl ErrorKind {
@@ -33,6 +36,7 @@ impl ErrorKind {
             ErrorKind::Transient => "transient",
             ErrorKind::Permanent => "permanent",
             ErrorKind::Configuration => "configuration",
+            ErrorKind::HistoryLost => "history_lost",
         }
     }
 }

@@ -22,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+pub mod change;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -34,6 +35,7 @@ pub mod store;
 pub mod update;
 pub mod value;
 
+pub use change::{ChangeEvent, ChangeStream, OperationType, ResumeToken, StartFrom, WatchOptions};
 pub use config::{ConnectionConfig, DatastoreConfig, PoolConfig, Secret, SslMode};
 pub use domain::{HealthEventStore, MaintenanceEventStore, UpsertOutcome};
 pub use error::{Error, ErrorKind, Result};

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt};
 
+use crate::change::{ChangeStream, ResumeToken, WatchOptions};
 use crate::domain::{HealthEventStore, MaintenanceEventStore};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
@@ -107,6 +108,25 @@ pub trait Collection: Send + Sync {
 
     /// The database server's current time (the clock `createdAt` and `CurrentDate` use).
     async fn server_time(&self) -> Result<DateTime<Utc>>;
+
+    /// Watches the committed changes of this collection; see [`crate::change`] for the contract.
+    async fn watch(&self, options: WatchOptions) -> Result<ChangeStream> {
+        let _ = options;
+        Err(Error::permanent(format!(
+            "collection {} does not support change streams",
+            self.name()
+        )))
+    }
+
+    /// Persists `consumer`'s position: after a restart from [`StartFrom::Checkpoint`](crate::StartFrom)
+    /// delivery resumes right after `token`.
+    async fn checkpoint(&self, consumer: &str, token: &ResumeToken) -> Result<()> {
+        let _ = (consumer, token);
+        Err(Error::permanent(format!(
+            "collection {} does not support change streams",
+            self.name()
+        )))
+    }
 }
 
 /// Conveniences built on [`Collection`].

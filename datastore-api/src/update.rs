@@ -204,6 +204,25 @@ impl ValidUpdate {
             .any(|(_, op)| matches!(op, ValidOp::CurrentDate(_)))
     }
 
+    /// The paths this update changed between `before` and `after`: `(updated, removed)`, in
+    /// operation order. A written path whose value is unchanged is in neither list. This is what
+    /// change events report as `updatedFields` / `removedFields`.
+    pub fn changed_paths(&self, before: &Document, after: &Document) -> (Vec<String>, Vec<String>) {
+        let mut updated = Vec::new();
+        let mut removed = Vec::new();
+        for (path, _) in &self.ops {
+            let old = value_at(before, path);
+            match (old, value_at(after, path)) {
+                (Some(_), None) => removed.push(path.to_string()),
+                (old, Some(new)) if !old.is_some_and(|o| crate::value::equivalent(o, new)) => {
+                    updated.push(path.to_string())
+                }
+                _ => {}
+            }
+        }
+        (updated, removed)
+    }
+
     /// Applies the update to `doc` with `now` as the server time. Returns whether the document
     /// changed. On error `doc` is left unchanged.
     pub fn apply(&self, doc: &mut Document, now: DateTime<Utc>) -> Result<bool> {
@@ -285,6 +304,16 @@ fn apply_op(doc: &mut Document, path: &FieldPath, op: &ValidOp, now: DateTime<Ut
         }
     }
     Ok(())
+}
+
+/// The value at `path` through nested objects only.
+fn value_at<'a>(doc: &'a Document, path: &FieldPath) -> Option<&'a Value> {
+    let (first, rest) = path.segments().split_first()?;
+    let mut cur = doc.get(first)?;
+    for seg in rest {
+        cur = cur.as_object()?.get(seg)?;
+    }
+    Some(cur)
 }
 
 /// The stored form of `now` in `format`.

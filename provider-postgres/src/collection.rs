@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use datastore_api::change::{ChangeStream, ResumeToken, WatchOptions};
 use datastore_api::metrics::observe;
 use datastore_api::value::{
     date_value, distinct_values, unwrap_arrays, CREATED_AT_FIELD, ID_FIELD,
@@ -114,6 +115,35 @@ fn row_document(row: &PgRow) -> Result<Document> {
     Ok(doc)
 }
 
+/// What a statement did, for the change log.
+#[derive(Clone, Copy)]
+enum Capture {
+    Insert,
+    Update,
+    Delete,
+}
+
+/// The CTE that records one change row per document returned by `source`, in the same
+/// statement (so in the same transaction) as the write. Rows are logged in `(createdAt, _id)`
+/// order so that one statement's changes have a deterministic order.
+fn capture(table: Table, what: Capture, source: &str) -> String {
+    let (op, doc, fields) = match what {
+        Capture::Insert => ("i", "document", "NULL::text[], NULL::text[]"),
+        Capture::Update => (
+            "u",
+            "document",
+            "ARRAY(SELECT jsonb_array_elements_text(upd)), ARRAY(SELECT jsonb_array_elements_text(rem))",
+        ),
+        Capture::Delete => ("d", "NULL::jsonb", "NULL::text[], NULL::text[]"),
+    };
+    format!(
+        ", changes AS (INSERT INTO datastore_changes \
+         (collection, operation, document_id, created_at, full_document, updated_fields, removed_fields) \
+         SELECT '{table}', '{op}', id, created_at, {doc}, {fields} FROM {source} ORDER BY created_at, id)",
+        table = table.name()
+    )
+}
+
 fn inserted(row: &PgRow) -> Result<Inserted> {
     let id: String = row.try_get("id").map_err(map_err)?;
     Ok(Inserted {
@@ -148,8 +178,10 @@ async fn insert_rows(
         .map(|(id, d)| (id.to_string(), Value::Object(d)))
         .unzip();
     let sql = format!(
-        "INSERT INTO {} (id, document) SELECT * FROM unnest($1::text[], $2::jsonb[]) RETURNING id, created_at",
-        table.name()
+        "WITH ins AS (INSERT INTO {t} (id, document) SELECT * FROM unnest($1::text[], $2::jsonb[]) \
+         RETURNING id, created_at, document){capture} SELECT id, created_at FROM ins",
+        t = table.name(),
+        capture = capture(table, Capture::Insert, "ins"),
     );
     let out = sqlx::query(&sql)
         .bind(&ids)
@@ -182,8 +214,10 @@ impl Collection for PgCollection {
         observe(PROVIDER, self.table.name(), "insert_one", async {
             let (id, body) = prepare_insert(document)?;
             let sql = format!(
-                "INSERT INTO {} (id, document) VALUES ($1, $2) RETURNING id, created_at",
-                self.table.name()
+                "WITH ins AS (INSERT INTO {t} (id, document) VALUES ($1, $2) \
+                 RETURNING id, created_at, document){capture} SELECT id, created_at FROM ins",
+                t = self.table.name(),
+                capture = capture(self.table, Capture::Insert, "ins"),
             );
             let row = with_conn!(self, conn => sqlx::query(&sql)
                 .bind(id.as_str())
@@ -356,10 +390,38 @@ impl Collection for PgCollection {
     async fn delete_many(&self, filter: &Filter) -> Result<u64> {
         observe(PROVIDER, self.table.name(), "delete_many", async {
             let lowered = filter.lower()?;
-            let mut qb = QueryBuilder::new(format!("DELETE FROM {} WHERE ", self.table.name()));
+            let mut qb = QueryBuilder::new(format!("WITH del AS (DELETE FROM {} WHERE ", self.table.name()));
             push_filter(&mut qb, &lowered)?;
-            let done = with_conn!(self, conn => qb.build().execute(conn).await.map_err(map_err)?);
-            Ok(done.rows_affected())
+            qb.push(format!(
+                " RETURNING id, created_at){} SELECT count(*) FROM del",
+                capture(self.table, Capture::Delete, "del")
+            ));
+            let n: i64 = with_conn!(self, conn => qb.build_query_scalar().fetch_one(conn).await.map_err(map_err)?);
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn watch(&self, options: WatchOptions) -> Result<ChangeStream> {
+        match &self.exec {
+            Exec::Pool(pool) => crate::changes::watch(pool, self.table, options).await,
+            Exec::Tx(_) => Err(Error::invalid_input(
+                "watch is not available inside a transaction",
+            )),
+        }
+    }
+
+    #[tracing::instrument(name = "datastore.checkpoint", skip_all, fields(collection = self.table.name(), consumer))]
+    async fn checkpoint(&self, consumer: &str, token: &ResumeToken) -> Result<()> {
+        observe(PROVIDER, self.table.name(), "checkpoint", async {
+            match &self.exec {
+                Exec::Pool(pool) => {
+                    crate::changes::checkpoint(pool, self.table, consumer, token).await
+                }
+                Exec::Tx(_) => Err(Error::invalid_input(
+                    "checkpoint is not available inside a transaction",
+                )),
+            }
         })
         .await
     }
@@ -404,9 +466,11 @@ impl PgCollection {
         let (new_rows, existing) = with_conn!(self, conn => {
             let mut tx = conn.begin().await.map_err(map_err)?;
             let new_rows = sqlx::query(&format!(
-                "INSERT INTO {table} (id, idempotency_key, document) \
+                "WITH ins AS (INSERT INTO {table} (id, idempotency_key, document) \
                  SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[]) \
-                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, created_at, idempotency_key"
+                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, created_at, idempotency_key, document){} \
+                 SELECT id, created_at, idempotency_key FROM ins",
+                capture(self.table, Capture::Insert, "ins")
             ))
             .bind(&ids)
             .bind(&keys)
@@ -480,10 +544,16 @@ impl PgCollection {
             let rows = qb.build().fetch_all(&mut *tx).await.map_err(map_err)?;
             let mut ids = Vec::new();
             let mut docs = Vec::new();
+            let mut updated = Vec::new();
+            let mut removed = Vec::new();
             for row in &rows {
                 let now: DateTime<Utc> = row.try_get("server_now").map_err(map_err)?;
-                let mut doc = row_document(row)?;
+                let before = row_document(row)?;
+                let mut doc = before.clone();
                 if valid.apply(&mut doc, now)? {
+                    let (upd, rem) = valid.changed_paths(&before, &doc);
+                    updated.push(serde_json::json!(upd));
+                    removed.push(serde_json::json!(rem));
                     doc.remove(ID_FIELD);
                     doc.remove(CREATED_AT_FIELD);
                     ids.push(row.try_get::<String, _>("id").map_err(map_err)?);
@@ -492,10 +562,15 @@ impl PgCollection {
             }
             if !ids.is_empty() {
                 sqlx::query(&format!(
-                    "UPDATE {table} AS t SET document = v.doc FROM unnest($1::text[], $2::jsonb[]) AS v(id, doc) WHERE t.id = v.id"
+                    "WITH v AS (SELECT * FROM unnest($1::text[], $2::jsonb[], $3::jsonb[], $4::jsonb[]) AS v(id, doc, upd, rem)), \
+                     up AS (UPDATE {table} AS t SET document = v.doc FROM v WHERE t.id = v.id \
+                     RETURNING t.id, t.created_at, t.document, v.upd, v.rem){} SELECT count(*) FROM up",
+                    capture(self.table, Capture::Update, "up")
                 ))
                 .bind(&ids)
                 .bind(&docs)
+                .bind(&updated)
+                .bind(&removed)
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;

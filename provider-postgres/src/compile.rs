@@ -7,8 +7,31 @@ use sqlx::{Postgres, QueryBuilder};
 use datastore_api::value::format_date;
 use datastore_api::Result;
 
+/// What a filter applies to: a JSONB expression, and whether `_id`/`createdAt` are the columns
+/// `id`/`created_at` (stored documents) or ordinary paths (change-event documents).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target {
+    pub doc: &'static str,
+    pub reserved_columns: bool,
+}
+
+/// Stored documents: body in `document`, `_id`/`createdAt` in columns.
+pub(crate) const DOCUMENTS: Target = Target {
+    doc: "document",
+    reserved_columns: true,
+};
+
 /// Appends the SQL of `filter` (a boolean expression over `id`, `created_at`, `document`).
 pub(crate) fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, filter: &Lowered) -> Result<()> {
+    push_filter_on(qb, filter, DOCUMENTS)
+}
+
+/// Appends the SQL of `filter` applied to `target`.
+pub(crate) fn push_filter_on(
+    qb: &mut QueryBuilder<'_, Postgres>,
+    filter: &Lowered,
+    target: Target,
+) -> Result<()> {
     match filter {
         Lowered::True => {
             qb.push("TRUE");
@@ -16,8 +39,8 @@ pub(crate) fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, filter: &Lowered)
         Lowered::False => {
             qb.push("FALSE");
         }
-        Lowered::Cmp { path, op, value } => push_cmp(qb, path, *op, value)?,
-        Lowered::NullOrMissing(path) => match reserved(path) {
+        Lowered::Cmp { path, op, value } => push_cmp(qb, path, *op, value, target)?,
+        Lowered::NullOrMissing(path) => match reserved_in(path, target) {
             Some((_, true)) => {
                 qb.push("FALSE");
             }
@@ -25,19 +48,19 @@ pub(crate) fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, filter: &Lowered)
                 qb.push("TRUE");
             }
             None => {
-                qb.push("(NOT (document @? ");
+                qb.push(format!("(NOT ({} @? ", target.doc));
                 qb.push_bind(jsonpath(path, None));
-                qb.push("::jsonpath) OR document @? ");
+                qb.push(format!("::jsonpath) OR {} @? ", target.doc));
                 qb.push_bind(format!("{} ? (@ == null)", jsonpath(path, None)));
                 qb.push("::jsonpath)");
             }
         },
-        Lowered::Exists(path) => match reserved(path) {
+        Lowered::Exists(path) => match reserved_in(path, target) {
             Some((_, top)) => {
                 qb.push(if top { "TRUE" } else { "FALSE" });
             }
             None => {
-                qb.push("document @? ");
+                qb.push(format!("{} @? ", target.doc));
                 qb.push_bind(jsonpath(path, None));
                 qb.push("::jsonpath");
             }
@@ -45,7 +68,7 @@ pub(crate) fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, filter: &Lowered)
         Lowered::Not(inner) => {
             // IS NOT TRUE turns an unknown (NULL) result into a match of the negation.
             qb.push("((");
-            push_filter(qb, inner)?;
+            push_filter_on(qb, inner, target)?;
             qb.push(") IS NOT TRUE)");
         }
         Lowered::And(parts) | Lowered::Or(parts) => {
@@ -59,7 +82,7 @@ pub(crate) fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, filter: &Lowered)
                 if i > 0 {
                     qb.push(sep);
                 }
-                push_filter(qb, p)?;
+                push_filter_on(qb, p, target)?;
             }
             qb.push(")");
         }
@@ -71,6 +94,14 @@ pub(crate) fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, filter: &Lowered)
 fn reserved(path: &FieldPath) -> Option<(ReservedField, bool)> {
     path.reserved_root()
         .map(|r| (r, path.segments().len() == 1))
+}
+
+fn reserved_in(path: &FieldPath, target: Target) -> Option<(ReservedField, bool)> {
+    if target.reserved_columns {
+        reserved(path)
+    } else {
+        None
+    }
 }
 
 fn sql_op(op: CmpOp) -> &'static str {
@@ -88,8 +119,9 @@ fn push_cmp(
     path: &FieldPath,
     op: CmpOp,
     value: &Scalar,
+    target: Target,
 ) -> Result<()> {
-    match (reserved(path), value) {
+    match (reserved_in(path, target), value) {
         (Some((ReservedField::Id, true)), Scalar::String(s)) => {
             qb.push("id").push(sql_op(op)).push_bind(s.clone());
         }
@@ -109,7 +141,7 @@ fn push_cmp(
                 Scalar::Bool(b) => (None, b.to_string()),
                 Scalar::Null => unreachable!("lowering turns null comparisons into NullOrMissing"),
             };
-            qb.push("document @? ");
+            qb.push(format!("{} @? ", target.doc));
             qb.push_bind(format!(
                 "{} ? (@ {} {literal})",
                 jsonpath(path, suffix),

@@ -18,6 +18,7 @@
 
 #![warn(missing_docs)]
 
+mod changes;
 mod collection;
 mod compile;
 mod error;

@@ -107,6 +107,7 @@ pub(super) fn health_event_domain_methods(ctx: &Ctx<'_>) -> std::result::Result<
                 prop_assert_eq!(ins.len(), events.len());
                 let model = Model {
                     docs: ok(snapshot(coll).await, "snapshot")?,
+                    ..Model::default()
                 };
                 let newest = FindOptions::sorted(Sort::newest_first());
                 let spec =
@@ -457,7 +458,7 @@ pub(super) fn maintenance_event_domain_methods(ctx: &Ctx<'_>) -> std::result::Re
             for r in &stored {
                 prop_assert_eq!(Some(&r.event), expected.get(&r.event.event_id));
             }
-            let model = Model { docs: ok(snapshot(coll).await, "snapshot")? };
+            let model = Model { docs: ok(snapshot(coll).await, "snapshot")?, ..Model::default() };
             let spec = |f: Filter, sort: Sort, limit: Option<u64>| -> std::result::Result<Vec<MaintenanceEventRecord>, TestCaseError> {
                 let opts = FindOptions { sort, skip: 0, limit };
                 records(model.find(&f, &opts).map_err(|e| TestCaseError::fail(e.to_string()))?)

@@ -1,0 +1,330 @@
+//! Change streams: ordered, resumable feeds of the changes committed to a collection.
+//!
+//! # Contract
+//! - [`Collection::watch`](crate::Collection::watch) returns the changes committed to the
+//!   collection that match the filter, each with a [`ResumeToken`]. Tokens are totally ordered
+//!   and every consumer sees the same order; a change of one document is never delivered before
+//!   an earlier committed change of the same document.
+//! - [`Collection::checkpoint`](crate::Collection::checkpoint) persists a consumer's position in
+//!   the database. After a crash, a watch that starts from [`StartFrom::Checkpoint`] delivers
+//!   exactly the matching changes after the checkpointed token. A consumer that checkpoints
+//!   after handling each event therefore sees every matching committed change exactly once, in
+//!   order.
+//! - A transaction that commits late is delivered when it commits (never skipped because others
+//!   committed first).
+//! - A checkpoint older than the retained history is a [`HistoryLost`](crate::ErrorKind::HistoryLost)
+//!   error, never a silent restart.
+//!
+//! # Filtering
+//! The [`Filter`](crate::Filter) DSL applies to each change seen as a document, with the
+//! semantics of queries:
+//! ```json
+//! {
+//!   "operationType": "insert" | "update" | "replace" | "delete",
+//!   "documentKey": {"_id": "…"},
+//!   "fullDocument": { …the document right after the change (absent for deletes)… },
+//!   "updateDescription": {"updatedFields": ["a.b", …], "removedFields": ["c", …]}
+//! }
+//! ```
+//! `updatedFields` lists the written paths whose value changed (as written by the update),
+//! so `Filter::eq("updateDescription.updatedFields", "healtheventstatus.nodequarantined")`
+//! selects updates of the quarantine status. Ready-made filters for NVSentinel's watchers are in
+//! [`watchers`].
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::value::{date_value, Document, DocumentId, Value, CREATED_AT_FIELD, ID_FIELD};
+
+/// What a change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OperationType {
+    /// A new document.
+    Insert,
+    /// Some fields changed.
+    Update,
+    /// The whole document was replaced.
+    Replace,
+    /// The document was removed.
+    Delete,
+}
+
+impl OperationType {
+    /// The name used in filters (`insert`, `update`, `replace`, `delete`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationType::Insert => "insert",
+            OperationType::Update => "update",
+            OperationType::Replace => "replace",
+            OperationType::Delete => "delete",
+        }
+    }
+}
+
+impl fmt::Display for OperationType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An opaque, totally ordered position in a change stream. Compare tokens with `<`; store them
+/// as text with [`as_str`](ResumeToken::as_str) / [`from_string`](ResumeToken::from_string).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ResumeToken(String);
+
+impl ResumeToken {
+    /// Wraps a provider-made token (providers only).
+    pub fn from_string(s: impl Into<String>) -> Self {
+        ResumeToken(s.into())
+    }
+    /// The token as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ResumeToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ResumeToken({})", self.0)
+    }
+}
+
+impl fmt::Display for ResumeToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One committed change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeEvent {
+    /// Position of this change; pass it to [`checkpoint`](crate::Collection::checkpoint) once handled.
+    pub token: ResumeToken,
+    /// What happened.
+    pub operation: OperationType,
+    /// The changed document's id.
+    pub document_id: DocumentId,
+    /// The whole document right after the change (with `_id` and `createdAt`); `None` for deletes.
+    pub full_document: Option<Document>,
+    /// Paths the update wrote whose value changed (updates only).
+    pub updated_fields: Vec<String>,
+    /// Paths the update removed (updates only).
+    pub removed_fields: Vec<String>,
+    /// When the change was committed, at the provider's precision (PostgreSQL: the time the
+    /// change was first seen committed, at most a poll interval late).
+    pub commit_time: DateTime<Utc>,
+}
+
+impl ChangeEvent {
+    /// The change seen as a document, the shape change-stream filters apply to.
+    pub fn to_filter_document(&self) -> Document {
+        let mut doc = Document::new();
+        doc.insert(
+            "operationType".into(),
+            Value::String(self.operation.as_str().into()),
+        );
+        doc.insert(
+            "documentKey".into(),
+            json!({ ID_FIELD: self.document_id.as_str() }),
+        );
+        if let Some(full) = &self.full_document {
+            doc.insert("fullDocument".into(), Value::Object(full.clone()));
+        }
+        if self.operation == OperationType::Update {
+            doc.insert(
+                "updateDescription".into(),
+                json!({ "updatedFields": self.updated_fields, "removedFields": self.removed_fields }),
+            );
+        }
+        doc
+    }
+}
+
+/// Where a watch starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartFrom {
+    /// Right after the consumer's saved checkpoint; from [`Now`](StartFrom::Now) when it has none.
+    #[default]
+    Checkpoint,
+    /// Only changes committed after the watch starts.
+    Now,
+    /// From the oldest retained change.
+    Beginning,
+    /// From the first change committed at or after this time (within retained history).
+    Time(DateTime<Utc>),
+}
+
+/// Options of [`Collection::watch`](crate::Collection::watch).
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// The consumer's name: its checkpoint is stored under it (per collection).
+    pub consumer: String,
+    /// Which changes to deliver (see the module docs for the document shape).
+    pub filter: Filter,
+    /// Where to start.
+    pub start: StartFrom,
+    /// How many changes to read per round trip (1..=10,000).
+    pub batch_size: u32,
+    /// How long to wait between polls when nothing is new.
+    pub poll_interval: Duration,
+}
+
+impl WatchOptions {
+    /// Options for `consumer` with defaults: every change, from the checkpoint, batches of 500,
+    /// polling every 100 ms.
+    pub fn new(consumer: impl Into<String>) -> Self {
+        WatchOptions {
+            consumer: consumer.into(),
+            filter: Filter::All,
+            start: StartFrom::Checkpoint,
+            batch_size: 500,
+            poll_interval: Duration::from_millis(100),
+        }
+    }
+    /// With a filter.
+    pub fn filter(mut self, filter: Filter) -> Self {
+        self.filter = filter;
+        self
+    }
+    /// With a start position.
+    pub fn start(mut self, start: StartFrom) -> Self {
+        self.start = start;
+        self
+    }
+    /// Checks the options.
+    pub fn validate(&self) -> Result<()> {
+        validate_consumer(&self.consumer)?;
+        if self.batch_size == 0 || self.batch_size > crate::query::MAX_PAGE_SIZE {
+            return Err(Error::invalid_input(format!(
+                "watch batch size {} is outside 1..={}",
+                self.batch_size,
+                crate::query::MAX_PAGE_SIZE
+            )));
+        }
+        if self.poll_interval.is_zero() {
+            return Err(Error::invalid_input(
+                "watch poll interval must be greater than zero",
+            ));
+        }
+        self.filter.lower().map(|_| ())
+    }
+}
+
+/// Checks a consumer name (1..=200 bytes, no NUL).
+pub fn validate_consumer(consumer: &str) -> Result<()> {
+    if consumer.is_empty() || consumer.len() > 200 || consumer.contains('\0') {
+        return Err(Error::invalid_input(
+            "consumer names must be 1 to 200 bytes without NUL",
+        ));
+    }
+    Ok(())
+}
+
+/// A stream of changes. It ends only after an error (which is its last item); dropping it stops
+/// watching.
+pub type ChangeStream = BoxStream<'static, Result<ChangeEvent>>;
+
+/// Helper for providers: the full document of a change with its reserved fields.
+pub fn full_document(
+    mut body: Document,
+    id: &DocumentId,
+    created_at: DateTime<Utc>,
+) -> Result<Document> {
+    body.insert(ID_FIELD.into(), Value::String(id.to_string()));
+    body.insert(CREATED_AT_FIELD.into(), date_value(created_at)?);
+    Ok(body)
+}
+
+/// Ready-made filters for NVSentinel's five watchers (reference §3.4).
+pub mod watchers {
+    use crate::filter::Filter;
+    use crate::model::fields;
+
+    fn op(name: &str) -> Filter {
+        Filter::eq("operationType", name)
+    }
+
+    fn full(path: &str) -> String {
+        format!("fullDocument.{path}")
+    }
+
+    /// fault-quarantine: inserts whose processing strategy is EXECUTE_REMEDIATION (1) or unset.
+    pub fn processable_inserts() -> Filter {
+        op("insert").and(
+            Filter::eq(full(fields::PROCESSING_STRATEGY), 1)
+                .or(Filter::exists(full(fields::PROCESSING_STRATEGY), false)),
+        )
+    }
+
+    /// node-drainer: updates that changed the quarantine status to Quarantined,
+    /// AlreadyQuarantined, UnQuarantined or Cancelled.
+    pub fn node_quarantine_status_changes() -> Filter {
+        op("update")
+            .and(Filter::eq(
+                "updateDescription.updatedFields",
+                fields::NODE_QUARANTINED,
+            ))
+            .and(Filter::is_in(
+                full(fields::NODE_QUARANTINED),
+                [
+                    "Quarantined",
+                    "AlreadyQuarantined",
+                    "UnQuarantined",
+                    "Cancelled",
+                ],
+            ))
+    }
+
+    /// fault-remediation: updates of the eviction status that leave the event drained and
+    /// quarantined, released-and-drained, or cancelled.
+    pub fn quarantined_and_drained() -> Filter {
+        let drained = Filter::is_in(
+            full(fields::EVICTION_STATUS),
+            ["Succeeded", "AlreadyDrained"],
+        );
+        let quarantined = Filter::is_in(
+            full(fields::NODE_QUARANTINED),
+            ["Quarantined", "AlreadyQuarantined"],
+        );
+        let released = Filter::eq(full(fields::NODE_QUARANTINED), "UnQuarantined")
+            .and(Filter::eq(full(fields::EVICTION_STATUS), "Succeeded"));
+        let cancelled = Filter::eq(full(fields::NODE_QUARANTINED), "Cancelled");
+        op("update")
+            .and(
+                Filter::eq("updateDescription.updatedFields", fields::EVICTION)
+                    .or(Filter::eq(
+                        "updateDescription.updatedFields",
+                        fields::EVICTION_STATUS,
+                    ))
+                    .or(Filter::eq(
+                        "updateDescription.updatedFields",
+                        fields::NODE_QUARANTINED,
+                    )),
+            )
+            .and(drained.and(quarantined).or(released).or(cancelled))
+    }
+
+    /// health-events-analyzer: inserts of non-fatal unhealthy events not produced by the
+    /// analyzer itself, with processing strategy 1, 3 or unset.
+    pub fn non_fatal_unhealthy_inserts() -> Filter {
+        op("insert")
+            .and(Filter::ne(full(fields::AGENT), "health-events-analyzer"))
+            .and(Filter::eq(full(fields::IS_FATAL), false))
+            .and(Filter::eq(full(fields::IS_HEALTHY), false))
+            .and(
+                Filter::is_in(full(fields::PROCESSING_STRATEGY), [1, 3])
+                    .or(Filter::exists(full(fields::PROCESSING_STRATEGY), false)),
+            )
+    }
+
+    /// event-exporter: every insert.
+    pub fn all_inserts() -> Filter {
+        op("insert")
+    }
+}
