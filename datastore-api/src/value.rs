@@ -179,19 +179,28 @@ pub fn compare_numbers(a: &Number, b: &Number) -> Ordering {
     }
 }
 
-/// Compares an integer with a (finite) float exactly.
+/// Compares an integer with a float the way JSON text (and PostgreSQL's `numeric`) means them:
+/// the float stands for the decimal of its shortest round-trip form (`9.223372036854776e18` is
+/// `9223372036854776000`), and that decimal is compared exactly.
 pub fn compare_int_float(i: i128, f: f64) -> Ordering {
-    const LIMIT: f64 = 1.7e38; // inside i128's range
-    if f >= LIMIT {
-        return Ordering::Less;
-    }
-    if f <= -LIMIT {
-        return Ordering::Greater;
-    }
-    let floor = f.floor();
-    match i.cmp(&(floor as i128)) {
-        Ordering::Equal if f > floor => Ordering::Less,
-        o => o,
+    let text = format!("{f}"); // shortest round-trip digits, never an exponent
+    let (int_part, frac) = text.split_once('.').unwrap_or((&text, ""));
+    let negative = text.starts_with('-');
+    let fraction = frac.bytes().any(|b| b != b'0');
+    match int_part.parse::<i128>() {
+        Ok(whole) => match i.cmp(&whole) {
+            // Same integer part: the fraction decides (it pulls the float away from zero).
+            Ordering::Equal if fraction => {
+                if negative {
+                    Ordering::Greater
+                } else {
+                    Ordering::Less
+                }
+            }
+            o => o,
+        },
+        Err(_) if negative => Ordering::Greater,
+        Err(_) => Ordering::Less,
     }
 }
 
@@ -460,5 +469,24 @@ mod tests {
             );
         }
         assert!(equivalent(&json!({"a": 1}), &json!({"a": 1.0})));
+    }
+}
+
+#[cfg(test)]
+mod number_tests {
+    use super::*;
+
+    #[test]
+    fn ints_and_floats_compare_as_their_json_decimals() {
+        assert_eq!(compare_int_float(2, 2.5), Ordering::Less);
+        assert_eq!(compare_int_float(3, 2.5), Ordering::Greater);
+        assert_eq!(compare_int_float(-2, -2.5), Ordering::Greater);
+        assert_eq!(compare_int_float(-3, -2.5), Ordering::Less);
+        assert_eq!(compare_int_float(2, 2.0), Ordering::Equal);
+        assert_eq!(compare_int_float(9_223_372_036_854_776_000, 9.223372036854776e18), Ordering::Equal);
+        assert_eq!(compare_int_float(i128::from(i64::MAX), 9.223372036854776e18), Ordering::Less);
+        assert_eq!(compare_int_float(0, 1e300), Ordering::Less);
+        assert_eq!(compare_int_float(0, -1e300), Ordering::Greater);
+        assert_eq!(compare_int_float(0, -0.0), Ordering::Equal);
     }
 }

@@ -59,6 +59,7 @@ pub(crate) enum Exec {
 pub struct PgCollection {
     table: Table,
     exec: Exec,
+    capture: bool,
 }
 
 /// Runs `$body` with `$conn: &mut PgConnection` from the pool or the open transaction. Inside a
@@ -153,8 +154,21 @@ fn inserted(row: &PgRow) -> Result<Inserted> {
 }
 
 impl PgCollection {
-    pub(crate) fn new(table: Table, exec: Exec) -> Self {
-        PgCollection { table, exec }
+    pub(crate) fn new(table: Table, exec: Exec, capture: bool) -> Self {
+        PgCollection {
+            table,
+            exec,
+            capture,
+        }
+    }
+
+    /// The change-log CTE for this collection, or nothing when capture is off.
+    fn capture(&self, what: Capture, source: &str) -> String {
+        if self.capture {
+            capture(self.table, what, source)
+        } else {
+            String::new()
+        }
     }
 
     fn select_where<'a>(&self, filter: &Filter) -> Result<QueryBuilder<'a, Postgres>> {
@@ -171,6 +185,7 @@ impl PgCollection {
 async fn insert_rows(
     conn: &mut PgConnection,
     table: Table,
+    capture_sql: String,
     rows: Vec<(DocumentId, Document)>,
 ) -> Result<Vec<Inserted>> {
     let (ids, docs): (Vec<String>, Vec<Value>) = rows
@@ -181,7 +196,7 @@ async fn insert_rows(
         "WITH ins AS (INSERT INTO {t} (id, document) SELECT * FROM unnest($1::text[], $2::jsonb[]) \
          RETURNING id, created_at, document){capture} SELECT id, created_at FROM ins",
         t = table.name(),
-        capture = capture(table, Capture::Insert, "ins"),
+        capture = capture_sql,
     );
     let out = sqlx::query(&sql)
         .bind(&ids)
@@ -217,7 +232,7 @@ impl Collection for PgCollection {
                 "WITH ins AS (INSERT INTO {t} (id, document) VALUES ($1, $2) \
                  RETURNING id, created_at, document){capture} SELECT id, created_at FROM ins",
                 t = self.table.name(),
-                capture = capture(self.table, Capture::Insert, "ins"),
+                capture = self.capture(Capture::Insert, "ins"),
             );
             let row = with_conn!(self, conn => sqlx::query(&sql)
                 .bind(id.as_str())
@@ -240,7 +255,7 @@ impl Collection for PgCollection {
             if rows.is_empty() {
                 return Ok(Vec::new());
             }
-            with_conn!(self, conn => insert_rows(conn, self.table, rows).await)
+            with_conn!(self, conn => insert_rows(conn, self.table, self.capture(Capture::Insert, "ins"), rows).await)
         })
         .await
     }
@@ -394,7 +409,7 @@ impl Collection for PgCollection {
             push_filter(&mut qb, &lowered)?;
             qb.push(format!(
                 " RETURNING id, created_at){} SELECT count(*) FROM del",
-                capture(self.table, Capture::Delete, "del")
+                self.capture(Capture::Delete, "del")
             ));
             let n: i64 = with_conn!(self, conn => qb.build_query_scalar().fetch_one(conn).await.map_err(map_err)?);
             Ok(n as u64)
@@ -470,7 +485,7 @@ impl PgCollection {
                  SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[]) \
                  ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, created_at, idempotency_key, document){} \
                  SELECT id, created_at, idempotency_key FROM ins",
-                capture(self.table, Capture::Insert, "ins")
+                self.capture(Capture::Insert, "ins")
             ))
             .bind(&ids)
             .bind(&keys)
@@ -565,7 +580,7 @@ impl PgCollection {
                     "WITH v AS (SELECT * FROM unnest($1::text[], $2::jsonb[], $3::jsonb[], $4::jsonb[]) AS v(id, doc, upd, rem)), \
                      up AS (UPDATE {table} AS t SET document = v.doc FROM v WHERE t.id = v.id \
                      RETURNING t.id, t.created_at, t.document, v.upd, v.rem){} SELECT count(*) FROM up",
-                    capture(self.table, Capture::Update, "up")
+                    self.capture(Capture::Update, "up")
                 ))
                 .bind(&ids)
                 .bind(&docs)

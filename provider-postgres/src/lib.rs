@@ -89,6 +89,7 @@ pub struct PgDataStore {
     shared: Arc<Shared>,
     health: PgCollection,
     maintenance: PgCollection,
+    capture: bool,
 }
 
 impl std::fmt::Debug for PgDataStore {
@@ -143,9 +144,22 @@ impl PgDataStore {
         migrate(&pg_pool).await?;
         Ok(PgDataStore {
             shared,
-            health: PgCollection::new(Table::HealthEvents, Exec::Pool(pg_pool.clone())),
-            maintenance: PgCollection::new(Table::MaintenanceEvents, Exec::Pool(pg_pool)),
+            health: PgCollection::new(Table::HealthEvents, Exec::Pool(pg_pool.clone()), true),
+            maintenance: PgCollection::new(Table::MaintenanceEvents, Exec::Pool(pg_pool), true),
+            capture: true,
         })
+    }
+
+    /// The same store with change capture off: writes are not logged, so change streams do not
+    /// see them. Only for measuring the cost of capture and for bulk loads nobody watches.
+    pub fn without_change_capture(self) -> Self {
+        let pool = self.shared.pool.clone();
+        PgDataStore {
+            health: PgCollection::new(Table::HealthEvents, Exec::Pool(pool.clone()), false),
+            maintenance: PgCollection::new(Table::MaintenanceEvents, Exec::Pool(pool), false),
+            capture: false,
+            shared: self.shared,
+        }
     }
 
     /// The underlying sqlx pool (for diagnostics and tests).
@@ -186,8 +200,16 @@ impl DataStore for PgDataStore {
         let tx = self.shared.pool.begin().await.map_err(error::map_err)?;
         let shared: SharedTx = Arc::new(Mutex::new(Some(tx)));
         Ok(Box::new(PgTransaction {
-            health: PgCollection::new(Table::HealthEvents, Exec::Tx(Arc::clone(&shared))),
-            maintenance: PgCollection::new(Table::MaintenanceEvents, Exec::Tx(Arc::clone(&shared))),
+            health: PgCollection::new(
+                Table::HealthEvents,
+                Exec::Tx(Arc::clone(&shared)),
+                self.capture,
+            ),
+            maintenance: PgCollection::new(
+                Table::MaintenanceEvents,
+                Exec::Tx(Arc::clone(&shared)),
+                self.capture,
+            ),
             tx: shared,
         }))
     }
