@@ -58,6 +58,11 @@ pub const ALL: &[Property] = &[
         run: changes::late_commits_delivered_without_gaps,
     },
     Property {
+        name: "leases_lag_and_retention",
+        needs: &[Capability::ChangeStreams],
+        run: changes::leases_lag_and_retention,
+    },
+    Property {
         name: "health_event_domain_methods",
         needs: &[],
         run: domain::health_event_domain_methods,

@@ -173,6 +173,10 @@ pub struct WatchOptions {
     pub batch_size: u32,
     /// How long to wait between polls when nothing is new.
     pub poll_interval: Duration,
+    /// How long the consumer's read lease lasts without renewal. Only one process at a time
+    /// reads (and checkpoints) for a consumer; others wait as standbys and take over when the
+    /// holder stops or has not renewed for this long.
+    pub lease_ttl: Duration,
 }
 
 impl WatchOptions {
@@ -185,6 +189,7 @@ impl WatchOptions {
             start: StartFrom::Checkpoint,
             batch_size: 500,
             poll_interval: Duration::from_millis(100),
+            lease_ttl: Duration::from_secs(10),
         }
     }
     /// With a filter.
@@ -224,6 +229,35 @@ pub fn validate_consumer(consumer: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// What [`DataStore::prune_change_history`](crate::DataStore::prune_change_history) keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Changes older than this are deleted, even if a consumer still needs them.
+    pub max_age: Duration,
+    /// Changes younger than this are kept, even if every consumer is past them (so new
+    /// consumers can start from recent history).
+    pub min_age: Duration,
+}
+
+impl Default for RetentionPolicy {
+    /// Seven days at most, one hour at least.
+    fn default() -> Self {
+        RetentionPolicy {
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            min_age: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// How far a consumer is behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lag {
+    /// Committed changes matching the filter after the consumer's checkpoint.
+    pub events_behind: u64,
+    /// Age of the oldest of them (`None` when none is waiting).
+    pub oldest_undelivered_age: Option<Duration>,
 }
 
 /// A stream of changes. It ends only after an error (which is its last item); dropping it stops

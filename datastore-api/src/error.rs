@@ -24,6 +24,9 @@ pub enum ErrorKind {
     /// A change-stream position is older than the retained history: the changes after it are
     /// gone. Decide explicitly how to recover (for example a cold start from the current state).
     HistoryLost,
+    /// Another process holds this change-stream consumer's lease: this one must not read or
+    /// checkpoint for it now. Stop, and watch again to wait as a standby.
+    Conflict,
 }
 
 impl ErrorKind {
@@ -37,6 +40,7 @@ impl ErrorKind {
             ErrorKind::Permanent => "permanent",
             ErrorKind::Configuration => "configuration",
             ErrorKind::HistoryLost => "history_lost",
+            ErrorKind::Conflict => "conflict",
         }
     }
 }

@@ -35,7 +35,10 @@ pub mod store;
 pub mod update;
 pub mod value;
 
-pub use change::{ChangeEvent, ChangeStream, OperationType, ResumeToken, StartFrom, WatchOptions};
+pub use change::{
+    ChangeEvent, ChangeStream, Lag, OperationType, ResumeToken, RetentionPolicy, StartFrom,
+    WatchOptions,
+};
 pub use config::{ConnectionConfig, DatastoreConfig, PoolConfig, Secret, SslMode};
 pub use domain::{HealthEventStore, MaintenanceEventStore, UpsertOutcome};
 pub use error::{Error, ErrorKind, Result};

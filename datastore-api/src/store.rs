@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt};
 
-use crate::change::{ChangeStream, ResumeToken, WatchOptions};
+use crate::change::{ChangeStream, Lag, ResumeToken, RetentionPolicy, WatchOptions};
 use crate::domain::{HealthEventStore, MaintenanceEventStore};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
@@ -112,21 +112,28 @@ pub trait Collection: Send + Sync {
     /// Watches the committed changes of this collection; see [`crate::change`] for the contract.
     async fn watch(&self, options: WatchOptions) -> Result<ChangeStream> {
         let _ = options;
-        Err(Error::permanent(format!(
-            "collection {} does not support change streams",
-            self.name()
-        )))
+        Err(unsupported(self.name()))
     }
 
     /// Persists `consumer`'s position: after a restart from [`StartFrom::Checkpoint`](crate::StartFrom)
-    /// delivery resumes right after `token`.
+    /// delivery resumes right after `token`. Fails with [`Conflict`](crate::ErrorKind::Conflict)
+    /// when another process holds the consumer's lease.
     async fn checkpoint(&self, consumer: &str, token: &ResumeToken) -> Result<()> {
         let _ = (consumer, token);
-        Err(Error::permanent(format!(
-            "collection {} does not support change streams",
-            self.name()
-        )))
+        Err(unsupported(self.name()))
     }
+
+    /// How far `consumer` (whose stream uses `filter`) is behind its checkpoint.
+    async fn lag(&self, consumer: &str, filter: &Filter) -> Result<Lag> {
+        let _ = (consumer, filter);
+        Err(unsupported(self.name()))
+    }
+}
+
+fn unsupported(collection: &str) -> Error {
+    Error::permanent(format!(
+        "collection {collection} does not support change streams"
+    ))
 }
 
 /// Conveniences built on [`Collection`].
@@ -193,6 +200,16 @@ pub trait DataStore: Send + Sync {
     /// Closes connections; later calls fail with a [`Transient`](crate::ErrorKind::Transient) or
     /// [`Permanent`](crate::ErrorKind::Permanent) error.
     async fn close(&self);
+    /// Deletes change history: every change older than `policy.max_age`, and older changes that
+    /// every consumer has checkpointed past (keeping at least `policy.min_age`). A consumer whose
+    /// checkpoint falls in pruned history gets [`HistoryLost`](crate::ErrorKind::HistoryLost).
+    async fn prune_change_history(&self, policy: &RetentionPolicy) -> Result<u64> {
+        let _ = policy;
+        Err(Error::permanent(
+            "this provider does not keep change history",
+        ))
+    }
+
     /// Starts a transaction spanning both stores. Dropping it without
     /// [`commit`](Transaction::commit) rolls it back.
     async fn begin(&self) -> Result<Box<dyn Transaction>>;

@@ -483,8 +483,14 @@ mod number_tests {
         assert_eq!(compare_int_float(-2, -2.5), Ordering::Greater);
         assert_eq!(compare_int_float(-3, -2.5), Ordering::Less);
         assert_eq!(compare_int_float(2, 2.0), Ordering::Equal);
-        assert_eq!(compare_int_float(9_223_372_036_854_776_000, 9.223372036854776e18), Ordering::Equal);
-        assert_eq!(compare_int_float(i128::from(i64::MAX), 9.223372036854776e18), Ordering::Less);
+        assert_eq!(
+            compare_int_float(9_223_372_036_854_776_000, 9.223372036854776e18),
+            Ordering::Equal
+        );
+        assert_eq!(
+            compare_int_float(i128::from(i64::MAX), 9.223372036854776e18),
+            Ordering::Less
+        );
         assert_eq!(compare_int_float(0, 1e300), Ordering::Less);
         assert_eq!(compare_int_float(0, -1e300), Ordering::Greater);
         assert_eq!(compare_int_float(0, -0.0), Ordering::Equal);

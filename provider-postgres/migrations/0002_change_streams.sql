@@ -9,7 +9,8 @@ CREATE TABLE datastore_changes (
     created_at     timestamptz NOT NULL,        -- the document's createdAt
     full_document  jsonb,                       -- body right after the change; NULL for deletes
     updated_fields text[],
-    removed_fields text[]
+    removed_fields text[],
+    changed_at     timestamptz NOT NULL DEFAULT now()  -- transaction time, for lag ages
 );
 -- Batches are read by transaction id range (see the README: snapshot ticks).
 CREATE INDEX datastore_changes_xid ON datastore_changes (xid);
@@ -24,11 +25,14 @@ CREATE TABLE datastore_change_ticks (
 );
 INSERT INTO datastore_change_ticks (tick, snapshot) VALUES (0, pg_current_snapshot());
 
--- Each consumer's checkpoint, per collection.
+-- Each consumer's checkpoint and read lease, per collection. One process at a time holds the
+-- lease of a consumer; only the holder reads and checkpoints.
 CREATE TABLE datastore_consumers (
     consumer    text NOT NULL,
     collection  text NOT NULL,
-    token       text NOT NULL,
+    token       text,
+    lease_owner text,
+    lease_until timestamptz,
     updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (consumer, collection)
 );

@@ -9,15 +9,16 @@
 //! order (the second writer waited for the first's row lock, so it commits later or in the same
 //! batch with a higher sequence). Every consumer sees the same order.
 
-use std::collections::VecDeque;
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use datastore_api::change::{
-    full_document, validate_consumer, ChangeEvent, ChangeStream, OperationType, ResumeToken,
-    StartFrom, WatchOptions,
+    full_document, validate_consumer, ChangeEvent, ChangeStream, Lag, OperationType, ResumeToken,
+    RetentionPolicy, StartFrom, WatchOptions,
 };
-use datastore_api::{DocumentId, Error, ErrorKind, Lowered, Result, Value};
+use datastore_api::{DocumentId, Error, ErrorKind, Filter, Lowered, Result, Value};
 use futures::stream;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
@@ -147,44 +148,99 @@ async fn start_position(pool: &PgPool, table: Table, options: &WatchOptions) -> 
                 None => now().await,
             }
         }
-        StartFrom::Checkpoint => {
-            let saved: Option<String> = sqlx::query_scalar(
-                "SELECT token FROM datastore_consumers WHERE consumer = $1 AND collection = $2",
-            )
-            .bind(&options.consumer)
-            .bind(table.name())
-            .fetch_optional(pool)
-            .await
-            .map_err(map_err)?;
-            match saved {
-                None => now().await,
-                Some(token) => {
-                    let pos = Position::parse(&ResumeToken::from_string(token))?;
-                    if pos.tick <= oldest {
-                        return Err(Error::new(
-                            ErrorKind::HistoryLost,
-                            format!(
-                                "consumer {:?}: its checkpoint is older than the retained change history",
-                                options.consumer
-                            ),
-                        ));
-                    }
-                    Ok(pos)
-                }
-            }
+        StartFrom::Checkpoint => match saved_position(pool, table, &options.consumer).await? {
+            None => now().await,
+            Some(pos) if pos.tick <= oldest => Err(history_lost(&options.consumer)),
+            Some(pos) => Ok(pos),
+        },
+    }
+}
+
+/// Leases this process holds, by (consumer, collection): the owner id of the local stream.
+fn local_leases() -> &'static Mutex<HashMap<(String, &'static str), String>> {
+    static LEASES: OnceLock<Mutex<HashMap<(String, &'static str), String>>> = OnceLock::new();
+    LEASES.get_or_init(Default::default)
+}
+
+fn local_owner(consumer: &str, table: Table) -> Option<String> {
+    local_leases()
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&(consumer.to_owned(), table.name())).cloned())
+}
+
+/// Takes or renews the consumer's lease for `owner`. False when another owner holds it.
+async fn acquire_lease(
+    pool: &PgPool,
+    table: Table,
+    consumer: &str,
+    owner: &str,
+    ttl: Duration,
+) -> Result<bool> {
+    let got: Option<i32> = sqlx::query_scalar(
+        "INSERT INTO datastore_consumers (consumer, collection, lease_owner, lease_until) \
+         VALUES ($1, $2, $3, now() + make_interval(secs => $4)) \
+         ON CONFLICT (consumer, collection) DO UPDATE \
+           SET lease_owner = EXCLUDED.lease_owner, lease_until = EXCLUDED.lease_until, updated_at = now() \
+         WHERE datastore_consumers.lease_owner IS NULL OR datastore_consumers.lease_owner = EXCLUDED.lease_owner \
+            OR datastore_consumers.lease_until < now() \
+         RETURNING 1",
+    )
+    .bind(consumer)
+    .bind(table.name())
+    .bind(owner)
+    .bind(ttl.as_secs_f64())
+    .fetch_optional(pool)
+    .await
+    .map_err(map_err)?;
+    if got.is_some() {
+        if let Ok(mut m) = local_leases().lock() {
+            m.insert((consumer.to_owned(), table.name()), owner.to_owned());
         }
     }
+    Ok(got.is_some())
 }
 
 struct Reader {
     pool: PgPool,
     table: Table,
+    options: WatchOptions,
     filter: Lowered,
-    pos: Position,
-    batch: u32,
-    poll: Duration,
+    owner: String,
+    /// `None` until the lease is held and the start position is known.
+    pos: Option<Position>,
+    renewed: Option<Instant>,
     buffer: VecDeque<ChangeEvent>,
     done: bool,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let key = (self.options.consumer.clone(), self.table.name());
+        if let Ok(mut m) = local_leases().lock() {
+            if m.get(&key) == Some(&self.owner) {
+                m.remove(&key);
+            }
+        }
+        // Hand the lease over at once instead of letting it expire (best effort).
+        if self.renewed.is_some() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let pool = self.pool.clone();
+                let owner = self.owner.clone();
+                rt.spawn(async move {
+                    let _ = sqlx::query(
+                        "UPDATE datastore_consumers SET lease_owner = NULL, lease_until = NULL \
+                         WHERE consumer = $1 AND collection = $2 AND lease_owner = $3",
+                    )
+                    .bind(&key.0)
+                    .bind(key.1)
+                    .bind(owner)
+                    .execute(&pool)
+                    .await;
+                });
+            }
+        }
+    }
 }
 
 fn decode(row: &PgRow, tick: i64) -> Result<ChangeEvent> {
@@ -222,13 +278,58 @@ fn decode(row: &PgRow, tick: i64) -> Result<ChangeEvent> {
 }
 
 impl Reader {
+    /// Holds the lease (taking it, or renewing it every fifth of its lifetime). False while
+    /// another process holds it; a `Conflict` error when this stream lost it.
+    async fn lease(&mut self) -> Result<bool> {
+        let ttl = self.options.lease_ttl;
+        if self.renewed.is_some_and(|t| t.elapsed() < ttl / 5) {
+            return Ok(true);
+        }
+        let held = acquire_lease(
+            &self.pool,
+            self.table,
+            &self.options.consumer,
+            &self.owner,
+            ttl,
+        )
+        .await?;
+        match (held, self.renewed) {
+            (true, _) => {
+                self.renewed = Some(Instant::now());
+                Ok(true)
+            }
+            (false, None) => Ok(false),
+            (false, Some(_)) => Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "consumer {:?}: another process took over the lease; watch again",
+                    self.options.consumer
+                ),
+            )),
+        }
+    }
+
     /// Reads the next part of the current batch. Returns whether the position moved.
     async fn fill(&mut self) -> Result<bool> {
-        let (_, latest) = tick_bounds(&self.pool).await?;
-        if self.pos.tick > latest && take_tick(&self.pool, false).await?.is_none() {
+        if !self.lease().await? {
+            return Ok(false); // standby
+        }
+        let pos = match self.pos {
+            Some(p) => p,
+            None => {
+                let p = start_position(&self.pool, self.table, &self.options).await?;
+                self.pos = Some(p);
+                p
+            }
+        };
+        let (oldest, latest) = tick_bounds(&self.pool).await?;
+        if pos.tick <= oldest {
+            return Err(history_lost(&self.options.consumer));
+        }
+        if pos.tick > latest && take_tick(&self.pool, false).await?.is_none() {
             return Ok(false);
         }
-        let b = self.pos.tick;
+        let b = pos.tick;
         let mut qb: QueryBuilder<'_, Postgres> = QueryBuilder::new(
             "SELECT c.seq, c.operation, c.document_id, c.created_at, c.full_document, c.updated_fields, \
              c.removed_fields, t.created_at AS tick_time \
@@ -243,17 +344,22 @@ impl Reader {
         }
         qb.push(" WHERE t.tick = ").push_bind(b);
         qb.push(" AND c.collection = ").push_bind(self.table.name());
-        qb.push(" AND c.seq > ").push_bind(self.pos.seq);
+        qb.push(" AND c.seq > ").push_bind(pos.seq);
         qb.push(" AND pg_visible_in_snapshot(c.xid, t.snapshot) AND NOT pg_visible_in_snapshot(c.xid, p.snapshot) AND ");
         push_filter_on(&mut qb, &self.filter, EVENTS)?;
         qb.push(" ORDER BY c.seq LIMIT ")
-            .push_bind(i64::from(self.batch));
+            .push_bind(i64::from(self.options.batch_size));
         let rows = qb.build().fetch_all(&self.pool).await.map_err(map_err)?;
+        let full = rows.len() == self.options.batch_size as usize;
+        if !full && tick_bounds(&self.pool).await?.0 >= b {
+            // History was pruned under this read: do not step over what may be missing.
+            return Err(history_lost(&self.options.consumer));
+        }
         for row in &rows {
             self.buffer.push_back(decode(row, b)?);
         }
-        self.pos = match rows.last() {
-            Some(last) if rows.len() == self.batch as usize => Position {
+        self.pos = Some(match rows.last() {
+            Some(last) if full => Position {
                 tick: b,
                 seq: last.try_get("seq").map_err(map_err)?,
             },
@@ -261,12 +367,13 @@ impl Reader {
                 tick: b + 1,
                 seq: 0,
             },
-        };
+        });
         Ok(true)
     }
 
     async fn next(&mut self) -> Option<Result<ChangeEvent>> {
-        let mut backoff = self.poll;
+        let poll = self.options.poll_interval;
+        let mut backoff = poll;
         loop {
             if self.done {
                 return None;
@@ -275,8 +382,8 @@ impl Reader {
                 return Some(Ok(e));
             }
             match self.fill().await {
-                Ok(true) => backoff = self.poll,
-                Ok(false) => tokio::time::sleep(self.poll).await,
+                Ok(true) => backoff = poll,
+                Ok(false) => tokio::time::sleep(poll).await,
                 Err(e) if e.is_retryable() => {
                     // The position is kept in memory: retrying loses and repeats nothing.
                     tracing::warn!(error = %e, "change stream read failed; retrying");
@@ -292,32 +399,50 @@ impl Reader {
     }
 }
 
-/// Opens a change stream on `table`.
+fn history_lost(consumer: &str) -> Error {
+    Error::new(
+        ErrorKind::HistoryLost,
+        format!("consumer {consumer:?}: its position is older than the retained change history"),
+    )
+}
+
+/// Opens a change stream on `table`. When another process holds the consumer's lease, the
+/// stream waits as a standby; otherwise the start position is resolved now, so a lost history
+/// is reported here.
 pub(crate) async fn watch(
     pool: &PgPool,
     table: Table,
     options: WatchOptions,
 ) -> Result<ChangeStream> {
     options.validate()?;
-    let filter = options.filter.lower()?;
-    let pos = start_position(pool, table, &options).await?;
-    let reader = Reader {
+    static OWNERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let owner = format!(
+        "{}-{}-{}",
+        std::process::id(),
+        DocumentId::generate(),
+        OWNERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let mut reader = Reader {
         pool: pool.clone(),
         table,
-        filter,
-        pos,
-        batch: options.batch_size,
-        poll: options.poll_interval,
+        filter: options.filter.lower()?,
+        options,
+        owner,
+        pos: None,
+        renewed: None,
         buffer: VecDeque::new(),
         done: false,
     };
+    if reader.lease().await? {
+        reader.pos = Some(start_position(pool, table, &reader.options).await?);
+    }
     Ok(Box::pin(stream::unfold(reader, |mut r| async move {
         let item = r.next().await?;
         Some((item, r))
     })))
 }
 
-/// Stores `consumer`'s checkpoint for `table`.
+/// Stores `consumer`'s checkpoint for `table`, unless another process holds its lease.
 pub(crate) async fn checkpoint(
     pool: &PgPool,
     table: Table,
@@ -326,17 +451,135 @@ pub(crate) async fn checkpoint(
 ) -> Result<()> {
     validate_consumer(consumer)?;
     Position::parse(token)?;
-    sqlx::query(
+    let owner = local_owner(consumer, table).unwrap_or_default();
+    let stored: Option<i32> = sqlx::query_scalar(
         "INSERT INTO datastore_consumers (consumer, collection, token) VALUES ($1, $2, $3) \
-         ON CONFLICT (consumer, collection) DO UPDATE SET token = EXCLUDED.token, updated_at = now()",
+         ON CONFLICT (consumer, collection) DO UPDATE SET token = EXCLUDED.token, updated_at = now() \
+         WHERE datastore_consumers.lease_owner IS NULL OR datastore_consumers.lease_until < now() \
+            OR datastore_consumers.lease_owner = $4 \
+         RETURNING 1",
     )
     .bind(consumer)
     .bind(table.name())
     .bind(token.as_str())
-    .execute(pool)
+    .bind(owner)
+    .fetch_optional(pool)
     .await
     .map_err(map_err)?;
+    if stored.is_none() {
+        return Err(Error::new(
+            ErrorKind::Conflict,
+            format!("consumer {consumer:?}: another process holds its lease; not checkpointed"),
+        ));
+    }
     Ok(())
+}
+
+async fn saved_position(pool: &PgPool, table: Table, consumer: &str) -> Result<Option<Position>> {
+    let saved: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT token FROM datastore_consumers WHERE consumer = $1 AND collection = $2",
+    )
+    .bind(consumer)
+    .bind(table.name())
+    .fetch_optional(pool)
+    .await
+    .map_err(map_err)?;
+    saved
+        .flatten()
+        .map(|t| Position::parse(&ResumeToken::from_string(t)))
+        .transpose()
+}
+
+/// Matching changes after `consumer`'s checkpoint, and the age of the oldest.
+pub(crate) async fn lag(
+    pool: &PgPool,
+    table: Table,
+    consumer: &str,
+    filter: &Filter,
+) -> Result<Lag> {
+    validate_consumer(consumer)?;
+    let lowered = filter.lower()?;
+    let Some(pos) = saved_position(pool, table, consumer).await? else {
+        return Ok(Lag {
+            events_behind: 0,
+            oldest_undelivered_age: None,
+        });
+    };
+    if pos.tick <= tick_bounds(pool).await?.0 {
+        return Err(history_lost(consumer));
+    }
+    let mut qb: QueryBuilder<'_, Postgres> = QueryBuilder::new(
+        "SELECT count(*), EXTRACT(EPOCH FROM now() - min(c.changed_at))::float8 \
+         FROM datastore_change_ticks p \
+         JOIN datastore_changes c ON c.xid >= pg_snapshot_xmin(p.snapshot) \
+         LEFT JOIN datastore_change_ticks t ON t.tick = p.tick + 1",
+    );
+    if lowered != Lowered::True {
+        qb.push(format!(
+            " CROSS JOIN LATERAL (SELECT {EVENT_DOCUMENT} AS doc) ev"
+        ));
+    }
+    qb.push(" WHERE p.tick = ").push_bind(pos.tick - 1);
+    qb.push(" AND c.collection = ").push_bind(table.name());
+    qb.push(" AND NOT pg_visible_in_snapshot(c.xid, p.snapshot)");
+    qb.push(
+        " AND NOT (t.tick IS NOT NULL AND pg_visible_in_snapshot(c.xid, t.snapshot) AND c.seq <= ",
+    )
+    .push_bind(pos.seq)
+    .push(") AND ");
+    push_filter_on(&mut qb, &lowered, EVENTS)?;
+    let row = qb.build().fetch_one(pool).await.map_err(map_err)?;
+    let behind: i64 = row.try_get(0).map_err(map_err)?;
+    let age: Option<f64> = row.try_get(1).map_err(map_err)?;
+    Ok(Lag {
+        events_behind: behind as u64,
+        oldest_undelivered_age: age.map(|s| Duration::from_secs_f64(s.max(0.0))),
+    })
+}
+
+/// Deletes change history per `policy`; returns the number of changes deleted.
+pub(crate) async fn prune(pool: &PgPool, policy: &RetentionPolicy) -> Result<u64> {
+    let mut tx = pool.begin().await.map_err(map_err)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(TICK_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    // The newest tick to become the new base: everything older than max_age, or, among ticks
+    // older than min_age, everything before the slowest consumer's checkpoint.
+    let target: Option<i64> = sqlx::query_scalar(
+        "SELECT GREATEST( \
+            (SELECT max(tick) FROM datastore_change_ticks WHERE created_at < now() - make_interval(secs => $1)), \
+            LEAST( \
+              (SELECT max(tick) FROM datastore_change_ticks WHERE created_at < now() - make_interval(secs => $2)), \
+              (SELECT min(split_part(token, '.', 1)::bigint) - 1 FROM datastore_consumers WHERE token IS NOT NULL)))",
+    )
+    .bind(policy.max_age.as_secs_f64())
+    .bind(policy.min_age.as_secs_f64())
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    let Some(target) = target else {
+        tx.commit().await.map_err(map_err)?;
+        return Ok(0);
+    };
+    // Ticks first, then their changes, in one transaction: a reader sees either neither
+    // deleted or both (and then reports HistoryLost instead of skipping).
+    sqlx::query("DELETE FROM datastore_change_ticks WHERE tick < $1")
+        .bind(target)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    let done = sqlx::query(
+        "DELETE FROM datastore_changes c USING datastore_change_ticks t \
+         WHERE t.tick = $1 AND c.xid < pg_snapshot_xmax(t.snapshot) AND pg_visible_in_snapshot(c.xid, t.snapshot)",
+    )
+    .bind(target)
+    .execute(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    tx.commit().await.map_err(map_err)?;
+    Ok(done.rows_affected())
 }
 
 #[cfg(test)]

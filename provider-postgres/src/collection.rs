@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use datastore_api::change::{ChangeStream, ResumeToken, WatchOptions};
+use datastore_api::change::{ChangeStream, Lag, ResumeToken, WatchOptions};
 use datastore_api::metrics::observe;
 use datastore_api::value::{
     date_value, distinct_values, unwrap_arrays, CREATED_AT_FIELD, ID_FIELD,
@@ -435,6 +435,18 @@ impl Collection for PgCollection {
                 }
                 Exec::Tx(_) => Err(Error::invalid_input(
                     "checkpoint is not available inside a transaction",
+                )),
+            }
+        })
+        .await
+    }
+
+    async fn lag(&self, consumer: &str, filter: &Filter) -> Result<Lag> {
+        observe(PROVIDER, self.table.name(), "lag", async {
+            match &self.exec {
+                Exec::Pool(pool) => crate::changes::lag(pool, self.table, consumer, filter).await,
+                Exec::Tx(_) => Err(Error::invalid_input(
+                    "lag is not available inside a transaction",
                 )),
             }
         })

@@ -29,8 +29,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use datastore_api::{
-    Collection, DataStore, DatastoreConfig, Error, PoolConfig, ProviderKind, Result, SslMode,
-    Transaction,
+    Collection, DataStore, DatastoreConfig, Error, PoolConfig, ProviderKind, Result,
+    RetentionPolicy, SslMode, Transaction,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::PgPool;
@@ -193,6 +193,11 @@ impl DataStore for PgDataStore {
 
     async fn close(&self) {
         self.shared.pool.close().await;
+    }
+
+    #[tracing::instrument(name = "datastore.prune_change_history", skip_all)]
+    async fn prune_change_history(&self, policy: &RetentionPolicy) -> Result<u64> {
+        changes::prune(&self.shared.pool, policy).await
     }
 
     #[tracing::instrument(name = "datastore.begin", skip_all)]

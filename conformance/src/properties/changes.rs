@@ -164,15 +164,15 @@ pub(super) fn change_streams_match_committed_history(
                 .map_err(TestCaseError::fail)?;
             compare(&got_f, &want_f)
                 .map_err(|m| TestCaseError::fail(format!("filtered consumer {filter:?}: {m}")))?;
-            drop(filtered);
-
-            // Restart from a checkpoint after a random prefix: exactly the rest follows.
+            // Checkpoint after a random prefix (while holding the stream), stop, restart:
+            // exactly the rest follows.
             if !got_f.is_empty() {
                 let k = stop.index(got_f.len());
                 ok(
                     coll.checkpoint(&filtered_name, &got_f[k].token).await,
                     "checkpoint",
                 )?;
+                drop(filtered);
                 let mut resumed = ok(
                     coll.watch(options(
                         &filtered_name,
@@ -307,5 +307,132 @@ pub(super) fn late_commits_delivered_without_gaps(
             ));
         }
         Ok(())
+    })
+}
+
+async fn insert_n(
+    coll: &dyn datastore_api::Collection,
+    n: usize,
+    tag: &str,
+) -> std::result::Result<(), String> {
+    for i in 0..n {
+        let d = serde_json::from_value(json!({"tag": tag, "i": i})).unwrap_or_default();
+        coll.insert_one(d).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// One reader per consumer (a second waits as a standby and takes over, from the checkpoint,
+/// when the first stops); `lag` counts the matching changes after the checkpoint; pruning keeps
+/// what a consumer still needs within the maximum age and reports `HistoryLost` past it.
+pub(super) fn leases_lag_and_retention(ctx: &Ctx<'_>) -> std::result::Result<(), String> {
+    let store = ctx.store.clone();
+    ctx.rt.block_on(async move {
+        let coll = store.health_event_collection();
+        let name = unique("leased");
+        let watch = |start| coll.watch(options(&name, Filter::All, start));
+        let mut first = watch(StartFrom::Now).await.map_err(|e| e.to_string())?;
+        let mut standby = watch(StartFrom::Checkpoint)
+            .await
+            .map_err(|e| e.to_string())?;
+        insert_n(coll, 3, "a").await?;
+        let got = read_exactly(&mut first, 3).await?;
+        if let Ok(Some(e)) = tokio::time::timeout(POLL * 10, standby.next()).await {
+            return Err(format!(
+                "a standby read while another stream held the lease: {e:?}"
+            ));
+        }
+        coll.checkpoint(&name, &got[2].token)
+            .await
+            .map_err(|e| e.to_string())?;
+        drop(first);
+        insert_n(coll, 2, "b").await?;
+        let took_over = read_exactly(&mut standby, 2).await?;
+        if took_over
+            .iter()
+            .any(|e| e.full_document.as_ref().and_then(|d| d.get("tag")) != Some(&json!("b")))
+        {
+            return Err("the standby did not resume right after the checkpoint".into());
+        }
+
+        // Lag: matching changes after the checkpoint.
+        let lag = coll
+            .lag(&name, &Filter::eq("fullDocument.tag", "b"))
+            .await
+            .map_err(|e| e.to_string())?;
+        if lag.events_behind != 2 || lag.oldest_undelivered_age.is_none() {
+            return Err(format!("lag after 2 unprocessed matching changes: {lag:?}"));
+        }
+        coll.checkpoint(&name, &took_over[1].token)
+            .await
+            .map_err(|e| e.to_string())?;
+        let lag = coll
+            .lag(&name, &Filter::All)
+            .await
+            .map_err(|e| e.to_string())?;
+        if lag.events_behind != 0 {
+            return Err(format!("lag after checkpointing everything: {lag:?}"));
+        }
+        drop(standby);
+
+        // A slow consumer keeps its history while the age limit allows.
+        let slow = unique("slow");
+        let mut s = coll
+            .watch(options(&slow, Filter::All, StartFrom::Beginning))
+            .await
+            .map_err(|e| e.to_string())?;
+        let all = read_exactly(&mut s, 5).await?;
+        coll.checkpoint(&slow, &all[0].token)
+            .await
+            .map_err(|e| e.to_string())?;
+        drop(s);
+        insert_n(coll, 1, "c").await?;
+        let keep = datastore_api::RetentionPolicy {
+            max_age: Duration::from_secs(3600),
+            min_age: Duration::ZERO,
+        };
+        store
+            .prune_change_history(&keep)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut s = coll
+            .watch(options(&slow, Filter::All, StartFrom::Checkpoint))
+            .await
+            .map_err(|e| e.to_string())?;
+        let rest = read_exactly(&mut s, 5).await?;
+        if rest[..4]
+            .iter()
+            .zip(&all[1..])
+            .any(|(a, b)| a.document_id != b.document_id)
+        {
+            return Err("pruning removed changes a consumer still needed".into());
+        }
+        drop(s);
+
+        // Past the age limit the history is gone, and the consumer is told so.
+        let drop_all = datastore_api::RetentionPolicy {
+            max_age: Duration::ZERO,
+            min_age: Duration::ZERO,
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let deleted = store
+            .prune_change_history(&drop_all)
+            .await
+            .map_err(|e| e.to_string())?;
+        if deleted == 0 {
+            return Err("pruning past the age limit deleted nothing".into());
+        }
+        match coll
+            .watch(options(&slow, Filter::All, StartFrom::Checkpoint))
+            .await
+        {
+            Err(e) if e.kind() == datastore_api::ErrorKind::HistoryLost => {}
+            Err(e) => return Err(format!("expected HistoryLost, got {e}")),
+            Ok(_) => return Err("a checkpoint in pruned history restarted silently".into()),
+        }
+        match coll.lag(&slow, &Filter::All).await {
+            Err(e) if e.kind() == datastore_api::ErrorKind::HistoryLost => Ok(()),
+            other => Err(format!("lag of a consumer in pruned history: {other:?}")),
+        }
     })
 }
