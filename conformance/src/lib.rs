@@ -94,7 +94,8 @@ pub struct SuiteConfig {
 }
 
 impl SuiteConfig {
-    /// `CONFORMANCE_CASES` (default 128).
+    /// `CONFORMANCE_CASES` (default 128). `CONFORMANCE_ONLY=<text>` runs only the properties
+    /// whose name contains the text.
     pub fn from_env() -> Self {
         let cases = std::env::var("CONFORMANCE_CASES")
             .ok()
@@ -173,7 +174,13 @@ pub fn run_suite(
 ) -> Report {
     let caps = backend.capabilities();
     let mut results = Vec::new();
+    let only = std::env::var("CONFORMANCE_ONLY")
+        .ok()
+        .filter(|s| !s.is_empty());
     for p in properties::ALL {
+        if only.as_deref().is_some_and(|o| !p.name.contains(o)) {
+            continue;
+        }
         let started = Instant::now();
         let outcome = if let Some(missing) = p.needs.iter().find(|c| !c.available(caps)) {
             Outcome::NotRun(missing.missing_reason().to_owned())

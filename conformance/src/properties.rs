@@ -86,7 +86,16 @@ where
     check_cases(ctx.cases, strategy, test)
 }
 
-/// [`check`] with an explicit case count (for properties whose cases wait on time).
+/// Shrink iterations: `CONFORMANCE_SHRINK` (default 256).
+fn shrink_iters() -> u32 {
+    std::env::var("CONFORMANCE_SHRINK")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(256)
+}
+
+/// [`check`] with an explicit case count (for properties whose cases wait on time, which also
+/// shrink less: a failing case there can take seconds to run).
 pub(crate) fn check_cases<S: Strategy>(
     cases: u32,
     strategy: S,
@@ -98,7 +107,11 @@ where
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,
-        max_shrink_iters: 256,
+        max_shrink_iters: if cases < 128 {
+            shrink_iters().min(32)
+        } else {
+            shrink_iters()
+        },
         ..Config::default()
     });
     match runner.run(&strategy, test) {

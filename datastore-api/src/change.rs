@@ -202,6 +202,15 @@ impl WatchOptions {
         self.start = start;
         self
     }
+    /// With a poll interval.
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.poll_interval = every;
+        self
+    }
+    /// Defaults, with the poll interval from the configuration (`DATASTORE_POLL_INTERVAL`).
+    pub fn from_config(consumer: impl Into<String>, config: &crate::DatastoreConfig) -> Self {
+        WatchOptions::new(consumer).poll_interval(config.poll_interval)
+    }
     /// Checks the options.
     pub fn validate(&self) -> Result<()> {
         validate_consumer(&self.consumer)?;

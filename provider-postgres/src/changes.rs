@@ -75,6 +75,20 @@ impl Position {
 /// Takes a new tick when there are committed changes the latest tick does not cover (or always,
 /// with `force`). Returns the new tick, if one was taken.
 async fn take_tick(pool: &PgPool, force: bool) -> Result<Option<i64>> {
+    if !force {
+        // One cheap statement first, so that an idle poll costs one round trip, not a transaction.
+        let pending: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM datastore_change_ticks t JOIN datastore_changes c \
+               ON c.xid >= pg_snapshot_xmin(t.snapshot) AND NOT pg_visible_in_snapshot(c.xid, t.snapshot) \
+             WHERE t.tick = (SELECT max(tick) FROM datastore_change_ticks))",
+        )
+        .fetch_one(pool)
+        .await
+        .map_err(map_err)?;
+        if !pending {
+            return Ok(None);
+        }
+    }
     let mut tx = pool.begin().await.map_err(map_err)?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(TICK_LOCK)

@@ -76,12 +76,12 @@ async fn read_exactly(
     n: usize,
 ) -> std::result::Result<Vec<ChangeEvent>, String> {
     let mut out = Vec::with_capacity(n);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while out.len() < n {
         match tokio::time::timeout_at(deadline, stream.next()).await {
             Err(_) => {
                 return Err(format!(
-                    "only {} of {n} expected changes arrived in 30 s",
+                    "only {} of {n} expected changes arrived in 10 s",
                     out.len()
                 ))
             }
