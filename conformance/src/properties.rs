@@ -83,11 +83,11 @@ pub(crate) fn check<S: Strategy>(
 where
     S::Value: std::fmt::Debug,
 {
-    check_cases(ctx.cases, strategy, test)
+    check_cases(ctx.cases, shrink_iters(), strategy, test)
 }
 
 /// Shrink iterations: `CONFORMANCE_SHRINK` (default 256).
-fn shrink_iters() -> u32 {
+pub(crate) fn shrink_iters() -> u32 {
     std::env::var("CONFORMANCE_SHRINK")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -98,6 +98,7 @@ fn shrink_iters() -> u32 {
 /// shrink less: a failing case there can take seconds to run).
 pub(crate) fn check_cases<S: Strategy>(
     cases: u32,
+    max_shrink_iters: u32,
     strategy: S,
     test: impl Fn(S::Value) -> std::result::Result<(), TestCaseError>,
 ) -> std::result::Result<(), String>

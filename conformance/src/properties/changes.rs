@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::json;
 
-use super::{check_cases, ok, op, reset, run_op};
+use super::{check_cases, ok, op, reset, run_op, shrink_iters};
 use crate::gen;
 use crate::model::{matches, ExpectedChange, Model};
 use crate::Ctx;
@@ -124,82 +124,88 @@ pub(super) fn change_streams_match_committed_history(
         any::<prop::sample::Index>(),
     );
     // Each case waits a few poll intervals to prove no extra change arrives: a quarter of the budget.
-    check_cases((ctx.cases / 4).max(8), strategy, |(ops, filter, stop)| {
-        ctx.rt.block_on(async {
-            reset(coll).await?;
-            let all_name = unique("all");
-            let filtered_name = unique("filtered");
-            let mut all = ok(
-                coll.watch(options(&all_name, Filter::All, StartFrom::Now))
-                    .await,
-                "watch",
-            )?;
-            let mut filtered = ok(
-                coll.watch(options(&filtered_name, filter.clone(), StartFrom::Now))
-                    .await,
-                "watch",
-            )?;
-            let mut model = Model::default();
-            let mut keys = HashMap::new();
-            for (step, o) in ops.into_iter().enumerate() {
-                let at = format!("step {step} ({o:?})");
-                run_op(coll, &mut model, &mut keys, o)
-                    .await
-                    .map_err(|m| TestCaseError::fail(format!("{at}: {m}")))?;
-            }
-            let lowered = ok(filter.lower(), "filter")?;
-            let want_all: Vec<&ExpectedChange> = model.changes.iter().collect();
-            let want_f: Vec<&ExpectedChange> = model
-                .changes
-                .iter()
-                .filter(|c| matches(&lowered, &c.filter_document()))
-                .collect();
-            let got = read_exactly(&mut all, want_all.len())
-                .await
-                .map_err(TestCaseError::fail)?;
-            compare(&got, &want_all)
-                .map_err(|m| TestCaseError::fail(format!("unfiltered consumer: {m}")))?;
-            let got_f = read_exactly(&mut filtered, want_f.len())
-                .await
-                .map_err(TestCaseError::fail)?;
-            compare(&got_f, &want_f)
-                .map_err(|m| TestCaseError::fail(format!("filtered consumer {filter:?}: {m}")))?;
-            // Checkpoint after a random prefix (while holding the stream), stop, restart:
-            // exactly the rest follows.
-            if !got_f.is_empty() {
-                let k = stop.index(got_f.len());
-                ok(
-                    coll.checkpoint(&filtered_name, &got_f[k].token).await,
-                    "checkpoint",
+    check_cases(
+        (ctx.cases / 4).max(8),
+        shrink_iters().min(32),
+        strategy,
+        |(ops, filter, stop)| {
+            ctx.rt.block_on(async {
+                reset(coll).await?;
+                let all_name = unique("all");
+                let filtered_name = unique("filtered");
+                let mut all = ok(
+                    coll.watch(options(&all_name, Filter::All, StartFrom::Now))
+                        .await,
+                    "watch",
                 )?;
-                drop(filtered);
-                let mut resumed = ok(
-                    coll.watch(options(
-                        &filtered_name,
-                        filter.clone(),
-                        StartFrom::Checkpoint,
-                    ))
-                    .await,
-                    "re-watch",
+                let mut filtered = ok(
+                    coll.watch(options(&filtered_name, filter.clone(), StartFrom::Now))
+                        .await,
+                    "watch",
                 )?;
-                let rest = read_exactly(&mut resumed, got_f.len() - k - 1)
+                let mut model = Model::default();
+                let mut keys = HashMap::new();
+                for (step, o) in ops.into_iter().enumerate() {
+                    let at = format!("step {step} ({o:?})");
+                    run_op(coll, &mut model, &mut keys, o)
+                        .await
+                        .map_err(|m| TestCaseError::fail(format!("{at}: {m}")))?;
+                }
+                let lowered = ok(filter.lower(), "filter")?;
+                let want_all: Vec<&ExpectedChange> = model.changes.iter().collect();
+                let want_f: Vec<&ExpectedChange> = model
+                    .changes
+                    .iter()
+                    .filter(|c| matches(&lowered, &c.filter_document()))
+                    .collect();
+                let got = read_exactly(&mut all, want_all.len())
                     .await
                     .map_err(TestCaseError::fail)?;
-                compare(&rest, &want_f[k + 1..])
-                    .map_err(|m| TestCaseError::fail(format!("after restart at {k}: {m}")))?;
-            }
-            // Bad input is rejected and changes nothing.
-            let bad = coll
-                .checkpoint(&filtered_name, &ResumeToken::from_string("not-a-token"))
-                .await;
-            prop_assert!(
-                matches!(&bad, Err(e) if e.kind() == datastore_api::ErrorKind::InvalidInput),
-                "{:?}",
-                bad
-            );
-            Ok(())
-        })
-    })
+                compare(&got, &want_all)
+                    .map_err(|m| TestCaseError::fail(format!("unfiltered consumer: {m}")))?;
+                let got_f = read_exactly(&mut filtered, want_f.len())
+                    .await
+                    .map_err(TestCaseError::fail)?;
+                compare(&got_f, &want_f).map_err(|m| {
+                    TestCaseError::fail(format!("filtered consumer {filter:?}: {m}"))
+                })?;
+                // Checkpoint after a random prefix (while holding the stream), stop, restart:
+                // exactly the rest follows.
+                if !got_f.is_empty() {
+                    let k = stop.index(got_f.len());
+                    ok(
+                        coll.checkpoint(&filtered_name, &got_f[k].token).await,
+                        "checkpoint",
+                    )?;
+                    drop(filtered);
+                    let mut resumed = ok(
+                        coll.watch(options(
+                            &filtered_name,
+                            filter.clone(),
+                            StartFrom::Checkpoint,
+                        ))
+                        .await,
+                        "re-watch",
+                    )?;
+                    let rest = read_exactly(&mut resumed, got_f.len() - k - 1)
+                        .await
+                        .map_err(TestCaseError::fail)?;
+                    compare(&rest, &want_f[k + 1..])
+                        .map_err(|m| TestCaseError::fail(format!("after restart at {k}: {m}")))?;
+                }
+                // Bad input is rejected and changes nothing.
+                let bad = coll
+                    .checkpoint(&filtered_name, &ResumeToken::from_string("not-a-token"))
+                    .await;
+                prop_assert!(
+                    matches!(&bad, Err(e) if e.kind() == datastore_api::ErrorKind::InvalidInput),
+                    "{:?}",
+                    bad
+                );
+                Ok(())
+            })
+        },
+    )
 }
 
 /// One transaction stays open for seconds while 1,000 inserts (from 4 writers) and 100
