@@ -108,11 +108,7 @@ where
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,
-        max_shrink_iters: if cases < 128 {
-            shrink_iters().min(32)
-        } else {
-            shrink_iters()
-        },
+        max_shrink_iters,
         ..Config::default()
     });
     match runner.run(&strategy, test) {
