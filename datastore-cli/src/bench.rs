@@ -1,5 +1,6 @@
 //! `datastore bench`: write throughput of the provider against a bare-SQL baseline measured in
-//! the same run on the same throwaway server, and an index check of the domain queries.
+//! the same run on the same throwaway server, an index check of the domain queries, and the
+//! change-stream cases ([`changes`]). `--cases` selects what runs.
 //!
 //! Every measurement gets a fresh database. Both sides start from the same typed events and
 //! turn them into the same canonical JSON document
@@ -23,12 +24,14 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::runtime::Runtime;
 
-use crate::cli::BenchArgs;
+mod changes;
+
+use crate::cli::{BenchArgs, BenchCase};
 use crate::error::{CliError, CliResult, SqlContext};
 use crate::server;
 use crate::synth::{self, per_second, Synth};
 
-/// Concurrent writers of case (b).
+/// Concurrent writers of case (b) and of the capture on/off case.
 const WRITERS: usize = 8;
 /// Nodes of the fleet the write cases use.
 const BENCH_NODES: usize = 200;
@@ -159,49 +162,83 @@ impl Bench<'_> {
             self.args.runs
         );
         let start = Utc::now();
-        let events: Arc<Events> = Arc::new(
-            Synth::new(self.args.seed, BENCH_NODES, start).health_events(self.args.events as usize),
-        );
-        let batch: Events = Synth::new(self.args.seed.wrapping_add(1), BENCH_NODES, start)
-            .health_events(self.args.batch as usize);
         let n = self.args.events;
+        let selected = |c| self.args.selected(c);
 
         let mut rows = Vec::new();
-        rows.push(
-            self.compare(
-                &format!("a. single writer, insert x{n}"),
-                n,
-                || self.provider_single(&events),
-                || self.baseline_single(&events),
-            )
-            .await?,
-        );
-        rows.push(
-            self.compare(
-                &format!("b. {WRITERS} writers, insert x{n}"),
-                n,
-                || self.provider_concurrent(Arc::clone(&events)),
-                || self.baseline_concurrent(Arc::clone(&events)),
-            )
-            .await?,
-        );
-        let b = batch.len() as u64;
-        rows.push(
-            self.compare(
-                &format!("c. batch of {b}: insert_many vs COPY"),
-                b,
-                || self.provider_batch(&batch),
-                || self.baseline_copy(&batch),
-            )
-            .await?,
-        );
+        if selected(BenchCase::Single) || selected(BenchCase::Concurrent) {
+            let events: Arc<Events> = Arc::new(
+                Synth::new(self.args.seed, BENCH_NODES, start).health_events(n as usize),
+            );
+            if selected(BenchCase::Single) {
+                rows.push(
+                    self.compare(
+                        &format!("a. single writer, insert x{n}"),
+                        n,
+                        || self.provider_single(&events),
+                        || self.baseline_single(&events),
+                    )
+                    .await?,
+                );
+            }
+            if selected(BenchCase::Concurrent) {
+                rows.push(
+                    self.compare(
+                        &format!("b. {WRITERS} writers, insert x{n}"),
+                        n,
+                        || self.provider_concurrent(Arc::clone(&events), true),
+                        || self.baseline_concurrent(Arc::clone(&events)),
+                    )
+                    .await?,
+                );
+            }
+        }
+        if selected(BenchCase::Batch) {
+            let batch: Events = Synth::new(self.args.seed.wrapping_add(1), BENCH_NODES, start)
+                .health_events(self.args.batch as usize);
+            let b = batch.len() as u64;
+            rows.push(
+                self.compare(
+                    &format!("c. batch of {b}: insert_many vs COPY"),
+                    b,
+                    || self.provider_batch(&batch),
+                    || self.baseline_copy(&batch),
+                )
+                .await?,
+            );
+        }
+        if !rows.is_empty() {
+            Self::print_rows(&rows, cores);
+        }
 
+        // A failed index check is an error, reported after the change-stream cases have run.
+        let index = if !selected(BenchCase::Index) {
+            Ok(())
+        } else if self.args.explain_events > 0 {
+            self.index_check().await
+        } else {
+            println!("bench: index check skipped (--explain-events 0)");
+            Ok(())
+        };
+        let change_cases = [
+            BenchCase::Capture,
+            BenchCase::Lag,
+            BenchCase::Backlog,
+            BenchCase::Flow,
+        ];
+        if change_cases.into_iter().any(selected) {
+            changes::run(self).await?;
+        }
+        index
+    }
+
+    fn print_rows(rows: &[Row], cores: usize) {
         println!();
         println!(
             "{:<40} {:>16} {:>16} {:>8}",
             "case", "provider ev/s", "baseline ev/s", "ratio"
         );
-        for r in &rows {
+        for r in rows {
             println!(
                 "{:<40} {:>16} {:>16} {:>8.2}",
                 r.case,
@@ -227,15 +264,8 @@ impl Bench<'_> {
         );
         println!(
             "      The baseline table has only its primary key; the provider also maintains a (created_at, id) \
-             btree and a GIN index."
+             btree and a GIN index, and (capture on) writes each change to the change log."
         );
-
-        if self.args.explain_events > 0 {
-            self.index_check().await
-        } else {
-            println!("bench: index check skipped (--explain-events 0)");
-            Ok(())
-        }
     }
 
     fn admin_url(&self) -> String {
@@ -362,8 +392,15 @@ impl Bench<'_> {
         Ok(elapsed)
     }
 
-    async fn provider_concurrent(&self, events: Arc<Events>) -> CliResult<Duration> {
+    /// 8 writers inserting one event at a time on a fresh database, with change capture on or
+    /// off.
+    async fn provider_concurrent(&self, events: Arc<Events>, capture: bool) -> CliResult<Duration> {
         let (store, db) = self.fresh_store().await?;
+        let store = if capture {
+            store
+        } else {
+            store.without_change_capture()
+        };
         Self::warm_up(store.pool(), WRITERS).await?;
         let next = Arc::new(AtomicUsize::new(0));
         let t = Instant::now();

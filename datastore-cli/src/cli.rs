@@ -1,6 +1,6 @@
 //! Command-line arguments (clap derive).
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// The default RNG seed, so that runs are repeatable unless `--seed` says otherwise.
 pub const DEFAULT_SEED: u64 = 42;
@@ -22,15 +22,18 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Ingests synthetic NVSentinel health events and runs every component's queries against
-    /// them. Uses the server named by `DATASTORE_HOST` / `DATASTORE_CONFIG_FILE`, or a
-    /// throwaway embedded PostgreSQL when neither is set.
+    /// Simulates the NVSentinel flow (ingest → fault-quarantine → node-drainer →
+    /// fault-remediation over change streams), verifies that every event went through every
+    /// stage exactly once, then runs every component's queries. Uses the server named by
+    /// `DATASTORE_HOST` / `DATASTORE_CONFIG_FILE`, or a throwaway embedded PostgreSQL when
+    /// neither is set.
     Demo(DemoArgs),
     /// Applies pending schema migrations to the server configured by the `DATASTORE_*`
     /// environment variables and prints the schema version.
     Migrate,
-    /// Benchmarks the provider against a bare-SQL baseline on a throwaway PostgreSQL, and
-    /// checks that the domain queries use indexes.
+    /// Benchmarks the provider against a bare-SQL baseline on a throwaway PostgreSQL, checks
+    /// that the domain queries use indexes, and measures the change streams (capture cost,
+    /// delivery lag, backlog drain, the flow simulation).
     Bench(BenchArgs),
 }
 
@@ -50,6 +53,61 @@ pub struct DemoArgs {
     /// Seed of the synthetic-data generator.
     #[arg(long, default_value_t = DEFAULT_SEED)]
     pub seed: u64,
+    /// Change-stream poll interval of the flow's stages, in milliseconds.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub poll_ms: u64,
+    /// Run only the flow simulation, not the component queries after it.
+    #[arg(long)]
+    pub skip_queries: bool,
+}
+
+/// A group of `datastore bench` measurements (`--cases`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
+pub enum BenchCase {
+    /// Every case.
+    All,
+    /// The three write cases: `single`, `concurrent`, `batch`.
+    Writes,
+    /// Provider vs baseline, one writer inserting one event at a time.
+    Single,
+    /// Provider vs baseline, 8 concurrent writers.
+    Concurrent,
+    /// One `insert_many` vs one `COPY`.
+    Batch,
+    /// The index check (`EXPLAIN ANALYZE` of the domain queries).
+    Index,
+    /// The four change-stream cases: `capture`, `lag`, `backlog`, `flow`.
+    Changes,
+    /// Write throughput with change capture on vs off, 8 writers.
+    Capture,
+    /// Delivery lag at `--rate` events/s with 4 consumers.
+    Lag,
+    /// Drain rate and memory of one consumer reading a `--backlog` of changes.
+    Backlog,
+    /// End-to-end events/s of the flow simulation with `--flow-events` events.
+    Flow,
+}
+
+impl BenchCase {
+    /// The single cases this one stands for, in run order.
+    pub fn expand(self) -> &'static [BenchCase] {
+        use BenchCase::*;
+        match self {
+            All => &[
+                Single, Concurrent, Batch, Index, Capture, Lag, Backlog, Flow,
+            ],
+            Writes => &[Single, Concurrent, Batch],
+            Changes => &[Capture, Lag, Backlog, Flow],
+            Single => &[Single],
+            Concurrent => &[Concurrent],
+            Batch => &[Batch],
+            Index => &[Index],
+            Capture => &[Capture],
+            Lag => &[Lag],
+            Backlog => &[Backlog],
+            Flow => &[Flow],
+        }
+    }
 }
 
 /// Arguments of `datastore bench`.
@@ -70,6 +128,31 @@ pub struct BenchArgs {
     /// Seed of the synthetic-data generator.
     #[arg(long, default_value_t = DEFAULT_SEED)]
     pub seed: u64,
+    /// Which measurements to run, comma-separated (groups: `all`, `writes`, `changes`).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    pub cases: Vec<BenchCase>,
+    /// Changes in the backlog that one consumer drains (case `backlog`).
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub backlog: u64,
+    /// Inserts per second of the delivery-lag case (`lag`).
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub rate: u64,
+    /// Seconds the delivery-lag case writes for.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub lag_secs: u64,
+    /// Events the flow-simulation case (`flow`) ingests.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(100..=10_000_000))]
+    pub flow_events: u64,
+    /// Change-stream poll interval of the consumers, in milliseconds.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub poll_ms: u64,
+}
+
+impl BenchArgs {
+    /// Whether `case` was selected by `--cases`.
+    pub fn selected(&self, case: BenchCase) -> bool {
+        self.cases.iter().any(|c| c.expand().contains(&case))
+    }
 }
 
 #[cfg(test)]
@@ -105,5 +188,32 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(Cli::try_parse_from(["datastore", "demo", "--batch", "0"]).is_err());
+    }
+
+    #[test]
+    fn bench_cases() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Bench(a) => a,
+            other => panic!("unexpected {other:?}"),
+        };
+        let a = parse(&["datastore", "bench"]);
+        assert_eq!(a.cases, [BenchCase::All]);
+        assert_eq!((a.backlog, a.rate, a.flow_events), (1_000_000, 1_000, 20_000));
+        assert!(a.selected(BenchCase::Single) && a.selected(BenchCase::Flow));
+        let a = parse(&["datastore", "bench", "--cases", "changes,index"]);
+        assert!(a.selected(BenchCase::Capture) && a.selected(BenchCase::Backlog));
+        assert!(a.selected(BenchCase::Index) && !a.selected(BenchCase::Single));
+        let a = parse(&["datastore", "bench", "--cases", "lag", "--rate", "500"]);
+        assert!(a.selected(BenchCase::Lag) && !a.selected(BenchCase::Flow));
+        assert_eq!(a.rate, 500);
+        assert!(Cli::try_parse_from(["datastore", "bench", "--cases", "nope"]).is_err());
+        let d = match Cli::try_parse_from(["datastore", "demo", "--skip-queries"])
+            .unwrap()
+            .command
+        {
+            Command::Demo(d) => d,
+            other => panic!("unexpected {other:?}"),
+        };
+        assert!(d.skip_queries && d.poll_ms == 5);
     }
 }

@@ -1,9 +1,11 @@
-//! `datastore demo`: ingests synthetic health events the way platform-connectors does, then
-//! runs the queries of every NVSentinel component (reference §3.4) and times each one.
+//! `datastore demo`: the NVSentinel flow simulation over change streams (see [`crate::flow`]),
+//! then (unless `--skip-queries`) a second ingest on which the queries of every NVSentinel
+//! component (reference §3.4) run, each one timed.
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -23,6 +25,7 @@ use tokio::runtime::Runtime;
 
 use crate::cli::DemoArgs;
 use crate::error::{CliError, CliResult};
+use crate::flow::{self, FlowOptions, FlowReport};
 use crate::server;
 use crate::synth::{self, per_second, Synth, CLUSTER};
 
@@ -47,7 +50,7 @@ pub fn run(rt: &Runtime, args: &DemoArgs) -> CliResult<()> {
             println!(
                 "demo: using the configured {description}; the demo's events stay in that database"
             );
-            let out = Demo::new(store.as_ref(), args, false).run().await;
+            let out = run_on(Arc::clone(&store), args, false).await;
             store.close().await;
             out
         })?
@@ -64,7 +67,8 @@ pub fn run(rt: &Runtime, args: &DemoArgs) -> CliResult<()> {
                 pg.port(),
                 server::DEMO_DATABASE
             );
-            let out = Demo::new(&store, args, true).run().await;
+            let store: Arc<dyn DataStore> = Arc::new(store);
+            let out = run_on(Arc::clone(&store), args, true).await;
             store.close().await;
             out
         });
@@ -76,8 +80,61 @@ pub fn run(rt: &Runtime, args: &DemoArgs) -> CliResult<()> {
     Ok(())
 }
 
+/// The flow simulation's settings for the demo. On a shared server (`exclusive` false) the run
+/// marks its events and suffixes its consumer names, so that it leaves real NVSentinel
+/// consumers and events alone.
+fn flow_options(args: &DemoArgs, exclusive: bool) -> FlowOptions {
+    FlowOptions {
+        events: args.events,
+        nodes: args.nodes as usize,
+        batch: args.batch,
+        seed: args.seed,
+        poll_interval: Duration::from_millis(args.poll_ms),
+        stall_timeout: flow::STALL_TIMEOUT,
+        run_id: (!exclusive).then(|| {
+            format!(
+                "demo-{}-{}",
+                std::process::id(),
+                Utc::now().timestamp_millis()
+            )
+        }),
+    }
+}
+
+/// The flow, then the component queries.
+async fn run_on(store: Arc<dyn DataStore>, args: &DemoArgs, exclusive: bool) -> CliResult<Summary> {
+    let options = flow_options(args, exclusive);
+    println!(
+        "demo: flow simulation: ingest -> {} -> {} -> {} over change streams \
+         (StartFrom::Now, poll every {} ms, checkpoint after every event)",
+        options.consumer(flow::Stage::Quarantine),
+        options.consumer(flow::Stage::Drain),
+        options.consumer(flow::Stage::Remediation),
+        args.poll_ms
+    );
+    let report = flow::run(Arc::clone(&store), &options).await?;
+    report.print();
+    let queries = if args.skip_queries {
+        None
+    } else {
+        println!();
+        println!("demo: component queries on a second ingest of {} events", args.events);
+        Some(Demo::new(store.as_ref(), args, exclusive).run().await?)
+    };
+    Ok(Summary {
+        flow: report,
+        queries,
+    })
+}
+
 /// What the demo measured.
 struct Summary {
+    flow: FlowReport,
+    queries: Option<QuerySummary>,
+}
+
+/// What the component-query part measured.
+struct QuerySummary {
     events: u64,
     batches: u64,
     batch_size: u64,
@@ -88,22 +145,45 @@ struct Summary {
 
 impl Summary {
     fn print(&self, total: Duration) {
+        let f = &self.flow;
         println!();
         println!("demo: summary");
         println!(
-            "  events ingested   {} ({} insert_many calls of up to {} events)",
-            self.events, self.batches, self.batch_size
+            "  flow              {} events, first insert to last remediation {:.2} s: {:.0} events/s ({:.0} remediated/s)",
+            f.ingested,
+            f.elapsed.as_secs_f64(),
+            f.events_per_second(),
+            f.remediated_per_second()
         );
+        let lags: Vec<String> = f
+            .stages
+            .iter()
+            .map(|s| match s.lag {
+                Some(p) => format!("{} {:.1}/{:.1} ms", s.stage.label(), p.p50, p.p99),
+                None => format!("{} -", s.stage.label()),
+            })
+            .collect();
+        println!("  stage lag p50/p99 {}", lags.join(", "));
         println!(
-            "  ingest rate       {:.0} events/s ({:.2} s inside insert_many)",
-            per_second(self.events, self.ingest),
-            self.ingest.as_secs_f64()
+            "  exactly once      all {} fatal processable events quarantined, drained and remediated once each",
+            f.flowing
         );
-        println!(
-            "  component steps   {} ({:.1} ms)",
-            self.steps,
-            ms(self.query_time)
-        );
+        if let Some(q) = &self.queries {
+            println!(
+                "  events ingested   {} ({} insert_many calls of up to {} events)",
+                q.events, q.batches, q.batch_size
+            );
+            println!(
+                "  ingest rate       {:.0} events/s ({:.2} s inside insert_many)",
+                per_second(q.events, q.ingest),
+                q.ingest.as_secs_f64()
+            );
+            println!(
+                "  component steps   {} ({:.1} ms)",
+                q.steps,
+                ms(q.query_time)
+            );
+        }
         println!("  total time        {:.2} s", total.as_secs_f64());
         println!("demo: OK");
     }
@@ -177,7 +257,7 @@ impl<'a> Demo<'a> {
         );
     }
 
-    async fn run(mut self) -> CliResult<Summary> {
+    async fn run(mut self) -> CliResult<QuerySummary> {
         let health = self.store.health_events();
         let started_at = health.collection().server_time().await?;
         let (ingested, ingest, batches) = self.ingest().await?;
@@ -222,7 +302,7 @@ impl<'a> Demo<'a> {
         let evt = self.csp_health_monitor().await?;
         self.transaction(&drained[0], &evt).await?;
 
-        Ok(Summary {
+        Ok(QuerySummary {
             events,
             batches,
             batch_size: self.args.batch,

@@ -2,12 +2,16 @@
 //!
 //! The command-line tool of the NVSentinel datastore:
 //!
-//! * `datastore demo` ingests synthetic NVSentinel health events and runs every component's
-//!   queries against them, timing each one. Without `DATASTORE_HOST` / `DATASTORE_CONFIG_FILE`
-//!   it starts a throwaway embedded PostgreSQL (deleted at exit).
+//! * `datastore demo` simulates the NVSentinel flow over change streams (ingest →
+//!   fault-quarantine → node-drainer → fault-remediation, each a concurrent consumer that
+//!   checkpoints per event), verifies that every event completed every stage exactly once, then
+//!   runs every component's queries on a second ingest, timing each one. Without
+//!   `DATASTORE_HOST` / `DATASTORE_CONFIG_FILE` it starts a throwaway embedded PostgreSQL
+//!   (deleted at exit).
 //! * `datastore migrate` applies the schema migrations to the configured server.
 //! * `datastore bench` compares the provider's write throughput with a bare-SQL baseline on a
-//!   throwaway server and checks that the domain queries are served by indexes.
+//!   throwaway server, checks that the domain queries are served by indexes, and measures the
+//!   change streams: capture cost, delivery lag, backlog drain, the flow simulation.
 //!
 //! `--log <filter>` (or `RUST_LOG`) enables tracing output on stderr.
 
@@ -17,8 +21,10 @@ mod bench;
 mod cli;
 mod demo;
 mod error;
+mod flow;
 mod migrate;
 mod server;
+mod stats;
 mod synth;
 
 use std::io::IsTerminal;

@@ -98,8 +98,8 @@ async fn take_tick(pool: &PgPool, force: bool) -> Result<Option<i64>> {
     // A new statement, so its snapshot is taken after the lock: ticks are ordered like their
     // snapshots.
     let tick: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO datastore_change_ticks (tick, snapshot) \
-         SELECT t.tick + 1, pg_current_snapshot() FROM datastore_change_ticks t \
+        "INSERT INTO datastore_change_ticks (tick, snapshot, created_at) \
+         SELECT t.tick + 1, pg_current_snapshot(), clock_timestamp() FROM datastore_change_ticks t \
          WHERE t.tick = (SELECT max(tick) FROM datastore_change_ticks) \
            AND ($1 OR EXISTS (SELECT 1 FROM datastore_changes c \
                 WHERE c.xid >= pg_snapshot_xmin(t.snapshot) AND NOT pg_visible_in_snapshot(c.xid, t.snapshot))) \
