@@ -77,7 +77,9 @@ pub trait Collection: Send + Sync {
 
     /// Inserts documents that carry an idempotency key. A key that is already stored (or that
     /// repeats earlier in the batch) is reported as a duplicate and nothing is written for it;
-    /// the others are inserted atomically. Outcomes are in input order.
+    /// the others are inserted atomically. Outcomes are in input order. A conflict on another
+    /// unique key (an existing `_id`, a maintenance event's `eventId`) fails the whole batch with
+    /// [`Duplicate`](crate::ErrorKind::Duplicate).
     async fn insert_idempotent(
         &self,
         documents: Vec<KeyedDocument>,
