@@ -26,6 +26,8 @@ use tokio::runtime::Runtime;
 
 mod changes;
 
+pub use changes::drain_worker;
+
 use crate::cli::{BenchArgs, BenchCase};
 use crate::error::{CliError, CliResult, SqlContext};
 use crate::server;
@@ -167,9 +169,8 @@ impl Bench<'_> {
 
         let mut rows = Vec::new();
         if selected(BenchCase::Single) || selected(BenchCase::Concurrent) {
-            let events: Arc<Events> = Arc::new(
-                Synth::new(self.args.seed, BENCH_NODES, start).health_events(n as usize),
-            );
+            let events: Arc<Events> =
+                Arc::new(Synth::new(self.args.seed, BENCH_NODES, start).health_events(n as usize));
             if selected(BenchCase::Single) {
                 rows.push(
                     self.compare(

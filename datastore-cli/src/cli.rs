@@ -35,6 +35,30 @@ pub enum Command {
     /// that the domain queries use indexes, and measures the change streams (capture cost,
     /// delivery lag, backlog drain, the flow simulation).
     Bench(BenchArgs),
+    /// Internal: the backlog consumer of `datastore bench`, run as a process of its own so that
+    /// its memory is measured alone. Prints one `drain-worker-result {json}` line.
+    #[command(hide = true)]
+    DrainWorker(DrainWorkerArgs),
+}
+
+/// Arguments of the hidden `datastore drain-worker`.
+#[derive(Debug, Clone, Args)]
+pub struct DrainWorkerArgs {
+    /// `postgres://` URL of the database holding the backlog.
+    #[arg(long)]
+    pub url: String,
+    /// Changes to drain.
+    #[arg(long)]
+    pub events: u64,
+    /// Batch size of the stream.
+    #[arg(long, default_value_t = 5_000)]
+    pub batch: u32,
+    /// Poll interval, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    pub poll_ms: u64,
+    /// Checkpoint after this many changes.
+    #[arg(long, default_value_t = 5_000)]
+    pub checkpoint_every: u64,
 }
 
 /// Arguments of `datastore demo`.
@@ -198,7 +222,10 @@ mod tests {
         };
         let a = parse(&["datastore", "bench"]);
         assert_eq!(a.cases, [BenchCase::All]);
-        assert_eq!((a.backlog, a.rate, a.flow_events), (1_000_000, 1_000, 20_000));
+        assert_eq!(
+            (a.backlog, a.rate, a.flow_events),
+            (1_000_000, 1_000, 20_000)
+        );
         assert!(a.selected(BenchCase::Single) && a.selected(BenchCase::Flow));
         let a = parse(&["datastore", "bench", "--cases", "changes,index"]);
         assert!(a.selected(BenchCase::Capture) && a.selected(BenchCase::Backlog));

@@ -118,7 +118,10 @@ async fn run_on(store: Arc<dyn DataStore>, args: &DemoArgs, exclusive: bool) -> 
         None
     } else {
         println!();
-        println!("demo: component queries on a second ingest of {} events", args.events);
+        println!(
+            "demo: component queries on a second ingest of {} events",
+            args.events
+        );
         Some(Demo::new(store.as_ref(), args, exclusive).run().await?)
     };
     Ok(Summary {

@@ -43,6 +43,7 @@ fn main() -> ExitCode {
         Command::Demo(_) => "demo",
         Command::Migrate => "migrate",
         Command::Bench(_) => "bench",
+        Command::DrainWorker(_) => "drain-worker",
     };
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -61,6 +62,7 @@ fn run(command: Command) -> Result<(), CliError> {
         Command::Demo(args) => demo::run(&rt, &args),
         Command::Migrate => rt.block_on(migrate::run()),
         Command::Bench(args) => bench::run(&rt, &args),
+        Command::DrainWorker(args) => rt.block_on(bench::drain_worker(&args)),
     }
 }
 
