@@ -19,7 +19,7 @@ use datastore_api::change::{
     RetentionPolicy, StartFrom, WatchOptions,
 };
 use datastore_api::{DocumentId, Error, ErrorKind, Filter, Lowered, Result, Value};
-use futures::stream;
+use futures::{stream, TryStreamExt};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
@@ -90,11 +90,23 @@ async fn take_tick(pool: &PgPool, force: bool) -> Result<Option<i64>> {
         }
     }
     let mut tx = pool.begin().await.map_err(map_err)?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(TICK_LOCK)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+    if force {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(TICK_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+    } else {
+        // Someone else is taking a tick right now: theirs will do.
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(TICK_LOCK)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        if !locked {
+            return Ok(None);
+        }
+    }
     // A new statement, so its snapshot is taken after the lock: ticks are ordered like their
     // snapshots.
     let tick: Option<i64> = sqlx::query_scalar(
@@ -215,6 +227,63 @@ async fn acquire_lease(
     Ok(got.is_some())
 }
 
+/// What delimits batch `tick`: the previous and current tick snapshots (as text, bound back as
+/// `pg_snapshot`), the transaction-id range between them, and when the tick was taken.
+#[derive(Debug, Clone)]
+struct BatchBounds {
+    tick: i64,
+    previous: String,
+    current: String,
+    xmin: String,
+    xmax: String,
+    time: DateTime<Utc>,
+}
+
+enum BatchLookup {
+    Ready(BatchBounds),
+    /// Tick `tick - 1` is gone: the batch was pruned.
+    Pruned,
+    /// Tick `tick` has not been taken yet.
+    NotYet,
+}
+
+async fn batch_bounds(pool: &PgPool, tick: i64) -> Result<BatchLookup> {
+    let row = sqlx::query(
+        "SELECT p.snapshot::text AS previous, t.snapshot::text AS current, \
+                pg_snapshot_xmin(p.snapshot)::text AS xmin, pg_snapshot_xmax(t.snapshot)::text AS xmax, \
+                t.created_at AS time \
+         FROM datastore_change_ticks p LEFT JOIN datastore_change_ticks t ON t.tick = p.tick + 1 \
+         WHERE p.tick = $1",
+    )
+    .bind(tick - 1)
+    .fetch_optional(pool)
+    .await
+    .map_err(map_err)?;
+    let Some(row) = row else {
+        return Ok(BatchLookup::Pruned);
+    };
+    let current: Option<String> = row.try_get("current").map_err(map_err)?;
+    let Some(current) = current else {
+        return Ok(BatchLookup::NotYet);
+    };
+    Ok(BatchLookup::Ready(BatchBounds {
+        tick,
+        previous: row.try_get("previous").map_err(map_err)?,
+        current,
+        xmin: row.try_get("xmin").map_err(map_err)?,
+        xmax: row.try_get("xmax").map_err(map_err)?,
+        time: row.try_get("time").map_err(map_err)?,
+    }))
+}
+
+async fn tick_exists(pool: &PgPool, tick: i64) -> Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM datastore_change_ticks WHERE tick = $1)")
+        .bind(tick)
+        .fetch_one(pool)
+        .await
+        .map_err(map_err)
+}
+
 struct Reader {
     pool: PgPool,
     table: Table,
@@ -224,6 +293,8 @@ struct Reader {
     /// `None` until the lease is held and the start position is known.
     pos: Option<Position>,
     renewed: Option<Instant>,
+    /// The snapshots of the batch being read, fetched once per batch.
+    bounds: Option<BatchBounds>,
     buffer: VecDeque<ChangeEvent>,
     done: bool,
 }
@@ -257,7 +328,7 @@ impl Drop for Reader {
     }
 }
 
-fn decode(row: &PgRow, tick: i64) -> Result<ChangeEvent> {
+fn decode(row: &PgRow, tick: i64, tick_time: DateTime<Utc>) -> Result<ChangeEvent> {
     let seq: i64 = row.try_get("seq").map_err(map_err)?;
     let op: i8 = row.try_get("operation").map_err(map_err)?;
     let id: String = row.try_get("document_id").map_err(map_err)?;
@@ -287,7 +358,7 @@ fn decode(row: &PgRow, tick: i64) -> Result<ChangeEvent> {
         full_document: full,
         updated_fields: fields("updated_fields")?,
         removed_fields: fields("removed_fields")?,
-        commit_time: row.try_get("tick_time").map_err(map_err)?,
+        commit_time: tick_time,
     })
 }
 
@@ -336,51 +407,72 @@ impl Reader {
                 p
             }
         };
-        let (oldest, latest) = tick_bounds(&self.pool).await?;
-        if pos.tick <= oldest {
-            return Err(history_lost(&self.options.consumer));
-        }
-        if pos.tick > latest && take_tick(&self.pool, false).await?.is_none() {
-            return Ok(false);
-        }
         let b = pos.tick;
+        let bounds = match &self.bounds {
+            Some(bb) if bb.tick == b => bb.clone(),
+            _ => match batch_bounds(&self.pool, b).await? {
+                BatchLookup::Pruned => return Err(history_lost(&self.options.consumer)),
+                // A new tick means there is something to read now; otherwise wait a poll.
+                BatchLookup::NotYet => return Ok(take_tick(&self.pool, false).await?.is_some()),
+                BatchLookup::Ready(bb) => {
+                    self.bounds = Some(bb.clone());
+                    bb
+                }
+            },
+        };
+        // The batch's transaction-id range and snapshots are constants here, so the planner
+        // can use the xid index (or walk the sequence in order) and the visibility tests run
+        // before the filter.
         let mut qb: QueryBuilder<'_, Postgres> = QueryBuilder::new(
             "SELECT c.seq, c.operation, c.document_id, c.created_at, c.full_document, c.updated_fields, \
-             c.removed_fields, t.created_at AS tick_time \
-             FROM datastore_change_ticks t \
-             JOIN datastore_change_ticks p ON p.tick = t.tick - 1 \
-             JOIN datastore_changes c ON c.xid >= pg_snapshot_xmin(p.snapshot) AND c.xid < pg_snapshot_xmax(t.snapshot)",
+             c.removed_fields FROM (SELECT * FROM datastore_changes c WHERE c.xid >= ",
         );
+        qb.push_bind(bounds.xmin.clone())
+            .push("::xid8 AND c.xid < ");
+        qb.push_bind(bounds.xmax.clone())
+            .push("::xid8 AND c.collection = ");
+        qb.push_bind(self.table.name()).push(" AND c.seq > ");
+        qb.push_bind(pos.seq)
+            .push(" AND pg_visible_in_snapshot(c.xid, ");
+        qb.push_bind(bounds.current.clone())
+            .push("::pg_snapshot) AND NOT pg_visible_in_snapshot(c.xid, ");
+        qb.push_bind(bounds.previous.clone())
+            .push("::pg_snapshot) OFFSET 0) c");
         if self.filter != Lowered::True {
             qb.push(format!(
                 " CROSS JOIN LATERAL (SELECT {EVENT_DOCUMENT} AS doc) ev"
             ));
         }
-        qb.push(" WHERE t.tick = ").push_bind(b);
-        qb.push(" AND c.collection = ").push_bind(self.table.name());
-        qb.push(" AND c.seq > ").push_bind(pos.seq);
-        qb.push(" AND pg_visible_in_snapshot(c.xid, t.snapshot) AND NOT pg_visible_in_snapshot(c.xid, p.snapshot) AND ");
+        qb.push(" WHERE ");
         push_filter_on(&mut qb, &self.filter, EVENTS)?;
         qb.push(" ORDER BY c.seq LIMIT ")
             .push_bind(i64::from(self.options.batch_size));
-        let rows = qb.build().fetch_all(&self.pool).await.map_err(map_err)?;
-        let full = rows.len() == self.options.batch_size as usize;
-        if !full && tick_bounds(&self.pool).await?.0 >= b {
+        let mut rows = qb.build().fetch(&self.pool);
+        let mut count = 0usize;
+        let mut last_seq = pos.seq;
+        while let Some(row) = rows.try_next().await.map_err(map_err)? {
+            let event = decode(&row, b, bounds.time)?;
+            last_seq = row.try_get("seq").map_err(map_err)?;
+            self.buffer.push_back(event);
+            count += 1;
+        }
+        drop(rows);
+        let full = count == self.options.batch_size as usize;
+        if !full && !tick_exists(&self.pool, b - 1).await? {
             // History was pruned under this read: do not step over what may be missing.
+            self.buffer.clear();
             return Err(history_lost(&self.options.consumer));
         }
-        for row in &rows {
-            self.buffer.push_back(decode(row, b)?);
-        }
-        self.pos = Some(match rows.last() {
-            Some(last) if full => Position {
+        self.pos = Some(if full {
+            Position {
                 tick: b,
-                seq: last.try_get("seq").map_err(map_err)?,
-            },
-            _ => Position {
+                seq: last_seq,
+            }
+        } else {
+            Position {
                 tick: b + 1,
                 seq: 0,
-            },
+            }
         });
         Ok(true)
     }
@@ -444,6 +536,7 @@ pub(crate) async fn watch(
         owner,
         pos: None,
         renewed: None,
+        bounds: None,
         buffer: VecDeque::new(),
         done: false,
     };
