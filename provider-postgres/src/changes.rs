@@ -420,30 +420,29 @@ impl Reader {
                 }
             },
         };
-        // The batch's transaction-id range and snapshots are constants here, so the planner
-        // can use the xid index (or walk the sequence in order) and the visibility tests run
-        // before the filter.
+        // The batch's transaction-id range and snapshots are constants here, so the planner can
+        // use the xid index or walk the sequence index in order under the LIMIT; the cheap
+        // visibility tests run before the costlier filter.
         let mut qb: QueryBuilder<'_, Postgres> = QueryBuilder::new(
             "SELECT c.seq, c.operation, c.document_id, c.created_at, c.full_document, c.updated_fields, \
-             c.removed_fields FROM (SELECT * FROM datastore_changes c WHERE c.xid >= ",
+             c.removed_fields FROM datastore_changes c",
         );
-        qb.push_bind(bounds.xmin.clone())
-            .push("::xid8 AND c.xid < ");
-        qb.push_bind(bounds.xmax.clone())
-            .push("::xid8 AND c.collection = ");
-        qb.push_bind(self.table.name()).push(" AND c.seq > ");
-        qb.push_bind(pos.seq)
-            .push(" AND pg_visible_in_snapshot(c.xid, ");
-        qb.push_bind(bounds.current.clone())
-            .push("::pg_snapshot) AND NOT pg_visible_in_snapshot(c.xid, ");
-        qb.push_bind(bounds.previous.clone())
-            .push("::pg_snapshot) OFFSET 0) c");
         if self.filter != Lowered::True {
             qb.push(format!(
                 " CROSS JOIN LATERAL (SELECT {EVENT_DOCUMENT} AS doc) ev"
             ));
         }
-        qb.push(" WHERE ");
+        qb.push(" WHERE c.xid >= ").push_bind(bounds.xmin.clone());
+        qb.push("::xid8 AND c.xid < ")
+            .push_bind(bounds.xmax.clone());
+        qb.push("::xid8 AND c.collection = ")
+            .push_bind(self.table.name());
+        qb.push(" AND c.seq > ").push_bind(pos.seq);
+        qb.push(" AND pg_visible_in_snapshot(c.xid, ")
+            .push_bind(bounds.current.clone());
+        qb.push("::pg_snapshot) AND NOT pg_visible_in_snapshot(c.xid, ")
+            .push_bind(bounds.previous.clone());
+        qb.push("::pg_snapshot) AND ");
         push_filter_on(&mut qb, &self.filter, EVENTS)?;
         qb.push(" ORDER BY c.seq LIMIT ")
             .push_bind(i64::from(self.options.batch_size));
