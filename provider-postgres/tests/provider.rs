@@ -115,28 +115,31 @@ async fn concurrent_migrations_are_safe_and_newer_schemas_refused() {
         (1..=provider_postgres::migrate::latest_version()).collect::<Vec<i64>>()
     );
 
-    sqlx::query("INSERT INTO datastore_schema_migrations (version, name, checksum) VALUES (999, 'future', 'x')")
-        .execute(stores[0].pool())
-        .await
-        .unwrap();
+    exec(&stores[0], "INSERT INTO datastore_schema_migrations (version, name, checksum) VALUES (999, 'future', 'x')").await;
     let err = PgDataStore::connect_url(&url, PoolConfig::default())
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Configuration);
     assert!(err.to_string().contains("newer"), "{err}");
 
-    sqlx::query("DELETE FROM datastore_schema_migrations WHERE version = 999")
-        .execute(stores[0].pool())
-        .await
-        .unwrap();
-    sqlx::query("UPDATE datastore_schema_migrations SET checksum = 'tampered' WHERE version = 1")
-        .execute(stores[0].pool())
-        .await
-        .unwrap();
+    exec(
+        &stores[0],
+        "DELETE FROM datastore_schema_migrations WHERE version = 999",
+    )
+    .await;
+    exec(
+        &stores[0],
+        "UPDATE datastore_schema_migrations SET checksum = 'tampered' WHERE version = 1",
+    )
+    .await;
     let err = PgDataStore::connect_url(&url, PoolConfig::default())
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Permanent, "{err}");
+}
+
+async fn exec(store: &PgDataStore, sql: &str) {
+    sqlx::query(sql).execute(store.pool()).await.expect(sql);
 }
 
 fn config(vars: &[(&str, String)]) -> DatastoreConfig {
