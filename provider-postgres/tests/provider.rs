@@ -275,3 +275,68 @@ async fn closed_store_and_ended_transactions_fail_cleanly() {
     assert_eq!(err.kind(), ErrorKind::Permanent);
     assert!(store.ping().await.is_err());
 }
+
+/// A server restart under a live change stream loses and repeats nothing: the stream retries
+/// transient errors with its position in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_stream_survives_a_server_restart() {
+    use datastore_api::{StartFrom, WatchOptions};
+    use futures::StreamExt;
+
+    // Its own server: restarting the shared one would disturb other tests.
+    let mut server = pg_harness::PgServer::start().expect("server");
+    provider_postgres::create_database(&server.url("postgres"), "restart")
+        .await
+        .unwrap();
+    let store = PgDataStore::connect_url(&server.url("restart"), PoolConfig::default())
+        .await
+        .unwrap();
+    let coll = store.health_event_collection();
+    let mut options = WatchOptions::new("restart-test").start(StartFrom::Now);
+    options.poll_interval = Duration::from_millis(20);
+    let mut stream = coll.watch(options).await.unwrap();
+    let insert =
+        |i: i64| coll.insert_one(serde_json::from_value(serde_json::json!({"i": i})).unwrap());
+    for i in 0..5 {
+        insert(i).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let e = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.push(e.full_document.unwrap()["i"].as_i64().unwrap());
+    }
+    let server = tokio::task::spawn_blocking(move || {
+        server.restart().expect("restart");
+        server
+    })
+    .await
+    .unwrap();
+    let mut i = 5;
+    while i < 10 {
+        // A write that meets a connection broken by the restart fails as retryable.
+        match insert(i).await {
+            Ok(_) => i += 1,
+            Err(e) => assert!(e.is_retryable(), "{e}"),
+        }
+    }
+    for _ in 5..10 {
+        let e = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.push(e.full_document.unwrap()["i"].as_i64().unwrap());
+    }
+    assert_eq!(seen, (0..10).collect::<Vec<i64>>());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), stream.next())
+            .await
+            .is_err(),
+        "no duplicate after the restart"
+    );
+    drop(server);
+}
