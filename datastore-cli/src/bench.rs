@@ -20,8 +20,9 @@ use futures::future::try_join_all;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pg_harness::PgServer;
 use provider_postgres::PgDataStore;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use tokio::runtime::Runtime;
 
 mod changes;
@@ -331,6 +332,18 @@ impl Bench<'_> {
         Ok((pool, db))
     }
 
+    /// A fresh baseline database and one connection to it.
+    async fn fresh_baseline_connection(
+        &self,
+    ) -> CliResult<(PgPool, PoolConnection<Postgres>, String)> {
+        let (pool, db) = self.fresh_baseline(1).await?;
+        let conn = pool
+            .acquire()
+            .await
+            .sql_context(|| "acquiring".to_owned())?;
+        Ok((pool, conn, db))
+    }
+
     async fn drop_database(&self, db: &str) -> CliResult<()> {
         let mut conn = PgConnection::connect(&self.admin_url())
             .await
@@ -373,11 +386,7 @@ impl Bench<'_> {
     }
 
     async fn baseline_single(&self, events: &Events) -> CliResult<Duration> {
-        let (pool, db) = self.fresh_baseline(1).await?;
-        let mut conn = pool
-            .acquire()
-            .await
-            .sql_context(|| "acquiring".to_owned())?;
+        let (pool, mut conn, db) = self.fresh_baseline_connection().await?;
         let t = Instant::now();
         for (event, status) in events {
             sqlx::query(BASELINE_INSERT)
@@ -494,11 +503,7 @@ impl Bench<'_> {
     }
 
     async fn baseline_copy(&self, batch: &Events) -> CliResult<Duration> {
-        let (pool, db) = self.fresh_baseline(1).await?;
-        let mut conn = pool
-            .acquire()
-            .await
-            .sql_context(|| "acquiring".to_owned())?;
+        let (pool, mut conn, db) = self.fresh_baseline_connection().await?;
         let t = Instant::now();
         let mut data = String::with_capacity(batch.len() * 1_024);
         for (event, status) in batch {

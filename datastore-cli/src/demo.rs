@@ -532,14 +532,7 @@ impl<'a> Demo<'a> {
             t.elapsed(),
         );
 
-        let cold_start = Filter::is_in(
-            fields::NODE_QUARANTINED,
-            [
-                QuarantineStatus::Quarantined.as_str(),
-                QuarantineStatus::AlreadyQuarantined.as_str(),
-            ],
-        )
-        .and(Filter::is_in(
+        let cold_start = quarantined_events().and(Filter::is_in(
             fields::EVICTION_STATUS,
             ["", EvictionStatus::NotStarted.as_str()],
         ));
@@ -595,24 +588,18 @@ impl Demo<'_> {
             t,
         );
 
-        let cold_start = Filter::is_in(
-            fields::NODE_QUARANTINED,
-            [
-                QuarantineStatus::Quarantined.as_str(),
-                QuarantineStatus::AlreadyQuarantined.as_str(),
-            ],
-        )
-        .and(Filter::is_in(
-            fields::EVICTION_STATUS,
-            [
-                EvictionStatus::Succeeded.as_str(),
-                EvictionStatus::AlreadyDrained.as_str(),
-            ],
-        ))
-        .and(Filter::eq(
-            fields::FAULT_REMEDIATED,
-            datastore::Scalar::Null,
-        ));
+        let cold_start = quarantined()
+            .and(Filter::is_in(
+                fields::EVICTION_STATUS,
+                [
+                    EvictionStatus::Succeeded.as_str(),
+                    EvictionStatus::AlreadyDrained.as_str(),
+                ],
+            ))
+            .and(Filter::eq(
+                fields::FAULT_REMEDIATED,
+                datastore::Scalar::Null,
+            ));
         let t = Instant::now();
         let mut stream = health.stream_by_query(cold_start, PAGE_SIZE);
         let mut events = 0usize;
@@ -912,4 +899,15 @@ impl Demo<'_> {
             "the committed span id is not visible".to_owned()
         })
     }
+}
+
+/// Events whose node is quarantined for them (Quarantined or AlreadyQuarantined).
+fn quarantined_events() -> Filter {
+    Filter::is_in(
+        fields::NODE_QUARANTINED,
+        [
+            QuarantineStatus::Quarantined.as_str(),
+            QuarantineStatus::AlreadyQuarantined.as_str(),
+        ],
+    )
 }
