@@ -588,7 +588,7 @@ impl Demo<'_> {
             t,
         );
 
-        let cold_start = quarantined()
+        let cold_start = quarantined_events()
             .and(Filter::is_in(
                 fields::EVICTION_STATUS,
                 [
