@@ -26,6 +26,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use crate::collection::Table;
 use crate::compile::{push_filter_on, Target};
 use crate::error::map_err;
+use crate::locks::lock_xact;
 
 /// Key of the transaction-level advisory lock that serialises tick creation.
 const TICK_LOCK: i64 = 0x6e76_735f_6473_0002;
@@ -91,11 +92,7 @@ async fn take_tick(pool: &PgPool, force: bool) -> Result<Option<i64>> {
     }
     let mut tx = pool.begin().await.map_err(map_err)?;
     if force {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(TICK_LOCK)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+        lock_xact(&mut tx, TICK_LOCK).await?;
     } else {
         // Someone else is taking a tick right now: theirs will do.
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
@@ -646,11 +643,7 @@ pub(crate) async fn lag(
 /// Deletes change history per `policy`; returns the number of changes deleted.
 pub(crate) async fn prune(pool: &PgPool, policy: &RetentionPolicy) -> Result<u64> {
     let mut tx = pool.begin().await.map_err(map_err)?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(TICK_LOCK)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+    lock_xact(&mut tx, TICK_LOCK).await?;
     // The newest tick to become the new base: everything older than max_age, or, among ticks
     // older than min_age, everything before the slowest consumer's checkpoint.
     let target: Option<i64> = sqlx::query_scalar(

@@ -227,20 +227,12 @@ impl Collection for PgCollection {
     #[tracing::instrument(name = "datastore.insert_one", skip_all, fields(collection = self.table.name()))]
     async fn insert_one(&self, document: Document) -> Result<Inserted> {
         observe(PROVIDER, self.table.name(), "insert_one", async {
-            let (id, body) = prepare_insert(document)?;
-            let sql = format!(
-                "WITH ins AS (INSERT INTO {t} (id, document) VALUES ($1, $2) \
-                 RETURNING id, created_at, document){capture} SELECT id, created_at FROM ins",
-                t = self.table.name(),
-                capture = self.capture(Capture::Insert, "ins"),
-            );
-            let row = with_conn!(self, conn => sqlx::query(&sql)
-                .bind(id.as_str())
-                .bind(Value::Object(body))
-                .fetch_one(conn)
-                .await
-                .map_err(map_err)?);
-            inserted(&row)
+            let row = prepare_insert(document)?;
+            let capture = self.capture(Capture::Insert, "ins");
+            let mut done =
+                with_conn!(self, conn => insert_rows(conn, self.table, capture, vec![row]).await?);
+            done.pop()
+                .ok_or_else(|| Error::permanent("insert did not return its row"))
         })
         .await
     }

@@ -22,6 +22,7 @@ mod changes;
 mod collection;
 mod compile;
 mod error;
+mod locks;
 pub mod migrate;
 
 use std::sync::{Arc, OnceLock, Weak};

@@ -5,6 +5,7 @@ use datastore_api::{Error, Result};
 use sqlx::{Executor, PgConnection, PgPool, Row};
 
 use crate::error::map_err;
+use crate::locks::lock_xact;
 
 /// One migration file.
 #[derive(Debug, Clone, Copy)]
@@ -66,11 +67,7 @@ pub async fn migrate(pool: &PgPool) -> Result<MigrationReport> {
     // One transaction holding a transaction-level advisory lock: concurrent starters wait, and
     // the lock cannot outlive the work (not even if this future is dropped half-way).
     let mut tx = pool.begin().await.map_err(map_err)?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(LOCK_KEY)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+    lock_xact(&mut tx, LOCK_KEY).await?;
     let report = migrate_locked(&mut tx).await?;
     tx.commit().await.map_err(map_err)?;
     Ok(report)
