@@ -548,25 +548,7 @@ impl Bench<'_> {
     async fn index_check_on(&self, store: &PgDataStore, total: u64) -> CliResult<()> {
         let health = store.health_events();
         let mut synth = Synth::new(self.args.seed, EXPLAIN_NODES, Utc::now());
-        let bar = progress(total, "load");
-        let t = Instant::now();
-        let mut remaining = total;
-        while remaining > 0 {
-            let n = remaining.min(EXPLAIN_BATCH as u64);
-            let batch = synth.health_events(n as usize);
-            if let Err(e) = health.insert_many(&batch).await {
-                bar.abandon();
-                return Err(e.into());
-            }
-            remaining -= n;
-            bar.inc(n);
-        }
-        bar.finish_and_clear();
-        println!(
-            "  loaded {total} events in {:.1} s ({}/s)",
-            t.elapsed().as_secs_f64(),
-            thousands(per_second(total, t.elapsed()))
-        );
+        load_events(store, &mut synth, total, EXPLAIN_BATCH, "").await?;
 
         // Some quarantined events (fault-quarantine's decisions) and maintenance events.
         let quarantine_nodes: Vec<String> = (0..EXPLAIN_QUARANTINED_NODES)
@@ -732,6 +714,38 @@ async fn explain(pool: &PgPool, q: &Explained) -> CliResult<Vec<String>> {
         .fetch_all(pool)
         .await
         .sql_context(|| format!("EXPLAIN {}", q.label))
+}
+
+/// Inserts `total` events from `synth` through `insert_many` batches of `batch`, with a progress
+/// bar, then prints the load rate (`what` qualifies the events in that line).
+async fn load_events(
+    store: &PgDataStore,
+    synth: &mut Synth,
+    total: u64,
+    batch: usize,
+    what: &str,
+) -> CliResult<()> {
+    let health = store.health_events();
+    let bar = progress(total, "load");
+    let t = Instant::now();
+    let mut remaining = total;
+    while remaining > 0 {
+        let n = remaining.min(batch as u64);
+        let events = synth.health_events(n as usize);
+        if let Err(e) = health.insert_many(&events).await {
+            bar.abandon();
+            return Err(e.into());
+        }
+        remaining -= n;
+        bar.inc(n);
+    }
+    bar.finish_and_clear();
+    println!(
+        "  loaded {total} events{what} in {:.1} s ({}/s)",
+        t.elapsed().as_secs_f64(),
+        thousands(per_second(total, t.elapsed()))
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use futures::StreamExt;
 use provider_postgres::PgDataStore;
 use tokio::sync::watch;
 
-use super::{join_error, median, progress, thousands, Bench, Events, BENCH_NODES, WRITERS};
+use super::{join_error, load_events, median, thousands, Bench, Events, BENCH_NODES, WRITERS};
 use crate::cli::{BenchCase, DrainWorkerArgs};
 use crate::error::{CliError, CliResult};
 use crate::flow::{self, FlowOptions};
@@ -354,7 +354,8 @@ async fn backlog(bench: &Bench<'_>) -> CliResult<Vec<Figure>> {
          every {DRAIN_CHECKPOINT_EVERY}"
     );
     let (store, db) = bench.fresh_store().await?;
-    let loaded = load_backlog(bench, &store, n).await;
+    let mut synth = Synth::new(bench.args.seed, 1_000, Utc::now());
+    let loaded = load_events(&store, &mut synth, n, BACKLOG_BATCH, " with capture on").await;
     let out = match loaded {
         Ok(()) => run_drain_worker(bench.pg.url(&db), n, bench.args.poll_ms).await,
         Err(e) => Err(e),
@@ -414,32 +415,6 @@ async fn backlog(bench: &Bench<'_>) -> CliResult<Vec<Figure>> {
             pass: mib(peak) <= DRAIN_RSS_TARGET_MIB && flat,
         },
     ])
-}
-
-/// Inserts `n` events with capture on, in batches of [`BACKLOG_BATCH`].
-async fn load_backlog(bench: &Bench<'_>, store: &PgDataStore, n: u64) -> CliResult<()> {
-    let health = store.health_events();
-    let mut synth = Synth::new(bench.args.seed, 1_000, Utc::now());
-    let bar = progress(n, "load");
-    let t = Instant::now();
-    let mut remaining = n;
-    while remaining > 0 {
-        let k = remaining.min(BACKLOG_BATCH as u64);
-        let batch = synth.health_events(k as usize);
-        if let Err(e) = health.insert_many(&batch).await {
-            bar.abandon();
-            return Err(e.into());
-        }
-        remaining -= k;
-        bar.inc(k);
-    }
-    bar.finish_and_clear();
-    println!(
-        "  loaded {n} events with capture on in {:.1} s ({}/s)",
-        t.elapsed().as_secs_f64(),
-        thousands(per_second(n, t.elapsed()))
-    );
-    Ok(())
 }
 
 /// The marker of the drain worker's result line.
