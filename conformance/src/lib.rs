@@ -41,6 +41,16 @@ pub struct Capabilities {
     pub transactions: bool,
     /// Change streams (`watch` / `checkpoint`).
     pub change_streams: bool,
+    /// The server applies the `$push` update operator (the properties' random updates then
+    /// include `Push`; without it they are generated without).
+    pub push_update: bool,
+    /// Equality matches numbers across integer and floating-point types (`1 == 1.0`), as the
+    /// API promises; without it the random values use integers only.
+    pub numeric_equality: bool,
+    /// The provider keeps the change history and prunes it by
+    /// [`prune_change_history`](datastore_api::DataStore::prune_change_history) (PostgreSQL);
+    /// without it (MongoDB: the server's oplog is the history) pruning is not checked.
+    pub provider_retention: bool,
 }
 
 impl Capabilities {
@@ -48,6 +58,9 @@ impl Capabilities {
     pub const ALL: Capabilities = Capabilities {
         transactions: true,
         change_streams: true,
+        push_update: true,
+        numeric_equality: true,
+        provider_retention: true,
     };
 }
 
@@ -58,6 +71,12 @@ pub enum Capability {
     Transactions,
     /// See [`Capabilities::change_streams`].
     ChangeStreams,
+    /// See [`Capabilities::push_update`].
+    PushUpdate,
+    /// See [`Capabilities::numeric_equality`].
+    NumericEquality,
+    /// See [`Capabilities::provider_retention`].
+    ProviderRetention,
 }
 
 impl Capability {
@@ -65,12 +84,22 @@ impl Capability {
         match self {
             Capability::Transactions => caps.transactions,
             Capability::ChangeStreams => caps.change_streams,
+            Capability::PushUpdate => caps.push_update,
+            Capability::NumericEquality => caps.numeric_equality,
+            Capability::ProviderRetention => caps.provider_retention,
         }
     }
     fn missing_reason(self) -> &'static str {
         match self {
             Capability::Transactions => "server lacks multi-document transactions",
             Capability::ChangeStreams => "server lacks change streams",
+            Capability::PushUpdate => "$push (server lacks the operator)",
+            Capability::ProviderRetention => {
+                "pruning (the server trims the change history, not the provider)"
+            }
+            Capability::NumericEquality => {
+                "floats (server's equality treats 1 and 1.0 as different)"
+            }
         }
     }
 }
@@ -126,6 +155,8 @@ pub struct PropertyResult {
     pub outcome: Outcome,
     /// Wall time.
     pub seconds: f64,
+    /// What the run left out (operations the backend lacks), if anything.
+    pub note: Option<String>,
 }
 
 /// All results for one backend.
@@ -154,14 +185,19 @@ pub struct Ctx<'a> {
     pub store: Arc<dyn DataStore>,
     /// Random cases to run.
     pub cases: u32,
+    /// What the backend offers; properties narrow their random operations to it.
+    pub capabilities: Capabilities,
 }
 
 /// A named property.
 pub struct Property {
     /// Name.
     pub name: &'static str,
-    /// Capabilities it needs.
+    /// Capabilities it needs (not run without them).
     pub needs: &'static [Capability],
+    /// Optional capabilities whose operations it leaves out of its random cases when the
+    /// backend lacks them (it still runs; the report says what was left out).
+    pub narrowed_by: &'static [Capability],
     /// The check; `Err` holds the failure report.
     pub run: fn(&Ctx<'_>) -> std::result::Result<(), String>,
 }
@@ -192,6 +228,7 @@ pub fn run_suite(
                         rt,
                         store: Arc::clone(&store),
                         cases: config.cases,
+                        capabilities: caps,
                     };
                     let r = (p.run)(&ctx);
                     rt.block_on(store.close());
@@ -202,8 +239,16 @@ pub fn run_suite(
                 }
             }
         };
+        let left_out: Vec<&str> = p
+            .narrowed_by
+            .iter()
+            .filter(|c| !c.available(caps))
+            .map(|c| c.missing_reason())
+            .collect();
         results.push(PropertyResult {
             property: p.name,
+            note: (!left_out.is_empty() && !matches!(outcome, Outcome::NotRun(_)))
+                .then(|| format!("ran without: {}", left_out.join("; "))),
             outcome,
             seconds: started.elapsed().as_secs_f64(),
         });
@@ -230,7 +275,7 @@ pub fn render_table(reports: &[Report]) -> String {
     for r in reports {
         for p in &r.results {
             let (word, detail) = match &p.outcome {
-                Outcome::Passed => ("passed", String::new()),
+                Outcome::Passed => ("passed", p.note.clone().unwrap_or_default()),
                 Outcome::Failed(m) => ("FAILED", m.lines().next().unwrap_or_default().to_owned()),
                 Outcome::NotRun(why) => ("not run", why.clone()),
             };

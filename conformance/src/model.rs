@@ -4,46 +4,15 @@
 use std::cmp::Ordering;
 
 use chrono::{DateTime, Utc};
+use datastore_api::query::sort_documents;
 use datastore_api::value::{
-    as_date, compare_numbers, distinct_values, is_date, sort_compare, unwrap_arrays,
-    CREATED_AT_FIELD, ID_FIELD,
+    as_date, compare_numbers, distinct_values, unwrap_arrays, values_at, CREATED_AT_FIELD, ID_FIELD,
 };
 use datastore_api::{
     ChangeEvent, Direction, Document, DocumentId, Error, ErrorKind, FieldPath, Filter, FindOptions,
     Lowered, OperationType, PageRequest, Result, ResumeToken, Scalar, Update, UpdateResult, Value,
 };
 use serde_json::Number;
-
-/// Values reached by `path`: objects are entered by key; an array met on the way is entered one
-/// level, taking the key from each object element.
-pub fn values_at<'a>(doc: &'a Document, path: &FieldPath) -> Vec<&'a Value> {
-    let mut current: Vec<&Value> = Vec::new();
-    let segs = path.segments();
-    match doc.get(&segs[0]) {
-        Some(v) => current.push(v),
-        None => return current,
-    }
-    for seg in &segs[1..] {
-        let mut next = Vec::new();
-        for v in current {
-            match v {
-                Value::Object(o) if !is_date(v) => next.extend(o.get(seg)),
-                Value::Array(items) => {
-                    for item in items {
-                        if let Value::Object(o) = item {
-                            if !is_date(item) {
-                                next.extend(o.get(seg));
-                            }
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        current = next;
-    }
-    current
-}
 
 /// Compares a stored value with a filter scalar inside the same type bracket.
 fn compare(v: &Value, s: &Scalar) -> Option<Ordering> {
@@ -83,18 +52,6 @@ pub fn matches(filter: &Lowered, doc: &Document) -> bool {
     }
 }
 
-/// The sort key value: objects only, arrays are not entered.
-fn sort_value<'a>(doc: &'a Document, path: &FieldPath) -> Option<&'a Value> {
-    let mut cur = doc.get(&path.segments()[0])?;
-    for seg in &path.segments()[1..] {
-        match cur {
-            Value::Object(o) => cur = o.get(seg)?,
-            _ => return None,
-        }
-    }
-    Some(cur)
-}
-
 fn id_of(doc: &Document) -> &str {
     doc.get(ID_FIELD)
         .and_then(Value::as_str)
@@ -103,24 +60,6 @@ fn id_of(doc: &Document) -> &str {
 
 fn created_of(doc: &Document) -> Option<DateTime<Utc>> {
     doc.get(CREATED_AT_FIELD).and_then(as_date)
-}
-
-/// Orders documents by the sort keys, then `_id` ascending.
-pub fn sort_documents(docs: &mut [Document], keys: &[(FieldPath, Direction)]) {
-    docs.sort_by(|a, b| {
-        for (path, dir) in keys {
-            let o = sort_compare(sort_value(a, path), sort_value(b, path));
-            let o = if *dir == Direction::Descending {
-                o.reverse()
-            } else {
-                o
-            };
-            if o != Ordering::Equal {
-                return o;
-            }
-        }
-        id_of(a).as_bytes().cmp(id_of(b).as_bytes())
-    });
 }
 
 /// A change the model expects a change stream to deliver.

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::gen;
 use crate::model::{same_documents, same_outcome, Model};
-use crate::{Capability, Ctx, Property};
+use crate::{Capabilities, Capability, Ctx, Property};
 
 mod changes;
 mod domain;
@@ -25,51 +25,61 @@ pub const ALL: &[Property] = &[
     Property {
         name: "crud_sequences_match_model",
         needs: &[],
+        narrowed_by: &[Capability::PushUpdate, Capability::NumericEquality],
         run: crud_sequences_match_model,
     },
     Property {
         name: "filters_and_sorts_match_model",
         needs: &[],
+        narrowed_by: &[Capability::NumericEquality],
         run: filters_and_sorts_match_model,
     },
     Property {
         name: "keyset_pages_stable_under_writes",
         needs: &[],
+        narrowed_by: &[],
         run: keyset_pages_stable_under_writes,
     },
     Property {
         name: "current_date_is_server_time",
         needs: &[],
+        narrowed_by: &[],
         run: current_date_is_server_time,
     },
     Property {
         name: "transactions_are_atomic",
         needs: &[Capability::Transactions],
+        narrowed_by: &[Capability::PushUpdate, Capability::NumericEquality],
         run: transactions_are_atomic,
     },
     Property {
         name: "change_streams_match_committed_history",
         needs: &[Capability::ChangeStreams],
+        narrowed_by: &[Capability::PushUpdate, Capability::NumericEquality],
         run: changes::change_streams_match_committed_history,
     },
     Property {
         name: "late_commits_delivered_without_gaps",
         needs: &[Capability::ChangeStreams],
+        narrowed_by: &[],
         run: changes::late_commits_delivered_without_gaps,
     },
     Property {
         name: "leases_lag_and_retention",
         needs: &[Capability::ChangeStreams],
+        narrowed_by: &[Capability::ProviderRetention],
         run: changes::leases_lag_and_retention,
     },
     Property {
         name: "health_event_domain_methods",
         needs: &[],
+        narrowed_by: &[],
         run: domain::health_event_domain_methods,
     },
     Property {
         name: "maintenance_event_domain_methods",
         needs: &[],
+        narrowed_by: &[],
         run: domain::maintenance_event_domain_methods,
     },
 ];
@@ -182,19 +192,20 @@ pub(crate) enum Op {
     CreatedAtRange(prop::sample::Index, u8),
 }
 
-pub(crate) fn op() -> impl Strategy<Value = Op> {
+pub(crate) fn op(caps: Capabilities) -> impl Strategy<Value = Op> {
+    let vocab = gen::Vocabulary::from(caps);
     let corruption = prop_oneof![8 => Just(Corruption::None), 1 => Just(Corruption::BadKey), 1 => Just(Corruption::DuplicateId)];
     prop_oneof![
-        4 => (prop::collection::vec(gen::document(), 1..4), corruption).prop_map(|(d, c)| Op::InsertMany(d, c)),
-        2 => prop::collection::vec((0u8..4, gen::document()), 1..4).prop_map(Op::InsertIdempotent),
-        4 => (gen::filter(), gen::find_options()).prop_map(|(f, o)| Op::Find(f, o)),
-        1 => gen::filter().prop_map(Op::Count),
-        1 => (prop::sample::select(gen::PATHS), gen::filter()).prop_map(|(p, f)| Op::Distinct(p.to_owned(), f)),
-        2 => (gen::filter(), gen::update()).prop_map(|(f, u)| Op::UpdateOne(f, u)),
-        2 => (gen::filter(), gen::update()).prop_map(|(f, u)| Op::UpdateMany(f, u)),
-        1 => gen::filter().prop_map(Op::Delete),
+        4 => (prop::collection::vec(gen::document(vocab), 1..4), corruption).prop_map(|(d, c)| Op::InsertMany(d, c)),
+        2 => prop::collection::vec((0u8..4, gen::document(vocab)), 1..4).prop_map(Op::InsertIdempotent),
+        4 => (gen::filter(vocab), gen::find_options()).prop_map(|(f, o)| Op::Find(f, o)),
+        1 => gen::filter(vocab).prop_map(Op::Count),
+        1 => (prop::sample::select(gen::PATHS), gen::filter(vocab)).prop_map(|(p, f)| Op::Distinct(p.to_owned(), f)),
+        2 => (gen::filter(vocab), gen::update(vocab)).prop_map(|(f, u)| Op::UpdateOne(f, u)),
+        2 => (gen::filter(vocab), gen::update(vocab)).prop_map(|(f, u)| Op::UpdateMany(f, u)),
+        1 => gen::filter(vocab).prop_map(Op::Delete),
         1 => gen::invalid_filter().prop_map(Op::InvalidFilter),
-        1 => (gen::filter(), 1u32..4, any::<bool>()).prop_map(|(f, s, a)| Op::Walk(f, s, a)),
+        1 => (gen::filter(vocab), 1u32..4, any::<bool>()).prop_map(|(f, s, a)| Op::Walk(f, s, a)),
         1 => (any::<prop::sample::Index>(), 0u8..4).prop_map(|(i, k)| Op::CreatedAtRange(i, k)),
     ]
 }
@@ -203,21 +214,25 @@ pub(crate) fn op() -> impl Strategy<Value = Op> {
 /// leave the same state; failed operations change nothing.
 fn crud_sequences_match_model(ctx: &Ctx<'_>) -> std::result::Result<(), String> {
     let coll = ctx.store.health_event_collection();
-    check(ctx, prop::collection::vec(op(), 1..16), |ops| {
-        ctx.rt.block_on(async {
-            reset(coll).await?;
-            let mut model = Model::default();
-            let mut keys: HashMap<String, DocumentId> = HashMap::new();
-            for (step, op) in ops.into_iter().enumerate() {
-                let at = format!("step {step} ({op:?})");
-                run_op(coll, &mut model, &mut keys, op)
-                    .await
-                    .map_err(fail_ctx(&at))?;
-            }
-            let got = snapshot(coll).await;
-            same_documents(&got, &Ok(model.snapshot())).map_err(fail_ctx("final state"))
-        })
-    })
+    check(
+        ctx,
+        prop::collection::vec(op(ctx.capabilities), 1..16),
+        |ops| {
+            ctx.rt.block_on(async {
+                reset(coll).await?;
+                let mut model = Model::default();
+                let mut keys: HashMap<String, DocumentId> = HashMap::new();
+                for (step, op) in ops.into_iter().enumerate() {
+                    let at = format!("step {step} ({op:?})");
+                    run_op(coll, &mut model, &mut keys, op)
+                        .await
+                        .map_err(fail_ctx(&at))?;
+                }
+                let got = snapshot(coll).await;
+                same_documents(&got, &Ok(model.snapshot())).map_err(fail_ctx("final state"))
+            })
+        },
+    )
 }
 
 pub(crate) async fn run_op(
@@ -421,9 +436,10 @@ pub(crate) async fn run_op(
 /// Many random filters and sorts over one random document set.
 fn filters_and_sorts_match_model(ctx: &Ctx<'_>) -> std::result::Result<(), String> {
     let coll = ctx.store.health_event_collection();
+    let vocab = gen::Vocabulary::from(ctx.capabilities);
     let strategy = (
-        prop::collection::vec(gen::document(), 0..14),
-        prop::collection::vec((gen::filter(), gen::find_options()), 1..12),
+        prop::collection::vec(gen::document(vocab), 0..14),
+        prop::collection::vec((gen::filter(vocab), gen::find_options()), 1..12),
     );
     check(ctx, strategy, |(docs, queries)| {
         ctx.rt.block_on(async {
@@ -618,10 +634,11 @@ fn current_date_is_server_time(ctx: &Ctx<'_>) -> std::result::Result<(), String>
 /// inside, and all discarded on rollback (also when the body of `with_transaction` fails).
 fn transactions_are_atomic(ctx: &Ctx<'_>) -> std::result::Result<(), String> {
     let store = &ctx.store;
+    let vocab = gen::Vocabulary::from(ctx.capabilities);
     let strategy = (
-        prop::collection::vec(gen::document(), 1..4),
-        prop::collection::vec(gen::document(), 1..3),
-        gen::update(),
+        prop::collection::vec(gen::document(vocab), 1..4),
+        prop::collection::vec(gen::document(vocab), 1..3),
+        gen::update(vocab),
         0u8..3,
     );
     check(

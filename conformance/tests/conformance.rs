@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use conformance::{render_table, run_suite, Backend, Capabilities, SuiteConfig};
-use datastore_api::{DataStore, PoolConfig, Result};
+use datastore_api::{DataStore, Filter, PoolConfig, Result, StartFrom, Update, WatchOptions};
+use mongo_harness::TestMongo;
 use pg_harness::TestPostgres;
 
 struct Postgres {
@@ -35,6 +36,74 @@ impl Backend for Postgres {
     }
 }
 
+struct Mongo {
+    server: &'static TestMongo,
+    capabilities: Capabilities,
+}
+
+#[async_trait]
+impl Backend for Mongo {
+    fn name(&self) -> String {
+        "mongodb".into()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.capabilities
+    }
+    async fn fresh_store(&self) -> Result<Arc<dyn DataStore>> {
+        let db = mongo_harness::unique_database_name("conf");
+        let settings = provider_mongo::MongoSettings::from_uri(self.server.uri(), &db);
+        Ok(Arc::new(
+            provider_mongo::MongoDataStore::connect_with(&settings).await?,
+        ))
+    }
+}
+
+/// What the MongoDB server can do. Each probe accepts only the server's own "not supported"
+/// answer as a gap; any other failure is a provider defect and fails the run.
+async fn probe(backend: &Mongo) -> Capabilities {
+    let store = backend.fresh_store().await.expect("probe store");
+    let coll = store.health_event_collection();
+    let push_update = match coll
+        .update_many(&Filter::All, &Update::new().push("probe", 1))
+        .await
+    {
+        Ok(_) => true,
+        Err(e) if e.message().contains("unsupported update operator") => false,
+        Err(e) => panic!("probing $push failed unexpectedly: {e}"),
+    };
+    let change_streams = match coll
+        .watch(WatchOptions::new("probe").start(StartFrom::Now))
+        .await
+    {
+        Ok(_) => true,
+        Err(e) if e.kind() == datastore_api::ErrorKind::Unsupported => false,
+        Err(e) => panic!("probing change streams failed unexpectedly: {e}"),
+    };
+    // Equality across number types: {n: 1} must match Eq(n, 1.0).
+    coll.insert_one(serde_json::from_value(serde_json::json!({"n": 1})).expect("doc"))
+        .await
+        .expect("probe insert");
+    let numeric_equality = coll
+        .count(&Filter::eq("n", 1.0))
+        .await
+        .expect("probe count")
+        == 1;
+    let transactions = match store.begin().await {
+        Ok(tx) => tx.commit().await.is_ok(),
+        Err(e) if e.kind() == datastore_api::ErrorKind::Configuration => false,
+        Err(e) => panic!("probing transactions failed unexpectedly: {e}"),
+    };
+    store.close().await;
+    Capabilities {
+        transactions,
+        change_streams,
+        push_update,
+        numeric_equality,
+        // MongoDB's change history is the oplog, trimmed by the server.
+        provider_retention: false,
+    }
+}
+
 #[test]
 fn conformance() {
     let wanted = std::env::var("CONFORMANCE_PROVIDERS").unwrap_or_else(|_| "postgresql".into());
@@ -52,8 +121,19 @@ fn conformance() {
                 Arc::new(Postgres { server })
             }
             "mongodb" => {
-                eprintln!("conformance: the MongoDB provider is not implemented yet (issue 4); no MongoDB run");
-                continue;
+                let server =
+                    TestMongo::shared().unwrap_or_else(|e| panic!("MongoDB for conformance: {e}"));
+                eprintln!("conformance: MongoDB lane: {}", server.lane());
+                let mut backend = Mongo {
+                    server,
+                    capabilities: Capabilities::ALL,
+                };
+                backend.capabilities = rt.block_on(probe(&backend));
+                eprintln!(
+                    "conformance: MongoDB server capabilities: {:?}",
+                    backend.capabilities
+                );
+                Arc::new(backend)
             }
             other => panic!("CONFORMANCE_PROVIDERS: unknown provider {other:?}"),
         };

@@ -4,10 +4,10 @@
 //! | Variable | YAML (`global.datastore.…`) | Default | Meaning |
 //! |---|---|---|---|
 //! | `DATASTORE_PROVIDER` | `provider` | (required) | `postgresql` or `mongodb` |
-//! | `DATASTORE_HOST` | `connection.host` | (required) | server host |
+//! | `DATASTORE_HOST` | `connection.host` | (required; MongoDB: `localhost`) | server host (MongoDB: or `MONGODB_URI`) |
 //! | `DATASTORE_PORT` | `connection.port` | 5432 (PostgreSQL) / 27017 (MongoDB) | server port |
 //! | `DATASTORE_DATABASE` | `connection.database` | `nvsentinel` | database name |
-//! | `DATASTORE_USERNAME` | `connection.username` | (required) | user; must match the client certificate's CN |
+//! | `DATASTORE_USERNAME` | `connection.username` | (required; MongoDB: none) | user; must match the client certificate's CN |
 //! | `DATASTORE_PASSWORD` | `connection.password` | none | password (omit for certificate auth) |
 //! | `DATASTORE_SSLMODE` | `connection.sslmode` | `require` | `disable`, `allow`, `prefer`, `require`, `verify-ca`, `verify-full` |
 //! | `DATASTORE_SSLCERT` | `connection.sslcert` | none | client certificate (PEM) |
@@ -176,9 +176,12 @@ impl DatastoreConfig {
         Self::from_vars(&env)
     }
 
-    /// True when the environment names a server (`DATASTORE_HOST` or a config file is set).
+    /// True when the environment names a server (`DATASTORE_HOST`, a config file or
+    /// `MONGODB_URI` is set).
     pub fn env_names_a_server() -> bool {
-        std::env::var_os("DATASTORE_HOST").is_some() || std::env::var_os(CONFIG_FILE_VAR).is_some()
+        ["DATASTORE_HOST", CONFIG_FILE_VAR, "MONGODB_URI"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
     }
 
     /// Loads from an explicit variable map (`DATASTORE_*` names), for tests and embedding.
@@ -268,13 +271,23 @@ impl DatastoreConfig {
                 }
             }
         };
+        // MongoDB deployments usually give MONGODB_URI instead (read by the MongoDB provider),
+        // and X.509 authentication takes the user from the certificate.
+        let mongodb = provider == ProviderKind::Mongodb;
+        let optional_for_mongodb = |key: &str, default: &str| -> Result<String> {
+            if mongodb {
+                Ok(get(key).unwrap_or(default).to_owned())
+            } else {
+                required(key)
+            }
+        };
         let connection = ConnectionConfig {
-            host: required("connection.host")?,
+            host: optional_for_mongodb("connection.host", "localhost")?,
             port,
             database: get("connection.database")
                 .unwrap_or("nvsentinel")
                 .to_owned(),
-            username: required("connection.username")?,
+            username: optional_for_mongodb("connection.username", "")?,
             password: v
                 .get("connection.password")
                 .filter(|p| !p.is_empty())

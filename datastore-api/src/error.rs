@@ -27,6 +27,10 @@ pub enum ErrorKind {
     /// Another process holds this change-stream consumer's lease: this one must not read or
     /// checkpoint for it now. Stop, and watch again to wait as a standby.
     Conflict,
+    /// The provider or the server it talks to cannot do this at all (for example change
+    /// streams on a MongoDB server that is not a replica set). Retrying will not help; use
+    /// another server or do without the feature.
+    Unsupported,
 }
 
 impl ErrorKind {
@@ -41,6 +45,7 @@ impl ErrorKind {
             ErrorKind::Configuration => "configuration",
             ErrorKind::HistoryLost => "history_lost",
             ErrorKind::Conflict => "conflict",
+            ErrorKind::Unsupported => "unsupported",
         }
     }
 }

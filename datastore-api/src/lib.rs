@@ -52,5 +52,5 @@ pub use store::{
     batches, prepare_insert, with_transaction, Collection, CollectionExt, DataStore, ProviderKind,
     Transaction,
 };
-pub use update::{TimeFormat, Update, UpdateOp, ValidUpdate};
+pub use update::{TimeFormat, Update, UpdateOp, ValidOp, ValidUpdate};
 pub use value::{Document, DocumentId, Value};

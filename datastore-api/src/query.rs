@@ -4,7 +4,7 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use crate::error::{Error, Result};
 use crate::path::FieldPath;
-use crate::value::{Document, DocumentId};
+use crate::value::{sort_compare, Document, DocumentId, Value, ID_FIELD};
 
 /// Sort direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -245,4 +245,43 @@ pub fn validate_idempotency_key(key: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The value a sort key orders by: the path is followed through objects only (an array on the
+/// way means "missing"), as every provider sorts.
+pub fn sort_value<'a>(doc: &'a Document, path: &FieldPath) -> Option<&'a Value> {
+    let (first, rest) = path.segments().split_first()?;
+    let mut cur = doc.get(first)?;
+    for seg in rest {
+        match cur {
+            Value::Object(o) => cur = o.get(seg)?,
+            _ => return None,
+        }
+    }
+    Some(cur)
+}
+
+/// Orders documents by the sort keys ([`sort_compare`] on [`sort_value`]), then by `_id`
+/// ascending: the order every provider returns for [`FindOptions::sort`].
+pub fn sort_documents(docs: &mut [Document], keys: &[(FieldPath, Direction)]) {
+    fn id_of(d: &Document) -> &[u8] {
+        d.get(ID_FIELD)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .as_bytes()
+    }
+    docs.sort_by(|a, b| {
+        for (path, dir) in keys {
+            let o = sort_compare(sort_value(a, path), sort_value(b, path));
+            let o = if *dir == Direction::Descending {
+                o.reverse()
+            } else {
+                o
+            };
+            if o != std::cmp::Ordering::Equal {
+                return o;
+            }
+        }
+        id_of(a).cmp(id_of(b))
+    });
 }

@@ -133,9 +133,10 @@ pub trait Collection: Send + Sync {
 }
 
 fn unsupported(collection: &str) -> Error {
-    Error::permanent(format!(
-        "collection {collection} does not support change streams"
-    ))
+    Error::new(
+        crate::ErrorKind::Unsupported,
+        format!("collection {collection} does not support change streams"),
+    )
 }
 
 /// Conveniences built on [`Collection`].
@@ -207,7 +208,8 @@ pub trait DataStore: Send + Sync {
     /// checkpoint falls in pruned history gets [`HistoryLost`](crate::ErrorKind::HistoryLost).
     async fn prune_change_history(&self, policy: &RetentionPolicy) -> Result<u64> {
         let _ = policy;
-        Err(Error::permanent(
+        Err(Error::new(
+            crate::ErrorKind::Unsupported,
             "this provider does not keep change history",
         ))
     }

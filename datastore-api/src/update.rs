@@ -176,12 +176,18 @@ fn canonical_value(v: &Value) -> Result<Value> {
     Ok(v)
 }
 
+/// One validated update operation (its value canonical), as providers translate it.
 #[derive(Debug, Clone)]
-enum ValidOp {
+pub enum ValidOp {
+    /// Write the value.
     Set(Value),
+    /// Remove the field.
     Unset,
+    /// Add the number.
     Inc(Number),
+    /// Append the value to an array.
     Push(Value),
+    /// Write the server's current time in this format.
     CurrentDate(TimeFormat),
 }
 
@@ -192,6 +198,11 @@ pub struct ValidUpdate {
 }
 
 impl ValidUpdate {
+    /// The operations in order, each with its parsed path.
+    pub fn ops(&self) -> &[(FieldPath, ValidOp)] {
+        &self.ops
+    }
+
     /// The paths this update writes, in order.
     pub fn paths(&self) -> impl Iterator<Item = &FieldPath> {
         self.ops.iter().map(|(p, _)| p)

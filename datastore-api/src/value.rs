@@ -204,6 +204,37 @@ pub fn compare_int_float(i: i128, f: f64) -> Ordering {
     }
 }
 
+/// Values reached by `path`: objects are entered by key; an array met on the way is entered one
+/// level, taking the key from each object element.
+pub fn values_at<'a>(doc: &'a Document, path: &crate::path::FieldPath) -> Vec<&'a Value> {
+    let mut current: Vec<&Value> = Vec::new();
+    let segs = path.segments();
+    match doc.get(&segs[0]) {
+        Some(v) => current.push(v),
+        None => return current,
+    }
+    for seg in &segs[1..] {
+        let mut next = Vec::new();
+        for v in current {
+            match v {
+                Value::Object(o) if !is_date(v) => next.extend(o.get(seg)),
+                Value::Array(items) => {
+                    for item in items {
+                        if let Value::Object(o) = item {
+                            if !is_date(item) {
+                                next.extend(o.get(seg));
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        current = next;
+    }
+    current
+}
+
 /// The total order used for sorting: by [`type_rank`], then within a bracket numbers
 /// numerically, strings by UTF-8 bytes, booleans false < true, dates by time. Objects and
 /// arrays compare equal within their bracket (ties are broken by the document id).

@@ -28,6 +28,7 @@ use crate::error::{CliError, CliResult};
 use crate::flow::{self, FlowOptions, FlowReport};
 use crate::server;
 use crate::synth::{self, per_second, Synth, CLUSTER};
+use datastore::ErrorKind;
 
 /// Nodes whose events go through the quarantine → drain → remediation flows.
 const SAMPLE_NODES: usize = 10;
@@ -54,6 +55,24 @@ pub fn run(rt: &Runtime, args: &DemoArgs) -> CliResult<()> {
             store.close().await;
             out
         })?
+    } else if server::wants_mongodb() {
+        println!(
+            "demo: DATASTORE_PROVIDER=mongodb and no MONGODB_URI or DATASTORE_HOST set; starting the MongoDB stand-in"
+        );
+        let stand_in = server::start_mongo_stand_in()?;
+        let out = rt.block_on(async {
+            let store = server::connect_mongo_stand_in(&stand_in).await?;
+            println!(
+                "demo: started the jongodb stand-in on {} (database {:?}; it is stopped at exit)",
+                stand_in.uri(),
+                server::DEMO_DATABASE
+            );
+            let out = run_on(Arc::clone(&store), args, true).await;
+            store.close().await;
+            out
+        });
+        drop(stand_in);
+        out?
     } else {
         println!(
             "demo: no DATASTORE_HOST or DATASTORE_CONFIG_FILE set; starting an embedded PostgreSQL"
@@ -112,8 +131,18 @@ async fn run_on(store: Arc<dyn DataStore>, args: &DemoArgs, exclusive: bool) -> 
         options.consumer(flow::Stage::Remediation),
         args.poll_ms
     );
-    let report = flow::run(Arc::clone(&store), &options).await?;
-    report.print();
+    let flow = match flow::run(Arc::clone(&store), &options).await {
+        Ok(report) => {
+            report.print();
+            Ok(report)
+        }
+        // A server without change streams (e.g. the MongoDB stand-in): say so, run the rest.
+        Err(CliError::Datastore(e)) if e.kind() == ErrorKind::Unsupported => {
+            println!("demo: SKIPPED the flow simulation: {}", e.message());
+            Err(e.message().to_owned())
+        }
+        Err(e) => return Err(e),
+    };
     let queries = if args.skip_queries {
         None
     } else {
@@ -124,15 +153,13 @@ async fn run_on(store: Arc<dyn DataStore>, args: &DemoArgs, exclusive: bool) -> 
         );
         Some(Demo::new(store.as_ref(), args, exclusive).run().await?)
     };
-    Ok(Summary {
-        flow: report,
-        queries,
-    })
+    Ok(Summary { flow, queries })
 }
 
 /// What the demo measured.
 struct Summary {
-    flow: FlowReport,
+    /// The flow's report, or why it was skipped.
+    flow: std::result::Result<FlowReport, String>,
     queries: Option<QuerySummary>,
 }
 
@@ -148,29 +175,12 @@ struct QuerySummary {
 
 impl Summary {
     fn print(&self, total: Duration) {
-        let f = &self.flow;
         println!();
         println!("demo: summary");
-        println!(
-            "  flow              {} events, first insert to last remediation {:.2} s: {:.0} events/s ({:.0} remediated/s)",
-            f.ingested,
-            f.elapsed.as_secs_f64(),
-            f.events_per_second(),
-            f.remediated_per_second()
-        );
-        let lags: Vec<String> = f
-            .stages
-            .iter()
-            .map(|s| match s.lag {
-                Some(p) => format!("{} {:.1}/{:.1} ms", s.stage.label(), p.p50, p.p99),
-                None => format!("{} -", s.stage.label()),
-            })
-            .collect();
-        println!("  stage lag p50/p99 {}", lags.join(", "));
-        println!(
-            "  exactly once      all {} fatal processable events quarantined, drained and remediated once each",
-            f.flowing
-        );
+        match &self.flow {
+            Ok(f) => print_flow(f),
+            Err(why) => println!("  flow              SKIPPED: {why}"),
+        }
         if let Some(q) = &self.queries {
             println!(
                 "  events ingested   {} ({} insert_many calls of up to {} events)",
@@ -190,6 +200,30 @@ impl Summary {
         println!("  total time        {:.2} s", total.as_secs_f64());
         println!("demo: OK");
     }
+}
+
+/// The flow simulation's lines of the summary.
+fn print_flow(f: &FlowReport) {
+    println!(
+        "  flow              {} events, first insert to last remediation {:.2} s: {:.0} events/s ({:.0} remediated/s)",
+        f.ingested,
+        f.elapsed.as_secs_f64(),
+        f.events_per_second(),
+        f.remediated_per_second()
+    );
+    let lags: Vec<String> = f
+        .stages
+        .iter()
+        .map(|s| match s.lag {
+            Some(p) => format!("{} {:.1}/{:.1} ms", s.stage.label(), p.p50, p.p99),
+            None => format!("{} -", s.stage.label()),
+        })
+        .collect();
+    println!("  stage lag p50/p99 {}", lags.join(", "));
+    println!(
+        "  exactly once      all {} fatal processable events quarantined, drained and remediated once each",
+        f.flowing
+    );
 }
 
 /// One ingested event, as far as the later steps need it.

@@ -12,6 +12,8 @@ pub enum CliError {
     Datastore(datastore::Error),
     /// The throwaway PostgreSQL server could not be started.
     Harness(pg_harness::HarnessError),
+    /// The embedded MongoDB stand-in could not be started.
+    MongoHarness(mongo_harness::HarnessError),
     /// A direct SQL statement (benchmark baseline, `EXPLAIN`) failed.
     Sql {
         /// What was being done.
@@ -45,6 +47,7 @@ impl fmt::Display for CliError {
         match self {
             CliError::Datastore(e) => write!(f, "{e}"),
             CliError::Harness(e) => write!(f, "embedded PostgreSQL: {e}"),
+            CliError::MongoHarness(e) => write!(f, "embedded MongoDB stand-in: {e}"),
             CliError::Sql { context, source } => write!(f, "{context}: {source}"),
             CliError::Check(message) => write!(f, "check failed: {message}"),
             CliError::Io(e) => write!(f, "{e}"),
@@ -57,6 +60,7 @@ impl std::error::Error for CliError {
         match self {
             CliError::Datastore(e) => Some(e),
             CliError::Harness(e) => Some(e),
+            CliError::MongoHarness(e) => Some(e),
             CliError::Sql { source, .. } => Some(source),
             CliError::Check(_) => None,
             CliError::Io(e) => Some(e),
@@ -73,6 +77,12 @@ impl From<datastore::Error> for CliError {
 impl From<pg_harness::HarnessError> for CliError {
     fn from(e: pg_harness::HarnessError) -> Self {
         CliError::Harness(e)
+    }
+}
+
+impl From<mongo_harness::HarnessError> for CliError {
+    fn from(e: mongo_harness::HarnessError) -> Self {
+        CliError::MongoHarness(e)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Where the demo's store lives: the server the `DATASTORE_*` configuration names, or a
-//! throwaway embedded PostgreSQL started with `pg-harness`.
+//! throwaway embedded PostgreSQL started with `pg-harness` (or, with `DATASTORE_PROVIDER=mongodb`,
+//! the MongoDB stand-in started with `mongo-harness`).
 
 use std::sync::Arc;
 
@@ -70,4 +71,28 @@ pub fn ssl_mode_name(mode: SslMode) -> &'static str {
         SslMode::VerifyCa => "verify-ca",
         SslMode::VerifyFull => "verify-full",
     }
+}
+
+/// True when `DATASTORE_PROVIDER` asks for MongoDB.
+pub fn wants_mongodb() -> bool {
+    std::env::var("DATASTORE_PROVIDER")
+        .ok()
+        .and_then(|p| p.parse::<datastore::ProviderKind>().ok())
+        == Some(datastore::ProviderKind::Mongodb)
+}
+
+/// Starts the MongoDB stand-in (the jongodb binary installed by npm; see `mongo-harness`).
+/// Dropping the returned value stops it.
+pub fn start_mongo_stand_in() -> CliResult<mongo_harness::StandInServer> {
+    Ok(mongo_harness::StandInServer::start()?)
+}
+
+/// Connects to the stand-in's demo database (creating the indexes).
+pub async fn connect_mongo_stand_in(
+    server: &mongo_harness::StandInServer,
+) -> CliResult<Arc<dyn DataStore>> {
+    let settings = provider_mongo::MongoSettings::from_uri(server.uri(), DEMO_DATABASE);
+    Ok(Arc::new(
+        provider_mongo::MongoDataStore::connect_with(&settings).await?,
+    ))
 }

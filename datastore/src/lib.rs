@@ -2,9 +2,9 @@
 //!
 //! What NVSentinel components depend on: the whole [`datastore_api`] (re-exported) plus
 //! [`open`], which connects to the provider named by the configuration (`DATASTORE_PROVIDER`).
-//! Each provider is a cargo feature (`postgresql`, on by default; `mongodb` arrives with the
-//! MongoDB provider). Asking for a provider that is not compiled in is a
-//! [`Configuration`](ErrorKind::Configuration) error, never a panic.
+//! Each provider is a cargo feature (`postgresql` and `mongodb`, both on by default). Asking
+//! for a provider that is not compiled in is a [`Configuration`](ErrorKind::Configuration)
+//! error, never a panic.
 //!
 //! ```no_run
 //! # async fn demo() -> datastore::Result<()> {
@@ -37,6 +37,8 @@ pub async fn open(config: &DatastoreConfig) -> Result<Arc<dyn DataStore>> {
     match config.provider {
         #[cfg(feature = "postgresql")]
         ProviderKind::Postgresql => Ok(Arc::new(provider_postgres::PgDataStore::connect(config).await?)),
+        #[cfg(feature = "mongodb")]
+        ProviderKind::Mongodb => Ok(Arc::new(provider_mongo::MongoDataStore::connect(config).await?)),
         other => Err(Error::configuration(format!(
             "DATASTORE_PROVIDER={other}: this build does not include the {other} provider (enable the cargo feature `{other}`)"
         ))),
@@ -59,7 +61,8 @@ pub struct SchemaStatus {
     pub latest: i64,
 }
 
-/// Applies pending schema migrations for the configured provider without opening the stores.
+/// Applies pending schema migrations for the configured provider without opening the stores
+/// (PostgreSQL). MongoDB has no versioned schema: this creates its indexes and reports version 0.
 pub async fn migrate(config: &DatastoreConfig) -> Result<SchemaStatus> {
     match config.provider {
         #[cfg(feature = "postgresql")]
@@ -71,18 +74,30 @@ pub async fn migrate(config: &DatastoreConfig) -> Result<SchemaStatus> {
                 latest: provider_postgres::migrate::latest_version(),
             })
         }
+        #[cfg(feature = "mongodb")]
+        ProviderKind::Mongodb => {
+            // MongoDB has no versioned schema: connecting creates the indexes (idempotently).
+            let store = provider_mongo::MongoDataStore::connect(config).await?;
+            store.close().await;
+            Ok(SchemaStatus {
+                applied: Vec::new(),
+                version: 0,
+                latest: 0,
+            })
+        }
         other => Err(Error::configuration(format!(
             "DATASTORE_PROVIDER={other}: this build does not include the {other} provider"
         ))),
     }
 }
 
-#[cfg(test)]
+/// Runs in builds without the MongoDB provider (`--no-default-features --features postgresql`).
+#[cfg(all(test, not(feature = "mongodb")))]
 mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn unknown_or_missing_provider_is_a_configuration_error() {
+    async fn provider_not_compiled_in_is_a_configuration_error() {
         let vars = [
             ("DATASTORE_PROVIDER", "mongodb"),
             ("DATASTORE_HOST", "localhost"),

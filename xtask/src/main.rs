@@ -4,7 +4,9 @@
 //! Commands:
 //!
 //! * `test [--skip-demo]`: fmt check, clippy, workspace tests (all targets,
-//!   then doctests) against one throwaway PostgreSQL, then the demo.
+//!   then doctests, the conformance suite on PostgreSQL and MongoDB) against
+//!   one throwaway PostgreSQL and the MongoDB lane `mongo-harness` picks,
+//!   then the demo on each provider.
 //! * `conformance [--provider postgresql|mongodb|all]`: the conformance suite.
 //! * `bench [args…]`: `cargo run --release -p datastore-cli -- bench args…`.
 //! * `demo [args…]`: `cargo run --release -p datastore-cli -- demo args…`.
@@ -18,6 +20,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+use mongo_harness::{StandInServer, TestMongo};
 use pg_harness::{PgServer, TestPostgres};
 
 /// Usage text for `help` and errors.
@@ -26,9 +29,11 @@ usage: cargo xtask <command> [options]
 
 commands:
   test [--skip-demo]      cargo fmt --check, cargo clippy -D warnings, cargo test
-                          (all targets, then doctests) against one throwaway
-                          PostgreSQL (or $DATASTORE_TEST_POSTGRES_URL), then
-                          `datastore-cli demo --events 2000` (unless --skip-demo)
+                          (all targets, then doctests; conformance on both
+                          providers) against one throwaway PostgreSQL (or
+                          $DATASTORE_TEST_POSTGRES_URL) and MongoDB (see below),
+                          then `datastore-cli demo --events 2000` on PostgreSQL
+                          and on MongoDB (unless --skip-demo)
   conformance [--provider postgresql|mongodb|all]
                           run the conformance suite (default: all)
   bench [args...]         cargo run --release -p datastore-cli -- bench [args...]
@@ -38,6 +43,10 @@ commands:
 environment:
   DATASTORE_TEST_POSTGRES_URL  use this server instead of starting one
   PG_BIN_DIR                   directory with the PostgreSQL server binaries
+  DATASTORE_TEST_MONGODB_URI   a MongoDB replica set to test against; without
+                               it: Docker's mongo:7 if an engine answers, else
+                               the jongodb stand-in (installed with npm into
+                               target/jongodb when missing)
 ";
 
 /// Exit code for usage errors.
@@ -196,6 +205,9 @@ impl Xtask {
             }
         }
 
+        if let Err(code) = self.ensure_mongo_stand_in() {
+            return code;
+        }
         let server = match start_postgres() {
             Ok(server) => server,
             Err(code) => return code,
@@ -207,6 +219,7 @@ impl Xtask {
         for args in test_steps {
             let mut cmd = self.cargo(args);
             server.export(&mut cmd);
+            cmd.env("CONFORMANCE_PROVIDERS", "all");
             if let Err(code) = run_step(cmd) {
                 return code;
             }
@@ -217,19 +230,22 @@ impl Xtask {
         if skip_demo {
             println!("==> demo skipped (--skip-demo)");
         } else {
-            let mut cmd = self.cargo([
-                "run",
-                "--quiet",
-                "-p",
-                "datastore-cli",
-                "--",
-                "demo",
-                "--events",
-                "2000",
-            ]);
-            clear_connection_env(&mut cmd);
-            if let Err(code) = run_step(cmd) {
-                return code;
+            for provider in ["postgresql", "mongodb"] {
+                let mut cmd = self.cargo([
+                    "run",
+                    "--quiet",
+                    "-p",
+                    "datastore-cli",
+                    "--",
+                    "demo",
+                    "--events",
+                    "2000",
+                ]);
+                clear_connection_env(&mut cmd);
+                cmd.env("DATASTORE_PROVIDER", provider);
+                if let Err(code) = run_step(cmd) {
+                    return code;
+                }
             }
         }
         println!("    total time {:.0?}", started.elapsed());
@@ -237,8 +253,37 @@ impl Xtask {
         0
     }
 
+    /// Installs the MongoDB stand-in with npm when the tests will need it: no MongoDB URI is
+    /// given, no `JONGODB_BIN` is set, and the binary is not installed yet.
+    fn ensure_mongo_stand_in(&self) -> Result<(), u8> {
+        let set = |v: &str| std::env::var_os(v).is_some_and(|s| !s.is_empty());
+        if set(TestMongo::URI_ENV)
+            || set(TestMongo::FALLBACK_URI_ENV)
+            || set(StandInServer::BIN_ENV)
+            || StandInServer::default_binary().is_file()
+        {
+            return Ok(());
+        }
+        let mut cmd = Command::new("npm");
+        cmd.args(["install", "--no-save", "--prefix", "target/jongodb"])
+            .arg(StandInServer::PACKAGE)
+            .current_dir(&self.root);
+        run_step(cmd).inspect_err(|_| {
+            eprintln!(
+                "xtask: could not install the MongoDB stand-in; install it with `{}` or set {} to a MongoDB replica set",
+                StandInServer::INSTALL_COMMAND,
+                TestMongo::URI_ENV
+            );
+        })
+    }
+
     /// `cargo xtask conformance --provider …`.
     fn conformance(&self, provider: &str) -> u8 {
+        if provider != "postgresql" {
+            if let Err(code) = self.ensure_mongo_stand_in() {
+                return code;
+            }
+        }
         let server = if provider == "mongodb" {
             TestServer::none()
         } else {
@@ -328,7 +373,7 @@ fn start_postgres() -> Result<TestServer, u8> {
 }
 
 /// Removes connection settings so the demo starts its own server:
-/// every `DATASTORE_*` variable and the libpq `PG*` connection variables.
+/// every `DATASTORE_*` and `MONGODB_*` variable and the libpq `PG*` connection variables.
 fn clear_connection_env(cmd: &mut Command) {
     const LIBPQ: [&str; 6] = [
         "PGHOST",
@@ -340,7 +385,10 @@ fn clear_connection_env(cmd: &mut Command) {
     ];
     for (key, _) in std::env::vars_os() {
         let name = key.to_string_lossy();
-        if name.starts_with("DATASTORE_") || LIBPQ.contains(&name.as_ref()) {
+        if name.starts_with("DATASTORE_")
+            || name.starts_with("MONGODB_")
+            || LIBPQ.contains(&name.as_ref())
+        {
             cmd.env_remove(&key);
         }
     }

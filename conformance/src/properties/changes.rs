@@ -58,15 +58,15 @@ fn prefixed(f: Filter, prefix: &str) -> Filter {
     }
 }
 
-fn change_filter() -> impl Strategy<Value = Filter> {
+fn change_filter(vocab: gen::Vocabulary) -> impl Strategy<Value = Filter> {
     let op = prop::sample::select(vec!["insert", "update", "delete"])
         .prop_map(|o| Filter::eq("operationType", o));
     prop_oneof![
         1 => Just(Filter::All),
         2 => op.clone(),
-        3 => gen::filter().prop_map(|f| prefixed(f, "fullDocument.")),
+        3 => gen::filter(vocab).prop_map(|f| prefixed(f, "fullDocument.")),
         2 => prop::sample::select(vec!["a", "b", "a.a", "d", "c"]).prop_map(|p| Filter::eq("updateDescription.updatedFields", p)),
-        2 => (op, gen::filter()).prop_map(|(o, f)| o.or(prefixed(f, "fullDocument."))),
+        2 => (op, gen::filter(vocab)).prop_map(|(o, f)| o.or(prefixed(f, "fullDocument."))),
     ]
 }
 
@@ -119,8 +119,8 @@ pub(super) fn change_streams_match_committed_history(
 ) -> std::result::Result<(), String> {
     let coll = ctx.store.health_event_collection();
     let strategy = (
-        prop::collection::vec(op(), 1..12),
-        change_filter(),
+        prop::collection::vec(op(ctx.capabilities), 1..12),
+        change_filter(ctx.capabilities.into()),
         any::<prop::sample::Index>(),
     );
     // Each case waits a few poll intervals to prove no extra change arrives: a quarter of the budget.
@@ -415,7 +415,11 @@ pub(super) fn leases_lag_and_retention(ctx: &Ctx<'_>) -> std::result::Result<(),
         }
         drop(s);
 
-        // Past the age limit the history is gone, and the consumer is told so.
+        // Past the age limit the history is gone, and the consumer is told so (where the
+        // provider, not the server, decides what history to keep).
+        if !ctx.capabilities.provider_retention {
+            return Ok(());
+        }
         let drop_all = datastore_api::RetentionPolicy {
             max_age: Duration::ZERO,
             min_age: Duration::ZERO,

@@ -1,0 +1,180 @@
+//! The harness error type.
+
+use std::error::Error;
+use std::fmt;
+use std::path::PathBuf;
+
+/// Error type for the harness.
+///
+/// Never contains a plain-text password: URIs are masked before they are put
+/// into an error.
+#[derive(Debug)]
+pub enum HarnessError {
+    /// The jongodb stand-in binary was not found. The message names the path
+    /// that was looked at and the exact `npm install` command that puts the
+    /// binary where the harness looks by default.
+    StandInMissing {
+        /// The path that was looked at.
+        path: PathBuf,
+        /// Whether `path` came from the environment variable
+        /// [`StandInServer::BIN_ENV`](crate::StandInServer::BIN_ENV)
+        /// (`JONGODB_BIN`) rather than the default install location.
+        from_env: bool,
+    },
+    /// An I/O operation (spawning a process, reading its output, …) failed.
+    Io {
+        /// What the harness was doing.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The server (stand-in or Docker container) failed to start or did not
+    /// become ready in time.
+    StartFailed {
+        /// What went wrong, including which lane was being started.
+        message: String,
+        /// The last lines of the server's stderr (or of the `docker` /
+        /// `mongosh` output); may be empty.
+        log_tail: String,
+    },
+    /// The URI from `DATASTORE_TEST_MONGODB_URI` / `MONGODB_URI` is not
+    /// usable (the message contains the URI with its password masked).
+    InvalidUri(String),
+}
+
+impl HarnessError {
+    /// Builds an [`HarnessError::Io`].
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        HarnessError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Builds an [`HarnessError::StartFailed`].
+    pub(crate) fn start_failed(message: impl Into<String>, log_tail: impl Into<String>) -> Self {
+        HarnessError::StartFailed {
+            message: message.into(),
+            log_tail: log_tail.into(),
+        }
+    }
+}
+
+impl fmt::Display for HarnessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HarnessError::StandInMissing { path, from_env } => {
+                let bin_env = crate::StandInServer::BIN_ENV;
+                let install = crate::StandInServer::INSTALL_COMMAND;
+                if *from_env {
+                    write!(
+                        f,
+                        "MongoDB stand-in `jongodb` not found at {} (from {bin_env}); fix or \
+                         unset {bin_env} (unset, the harness uses the copy installed from the \
+                         workspace root with `{install}`)",
+                        path.display(),
+                    )?;
+                } else {
+                    write!(
+                        f,
+                        "MongoDB stand-in `jongodb` not found at {}; install it from the \
+                         workspace root with `{install}`, or set {bin_env} to the binary",
+                        path.display(),
+                    )?;
+                }
+                write!(
+                    f,
+                    ", or point tests at a MongoDB replica set with {} (a reachable Docker \
+                     engine is used automatically)",
+                    crate::TestMongo::URI_ENV,
+                )
+            }
+            HarnessError::Io { context, source } => write!(f, "{context}: {source}"),
+            HarnessError::StartFailed { message, log_tail } => {
+                write!(f, "MongoDB test server failed to start: {message}")?;
+                if !log_tail.trim().is_empty() {
+                    write!(f, "\n--- output tail ---\n{}", log_tail.trim_end())?;
+                }
+                Ok(())
+            }
+            HarnessError::InvalidUri(message) => write!(f, "invalid MongoDB URI: {message}"),
+        }
+    }
+}
+
+impl Error for HarnessError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            HarnessError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_is_send_sync_static() {
+        fn assert_traits<T: Error + Send + Sync + 'static>() {}
+        assert_traits::<HarnessError>();
+    }
+
+    #[test]
+    fn stand_in_missing_gives_install_command() {
+        let err = HarnessError::StandInMissing {
+            path: PathBuf::from("/ws/target/jongodb/node_modules/x/bin/jongodb"),
+            from_env: false,
+        };
+        let text = err.to_string();
+        assert!(
+            text.contains(
+                "npm install --prefix target/jongodb @jongodb/memory-server-bin-linux-x64-gnu@0.1.6"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("/ws/target/jongodb/node_modules/x/bin/jongodb"),
+            "{text}"
+        );
+        assert!(text.contains("JONGODB_BIN"), "{text}");
+        assert!(text.contains("DATASTORE_TEST_MONGODB_URI"), "{text}");
+    }
+
+    #[test]
+    fn stand_in_missing_from_env_names_the_variable() {
+        let err = HarnessError::StandInMissing {
+            path: PathBuf::from("/opt/nowhere/jongodb"),
+            from_env: true,
+        };
+        let text = err.to_string();
+        assert!(
+            text.contains("/opt/nowhere/jongodb (from JONGODB_BIN)"),
+            "{text}"
+        );
+        assert!(text.contains("fix or unset JONGODB_BIN"), "{text}");
+        assert!(
+            text.contains("npm install --prefix target/jongodb"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn start_failed_shows_tail() {
+        let err = HarnessError::start_failed("boom", "line 1\nline 2\n");
+        assert_eq!(
+            err.to_string(),
+            "MongoDB test server failed to start: boom\n--- output tail ---\nline 1\nline 2"
+        );
+        let err = HarnessError::start_failed("boom", " \n");
+        assert_eq!(err.to_string(), "MongoDB test server failed to start: boom");
+    }
+
+    #[test]
+    fn io_error_has_source() {
+        let err = HarnessError::io("reading x", std::io::Error::other("boom"));
+        assert!(err.source().is_some());
+        assert_eq!(err.to_string(), "reading x: boom");
+    }
+}

@@ -1,0 +1,498 @@
+//! Choosing the server tests run against: external (env var), Docker, or
+//! the jongodb stand-in.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::sync::OnceLock;
+
+use crate::docker::DockerMongo;
+use crate::{HarnessError, StandInServer};
+
+/// How the server of a [`TestMongo`] was obtained (see
+/// [`TestMongo::from_env_or_start`] for the order they are tried in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// A server named by `DATASTORE_TEST_MONGODB_URI` or `MONGODB_URI`;
+    /// nothing was started.
+    External,
+    /// A throwaway `mongo:7` container (single-node replica set `rs0`).
+    Docker,
+    /// The jongodb stand-in ([`StandInServer`]).
+    StandIn,
+}
+
+impl fmt::Display for Lane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Lane::External => "external MongoDB (MONGODB_URI)",
+            Lane::Docker => "docker mongo:7",
+            Lane::StandIn => "jongodb stand-in",
+        })
+    }
+}
+
+/// The server a [`TestMongo`] started and owns.
+enum Owned {
+    Docker(DockerMongo),
+    StandIn(StandInServer),
+}
+
+/// The MongoDB server tests should run against, always a replica set (so
+/// transactions and change streams work), chosen by
+/// [`TestMongo::from_env_or_start`].
+///
+/// Tests get the URI with [`TestMongo::uri`] and pick their database through
+/// the driver (for example with a name from
+/// [`unique_database_name`](crate::unique_database_name)); the URI's path is
+/// left alone because for an external server it may name the authentication
+/// database.
+///
+/// A started server lives as long as this value. The `Debug` output never
+/// shows a password.
+pub struct TestMongo {
+    uri: String,
+    lane: Lane,
+    /// `None` for an external server.
+    server: Option<Owned>,
+}
+
+/// Outcome of the one start attempt made by [`TestMongo::shared`]: the
+/// instance, or the error's message and output tail.
+type SharedSlot = Result<TestMongo, (String, String)>;
+
+static SHARED: OnceLock<SharedSlot> = OnceLock::new();
+
+impl TestMongo {
+    /// Environment variable with the URI of an external MongoDB replica set
+    /// (lane 1). `MONGODB_URI` ([`TestMongo::FALLBACK_URI_ENV`]) is used
+    /// when this one is unset or empty.
+    pub const URI_ENV: &'static str = "DATASTORE_TEST_MONGODB_URI";
+
+    /// Second choice for the external server's URI.
+    pub const FALLBACK_URI_ENV: &'static str = "MONGODB_URI";
+
+    /// Environment variable that, set to anything but empty, `0`, `false` or
+    /// `no`, skips the Docker lane even when a Docker engine is reachable
+    /// (for example on CI runners that have Docker but should use the
+    /// stand-in).
+    pub const NO_DOCKER_ENV: &'static str = "DATASTORE_TEST_MONGODB_NO_DOCKER";
+
+    /// Picks the first available lane:
+    ///
+    /// 1. **External**: [`TestMongo::URI_ENV`] (`DATASTORE_TEST_MONGODB_URI`)
+    ///    or, if that is unset or empty, `MONGODB_URI`, when non-empty. The
+    ///    URI is used as is (it must be a `mongodb://` or `mongodb+srv://`
+    ///    URI of a replica set, else [`HarnessError::InvalidUri`]); nothing
+    ///    is started.
+    /// 2. **Docker**: when `docker info` succeeds within 5 s (and
+    ///    [`TestMongo::NO_DOCKER_ENV`] is not set), runs `mongo:7` as the
+    ///    single-node replica set `rs0` on a free `127.0.0.1` port and waits
+    ///    (at most 60 s) for a writable primary; the URI is
+    ///    `mongodb://127.0.0.1:PORT/?replicaSet=rs0&directConnection=true`.
+    ///    A failure here is returned, not skipped over.
+    /// 3. **Stand-in**: otherwise [`StandInServer::start`]; a missing binary
+    ///    gives [`HarnessError::StandInMissing`] with the install command.
+    ///
+    /// A server started here is stopped when the returned value is dropped.
+    pub fn from_env_or_start() -> Result<TestMongo, HarnessError> {
+        if let Some(uri) = external_uri(|name| std::env::var_os(name))? {
+            return Ok(TestMongo {
+                uri,
+                lane: Lane::External,
+                server: None,
+            });
+        }
+        if !docker_disabled(std::env::var_os(Self::NO_DOCKER_ENV))
+            && crate::docker::engine_available()
+        {
+            let server = DockerMongo::start().map_err(with_docker_hint)?;
+            return Ok(TestMongo {
+                uri: server.uri().to_string(),
+                lane: Lane::Docker,
+                server: Some(Owned::Docker(server)),
+            });
+        }
+        let server = StandInServer::start()?;
+        Ok(TestMongo {
+            uri: server.uri().to_string(),
+            lane: Lane::StandIn,
+            server: Some(Owned::StandIn(server)),
+        })
+    }
+
+    /// One instance per process, created on first use by
+    /// [`TestMongo::from_env_or_start`].
+    ///
+    /// A server started here is never dropped (statics are not); its
+    /// watchdog stops it (or removes the container) within about a second
+    /// after the process exits. If the first start fails, every call returns
+    /// [`HarnessError::StartFailed`] with the same message.
+    pub fn shared() -> Result<&'static TestMongo, HarnessError> {
+        shared_in(&SHARED, TestMongo::from_env_or_start)
+    }
+
+    /// The server's URI, as given in the environment or as printed by the
+    /// started server, for example
+    /// `mongodb://127.0.0.1:38291/test?replicaSet=jongodb-rs0`.
+    ///
+    /// For an external server this includes its password: do not print it
+    /// (the `Debug` output masks it).
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// Which lane the server came from.
+    pub fn lane(&self) -> Lane {
+        self.lane
+    }
+
+    /// Whether the server is the jongodb stand-in (which implements a subset
+    /// of MongoDB; tests may skip what it does not support).
+    pub fn is_stand_in(&self) -> bool {
+        self.lane == Lane::StandIn
+    }
+}
+
+/// The external URI from [`TestMongo::URI_ENV`], else
+/// [`TestMongo::FALLBACK_URI_ENV`] (each counts only when set and
+/// non-empty), validated; `None` when neither is set. `var` looks a variable
+/// up.
+fn external_uri(var: impl Fn(&str) -> Option<OsString>) -> Result<Option<String>, HarnessError> {
+    for name in [TestMongo::URI_ENV, TestMongo::FALLBACK_URI_ENV] {
+        let Some(value) = var(name) else { continue };
+        let Some(value) = value.to_str() else {
+            return Err(HarnessError::InvalidUri(format!(
+                "{name} is not valid UTF-8"
+            )));
+        };
+        let value = value.trim();
+        if value.is_empty() {
+            continue;
+        }
+        crate::uri::validate(value)
+            .map_err(|m| HarnessError::InvalidUri(format!("{name}: {m}")))?;
+        return Ok(Some(value.to_string()));
+    }
+    Ok(None)
+}
+
+/// Adds to a Docker-lane start failure how to skip that lane.
+fn with_docker_hint(error: HarnessError) -> HarnessError {
+    match error {
+        HarnessError::StartFailed { message, log_tail } => HarnessError::StartFailed {
+            message: format!(
+                "{message} (set {}=1 to use the jongodb stand-in instead, or {} to use an \
+                 external replica set)",
+                TestMongo::NO_DOCKER_ENV,
+                TestMongo::URI_ENV
+            ),
+            log_tail,
+        },
+        other => other,
+    }
+}
+
+/// Whether the value of [`TestMongo::NO_DOCKER_ENV`] disables the Docker
+/// lane.
+fn docker_disabled(value: Option<OsString>) -> bool {
+    match value {
+        None => false,
+        Some(value) => {
+            let value = value.to_string_lossy().trim().to_ascii_lowercase();
+            !matches!(value.as_str(), "" | "0" | "false" | "no")
+        }
+    }
+}
+
+/// [`TestMongo::shared`] for a given slot and initialiser: the first call
+/// runs `init`; later calls return its instance, or its error again as
+/// [`HarnessError::StartFailed`].
+fn shared_in(
+    slot: &'static OnceLock<SharedSlot>,
+    init: impl FnOnce() -> Result<TestMongo, HarnessError>,
+) -> Result<&'static TestMongo, HarnessError> {
+    let slot = slot.get_or_init(|| {
+        init().map_err(|error| match error {
+            HarnessError::StartFailed { message, log_tail } => (message, log_tail),
+            other => (other.to_string(), String::new()),
+        })
+    });
+    match slot {
+        Ok(instance) => Ok(instance),
+        Err((message, log_tail)) => Err(HarnessError::StartFailed {
+            message: message.clone(),
+            log_tail: log_tail.clone(),
+        }),
+    }
+}
+
+impl fmt::Debug for TestMongo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("TestMongo");
+        debug
+            .field("uri", &crate::uri::mask_password(&self.uri))
+            .field("lane", &self.lane);
+        match &self.server {
+            Some(Owned::Docker(server)) => debug.field("server", server),
+            Some(Owned::StandIn(server)) => debug.field("server", server),
+            None => debug.field("server", &"external"),
+        };
+        debug.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
+        let vars: HashMap<String, OsString> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        move |name| vars.get(name).cloned()
+    }
+
+    #[test]
+    fn external_uri_prefers_the_datastore_variable() {
+        let both = lookup(&[
+            (
+                "DATASTORE_TEST_MONGODB_URI",
+                " mongodb://a:1/?replicaSet=rs0 ",
+            ),
+            ("MONGODB_URI", "mongodb://b:2/"),
+        ]);
+        assert_eq!(
+            external_uri(both).unwrap().as_deref(),
+            Some("mongodb://a:1/?replicaSet=rs0")
+        );
+        let fallback = lookup(&[
+            ("DATASTORE_TEST_MONGODB_URI", "  "),
+            ("MONGODB_URI", "mongodb+srv://u:pw@cluster.example.net/"),
+        ]);
+        assert_eq!(
+            external_uri(fallback).unwrap().as_deref(),
+            Some("mongodb+srv://u:pw@cluster.example.net/")
+        );
+        assert_eq!(external_uri(lookup(&[])).unwrap(), None);
+        assert_eq!(external_uri(lookup(&[("MONGODB_URI", "")])).unwrap(), None);
+    }
+
+    #[test]
+    fn invalid_external_uri_is_reported_masked() {
+        let bad = lookup(&[("MONGODB_URI", "postgres://u:hunter2@h/db")]);
+        match external_uri(bad) {
+            Err(HarnessError::InvalidUri(message)) => {
+                assert!(message.starts_with("MONGODB_URI: "), "{message}");
+                assert!(!message.contains("hunter2"), "{message}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn docker_failures_say_how_to_skip_docker() {
+        let err = with_docker_hint(HarnessError::start_failed(
+            "docker mongo:7: `docker run` failed",
+            "pull access denied",
+        ));
+        let text = err.to_string();
+        assert!(
+            text.contains("DATASTORE_TEST_MONGODB_NO_DOCKER=1"),
+            "{text}"
+        );
+        assert!(text.contains("pull access denied"), "{text}");
+    }
+
+    /// Environment variable that turns [`fake_docker_child`] into a real
+    /// test body (it is only meant to run as a subprocess).
+    const FAKE_DOCKER_CHILD_ENV: &str = "MONGO_HARNESS_FAKE_DOCKER_CHILD";
+
+    /// A `docker` stand-in script: logs every call to `$FAKE_DOCKER_LOG`,
+    /// fails the first `rs.initiate` as if `mongod` were still starting.
+    const FAKE_DOCKER: &str = r#"#!/bin/sh
+log=$FAKE_DOCKER_LOG
+case "$1" in
+  info) echo "info" >>"$log"; echo 27.0.3 ;;
+  run) echo "run $* -> c$$" >>"$log"; echo "c$$" ;;
+  port) echo "port $2 $3" >>"$log"; echo 127.0.0.1:49153; echo "[::1]:49153" ;;
+  exec)
+    case "$*" in
+      *rs.initiate*)
+        echo "initiate $2" >>"$log"
+        if [ ! -f "$log.started" ]; then
+          touch "$log.started"; echo "MongoNetworkError: connect ECONNREFUSED" >&2; exit 1
+        fi
+        echo "{ ok: 1 }" ;;
+      *isWritablePrimary*) echo "hello $2" >>"$log"; echo true ;;
+    esac ;;
+  rm) echo "rm $2 $3" >>"$log" ;;
+esac
+"#;
+
+    /// Subprocess body for [`docker_lane_with_fake_docker`]: starts two
+    /// instances through the Docker lane, drops the first and exits without
+    /// dropping the second.
+    #[test]
+    #[ignore = "helper run as a subprocess by docker_lane_with_fake_docker"]
+    fn fake_docker_child() {
+        if std::env::var_os(FAKE_DOCKER_CHILD_ENV).is_none() {
+            return;
+        }
+        for forget in [false, true] {
+            let mongo = TestMongo::from_env_or_start().expect("docker lane starts");
+            println!("FAKE-DOCKER-CHILD {} {}", mongo.lane(), mongo.uri());
+            if forget {
+                std::mem::forget(mongo);
+            }
+        }
+        std::process::exit(0);
+    }
+
+    #[test]
+    fn docker_lane_with_fake_docker() {
+        use std::io::{BufRead, BufReader};
+        use std::os::unix::fs::PermissionsExt;
+        use std::process::{Command, Stdio};
+        use std::time::{Duration, Instant};
+
+        let dir =
+            std::env::temp_dir().join(format!("mongo-harness-fake-docker-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let docker = dir.join("docker");
+        std::fs::write(&docker, FAKE_DOCKER).unwrap();
+        std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let log = dir.join("calls.log");
+        let path = format!(
+            "{}:{}",
+            dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "test_target::tests::fake_docker_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(FAKE_DOCKER_CHILD_ENV, "1")
+            .env("FAKE_DOCKER_LOG", &log)
+            .env("PATH", path)
+            .env_remove(TestMongo::URI_ENV)
+            .env_remove(TestMongo::FALLBACK_URI_ENV)
+            .env_remove(TestMongo::NO_DOCKER_ENV)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reports: Vec<String> = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| {
+                l.find("FAKE-DOCKER-CHILD ")
+                    .map(|i| l[i + 18..].to_string())
+            })
+            .collect();
+        assert!(child.wait().unwrap().success());
+        let expected =
+            "docker mongo:7 mongodb://127.0.0.1:49153/?replicaSet=rs0&directConnection=true";
+        assert_eq!(reports, [expected, expected]);
+
+        // The second container is removed by the watchdog after the child
+        // exited; the first one was removed on drop.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let calls = loop {
+            let calls = std::fs::read_to_string(&log).unwrap_or_default();
+            if calls.matches("rm -f").count() >= 2 || Instant::now() > deadline {
+                break calls;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let ids: Vec<&str> = calls
+            .lines()
+            .filter_map(|l| l.strip_prefix("run "))
+            .map(|l| {
+                assert!(
+                    l.starts_with(
+                        "run -d --rm -p 127.0.0.1::27017 mongo:7 --replSet rs0 --bind_ip_all -> "
+                    ),
+                    "{l}"
+                );
+                l.rsplit(' ').next().unwrap()
+            })
+            .collect();
+        assert_eq!(ids.len(), 2, "{calls}");
+        for id in &ids {
+            assert!(calls.contains(&format!("port {id} 27017/tcp")), "{calls}");
+            assert!(calls.contains(&format!("hello {id}")), "{calls}");
+            assert!(calls.contains(&format!("rm -f {id}")), "{calls}");
+        }
+        // The first initiate failed and was retried.
+        assert_eq!(
+            calls.matches(&format!("initiate {}", ids[0])).count(),
+            2,
+            "{calls}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn docker_opt_out_values() {
+        assert!(!docker_disabled(None));
+        for off in ["", "0", "false", "No"] {
+            assert!(!docker_disabled(Some(off.into())), "{off}");
+        }
+        for on in ["1", "true", "yes"] {
+            assert!(docker_disabled(Some(on.into())), "{on}");
+        }
+    }
+
+    #[test]
+    fn lane_display() {
+        assert_eq!(Lane::External.to_string(), "external MongoDB (MONGODB_URI)");
+        assert_eq!(Lane::Docker.to_string(), "docker mongo:7");
+        assert_eq!(Lane::StandIn.to_string(), "jongodb stand-in");
+    }
+
+    #[test]
+    fn debug_masks_password() {
+        let mongo = TestMongo {
+            uri: "mongodb://app:hunter2@db:27017/admin?replicaSet=rs0".to_string(),
+            lane: Lane::External,
+            server: None,
+        };
+        assert!(!mongo.is_stand_in());
+        let debug = format!("{mongo:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(
+            debug.contains("mongodb://app:***@db:27017/admin"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn failed_shared_start_is_reported_on_every_call() {
+        static SLOT: OnceLock<SharedSlot> = OnceLock::new();
+        let first = shared_in(&SLOT, || {
+            Err(HarnessError::StandInMissing {
+                path: "/nowhere/jongodb".into(),
+                from_env: false,
+            })
+        })
+        .unwrap_err();
+        let second = shared_in(&SLOT, || panic!("must not start twice")).unwrap_err();
+        for err in [first, second] {
+            match err {
+                HarnessError::StartFailed { message, .. } => {
+                    assert!(message.contains("/nowhere/jongodb"), "{message}");
+                    assert!(message.contains("npm install"), "{message}");
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+}

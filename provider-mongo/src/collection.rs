@@ -1,0 +1,526 @@
+//! [`MongoCollection`]: the [`Collection`] trait on one MongoDB collection, optionally bound
+//! to the session of a [`MongoTransaction`](crate::MongoTransaction).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use datastore_api::change::{ChangeStream, Lag, ResumeToken, WatchOptions};
+use datastore_api::metrics::observe;
+use datastore_api::query::{sort_documents, validate_idempotency_key};
+use datastore_api::value::{distinct_values, unwrap_arrays, values_at, CREATED_AT_FIELD, ID_FIELD};
+use datastore_api::{
+    prepare_insert, Collection, Direction, Document, DocumentId, Error, FieldPath, Filter,
+    FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Page, PageRequest, PageToken,
+    ReservedField, Result, Update, UpdateResult, Value,
+};
+use futures::future::BoxFuture;
+use futures::TryStreamExt;
+use mongodb::bson::{self, doc, Bson};
+use mongodb::{Client, ClientSession};
+use tokio::sync::Mutex;
+
+use crate::changes::ChangeSupport;
+use crate::clock::ServerClock;
+use crate::convert::{
+    bson_date, chrono_date, from_bson_document, object_id, to_bson_document, IDEMPOTENCY_FIELD,
+};
+use crate::error::map_err;
+use crate::filter::{compile, Target};
+use crate::update::compile_update;
+
+pub(crate) const PROVIDER: &str = "mongodb";
+
+/// How many times an update by filter re-reads its target when a concurrent writer changed
+/// the document between finding and updating it.
+const UPDATE_ONE_ATTEMPTS: usize = 16;
+
+/// A session shared by the collections of one transaction.
+pub(crate) type SharedSession = Arc<Mutex<ClientSession>>;
+
+/// One MongoDB collection behind the [`Collection`] trait.
+#[derive(Clone)]
+pub struct MongoCollection {
+    pub(crate) name: String,
+    /// The collection's role as metrics label (`health_events`, `maintenance_events`), the
+    /// same on every provider whatever the collection is called.
+    pub(crate) role: &'static str,
+    pub(crate) client: Client,
+    pub(crate) inner: mongodb::Collection<bson::Document>,
+    pub(crate) clock: Arc<ServerClock>,
+    pub(crate) session: Option<SharedSession>,
+    pub(crate) changes: Arc<ChangeSupport>,
+}
+
+/// Runs a driver action, inside the collection's transaction when it has one.
+macro_rules! run {
+    ($self:ident, $action:expr) => {
+        match &$self.session {
+            Some(s) => {
+                let mut guard = s.lock().await;
+                $action.session(&mut *guard).await
+            }
+            None => $action.await,
+        }
+    };
+}
+
+impl MongoCollection {
+    /// The same collection bound to `session`.
+    pub(crate) fn in_session(&self, session: SharedSession) -> MongoCollection {
+        MongoCollection {
+            session: Some(session),
+            ..self.clone()
+        }
+    }
+
+    /// Runs `body` atomically: inside the current transaction, or in a new one that commits
+    /// when `body` succeeds.
+    async fn atomically<T: Send>(
+        &self,
+        body: impl for<'c> FnOnce(&'c MongoCollection) -> BoxFuture<'c, Result<T>> + Send,
+    ) -> Result<T> {
+        if self.session.is_some() {
+            return body(self).await;
+        }
+        let session = crate::begin_session(&self.client).await?;
+        let tx = self.in_session(Arc::clone(&session));
+        let out = body(&tx).await;
+        let mut s = session.lock().await;
+        match out {
+            Ok(v) => {
+                s.commit_transaction().await.map_err(map_err)?;
+                Ok(v)
+            }
+            Err(e) => {
+                // The body's error is the one to report; the abort only releases server state.
+                let _ = s.abort_transaction().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn find_raw(
+        &self,
+        filter: bson::Document,
+        sort: Option<bson::Document>,
+        skip: u64,
+        limit: Option<i64>,
+    ) -> Result<Vec<bson::Document>> {
+        let mut action = self.inner.find(filter);
+        if let Some(sort) = sort {
+            action = action.sort(sort);
+        }
+        if skip > 0 {
+            action = action.skip(skip);
+        }
+        if let Some(limit) = limit {
+            action = action.limit(limit);
+        }
+        match &self.session {
+            Some(s) => {
+                let mut guard = s.lock().await;
+                let mut cursor = action.session(&mut *guard).await.map_err(map_err)?;
+                cursor
+                    .stream(&mut guard)
+                    .try_collect()
+                    .await
+                    .map_err(map_err)
+            }
+            None => action
+                .await
+                .map_err(map_err)?
+                .try_collect()
+                .await
+                .map_err(map_err),
+        }
+    }
+
+    async fn find_documents(
+        &self,
+        filter: bson::Document,
+        sort: Option<bson::Document>,
+        skip: u64,
+        limit: Option<i64>,
+    ) -> Result<Vec<Document>> {
+        self.find_raw(filter, sort, skip, limit)
+            .await?
+            .into_iter()
+            .map(from_bson_document)
+            .collect()
+    }
+
+    fn filter_doc(filter: &Filter) -> Result<bson::Document> {
+        compile(&filter.lower()?, Target::Documents)
+    }
+
+    /// Stamps `createdAt` and converts a prepared document for insertion.
+    fn stored(
+        id: &DocumentId,
+        body: &Document,
+        created_at: DateTime<Utc>,
+    ) -> Result<bson::Document> {
+        let mut d = bson::Document::new();
+        d.insert(ID_FIELD, object_id(id)?);
+        d.insert(CREATED_AT_FIELD, bson_date(created_at));
+        d.extend(to_bson_document(body)?);
+        Ok(d)
+    }
+
+    async fn insert_prepared(&self, docs: Vec<bson::Document>) -> Result<()> {
+        match docs.len() {
+            0 => Ok(()),
+            1 => {
+                let d = docs.into_iter().next().unwrap_or_default();
+                run!(self, self.inner.insert_one(d)).map_err(map_err)?;
+                Ok(())
+            }
+            _ => {
+                run!(self, self.inner.insert_many(docs).ordered(true)).map_err(map_err)?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn update_inner(
+        &self,
+        filter: &Filter,
+        update: &Update,
+        only_first: bool,
+    ) -> Result<UpdateResult> {
+        let valid = update.validate()?;
+        let filter = Self::filter_doc(filter)?;
+        let now = self.clock.now();
+        let change = compile_update(&valid, now)?;
+        if !only_first {
+            let r = self
+                .atomically(|c| {
+                    Box::pin(async move {
+                        run!(c, c.inner.update_many(filter, change)).map_err(map_err)
+                    })
+                })
+                .await?;
+            return Ok(UpdateResult {
+                matched: r.matched_count,
+                modified: r.modified_count,
+            });
+        }
+        // The API updates the first match in (createdAt, _id) order; MongoDB's update_one
+        // takes any, so find the target first, then update it if it still matches.
+        for _ in 0..UPDATE_ONE_ATTEMPTS {
+            let first = self
+                .find_raw(filter.clone(), Some(keyset_sort(1)), 0, Some(1))
+                .await?;
+            let Some(target) = first.into_iter().next() else {
+                return Ok(UpdateResult::default());
+            };
+            let id = target.get(ID_FIELD).cloned().unwrap_or(Bson::Null);
+            let pinned = doc! { "$and": [ { ID_FIELD: id }, filter.clone() ] };
+            let r = run!(self, self.inner.update_one(pinned, change.clone())).map_err(map_err)?;
+            if r.matched_count == 1 {
+                return Ok(UpdateResult {
+                    matched: 1,
+                    modified: r.modified_count,
+                });
+            }
+        }
+        Err(Error::transient(
+            "update_one: the first matching document kept changing under concurrent writers; retry",
+        ))
+    }
+
+    async fn insert_idempotent_inner(
+        &self,
+        documents: Vec<KeyedDocument>,
+    ) -> Result<Vec<IdempotentOutcome>> {
+        let created_at = self.clock.now();
+        let mut prepared = Vec::with_capacity(documents.len());
+        for kd in documents {
+            validate_idempotency_key(&kd.key)?;
+            let (id, body) = prepare_insert(kd.document)?;
+            let mut stored = Self::stored(&id, &body, created_at)?;
+            stored.insert(IDEMPOTENCY_FIELD, kd.key.clone());
+            prepared.push((kd.key, id, stored));
+        }
+        let keys: Vec<String> = prepared.iter().map(|(k, _, _)| k.clone()).collect();
+        let existing = self
+            .find_raw(doc! { IDEMPOTENCY_FIELD: { "$in": &keys } }, None, 0, None)
+            .await?;
+        let mut owner: HashMap<String, DocumentId> = HashMap::new();
+        for d in existing {
+            if let (Ok(key), Ok(id)) = (d.get_str(IDEMPOTENCY_FIELD), d.get_object_id(ID_FIELD)) {
+                owner.insert(key.to_owned(), DocumentId::parse(&id.to_hex())?);
+            }
+        }
+        let mut outcomes = Vec::with_capacity(prepared.len());
+        let mut fresh = Vec::new();
+        for (key, id, stored) in prepared {
+            match owner.get(&key) {
+                Some(first) => outcomes.push(IdempotentOutcome::Duplicate(first.clone())),
+                None => {
+                    owner.insert(key, id.clone());
+                    outcomes.push(IdempotentOutcome::Inserted(Inserted { id, created_at }));
+                    fresh.push(stored);
+                }
+            }
+        }
+        self.insert_prepared(fresh).await?;
+        Ok(outcomes)
+    }
+}
+
+/// `{createdAt: dir, _id: dir}`: the keyset order of pages and of `update_one`.
+fn keyset_sort(dir: i32) -> bson::Document {
+    doc! { CREATED_AT_FIELD: dir, ID_FIELD: dir }
+}
+
+/// The server-side sort for keys on `_id`/`createdAt` only (whose values MongoDB and the API
+/// order identically), ending with `_id` ascending as the API's tie-break. `None` when a key
+/// is on a user path: those sort in the provider, because MongoDB orders arrays by their
+/// elements and objects field by field, where the API treats each bracket as equal.
+fn server_sort(keys: &[(FieldPath, Direction)]) -> Option<bson::Document> {
+    let mut sort = bson::Document::new();
+    for (path, dir) in keys {
+        let field = match path.reserved_root() {
+            Some(ReservedField::Id) if path.segments().len() == 1 => ID_FIELD,
+            Some(ReservedField::CreatedAt) if path.segments().len() == 1 => CREATED_AT_FIELD,
+            _ => return None,
+        };
+        if !sort.contains_key(field) {
+            sort.insert(field, if *dir == Direction::Descending { -1 } else { 1 });
+        }
+    }
+    if !sort.contains_key(ID_FIELD) {
+        sort.insert(ID_FIELD, 1);
+    }
+    Some(sort)
+}
+
+#[async_trait]
+impl Collection for MongoCollection {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    #[tracing::instrument(name = "datastore.insert_one", skip_all, fields(collection = %self.name))]
+    async fn insert_one(&self, document: Document) -> Result<Inserted> {
+        observe(PROVIDER, self.role, "insert_one", async {
+            let (id, body) = prepare_insert(document)?;
+            let created_at = self.clock.now();
+            let stored = Self::stored(&id, &body, created_at)?;
+            self.insert_prepared(vec![stored]).await?;
+            Ok(Inserted { id, created_at })
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.insert_many", skip_all, fields(collection = %self.name, count = documents.len()))]
+    async fn insert_many(&self, documents: Vec<Document>) -> Result<Vec<Inserted>> {
+        observe(PROVIDER, self.role, "insert_many", async {
+            let created_at = self.clock.now();
+            let mut out = Vec::with_capacity(documents.len());
+            let mut stored = Vec::with_capacity(documents.len());
+            for d in documents {
+                let (id, body) = prepare_insert(d)?;
+                stored.push(Self::stored(&id, &body, created_at)?);
+                out.push(Inserted { id, created_at });
+            }
+            if stored.len() <= 1 {
+                self.insert_prepared(stored).await?;
+            } else {
+                self.atomically(|c| Box::pin(c.insert_prepared(stored)))
+                    .await?;
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.insert_idempotent", skip_all, fields(collection = %self.name, count = documents.len()))]
+    async fn insert_idempotent(
+        &self,
+        documents: Vec<KeyedDocument>,
+    ) -> Result<Vec<IdempotentOutcome>> {
+        observe(PROVIDER, self.role, "insert_idempotent", async {
+            self.atomically(|c| Box::pin(c.insert_idempotent_inner(documents)))
+                .await
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.find", skip_all, fields(collection = %self.name))]
+    async fn find(&self, filter: &Filter, options: &FindOptions) -> Result<Vec<Document>> {
+        observe(PROVIDER, self.role, "find", async {
+            let f = Self::filter_doc(filter)?;
+            let keys = options.sort.validate()?;
+            let limit = options
+                .limit
+                .map(|l| i64::try_from(l).map_err(|_| Error::invalid_input("limit is too large")))
+                .transpose()?;
+            i64::try_from(options.skip).map_err(|_| Error::invalid_input("skip is too large"))?;
+            if let Some(sort) = server_sort(&keys) {
+                if limit == Some(0) {
+                    return Ok(Vec::new());
+                }
+                return self
+                    .find_documents(f, Some(sort), options.skip, limit)
+                    .await;
+            }
+            let mut docs = self.find_documents(f, None, 0, None).await?;
+            sort_documents(&mut docs, &keys);
+            let skip = usize::try_from(options.skip).unwrap_or(usize::MAX);
+            let take = limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+            Ok(docs.into_iter().skip(skip).take(take).collect())
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.find_page", skip_all, fields(collection = %self.name, size = page.size))]
+    async fn find_page(&self, filter: &Filter, page: &PageRequest) -> Result<Page> {
+        observe(PROVIDER, self.role, "find_page", async {
+            page.validate()?;
+            let mut f = Self::filter_doc(filter)?;
+            let (cmp, dir) = match page.direction {
+                Direction::Ascending => ("$gt", 1),
+                Direction::Descending => ("$lt", -1),
+            };
+            if let Some(after) = &page.after {
+                let t = bson_date(after.created_at);
+                let id = object_id(&after.id)?;
+                let keyset = doc! { "$or": [
+                    { CREATED_AT_FIELD: { cmp: t } },
+                    { CREATED_AT_FIELD: t, ID_FIELD: { cmp: id } },
+                ] };
+                f = doc! { "$and": [f, keyset] };
+            }
+            let raw = self
+                .find_raw(f, Some(keyset_sort(dir)), 0, Some(i64::from(page.size) + 1))
+                .await?;
+            let more = raw.len() > page.size as usize;
+            let mut documents = Vec::with_capacity(raw.len().min(page.size as usize));
+            let mut last = None;
+            for d in raw.into_iter().take(page.size as usize) {
+                let created_at =
+                    chrono_date(d.get_datetime(CREATED_AT_FIELD).copied().map_err(|_| {
+                        Error::permanent("stored document lacks a createdAt date")
+                    })?)?;
+                let id = d
+                    .get_object_id(ID_FIELD)
+                    .map_err(|_| Error::permanent("stored document lacks an ObjectId _id"))?;
+                last = Some(PageToken {
+                    created_at,
+                    id: DocumentId::parse(&id.to_hex())?,
+                });
+                documents.push(from_bson_document(d)?);
+            }
+            Ok(Page {
+                documents,
+                next: if more { last } else { None },
+            })
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.count", skip_all, fields(collection = %self.name))]
+    async fn count(&self, filter: &Filter) -> Result<u64> {
+        observe(PROVIDER, self.role, "count", async {
+            let f = Self::filter_doc(filter)?;
+            run!(self, self.inner.count_documents(f)).map_err(map_err)
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.distinct", skip_all, fields(collection = %self.name, path = path))]
+    async fn distinct(&self, path: &str, filter: &Filter) -> Result<Vec<Value>> {
+        observe(PROVIDER, self.role, "distinct", async {
+            // Computed here with the API's rule (arrays unwound one level, numbers equal across
+            // int/float, one order) rather than by the `distinct` command, whose numeric
+            // de-duplication and order differ.
+            let path = FieldPath::parse(path)?;
+            let docs = self
+                .find_documents(Self::filter_doc(filter)?, None, 0, None)
+                .await?;
+            let mut values = Vec::new();
+            for d in &docs {
+                values.extend(values_at(d, &path).into_iter().cloned());
+            }
+            Ok(distinct_values(unwrap_arrays(values)))
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.update_one", skip_all, fields(collection = %self.name))]
+    async fn update_one(&self, filter: &Filter, update: &Update) -> Result<UpdateResult> {
+        observe(PROVIDER, self.role, "update_one", async {
+            self.update_inner(filter, update, true).await
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.update_many", skip_all, fields(collection = %self.name))]
+    async fn update_many(&self, filter: &Filter, update: &Update) -> Result<UpdateResult> {
+        observe(PROVIDER, self.role, "update_many", async {
+            self.update_inner(filter, update, false).await
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.delete_many", skip_all, fields(collection = %self.name))]
+    async fn delete_many(&self, filter: &Filter) -> Result<u64> {
+        observe(PROVIDER, self.role, "delete_many", async {
+            let f = Self::filter_doc(filter)?;
+            let r = run!(self, self.inner.delete_many(f)).map_err(map_err)?;
+            Ok(r.deleted_count)
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.server_time", skip_all, fields(collection = %self.name))]
+    async fn server_time(&self) -> Result<DateTime<Utc>> {
+        observe(PROVIDER, self.role, "server_time", async {
+            Ok(self.clock.now())
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.watch", skip_all, fields(collection = %self.name, consumer = %options.consumer))]
+    async fn watch(&self, options: WatchOptions) -> Result<ChangeStream> {
+        observe(PROVIDER, self.role, "watch", async {
+            self.changes.watch(self, options).await
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.checkpoint", skip_all, fields(collection = %self.name, consumer = consumer))]
+    async fn checkpoint(&self, consumer: &str, token: &ResumeToken) -> Result<()> {
+        observe(PROVIDER, self.role, "checkpoint", async {
+            self.changes.checkpoint(self, consumer, token).await
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.lag", skip_all, fields(collection = %self.name, consumer = consumer))]
+    async fn lag(&self, consumer: &str, filter: &Filter) -> Result<Lag> {
+        observe(PROVIDER, self.role, "lag", async {
+            self.changes.lag(self, consumer, filter).await
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_reserved_keys_sort_on_the_server() {
+        let k = |p: &str, d| (FieldPath::parse(p).unwrap(), d);
+        assert_eq!(
+            server_sort(&[k("createdAt", Direction::Descending)]),
+            Some(doc! { "createdAt": -1, "_id": 1 })
+        );
+        assert_eq!(server_sort(&[k("a", Direction::Ascending)]), None);
+        assert_eq!(server_sort(&[]), Some(doc! { "_id": 1 }));
+    }
+}

@@ -1,0 +1,140 @@
+//! Mapping of MongoDB driver errors onto the API's error kinds.
+//!
+//! Messages come from the server or the driver; the driver never echoes the connection
+//! string, so credentials from `MONGODB_URI` do not reach them.
+
+use datastore_api::{Error, ErrorKind};
+use mongodb::error::{Error as MongoError, ErrorKind as Mk, WriteFailure};
+
+/// Server error codes that mean "this input is wrong" (BadValue, FailedToParse, TypeMismatch,
+/// PathNotViable, ConflictingUpdateOperators, DollarPrefixedFieldName, EmptyFieldName,
+/// DottedFieldName, ImmutableField, Location errors of update operators).
+const INVALID_INPUT_CODES: &[i32] = &[2, 9, 14, 28, 40, 52, 56, 57, 66, 4_770_000];
+
+/// Codes that a retry can fix: host unreachable/not found, network timeout, interrupted,
+/// write conflict, primary stepped down, shutdown, not writable primary, node is recovering,
+/// interrupted at shutdown, exceeded time limit, lock timeout, too many connections.
+const TRANSIENT_CODES: &[i32] = &[
+    6, 7, 89, 11_601, 112, 189, 91, 10_107, 13_435, 13_436, 11_600, 11_602, 262, 50, 24, 9_001,
+];
+
+/// Resume-token errors: ChangeStreamHistoryLost, InvalidResumeToken, ChangeStreamFatalError.
+const HISTORY_LOST_CODES: &[i32] = &[286, 260, 280];
+
+/// Classifies a driver error.
+pub(crate) fn map_err(e: MongoError) -> Error {
+    let transient_label = e.contains_label("TransientTransactionError")
+        || e.contains_label("RetryableWriteError")
+        || e.contains_label("UnknownTransactionCommitResult");
+    let (kind, message) = match e.kind.as_ref() {
+        Mk::Command(c) => (
+            code_kind(c.code),
+            format!("MongoDB error {} ({}): {}", c.code, c.code_name, c.message),
+        ),
+        Mk::Write(WriteFailure::WriteError(w)) => (
+            code_kind(w.code),
+            format!("MongoDB write error {}: {}", w.code, w.message),
+        ),
+        Mk::Write(WriteFailure::WriteConcernError(w)) => (
+            // A write concern failure is worth retrying unless the code says otherwise.
+            match code_kind(w.code) {
+                ErrorKind::Permanent => ErrorKind::Transient,
+                k => k,
+            },
+            format!("MongoDB write concern error {}: {}", w.code, w.message),
+        ),
+        Mk::InsertMany(im) => match im.write_errors.as_deref().and_then(<[_]>::first) {
+            Some(w) => (
+                code_kind(w.code),
+                format!(
+                    "MongoDB write error {} (document {}): {}",
+                    w.code, w.index, w.message
+                ),
+            ),
+            None => (
+                ErrorKind::Transient,
+                "MongoDB write concern failed".to_owned(),
+            ),
+        },
+        Mk::Io(_) | Mk::ConnectionPoolCleared { .. } | Mk::ServerSelection { .. } => (
+            ErrorKind::Transient,
+            format!("connection to MongoDB failed: {}", e.kind),
+        ),
+        Mk::Authentication { .. } => (
+            ErrorKind::Configuration,
+            "MongoDB authentication failed (check the client certificate or credentials)"
+                .to_owned(),
+        ),
+        Mk::InvalidTlsConfig { message, .. } => (
+            ErrorKind::Configuration,
+            format!("MongoDB TLS settings are invalid: {message}"),
+        ),
+        Mk::InvalidArgument { message, .. } => (
+            ErrorKind::InvalidInput,
+            format!("invalid argument to MongoDB: {message}"),
+        ),
+        Mk::SessionsNotSupported | Mk::IncompatibleServer { .. } => (
+            ErrorKind::Configuration,
+            format!("the MongoDB server cannot serve this provider: {}", e.kind),
+        ),
+        Mk::Shutdown => (ErrorKind::Permanent, "the datastore was closed".to_owned()),
+        other => (
+            ErrorKind::Permanent,
+            format!("MongoDB request failed: {other}"),
+        ),
+    };
+    let kind = if transient_label && kind == ErrorKind::Permanent {
+        ErrorKind::Transient
+    } else {
+        kind
+    };
+    Error::new(kind, message).with_source(e)
+}
+
+fn code_kind(code: i32) -> ErrorKind {
+    if code == 11_000 || code == 11_001 {
+        ErrorKind::Duplicate
+    } else if HISTORY_LOST_CODES.contains(&code) {
+        ErrorKind::HistoryLost
+    } else if TRANSIENT_CODES.contains(&code) {
+        ErrorKind::Transient
+    } else if INVALID_INPUT_CODES.contains(&code) {
+        ErrorKind::InvalidInput
+    } else if code == 13 || code == 18 {
+        // Unauthorized, AuthenticationFailed.
+        ErrorKind::Configuration
+    } else {
+        ErrorKind::Permanent
+    }
+}
+
+/// The server error code of a driver error, if it has one.
+pub(crate) fn code_of(e: &MongoError) -> Option<i32> {
+    match e.kind.as_ref() {
+        Mk::Command(c) => Some(c.code),
+        Mk::Write(WriteFailure::WriteError(w)) => Some(w.code),
+        Mk::InsertMany(im) => im
+            .write_errors
+            .as_deref()
+            .and_then(<[_]>::first)
+            .map(|w| w.code),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_map_to_actionable_kinds() {
+        assert_eq!(code_kind(11_000), ErrorKind::Duplicate);
+        assert_eq!(code_kind(286), ErrorKind::HistoryLost);
+        assert_eq!(code_kind(260), ErrorKind::HistoryLost);
+        assert_eq!(code_kind(189), ErrorKind::Transient);
+        assert_eq!(code_kind(112), ErrorKind::Transient);
+        assert_eq!(code_kind(28), ErrorKind::InvalidInput);
+        assert_eq!(code_kind(13), ErrorKind::Configuration);
+        assert_eq!(code_kind(1), ErrorKind::Permanent);
+    }
+}
