@@ -74,52 +74,57 @@ impl Position {
 }
 
 /// Takes a new tick when there are committed changes the latest tick does not cover (or always,
-/// with `force`). Returns the new tick, if one was taken.
-async fn take_tick(pool: &PgPool, force: bool) -> Result<Option<i64>> {
+/// with `force`). Returns the latest tick after the call: the new one, or one that another
+/// reader took meanwhile.
+///
+/// Takers queue on the tick lock rather than give up: the lock is held for one insert, and a
+/// reader that waited finds the tick just taken by the holder (the insert's condition is
+/// re-checked after the lock, so no empty tick follows) and reads it at once instead of
+/// sleeping a poll interval.
+async fn take_tick(pool: &PgPool, force: bool) -> Result<i64> {
     if !force {
         // One cheap statement first, so that an idle poll costs one round trip, not a transaction.
-        let pending: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM datastore_change_ticks t JOIN datastore_changes c \
-               ON c.xid >= pg_snapshot_xmin(t.snapshot) AND NOT pg_visible_in_snapshot(c.xid, t.snapshot) \
-             WHERE t.tick = (SELECT max(tick) FROM datastore_change_ticks))",
+        let row = sqlx::query(
+            "SELECT t.tick, EXISTS (SELECT 1 FROM datastore_changes c \
+               WHERE c.xid >= pg_snapshot_xmin(t.snapshot) AND NOT pg_visible_in_snapshot(c.xid, t.snapshot)) \
+             FROM datastore_change_ticks t WHERE t.tick = (SELECT max(tick) FROM datastore_change_ticks)",
         )
-        .fetch_one(pool)
+        .fetch_optional(pool)
         .await
-        .map_err(map_err)?;
+        .map_err(map_err)?
+        .ok_or_else(no_ticks)?;
+        let latest: i64 = row.try_get(0).map_err(map_err)?;
+        let pending: bool = row.try_get(1).map_err(map_err)?;
         if !pending {
-            return Ok(None);
+            return Ok(latest);
         }
     }
     let mut tx = pool.begin().await.map_err(map_err)?;
-    if force {
-        lock_xact(&mut tx, TICK_LOCK).await?;
-    } else {
-        // Someone else is taking a tick right now: theirs will do.
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-            .bind(TICK_LOCK)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        if !locked {
-            return Ok(None);
-        }
-    }
+    lock_xact(&mut tx, TICK_LOCK).await?;
     // A new statement, so its snapshot is taken after the lock: ticks are ordered like their
-    // snapshots.
-    let tick: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO datastore_change_ticks (tick, snapshot, created_at) \
-         SELECT t.tick + 1, pg_current_snapshot(), clock_timestamp() FROM datastore_change_ticks t \
-         WHERE t.tick = (SELECT max(tick) FROM datastore_change_ticks) \
-           AND ($1 OR EXISTS (SELECT 1 FROM datastore_changes c \
-                WHERE c.xid >= pg_snapshot_xmin(t.snapshot) AND NOT pg_visible_in_snapshot(c.xid, t.snapshot))) \
-         RETURNING tick",
+    // snapshots, and a tick another reader took while we waited is visible here.
+    let latest: i64 = sqlx::query_scalar::<_, Option<i64>>(
+        "WITH latest AS (SELECT * FROM datastore_change_ticks \
+           WHERE tick = (SELECT max(tick) FROM datastore_change_ticks)), \
+         new AS (INSERT INTO datastore_change_ticks (tick, snapshot, created_at) \
+           SELECT t.tick + 1, pg_current_snapshot(), clock_timestamp() FROM latest t \
+           WHERE $1 OR EXISTS (SELECT 1 FROM datastore_changes c \
+                WHERE c.xid >= pg_snapshot_xmin(t.snapshot) AND NOT pg_visible_in_snapshot(c.xid, t.snapshot)) \
+           RETURNING tick) \
+         SELECT coalesce((SELECT tick FROM new), (SELECT tick FROM latest))",
     )
     .bind(force)
     .fetch_optional(&mut *tx)
     .await
-    .map_err(map_err)?;
+    .map_err(map_err)?
+    .flatten()
+    .ok_or_else(no_ticks)?;
     tx.commit().await.map_err(map_err)?;
-    Ok(tick)
+    Ok(latest)
+}
+
+fn no_ticks() -> Error {
+    Error::permanent("the change-stream schema has no ticks; run the migrations")
 }
 
 async fn tick_bounds(pool: &PgPool) -> Result<(i64, i64)> {
@@ -131,19 +136,14 @@ async fn tick_bounds(pool: &PgPool) -> Result<(i64, i64)> {
     let max: Option<i64> = row.try_get(1).map_err(map_err)?;
     match (min, max) {
         (Some(a), Some(b)) => Ok((a, b)),
-        _ => Err(Error::permanent(
-            "the change-stream schema has no ticks; run the migrations",
-        )),
+        _ => Err(no_ticks()),
     }
 }
 
 async fn start_position(pool: &PgPool, table: Table, options: &WatchOptions) -> Result<Position> {
     let (oldest, _) = tick_bounds(pool).await?;
     let now = || async {
-        let tick = match take_tick(pool, true).await? {
-            Some(t) => t,
-            None => tick_bounds(pool).await?.1,
-        };
+        let tick = take_tick(pool, true).await?;
         Ok::<_, Error>(Position {
             tick: tick + 1,
             seq: 0,
@@ -410,7 +410,7 @@ impl Reader {
             _ => match batch_bounds(&self.pool, b).await? {
                 BatchLookup::Pruned => return Err(history_lost(&self.options.consumer)),
                 // A new tick means there is something to read now; otherwise wait a poll.
-                BatchLookup::NotYet => return Ok(take_tick(&self.pool, false).await?.is_some()),
+                BatchLookup::NotYet => return Ok(take_tick(&self.pool, false).await? >= b),
                 BatchLookup::Ready(bb) => {
                     self.bounds = Some(bb.clone());
                     bb

@@ -13,8 +13,8 @@ use datastore_api::value::{
 };
 use datastore_api::{
     prepare_insert, query::validate_idempotency_key, Collection, Direction, Document, DocumentId,
-    Error, FieldPath, Filter, FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Page,
-    PageRequest, PageToken, Result, Update, UpdateResult, Value,
+    Error, FieldPath, Filter, FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Lowered,
+    Page, PageRequest, PageToken, Result, Update, UpdateResult, ValidUpdate, Value,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row};
@@ -115,6 +115,10 @@ fn row_document(row: &PgRow) -> Result<Document> {
     doc.insert(CREATED_AT_FIELD.to_owned(), date_value(created_at)?);
     Ok(doc)
 }
+
+/// How often `update_one` re-reads a document that a concurrent writer changed between its
+/// read and its write before giving up with a transient error.
+const OPTIMISTIC_ATTEMPTS: usize = 32;
 
 /// What a statement did, for the change log.
 #[derive(Clone, Copy)]
@@ -548,6 +552,9 @@ impl PgCollection {
     ) -> Result<UpdateResult> {
         let valid = update.validate()?;
         let lowered = filter.lower()?;
+        if let (true, Exec::Pool(pool)) = (only_first, &self.exec) {
+            return self.update_first_optimistic(pool, &lowered, &valid).await;
+        }
         let table = self.table.name();
         let mut qb = QueryBuilder::new(format!(
             "SELECT id, created_at, document, now() AS server_now FROM {table} WHERE "
@@ -597,5 +604,68 @@ impl PgCollection {
             tx.commit().await.map_err(map_err)?;
             Ok(UpdateResult { matched: rows.len() as u64, modified: ids.len() as u64 })
         })
+    }
+
+    /// `update_one` outside a transaction in two autocommit statements instead of a locking
+    /// transaction's four: read the first match with its row version (`xmin`), apply the update
+    /// in Rust (the one shared implementation), then write it only if the row version is
+    /// unchanged. A concurrent writer makes the write match nothing (PostgreSQL re-checks the
+    /// condition on the newest version after waiting for its lock), and the read is retried.
+    async fn update_first_optimistic(
+        &self,
+        pool: &PgPool,
+        lowered: &Lowered,
+        valid: &ValidUpdate,
+    ) -> Result<UpdateResult> {
+        let table = self.table.name();
+        let write_sql = format!(
+            "WITH up AS (UPDATE {table} AS t SET document = $2 WHERE t.id = $1 AND t.xmin::text = $3 \
+             RETURNING t.id, t.created_at, t.document, $4::jsonb AS upd, $5::jsonb AS rem){} \
+             SELECT count(*) FROM up",
+            self.capture(Capture::Update, "up")
+        );
+        let mut conn = pool.acquire().await.map_err(map_err)?;
+        for _ in 0..OPTIMISTIC_ATTEMPTS {
+            let mut qb = QueryBuilder::new(format!(
+                "SELECT id, created_at, document, xmin::text AS version, now() AS server_now FROM {table} WHERE "
+            ));
+            push_filter(&mut qb, lowered)?;
+            qb.push(" ORDER BY created_at, id LIMIT 1");
+            let Some(row) = qb.build().fetch_optional(&mut *conn).await.map_err(map_err)? else {
+                return Ok(UpdateResult::default());
+            };
+            let now: DateTime<Utc> = row.try_get("server_now").map_err(map_err)?;
+            let before = row_document(&row)?;
+            let mut doc = before.clone();
+            if !valid.apply(&mut doc, now)? {
+                return Ok(UpdateResult {
+                    matched: 1,
+                    modified: 0,
+                });
+            }
+            let (upd, rem) = valid.changed_paths(&before, &doc);
+            doc.remove(ID_FIELD);
+            doc.remove(CREATED_AT_FIELD);
+            let id: String = row.try_get("id").map_err(map_err)?;
+            let version: String = row.try_get("version").map_err(map_err)?;
+            let written: i64 = sqlx::query_scalar(&write_sql)
+                .bind(&id)
+                .bind(Value::Object(doc))
+                .bind(&version)
+                .bind(serde_json::json!(upd))
+                .bind(serde_json::json!(rem))
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(map_err)?;
+            if written == 1 {
+                return Ok(UpdateResult {
+                    matched: 1,
+                    modified: 1,
+                });
+            }
+        }
+        Err(Error::transient(
+            "update_one: the first matching document kept changing under concurrent writers; retry",
+        ))
     }
 }
