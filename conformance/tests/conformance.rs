@@ -63,14 +63,6 @@ impl Backend for Mongo {
 async fn probe(backend: &Mongo) -> Capabilities {
     let store = backend.fresh_store().await.expect("probe store");
     let coll = store.health_event_collection();
-    let push_update = match coll
-        .update_many(&Filter::All, &Update::new().push("probe", 1))
-        .await
-    {
-        Ok(_) => true,
-        Err(e) if e.message().contains("unsupported update operator") => false,
-        Err(e) => panic!("probing $push failed unexpectedly: {e}"),
-    };
     let change_streams = match coll
         .watch(WatchOptions::new("probe").start(StartFrom::Now))
         .await
@@ -88,6 +80,15 @@ async fn probe(backend: &Mongo) -> Capabilities {
         .await
         .expect("probe count")
         == 1;
+    // After the insert, so the update has a document to change and reaches the server.
+    let push_update = match coll
+        .update_many(&Filter::All, &Update::new().push("probe", 1))
+        .await
+    {
+        Ok(_) => true,
+        Err(e) if e.message().contains("unsupported update operator") => false,
+        Err(e) => panic!("probing $push failed unexpectedly: {e}"),
+    };
     let transactions = match store.begin().await {
         Ok(tx) => tx.commit().await.is_ok(),
         Err(e) if e.kind() == datastore_api::ErrorKind::Configuration => false,

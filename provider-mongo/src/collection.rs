@@ -11,8 +11,8 @@ use datastore_api::metrics::observe;
 use datastore_api::query::{sort_documents, validate_idempotency_key};
 use datastore_api::value::{distinct_values, unwrap_arrays, values_at, CREATED_AT_FIELD, ID_FIELD};
 use datastore_api::{
-    prepare_insert, Collection, Direction, Document, DocumentId, Error, FieldPath, Filter,
-    FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Page, PageRequest, PageToken,
+    prepare_insert, Collection, Direction, Document, DocumentId, Error, ErrorKind, FieldPath,
+    Filter, FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Page, PageRequest, PageToken,
     ReservedField, Result, Update, UpdateResult, Value,
 };
 use futures::future::BoxFuture;
@@ -35,6 +35,9 @@ pub(crate) const PROVIDER: &str = "mongodb";
 /// How many times an update by filter re-reads its target when a concurrent writer changed
 /// the document between finding and updating it.
 const UPDATE_ONE_ATTEMPTS: usize = 16;
+
+/// How often a transaction the provider opens itself is run when it fails transiently.
+const TRANSACTION_ATTEMPTS: usize = 5;
 
 /// A session shared by the collections of one transaction.
 pub(crate) type SharedSession = Arc<Mutex<ClientSession>>;
@@ -76,27 +79,43 @@ impl MongoCollection {
     }
 
     /// Runs `body` atomically: inside the current transaction, or in a new one that commits
-    /// when `body` succeeds.
+    /// when `body` succeeds. A transaction of its own that fails with a transient error (a
+    /// write conflict, an election) is run again from the start, up to
+    /// [`TRANSACTION_ATTEMPTS`] times; so is one that fails with a duplicate key when
+    /// `retry_duplicates` (a concurrent insert of the same idempotency key: the rerun reads it
+    /// and reports it as a duplicate).
     async fn atomically<T: Send>(
         &self,
-        body: impl for<'c> FnOnce(&'c MongoCollection) -> BoxFuture<'c, Result<T>> + Send,
+        retry_duplicates: bool,
+        body: impl for<'c> Fn(&'c MongoCollection) -> BoxFuture<'c, Result<T>> + Send + Sync,
     ) -> Result<T> {
         if self.session.is_some() {
             return body(self).await;
         }
-        let session = crate::begin_session(&self.client).await?;
-        let tx = self.in_session(Arc::clone(&session));
-        let out = body(&tx).await;
-        let mut s = session.lock().await;
-        match out {
-            Ok(v) => {
-                s.commit_transaction().await.map_err(map_err)?;
-                Ok(v)
-            }
-            Err(e) => {
-                // The body's error is the one to report; the abort only releases server state.
-                let _ = s.abort_transaction().await;
+        let mut attempt = 1;
+        loop {
+            let session = crate::begin_session(&self.client).await?;
+            let tx = self.in_session(Arc::clone(&session));
+            let out = body(&tx).await;
+            let mut s = session.lock().await;
+            let out = match out {
+                Ok(v) => s.commit_transaction().await.map_err(map_err).map(|()| v),
+                Err(e) => {
+                    // The body's error is the one to report; the abort only releases server state.
+                    let _ = s.abort_transaction().await;
+                    Err(e)
+                }
+            };
+            match out {
                 Err(e)
+                    if attempt < TRANSACTION_ATTEMPTS
+                        && (e.kind() == ErrorKind::Transient
+                            || (retry_duplicates && e.kind() == ErrorKind::Duplicate)) =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(5 * attempt as u64)).await;
+                }
+                out => return out,
             }
         }
     }
@@ -194,17 +213,39 @@ impl MongoCollection {
         let now = self.clock.now();
         let change = compile_update(&valid, now)?;
         if !only_first {
-            let r = self
-                .atomically(|c| {
+            // Which documents change is decided by the API's rule (numerically equal values of
+            // another type are no change; MongoDB would count them), then only those are written.
+            return self
+                .atomically(false, |c| {
+                    let (filter, change, valid) = (filter.clone(), change.clone(), valid.clone());
                     Box::pin(async move {
-                        run!(c, c.inner.update_many(filter, change)).map_err(map_err)
+                        let docs = c.find_raw(filter, None, 0, None).await?;
+                        let matched = docs.len() as u64;
+                        let mut changed = Vec::new();
+                        for d in docs {
+                            let id = d.get(ID_FIELD).cloned().unwrap_or(Bson::Null);
+                            let mut api = from_bson_document(d)?;
+                            if valid.apply(&mut api, now)? {
+                                changed.push(id);
+                            }
+                        }
+                        if changed.is_empty() {
+                            return Ok(UpdateResult {
+                                matched,
+                                modified: 0,
+                            });
+                        }
+                        let modified = changed.len() as u64;
+                        run!(
+                            c,
+                            c.inner
+                                .update_many(doc! { ID_FIELD: { "$in": changed } }, change)
+                        )
+                        .map_err(map_err)?;
+                        Ok(UpdateResult { matched, modified })
                     })
                 })
-                .await?;
-            return Ok(UpdateResult {
-                matched: r.matched_count,
-                modified: r.modified_count,
-            });
+                .await;
         }
         // The API updates the first match in (createdAt, _id) order; MongoDB's update_one
         // takes any, so find the target first, then update it if it still matches.
@@ -216,6 +257,13 @@ impl MongoCollection {
                 return Ok(UpdateResult::default());
             };
             let id = target.get(ID_FIELD).cloned().unwrap_or(Bson::Null);
+            let mut api = from_bson_document(target)?;
+            if !valid.apply(&mut api, now)? {
+                return Ok(UpdateResult {
+                    matched: 1,
+                    modified: 0,
+                });
+            }
             let pinned = doc! { "$and": [ { ID_FIELD: id }, filter.clone() ] };
             let r = run!(self, self.inner.update_one(pinned, change.clone())).map_err(map_err)?;
             if r.matched_count == 1 {
@@ -329,7 +377,7 @@ impl Collection for MongoCollection {
             if stored.len() <= 1 {
                 self.insert_prepared(stored).await?;
             } else {
-                self.atomically(|c| Box::pin(c.insert_prepared(stored)))
+                self.atomically(false, |c| Box::pin(c.insert_prepared(stored.clone())))
                     .await?;
             }
             Ok(out)
@@ -343,8 +391,10 @@ impl Collection for MongoCollection {
         documents: Vec<KeyedDocument>,
     ) -> Result<Vec<IdempotentOutcome>> {
         observe(PROVIDER, self.role, "insert_idempotent", async {
-            self.atomically(|c| Box::pin(c.insert_idempotent_inner(documents)))
-                .await
+            self.atomically(true, |c| {
+                Box::pin(c.insert_idempotent_inner(documents.clone()))
+            })
+            .await
         })
         .await
     }

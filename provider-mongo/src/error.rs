@@ -27,6 +27,11 @@ pub(crate) fn map_err(e: MongoError) -> Error {
         || e.contains_label("RetryableWriteError")
         || e.contains_label("UnknownTransactionCommitResult");
     let (kind, message) = match e.kind.as_ref() {
+        // ChangeStreamFatalError also covers pipeline mistakes; only a lost position is HistoryLost.
+        Mk::Command(c) if c.code == 280 && !c.message.contains("resume") => (
+            ErrorKind::Permanent,
+            format!("MongoDB error {} ({}): {}", c.code, c.code_name, c.message),
+        ),
         Mk::Command(c) => (
             code_kind(c.code),
             format!("MongoDB error {} ({}): {}", c.code, c.code_name, c.message),

@@ -44,7 +44,9 @@ use datastore_api::{
     Collection, DataStore, DatastoreConfig, ProviderKind, Result, RetentionPolicy, Transaction,
 };
 use mongodb::bson::doc;
-use mongodb::options::{Acknowledgment, IndexOptions, ReadConcern, WriteConcern};
+use mongodb::options::{
+    Acknowledgment, IndexOptions, ReadConcern, ReadPreference, SelectionCriteria, WriteConcern,
+};
 use mongodb::{Client, Database, IndexModel};
 use tokio::sync::Mutex;
 
@@ -58,6 +60,8 @@ use error::map_err;
 
 /// A connected MongoDB datastore.
 pub struct MongoDataStore {
+    /// The combined client certificate file the driver reads, deleted with the store.
+    _client_pem: Option<settings::CombinedPem>,
     client: Client,
     database: Database,
     health: MongoCollection,
@@ -74,13 +78,15 @@ impl MongoDataStore {
     /// Connects with explicit settings, checks the server answers, and creates the indexes.
     #[tracing::instrument(name = "datastore.connect", skip_all, fields(provider = "mongodb", database = %settings.database))]
     pub async fn connect_with(settings: &MongoSettings) -> Result<MongoDataStore> {
-        let options = settings.client_options().await?;
+        let (options, client_pem) = settings.client_options().await?;
         let client = Client::with_options(options).map_err(map_err)?;
         let database = client.database_with_options(
             &settings.database,
             mongodb::options::DatabaseOptions::builder()
                 .write_concern(majority())
                 .read_concern(ReadConcern::majority())
+                // Transactions need the primary, and update_one reads its target there too.
+                .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::Primary))
                 .build(),
         );
         let clock = Arc::new(ServerClock::measure(&database).await?);
@@ -96,6 +102,7 @@ impl MongoDataStore {
             changes: Arc::clone(&changes),
         };
         let store = MongoDataStore {
+            _client_pem: client_pem,
             health: collection(&settings.health_event_collection, "health_events"),
             maintenance: collection(&settings.maintenance_event_collection, "maintenance_events"),
             client,
@@ -122,12 +129,7 @@ impl MongoDataStore {
         if settings.expiry.is_none() {
             created_at.name = Some("createdAt".to_owned());
         }
-        let health = vec![
-            IndexModel::builder()
-                .keys(doc! { "createdAt": 1 })
-                .options(created_at)
-                .build(),
-            named(doc! { "createdAt": 1, "_id": 1 }, "createdAt_id"),
+        let idempotency = || {
             IndexModel::builder()
                 .keys(doc! { convert::IDEMPOTENCY_FIELD: 1 })
                 .options(
@@ -139,7 +141,15 @@ impl MongoDataStore {
                         )
                         .build(),
                 )
+                .build()
+        };
+        let health = vec![
+            IndexModel::builder()
+                .keys(doc! { "createdAt": 1 })
+                .options(created_at)
                 .build(),
+            named(doc! { "createdAt": 1, "_id": 1 }, "createdAt_id"),
+            idempotency(),
             named(
                 doc! {
                     "healthevent.nodename": 1,
@@ -154,12 +164,9 @@ impl MongoDataStore {
                 "quarantine_status_createdAt",
             ),
         ];
-        self.health
-            .inner
-            .create_indexes(health)
-            .await
-            .map_err(map_err)?;
+        ensure_indexes(&self.health, health).await?;
         let maintenance = vec![
+            idempotency(),
             IndexModel::builder()
                 .keys(doc! { "eventId": 1 })
                 .options(
@@ -174,12 +181,7 @@ impl MongoDataStore {
             named(doc! { "scheduledStartTime": 1 }, "scheduledStartTime"),
             named(doc! { "cspStatus": 1 }, "cspStatus"),
         ];
-        self.maintenance
-            .inner
-            .create_indexes(maintenance)
-            .await
-            .map_err(map_err)?;
-        Ok(())
+        ensure_indexes(&self.maintenance, maintenance).await
     }
 
     /// The driver's client (for administration and tests).
@@ -191,6 +193,29 @@ impl MongoDataStore {
     pub fn database(&self) -> &Database {
         &self.database
     }
+}
+
+/// Creates each index unless an equivalent one exists. An index on the same keys under
+/// another name or with other options (one a deployment created itself, or a TTL changed since)
+/// is left alone with a warning: connecting must not fail over it.
+async fn ensure_indexes(collection: &MongoCollection, indexes: Vec<IndexModel>) -> Result<()> {
+    for index in indexes {
+        let name = index
+            .options
+            .as_ref()
+            .and_then(|o| o.name.clone())
+            .unwrap_or_default();
+        match collection.inner.create_index(index).await {
+            Ok(_) => {}
+            // IndexOptionsConflict, IndexKeySpecsConflict.
+            Err(e) if matches!(error::code_of(&e), Some(85 | 86)) => {
+                tracing::warn!(collection = %collection.name, index = %name, error = %e,
+                    "an index on the same keys with other options exists; keeping it");
+            }
+            Err(e) => return Err(map_err(e)),
+        }
+    }
+    Ok(())
 }
 
 fn majority() -> WriteConcern {

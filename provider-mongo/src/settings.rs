@@ -164,8 +164,9 @@ impl MongoSettings {
         Ok(s)
     }
 
-    /// The driver options: the URI, then TLS, X.509 authentication and pool sizes on top.
-    pub(crate) async fn client_options(&self) -> Result<ClientOptions> {
+    /// The driver options: the URI, then TLS, X.509 authentication and pool sizes on top; and
+    /// the combined certificate file they name, which must live as long as the client.
+    pub(crate) async fn client_options(&self) -> Result<(ClientOptions, Option<CombinedPem>)> {
         let mut o = ClientOptions::parse(self.uri.expose()).await.map_err(|e| {
             // The driver's parse error can quote the URI; report the kind only.
             Error::configuration(format!(
@@ -177,11 +178,14 @@ impl MongoSettings {
                     .unwrap_or("parse error")
             ))
         })?;
+        let mut pem = None;
         if self.ca_file.is_some() || self.cert_file.is_some() || self.require_tls {
             let mut tls = TlsOptions::default();
             tls.ca_file_path = self.ca_file.clone();
             if let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) {
-                tls.cert_key_file_path = Some(combined_pem(cert, key)?);
+                let combined = CombinedPem::write(cert, key)?;
+                tls.cert_key_file_path = Some(combined.file.clone());
+                pem = Some(combined);
                 if o.credential.is_none() {
                     let mut cred = Credential::default();
                     cred.mechanism = Some(AuthMechanism::MongoDbX509);
@@ -199,42 +203,71 @@ impl MongoSettings {
         if o.app_name.is_none() {
             o.app_name = Some("nvsentinel-datastore".to_owned());
         }
-        Ok(o)
+        Ok((o, pem))
     }
 }
 
-/// The driver reads the client certificate and key from one PEM file; this writes the pair to
-/// a private (0600) file in the temporary directory, named after the two source paths.
-fn combined_pem(cert: &Path, key: &Path) -> Result<PathBuf> {
-    use std::collections::hash_map::DefaultHasher;
-    use std::hash::{Hash, Hasher};
-    use std::os::unix::fs::OpenOptionsExt;
-    let read = |p: &Path, what: &str| {
-        std::fs::read(p).map_err(|e| {
-            Error::configuration(format!("cannot read the client {what} {}", p.display()))
-                .with_source(e)
-        })
-    };
-    let (c, k) = (read(cert, "certificate")?, read(key, "key")?);
-    let mut h = DefaultHasher::new();
-    (cert, key, std::process::id()).hash(&mut h);
-    let path = std::env::temp_dir().join(format!("datastore-mongo-client-{:016x}.pem", h.finish()));
-    let write = || -> std::io::Result<()> {
+/// The client certificate and key in one PEM file, as the driver reads them: written to a new
+/// private directory (0700, random name, created exclusively) as a 0600 file, and deleted with
+/// the directory when this value is dropped (when the store is).
+#[derive(Debug)]
+pub(crate) struct CombinedPem {
+    dir: PathBuf,
+    file: PathBuf,
+}
+
+impl CombinedPem {
+    fn write(cert: &Path, key: &Path) -> Result<CombinedPem> {
+        use std::collections::hash_map::RandomState;
+        use std::hash::{BuildHasher, Hasher};
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let read = |p: &Path, what: &str| {
+            std::fs::read(p).map_err(|e| {
+                Error::configuration(format!("cannot read the client {what} {}", p.display()))
+                    .with_source(e)
+            })
+        };
+        let (c, k) = (read(cert, "certificate")?, read(key, "key")?);
+        let failed = |e: std::io::Error| {
+            Error::configuration("cannot write the combined client certificate file").with_source(e)
+        };
+        let mut attempt = 0;
+        let dir = loop {
+            let mut h = RandomState::new().build_hasher();
+            h.write_u32(std::process::id());
+            let dir = std::env::temp_dir().join(format!("datastore-mongo-{:016x}", h.finish()));
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => break dir,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 8 => {
+                    attempt += 1
+                }
+                Err(e) => return Err(failed(e)),
+            }
+        };
+        let pem = CombinedPem {
+            file: dir.join("client.pem"),
+            dir,
+        };
         let mut f = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
-            .open(&path)?;
-        f.write_all(&c)?;
-        f.write_all(b"\n")?;
-        f.write_all(&k)?;
-        f.sync_all()
-    };
-    write().map_err(|e| {
-        Error::configuration("cannot write the combined client certificate file").with_source(e)
-    })?;
-    Ok(path)
+            .open(&pem.file)
+            .map_err(failed)?;
+        f.write_all(&c)
+            .and_then(|()| f.write_all(b"\n"))
+            .and_then(|()| f.write_all(&k))
+            .and_then(|()| f.sync_all())
+            .map_err(failed)?;
+        Ok(pem)
+    }
+}
+
+impl Drop for CombinedPem {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
 }
 
 #[cfg(test)]
@@ -302,10 +335,30 @@ mod tests {
         }
     }
 
+    #[test]
+    fn combined_pem_is_private_and_removed_on_drop() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir();
+        let cert = dir.join(format!("pem-test-cert-{}", std::process::id()));
+        let key = dir.join(format!("pem-test-key-{}", std::process::id()));
+        std::fs::write(&cert, "CERT").unwrap();
+        std::fs::write(&key, "KEY").unwrap();
+        let pem = CombinedPem::write(&cert, &key).unwrap();
+        assert_eq!(std::fs::read_to_string(&pem.file).unwrap(), "CERT\nKEY");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&pem.file), 0o600);
+        assert_eq!(mode(&pem.dir), 0o700);
+        let (file, d) = (pem.file.clone(), pem.dir.clone());
+        drop(pem);
+        assert!(!file.exists() && !d.exists());
+        let _ = std::fs::remove_file(cert);
+        let _ = std::fs::remove_file(key);
+    }
+
     #[tokio::test]
     async fn invalid_uri_error_does_not_echo_the_password() {
         let s = MongoSettings::from_uri("mongodb://u:s3cret@/bad?x=", "db");
-        let e = s.client_options().await.unwrap_err();
+        let e = s.client_options().await.expect_err("invalid URI");
         assert_eq!(e.kind(), datastore_api::ErrorKind::Configuration);
         assert!(!e.to_string().contains("s3cret"), "{e}");
     }

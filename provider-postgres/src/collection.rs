@@ -631,7 +631,12 @@ impl PgCollection {
             ));
             push_filter(&mut qb, lowered)?;
             qb.push(" ORDER BY created_at, id LIMIT 1");
-            let Some(row) = qb.build().fetch_optional(&mut *conn).await.map_err(map_err)? else {
+            let Some(row) = qb
+                .build()
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(map_err)?
+            else {
                 return Ok(UpdateResult::default());
             };
             let now: DateTime<Utc> = row.try_get("server_now").map_err(map_err)?;
