@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use datastore::model::{
     fields, health_event_document, HealthEvent, HealthEventStatus, QuarantineStatus,
 };
-use datastore::{DataStore, Filter, PoolConfig, Update, Value};
+use datastore::{DataStore, Filter, Update, Value};
 use futures::future::try_join_all;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pg_harness::PgServer;
@@ -313,7 +313,8 @@ impl Bench<'_> {
     /// A fresh database with the provider's schema, and the store connected to it.
     async fn fresh_store(&self) -> CliResult<(PgDataStore, String)> {
         let db = provider_postgres::fresh_test_database(&self.admin_url()).await?;
-        let store = PgDataStore::connect_url(&self.pg.url(&db), PoolConfig::default()).await?;
+        let store =
+            PgDataStore::connect_url(&self.pg.url(&db), crate::server::throwaway_pool()).await?;
         Ok((store, db))
     }
 

@@ -5,6 +5,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// The default RNG seed, so that runs are repeatable unless `--seed` says otherwise.
 pub const DEFAULT_SEED: u64 = 42;
 
+/// Events a flow stage handles at once by default: enough to keep a stage busy while its
+/// writes and checkpoints wait on round trips, like node-drainer's worker queue.
+pub const DEFAULT_STAGE_CONCURRENCY: u64 = 16;
+
 /// `datastore`: demo, schema migrations and benchmarks of the NVSentinel datastore.
 #[derive(Debug, Parser)]
 #[command(name = "datastore", version, about, long_about = None)]
@@ -80,6 +84,9 @@ pub struct DemoArgs {
     /// Change-stream poll interval of the flow's stages, in milliseconds.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub poll_ms: u64,
+    /// Events each flow stage handles at once (1 = strictly one after the other).
+    #[arg(long, default_value_t = DEFAULT_STAGE_CONCURRENCY, value_parser = clap::value_parser!(u64).range(1..=1_024))]
+    pub stage_concurrency: u64,
     /// Run only the flow simulation, not the component queries after it.
     #[arg(long)]
     pub skip_queries: bool,
@@ -170,6 +177,9 @@ pub struct BenchArgs {
     /// Change-stream poll interval of the consumers, in milliseconds.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub poll_ms: u64,
+    /// Events each stage of the flow case handles at once (1 = strictly one after the other).
+    #[arg(long, default_value_t = DEFAULT_STAGE_CONCURRENCY, value_parser = clap::value_parser!(u64).range(1..=1_024))]
+    pub stage_concurrency: u64,
 }
 
 impl BenchArgs {

@@ -109,6 +109,7 @@ fn flow_options(args: &DemoArgs, exclusive: bool) -> FlowOptions {
         batch: args.batch,
         seed: args.seed,
         poll_interval: Duration::from_millis(args.poll_ms),
+        concurrency: args.stage_concurrency as usize,
         stall_timeout: flow::STALL_TIMEOUT,
         run_id: (!exclusive).then(|| {
             format!(

@@ -12,7 +12,7 @@
 //! processable event went through every stage exactly once, the stored documents say so, and no
 //! consumer has a matching change left after its checkpoint.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,9 +24,10 @@ use datastore::model::{
 };
 use datastore::value::{as_date, CREATED_AT_FIELD};
 use datastore::{
-    ChangeEvent, ChangeStream, Collection, DataStore, DocumentId, Filter, StartFrom, Value,
-    WatchOptions,
+    ChangeEvent, ChangeStream, Collection, DataStore, DocumentId, Filter, ResumeToken, StartFrom,
+    Value, WatchOptions,
 };
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::watch;
@@ -55,6 +56,8 @@ pub struct FlowOptions {
     pub seed: u64,
     /// Poll interval of the three change streams.
     pub poll_interval: Duration,
+    /// Changes each stage handles at once (at least 1).
+    pub concurrency: usize,
     /// A stage that receives nothing for this long fails the run.
     pub stall_timeout: Duration,
     /// On a shared database: a run id that marks this run's events (the stages' filters then
@@ -287,6 +290,7 @@ pub async fn run(store: Arc<dyn DataStore>, opts: &FlowOptions) -> CliResult<Flo
                 bar: bars.stages[i].clone(),
                 clock,
                 stall: opts.stall_timeout,
+                concurrency: opts.concurrency.max(1),
             };
             tokio::spawn(worker.run(stream))
         })
@@ -558,6 +562,7 @@ struct StageWorker {
     bar: ProgressBar,
     clock: ServerClock,
     stall: Duration,
+    concurrency: usize,
 }
 
 /// What one consumer stage saw and did.
@@ -567,6 +572,8 @@ struct StageRun {
     received: HashSet<DocumentId>,
     duplicates: Vec<DocumentId>,
     handled: HashSet<DocumentId>,
+    /// Received changes covered by a stored checkpoint.
+    checkpointed: u64,
     lags: Latencies,
     first_received: Option<Instant>,
     last_finished: Option<Instant>,
@@ -576,7 +583,7 @@ impl StageRun {
     /// The count the stage's target refers to.
     fn progress(&self) -> u64 {
         match self.stage {
-            Stage::Quarantine => self.received.len() as u64,
+            Stage::Quarantine => self.checkpointed,
             Stage::Drain | Stage::Remediation => self.handled.len() as u64,
         }
     }
@@ -598,6 +605,21 @@ impl StageRun {
     }
 }
 
+/// A received change on its way through the stage, in delivery order.
+struct Slot {
+    token: ResumeToken,
+    /// Set once the stage's handler is done with the change.
+    done: Option<Handled>,
+}
+
+/// What the handler did with one change.
+struct Handled {
+    id: DocumentId,
+    /// Whether the stage wrote the event (quarantined, drained, remediated).
+    acted: bool,
+    created: DateTime<Utc>,
+}
+
 impl StageWorker {
     /// Runs the stage until it has handled its target, then drops its stream. On failure it
     /// tells the other tasks to stop.
@@ -609,6 +631,10 @@ impl StageWorker {
         out
     }
 
+    /// Receives changes in order and hands up to `concurrency` of them to handlers at once.
+    /// The checkpoint only ever covers a prefix of the delivery order whose handlers are all
+    /// done, so a crash redelivers at most the changes in flight and never skips one; one
+    /// checkpoint is stored at a time, covering every change finished meanwhile.
     async fn consume(&self, mut stream: ChangeStream) -> Result<StageRun, Failure> {
         let mut updates = self.signal.subscribe();
         let mut run = StageRun {
@@ -617,10 +643,17 @@ impl StageWorker {
             received: HashSet::new(),
             duplicates: Vec::new(),
             handled: HashSet::new(),
+            checkpointed: 0,
             lags: Latencies::default(),
             first_received: None,
             last_finished: None,
         };
+        // `order[0]` is delivery number `base`.
+        let mut order: VecDeque<Slot> = VecDeque::new();
+        let mut base = 0u64;
+        let mut handlers = FuturesUnordered::new();
+        // At most one: (the checkpoint write, the changes it covers).
+        let mut checkpoints = FuturesUnordered::new();
         let mut deadline = tokio::time::Instant::now() + self.stall;
         loop {
             let signal = *updates.borrow_and_update();
@@ -632,12 +665,66 @@ impl StageWorker {
                     Stage::Quarantine => t.processable,
                     Stage::Drain | Stage::Remediation => t.flowing,
                 };
-                if run.progress() >= target {
+                if run.progress() >= target && order.is_empty() {
                     break;
                 }
             }
-            let item = tokio::select! {
-                item = stream.next() => item,
+            if checkpoints.is_empty() {
+                // Checkpoint the finished prefix of the delivery order.
+                let mut covered = Vec::new();
+                let mut last = None;
+                while order.front().is_some_and(|slot| slot.done.is_some()) {
+                    let Some(slot) = order.pop_front() else { break };
+                    base += 1;
+                    last = Some(slot.token);
+                    covered.extend(slot.done);
+                }
+                if let Some(token) = last {
+                    let collection = self.store.health_event_collection();
+                    let consumer = self.consumer.as_str();
+                    checkpoints.push(async move {
+                        let stored = collection.checkpoint(consumer, &token).await;
+                        (covered, stored)
+                    });
+                }
+            }
+            let receiving = handlers.len() < self.concurrency;
+            tokio::select! {
+                Some((index, outcome)) = handlers.next() => {
+                    let outcome: Result<Handled, Failure> = outcome;
+                    order[(index - base) as usize].done = Some(outcome?);
+                }
+                Some((covered, stored)) = checkpoints.next() => {
+                    let stored: datastore::Result<()> = stored;
+                    stored?;
+                    self.record(&mut run, covered);
+                }
+                item = stream.next(), if receiving => {
+                    let event = match item {
+                        Some(Ok(e)) => e,
+                        Some(Err(e)) => return Err(e.into()),
+                        None => {
+                            return Err(Failure::Error(CliError::check(format!(
+                                "{}: the change stream ended",
+                                self.consumer
+                            ))))
+                        }
+                    };
+                    run.first_received.get_or_insert_with(Instant::now);
+                    let index = base + order.len() as u64;
+                    let id = event.document_id.clone();
+                    if run.received.insert(id.clone()) {
+                        order.push_back(Slot { token: event.token.clone(), done: None });
+                        handlers.push(self.handle(index, event));
+                    } else {
+                        // Delivered again: count it, do not act twice.
+                        run.duplicates.push(id.clone());
+                        order.push_back(Slot {
+                            token: event.token,
+                            done: Some(Handled { id, acted: false, created: Utc::now() }),
+                        });
+                    }
+                }
                 changed = updates.changed() => {
                     if changed.is_err() {
                         return Err(Failure::Aborted);
@@ -652,37 +739,22 @@ impl StageWorker {
                         run.progress()
                     ))));
                 }
-            };
-            let event = match item {
-                Some(Ok(e)) => e,
-                Some(Err(e)) => return Err(e.into()),
-                None => {
-                    return Err(Failure::Error(CliError::check(format!(
-                        "{}: the change stream ended",
-                        self.consumer
-                    ))))
-                }
-            };
+            }
             deadline = tokio::time::Instant::now() + self.stall;
-            self.handle(&mut run, event).await?;
         }
         // Stop watching before reporting.
         drop(stream);
         Ok(run)
     }
 
-    /// Acts on one change and checkpoints it.
-    async fn handle(&self, run: &mut StageRun, event: ChangeEvent) -> Result<(), Failure> {
+    /// Acts on one change (the `index`th delivered); the checkpoint comes later.
+    async fn handle(&self, index: u64, event: ChangeEvent) -> (u64, Result<Handled, Failure>) {
+        (index, self.act(index, event).await)
+    }
+
+    async fn act(&self, index: u64, event: ChangeEvent) -> Result<Handled, Failure> {
         let health = self.store.health_events();
-        let collection = self.store.health_event_collection();
-        run.first_received.get_or_insert_with(Instant::now);
-        let id = event.document_id.clone();
-        if !run.received.insert(id.clone()) {
-            // Delivered again: count it, do not act twice.
-            run.duplicates.push(id);
-            collection.checkpoint(&self.consumer, &event.token).await?;
-            return Ok(());
-        }
+        let id = event.document_id;
         let doc = event.full_document.as_ref().ok_or_else(|| {
             CliError::check(format!(
                 "{}: the change of {id} has no full document",
@@ -703,7 +775,7 @@ impl StageWorker {
                     .and_then(Value::as_bool)
                     .unwrap_or(false);
                 if fatal {
-                    let span = format!("{:016x}", 0xfa_0000_0000_u64 + run.handled.len() as u64);
+                    let span = format!("{:016x}", 0xfa_0000_0000_u64 + index);
                     health
                         .update_node_quarantine_status(&id, QuarantineStatus::Quarantined, &span)
                         .await?;
@@ -724,19 +796,26 @@ impl StageWorker {
                 true
             }
         };
-        collection.checkpoint(&self.consumer, &event.token).await?;
-        if acted {
-            let lag = self.clock.since(created);
-            run.lags.push(lag);
-            run.handled.insert(id);
-            self.bar
-                .set_message(format!("lag {:>6.1} ms", lag.as_secs_f64() * 1000.0));
+        Ok(Handled { id, acted, created })
+    }
+
+    /// Books the changes a stored checkpoint covers.
+    fn record(&self, run: &mut StageRun, covered: Vec<Handled>) {
+        let now = Instant::now();
+        for h in covered {
+            run.checkpointed += 1;
+            if h.acted {
+                let lag = self.clock.since(h.created);
+                run.lags.push(lag);
+                run.handled.insert(h.id);
+                self.bar
+                    .set_message(format!("lag {:>6.1} ms", lag.as_secs_f64() * 1000.0));
+            }
+            if h.acted || self.stage == Stage::Quarantine {
+                self.bar.inc(1);
+            }
+            run.last_finished = Some(now);
         }
-        run.last_finished = Some(Instant::now());
-        if acted || self.stage == Stage::Quarantine {
-            self.bar.inc(1);
-        }
-        Ok(())
     }
 }
 

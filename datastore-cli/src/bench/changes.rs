@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use datastore::{DataStore, DocumentId, PoolConfig, StartFrom, WatchOptions};
+use datastore::{DataStore, DocumentId, StartFrom, WatchOptions};
 use futures::StreamExt;
 use provider_postgres::PgDataStore;
 use tokio::sync::watch;
@@ -505,7 +505,7 @@ impl DrainResult {
 /// `datastore drain-worker`: drains `--events` changes from the beginning with one consumer,
 /// sampling this process's memory, and prints the result line.
 pub async fn drain_worker(args: &DrainWorkerArgs) -> CliResult<()> {
-    let store = PgDataStore::connect_url(&args.url, PoolConfig::default()).await?;
+    let store = PgDataStore::connect_url(&args.url, crate::server::throwaway_pool()).await?;
     let out = drain(&store, args).await;
     store.close().await;
     println!("{RESULT_PREFIX}{}", out?.to_json());
@@ -621,8 +621,9 @@ async fn flow_case(bench: &Bench<'_>) -> CliResult<Figure> {
     println!();
     println!(
         "bench: d. flow simulation: {n} events in insert_many batches of {FLOW_BATCH}, three \
-         consumer stages (poll every {} ms, checkpoint after every event)",
-        bench.args.poll_ms
+         consumer stages (poll every {} ms, {} events in flight per stage, each checkpointed once \
+         it and every event before it are done)",
+        bench.args.poll_ms, bench.args.stage_concurrency
     );
     let (store, db) = bench.fresh_store().await?;
     let store: Arc<dyn DataStore> = Arc::new(store);
@@ -632,6 +633,7 @@ async fn flow_case(bench: &Bench<'_>) -> CliResult<Figure> {
         batch: FLOW_BATCH,
         seed: bench.args.seed,
         poll_interval: Duration::from_millis(bench.args.poll_ms),
+        concurrency: bench.args.stage_concurrency as usize,
         stall_timeout: flow::STALL_TIMEOUT,
         run_id: None,
     };
