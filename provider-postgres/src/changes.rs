@@ -28,7 +28,8 @@ use crate::compile::{push_filter_on, Target};
 use crate::error::map_err;
 use crate::locks::lock_xact;
 
-/// Key of the transaction-level advisory lock that serialises tick creation.
+/// Key of the transaction-level advisory lock that serialises tick creation (also written out in
+/// migration 0003's `datastore_take_tick`).
 const TICK_LOCK: i64 = 0x6e76_735f_6473_0002;
 
 /// Change-event documents, built per change row in the `ev` lateral.
@@ -137,50 +138,17 @@ impl Position {
 /// with `force`). Returns the latest tick after the call: the new one, or one that another
 /// reader took meanwhile.
 ///
-/// Takers queue on the tick lock rather than give up: the lock is held for one insert, and a
-/// reader that waited finds the tick just taken by the holder (the insert's condition is
-/// re-checked after the lock, so no empty tick follows) and reads it at once instead of
-/// sleeping a poll interval.
+/// One round trip: `datastore_take_tick` (migration 0003) checks cheaply first, so an idle poll
+/// takes no lock; takers queue on the tick lock rather than give up, since it is held for one
+/// insert and a reader that waited finds the tick just taken by the holder and reads it at once
+/// instead of sleeping a poll interval.
 async fn take_tick(pool: &PgPool, force: bool) -> Result<i64> {
-    if !force {
-        // One cheap statement first, so that an idle poll costs one round trip, not a transaction.
-        let row = sqlx::query(
-            "SELECT t.tick, EXISTS (SELECT 1 FROM datastore_changes c \
-               WHERE c.xid >= pg_snapshot_xmin(t.snapshot) AND NOT pg_visible_in_snapshot(c.xid, t.snapshot)) \
-             FROM datastore_change_ticks t WHERE t.tick = (SELECT max(tick) FROM datastore_change_ticks)",
-        )
-        .fetch_optional(pool)
+    sqlx::query_scalar::<_, Option<i64>>("SELECT datastore_take_tick($1)")
+        .bind(force)
+        .fetch_one(pool)
         .await
         .map_err(map_err)?
-        .ok_or_else(no_ticks)?;
-        let latest: i64 = row.try_get(0).map_err(map_err)?;
-        let pending: bool = row.try_get(1).map_err(map_err)?;
-        if !pending {
-            return Ok(latest);
-        }
-    }
-    let mut tx = pool.begin().await.map_err(map_err)?;
-    lock_xact(&mut tx, TICK_LOCK).await?;
-    // A new statement, so its snapshot is taken after the lock: ticks are ordered like their
-    // snapshots, and a tick another reader took while we waited is visible here.
-    let latest: i64 = sqlx::query_scalar::<_, Option<i64>>(
-        "WITH latest AS (SELECT * FROM datastore_change_ticks \
-           WHERE tick = (SELECT max(tick) FROM datastore_change_ticks)), \
-         new AS (INSERT INTO datastore_change_ticks (tick, snapshot, created_at) \
-           SELECT t.tick + 1, pg_current_snapshot(), clock_timestamp() FROM latest t \
-           WHERE $1 OR EXISTS (SELECT 1 FROM datastore_changes c \
-                WHERE c.xid >= pg_snapshot_xmin(t.snapshot) AND NOT pg_visible_in_snapshot(c.xid, t.snapshot)) \
-           RETURNING tick) \
-         SELECT coalesce((SELECT tick FROM new), (SELECT tick FROM latest))",
-    )
-    .bind(force)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(map_err)?
-    .flatten()
-    .ok_or_else(no_ticks)?;
-    tx.commit().await.map_err(map_err)?;
-    Ok(latest)
+        .ok_or_else(no_ticks)
 }
 
 fn no_ticks() -> Error {
@@ -479,11 +447,16 @@ impl Reader {
         };
         // The batch's transaction-id range and snapshots are constants here, so the planner can
         // use the xid index or walk the sequence index in order under the LIMIT; the cheap
-        // visibility tests run before the costlier filter.
+        // visibility tests run before the costlier filter. `alive` (computed once per
+        // statement) says whether tick b-1 still exists: pruning deletes ticks and their changes
+        // in one transaction, so in this statement's snapshot either the batch is whole or
+        // `alive` is false.
         let mut qb: QueryBuilder<'_, Postgres> = QueryBuilder::new(
             "SELECT c.seq, c.operation, c.document_id, c.created_at, c.full_document, c.updated_fields, \
-             c.removed_fields FROM datastore_changes c",
+             c.removed_fields, (SELECT EXISTS (SELECT 1 FROM datastore_change_ticks WHERE tick = ",
         );
+        qb.push_bind(b - 1);
+        qb.push(")) AS alive FROM datastore_changes c");
         if self.filter != Lowered::True {
             qb.push(event_lateral());
         }
@@ -505,19 +478,21 @@ impl Reader {
         let mut rows = qb.build().fetch(&self.pool);
         let mut count = 0usize;
         let mut last_seq = pos.seq;
+        let mut alive = true;
         while let Some(row) = rows.try_next().await.map_err(map_err)? {
-            let event = decode(&row, b, bounds.time)?;
+            alive = row.try_get("alive").map_err(map_err)?;
+            self.buffer.push_back(decode(&row, b, bounds.time)?);
             last_seq = row.try_get("seq").map_err(map_err)?;
-            self.buffer.push_back(event);
             count += 1;
         }
         drop(rows);
-        let full = count == self.options.batch_size as usize;
-        if !full && !tick_exists(&self.pool, b - 1).await? {
+        // An empty read carries no `alive`: ask separately.
+        if !alive || (count == 0 && !tick_exists(&self.pool, b - 1).await?) {
             // History was pruned under this read: do not step over what may be missing.
             self.buffer.clear();
             return Err(history_lost(&self.options.consumer));
         }
+        let full = count == self.options.batch_size as usize;
         self.pos = Some(if full {
             Position {
                 tick: b,
@@ -742,6 +717,12 @@ pub(crate) async fn prune(pool: &PgPool, policy: &RetentionPolicy) -> Result<u64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn take_tick_function_uses_the_tick_lock() {
+        let sql = include_str!("../migrations/0003_take_tick_function.sql");
+        assert!(sql.contains(&format!("pg_advisory_xact_lock({TICK_LOCK})")));
+    }
 
     #[test]
     fn operations_implied_by_filters() {

@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "change_streams",
         sql: include_str!("../migrations/0002_change_streams.sql"),
     },
+    Migration {
+        version: 3,
+        name: "take_tick_function",
+        sql: include_str!("../migrations/0003_take_tick_function.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

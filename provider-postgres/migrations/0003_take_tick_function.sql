@@ -1,0 +1,42 @@
+-- Takes a tick in one round trip instead of four (BEGIN, lock, insert, COMMIT): change-stream
+-- readers call it whenever the batch they wait for has not been cut yet.
+--
+-- Returns the latest tick after the call: a new one when committed changes are not covered by
+-- the latest tick (or always, with `force`), else the latest. The advisory lock (key: TICK_LOCK
+-- in changes.rs) serialises takers; the function is VOLATILE, so each statement after the lock
+-- runs with a new snapshot, taken after the lock: ticks are ordered like their snapshots. A
+-- reader that waited for the lock while another took a tick reads that tick instead of taking
+-- one more: concurrent readers share one tick (fewer, larger batches) instead of queueing
+-- one each. `force` (a position "now") always takes its own, so that its snapshot is later than
+-- the call.
+CREATE FUNCTION datastore_take_tick(force boolean) RETURNS bigint
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    latest  bigint;
+    pending boolean;
+BEGIN
+    IF NOT force THEN
+        -- Idle polls stop here, without taking the lock.
+        SELECT t.tick, EXISTS (SELECT 1 FROM datastore_changes c
+                 WHERE c.xid >= pg_snapshot_xmin(t.snapshot) AND NOT pg_visible_in_snapshot(c.xid, t.snapshot))
+          INTO latest, pending
+          FROM datastore_change_ticks t WHERE t.tick = (SELECT max(tick) FROM datastore_change_ticks);
+        IF latest IS NULL OR NOT pending THEN
+            RETURN latest;
+        END IF;
+    END IF;
+    PERFORM pg_advisory_xact_lock(7959676244968275970);
+    IF NOT force AND (SELECT max(tick) FROM datastore_change_ticks) > latest THEN
+        RETURN (SELECT max(tick) FROM datastore_change_ticks);
+    END IF;
+    WITH newest AS (SELECT * FROM datastore_change_ticks
+           WHERE tick = (SELECT max(tick) FROM datastore_change_ticks)),
+         taken AS (INSERT INTO datastore_change_ticks (tick, snapshot, created_at)
+           SELECT t.tick + 1, pg_current_snapshot(), clock_timestamp() FROM newest t
+           WHERE force OR EXISTS (SELECT 1 FROM datastore_changes c
+                WHERE c.xid >= pg_snapshot_xmin(t.snapshot) AND NOT pg_visible_in_snapshot(c.xid, t.snapshot))
+           RETURNING tick)
+    SELECT coalesce((SELECT tick FROM taken), (SELECT tick FROM newest)) INTO latest;
+    RETURN latest;
+END
+$$;
