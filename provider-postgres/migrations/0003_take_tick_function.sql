@@ -1,5 +1,6 @@
 -- Takes a tick in one round trip instead of four (BEGIN, lock, insert, COMMIT): change-stream
--- readers call it whenever the batch they wait for has not been cut yet.
+-- readers call it whenever the batch they wait for has not been cut yet, and it notifies
+-- `datastore_change_ticks` of each new tick.
 --
 -- Returns the latest tick after the call: a new one when committed changes are not covered by
 -- the latest tick (or always, with `force`), else the latest. The advisory lock (key: TICK_LOCK
@@ -13,6 +14,7 @@ CREATE FUNCTION datastore_take_tick(force boolean) RETURNS bigint
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     latest  bigint;
+    taken   bigint;
     pending boolean;
 BEGIN
     IF NOT force THEN
@@ -31,12 +33,18 @@ BEGIN
     END IF;
     WITH newest AS (SELECT * FROM datastore_change_ticks
            WHERE tick = (SELECT max(tick) FROM datastore_change_ticks)),
-         taken AS (INSERT INTO datastore_change_ticks (tick, snapshot, created_at)
+         new_tick AS (INSERT INTO datastore_change_ticks (tick, snapshot, created_at)
            SELECT t.tick + 1, pg_current_snapshot(), clock_timestamp() FROM newest t
            WHERE force OR EXISTS (SELECT 1 FROM datastore_changes c
                 WHERE c.xid >= pg_snapshot_xmin(t.snapshot) AND NOT pg_visible_in_snapshot(c.xid, t.snapshot))
            RETURNING tick)
-    SELECT coalesce((SELECT tick FROM taken), (SELECT tick FROM newest)) INTO latest;
-    RETURN latest;
+    SELECT (SELECT tick FROM new_tick), (SELECT tick FROM newest) INTO taken, latest;
+    IF taken IS NULL THEN
+        RETURN latest;
+    END IF;
+    -- Wakes the readers of every store (src/wakeup.rs), delivered at commit. One per tick, never
+    -- one per write; the payload moves no position.
+    PERFORM pg_notify('datastore_change_ticks', taken::text);
+    RETURN taken;
 END
 $$;

@@ -22,6 +22,7 @@ use datastore_api::{CmpOp, DocumentId, Error, ErrorKind, Filter, Lowered, Result
 use futures::{stream, TryStreamExt};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use tokio::sync::watch;
 
 use crate::collection::Table;
 use crate::compile::{push_filter_on, Target};
@@ -322,6 +323,8 @@ struct Reader {
     bounds: Option<BatchBounds>,
     buffer: VecDeque<ChangeEvent>,
     done: bool,
+    /// Tick notifications (see `wakeup`): end an idle wait early.
+    wakeups: Option<watch::Receiver<u64>>,
 }
 
 impl Drop for Reader {
@@ -507,6 +510,22 @@ impl Reader {
         Ok(true)
     }
 
+    /// Waits a poll interval, or less when a new tick is announced.
+    async fn idle(&mut self, poll: Duration) {
+        let Some(wakeups) = self.wakeups.as_mut() else {
+            return tokio::time::sleep(poll).await;
+        };
+        tokio::select! {
+            () = tokio::time::sleep(poll) => {}
+            changed = wakeups.changed() => {
+                if changed.is_err() {
+                    // The store is gone: poll only.
+                    self.wakeups = None;
+                }
+            }
+        }
+    }
+
     async fn next(&mut self) -> Option<Result<ChangeEvent>> {
         let poll = self.options.poll_interval;
         let mut backoff = poll;
@@ -519,7 +538,7 @@ impl Reader {
             }
             match self.fill().await {
                 Ok(true) => backoff = poll,
-                Ok(false) => tokio::time::sleep(poll).await,
+                Ok(false) => self.idle(poll).await,
                 Err(e) if e.is_retryable() => {
                     // The position is kept in memory: retrying loses and repeats nothing.
                     tracing::warn!(error = %e, "change stream read failed; retrying");
@@ -549,6 +568,7 @@ pub(crate) async fn watch(
     pool: &PgPool,
     table: Table,
     options: WatchOptions,
+    wakeups: Option<watch::Receiver<u64>>,
 ) -> Result<ChangeStream> {
     options.validate()?;
     static OWNERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -569,6 +589,7 @@ pub(crate) async fn watch(
         bounds: None,
         buffer: VecDeque::new(),
         done: false,
+        wakeups,
     };
     if reader.lease().await? {
         reader.pos = Some(start_position(pool, table, &reader.options).await?);
@@ -719,9 +740,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn take_tick_function_uses_the_tick_lock() {
+    fn take_tick_function_uses_the_tick_lock_and_channel() {
         let sql = include_str!("../migrations/0003_take_tick_function.sql");
         assert!(sql.contains(&format!("pg_advisory_xact_lock({TICK_LOCK})")));
+        assert!(sql.contains(&format!("pg_notify('{}'", crate::wakeup::TICK_CHANNEL)));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use tokio::sync::Mutex;
 
 use crate::compile::{jsonpath, push_filter, push_order_by, push_sort_lateral};
 use crate::error::map_err;
+use crate::wakeup::TickWakeups;
 
 /// The provider label of metrics.
 const PROVIDER: &str = "postgresql";
@@ -60,6 +61,8 @@ pub struct PgCollection {
     table: Table,
     exec: Exec,
     capture: bool,
+    /// The store's tick notifications, for its change streams (none inside transactions).
+    wakeups: Option<Arc<TickWakeups>>,
 }
 
 /// Runs `$body` with `$conn: &mut PgConnection` from the pool or the open transaction. Inside a
@@ -163,6 +166,15 @@ impl PgCollection {
             table,
             exec,
             capture,
+            wakeups: None,
+        }
+    }
+
+    /// The same collection, its change streams woken by `wakeups`.
+    pub(crate) fn with_wakeups(self, wakeups: Arc<TickWakeups>) -> Self {
+        PgCollection {
+            wakeups: Some(wakeups),
+            ..self
         }
     }
 
@@ -415,7 +427,10 @@ impl Collection for PgCollection {
 
     async fn watch(&self, options: WatchOptions) -> Result<ChangeStream> {
         match &self.exec {
-            Exec::Pool(pool) => crate::changes::watch(pool, self.table, options).await,
+            Exec::Pool(pool) => {
+                let wakeups = self.wakeups.as_ref().map(|w| w.subscribe());
+                crate::changes::watch(pool, self.table, options, wakeups).await
+            }
             Exec::Tx(_) => Err(Error::invalid_input(
                 "watch is not available inside a transaction",
             )),

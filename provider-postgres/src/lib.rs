@@ -24,6 +24,7 @@ mod compile;
 mod error;
 mod locks;
 pub mod migrate;
+mod wakeup;
 
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
@@ -82,6 +83,7 @@ fn connect_options(config: &DatastoreConfig) -> Result<PgConnectOptions> {
 
 struct Shared {
     pool: PgPool,
+    wakeups: Arc<wakeup::TickWakeups>,
 }
 
 /// The PostgreSQL [`DataStore`].
@@ -140,27 +142,30 @@ impl PgDataStore {
         let _ = sqlx::Connection::close(probe).await;
         let shared = Arc::new(Shared {
             pool: pg_pool.clone(),
+            wakeups: wakeup::TickWakeups::new(pg_pool.clone()),
         });
         let _ = cell.set(Arc::downgrade(&shared));
         migrate(&pg_pool).await?;
-        Ok(PgDataStore {
+        Ok(PgDataStore::with_capture(shared, true))
+    }
+
+    fn with_capture(shared: Arc<Shared>, capture: bool) -> Self {
+        let collection = |table| {
+            PgCollection::new(table, Exec::Pool(shared.pool.clone()), capture)
+                .with_wakeups(Arc::clone(&shared.wakeups))
+        };
+        PgDataStore {
+            health: collection(Table::HealthEvents),
+            maintenance: collection(Table::MaintenanceEvents),
+            capture,
             shared,
-            health: PgCollection::new(Table::HealthEvents, Exec::Pool(pg_pool.clone()), true),
-            maintenance: PgCollection::new(Table::MaintenanceEvents, Exec::Pool(pg_pool), true),
-            capture: true,
-        })
+        }
     }
 
     /// The same store with change capture off: writes are not logged, so change streams do not
     /// see them. Only for measuring the cost of capture and for bulk loads nobody watches.
     pub fn without_change_capture(self) -> Self {
-        let pool = self.shared.pool.clone();
-        PgDataStore {
-            health: PgCollection::new(Table::HealthEvents, Exec::Pool(pool.clone()), false),
-            maintenance: PgCollection::new(Table::MaintenanceEvents, Exec::Pool(pool), false),
-            capture: false,
-            shared: self.shared,
-        }
+        PgDataStore::with_capture(self.shared, false)
     }
 
     /// The underlying sqlx pool (for diagnostics and tests).

@@ -340,3 +340,42 @@ async fn change_stream_survives_a_server_restart() {
     );
     drop(server);
 }
+
+/// A tick taken by one reader wakes the store's other idle readers (one NOTIFY per tick): a
+/// stream polling every 60 s still gets a change within seconds once another stream has cut
+/// the batch holding it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tick_wakes_idle_readers() {
+    use datastore_api::{StartFrom, WatchOptions};
+    use futures::StreamExt;
+
+    let (store, _) = fresh(PoolConfig::default()).await;
+    let coll = store.health_event_collection();
+    let options = |consumer: &str, poll_ms: u64| {
+        let mut o = WatchOptions::new(consumer).start(StartFrom::Now);
+        o.poll_interval = Duration::from_millis(poll_ms);
+        o
+    };
+    let mut sleepy = coll.watch(options("sleepy", 60_000)).await.unwrap();
+    let mut quick = coll.watch(options("quick", 10)).await.unwrap();
+    // Let the sleepy reader find nothing and start its long wait.
+    let first = tokio::time::timeout(Duration::from_millis(500), sleepy.next()).await;
+    assert!(first.is_err(), "nothing was written yet");
+    let id = coll
+        .insert_one(serde_json::from_value(serde_json::json!({"n": 1})).unwrap())
+        .await
+        .unwrap()
+        .id;
+    let by_quick = tokio::time::timeout(Duration::from_secs(10), quick.next())
+        .await
+        .expect("the polling reader takes the tick")
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_quick.document_id, id);
+    let by_sleepy = tokio::time::timeout(Duration::from_secs(20), sleepy.next())
+        .await
+        .expect("woken by the tick's notification, long before its 60 s poll")
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_sleepy.document_id, id);
+}
