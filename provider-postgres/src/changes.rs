@@ -478,7 +478,24 @@ impl Reader {
         push_filter_on(&mut qb, &self.filter, EVENTS)?;
         qb.push(" ORDER BY c.seq LIMIT ")
             .push_bind(i64::from(self.options.batch_size));
-        let mut rows = qb.build().fetch(&self.pool);
+        // Reading on in a batch that filled the previous read (`seq > 0`): walk the sequence
+        // index from the position. The planner may not know that (right after a bulk load its
+        // statistics miss the new rows) and would re-read and sort the whole rest of the batch
+        // through the xid index on every read, quadratic in the batch size.
+        let mut read_on = None;
+        if pos.seq > 0 {
+            let mut tx = self.pool.begin().await.map_err(map_err)?;
+            sqlx::query("SET LOCAL enable_sort = off")
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            read_on = Some(tx);
+        }
+        let query = qb.build();
+        let mut rows = match read_on.as_mut() {
+            Some(tx) => query.fetch(&mut **tx),
+            None => query.fetch(&self.pool),
+        };
         let mut count = 0usize;
         let mut last_seq = pos.seq;
         let mut alive = true;
@@ -489,6 +506,9 @@ impl Reader {
             count += 1;
         }
         drop(rows);
+        if let Some(tx) = read_on {
+            tx.commit().await.map_err(map_err)?;
+        }
         // An empty read carries no `alive`: ask separately.
         if !alive || (count == 0 && !tick_exists(&self.pool, b - 1).await?) {
             // History was pruned under this read: do not step over what may be missing.
