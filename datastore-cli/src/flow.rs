@@ -7,8 +7,9 @@
 //! * node-drainer watches quarantine-status changes and records a successful drain;
 //! * fault-remediation watches quarantined-and-drained events and marks them remediated.
 //!
-//! The three consumers open their streams from [`StartFrom::Now`] before the first insert and
-//! checkpoint after every event they receive. At the end the run is verified: every fatal
+//! The three consumers open their streams from [`StartFrom::Now`] before the first insert,
+//! handle up to [`FlowOptions::concurrency`] events at once and checkpoint as soon as an event
+//! and every event delivered before it are done. At the end the run is verified: every fatal
 //! processable event went through every stage exactly once, the stored documents say so, and no
 //! consumer has a matching change left after its checkpoint.
 
@@ -38,6 +39,9 @@ use crate::synth::{per_second, Synth};
 
 /// A stage that sees no change for this long fails the run.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How many rounds of `concurrency` changes a stage receives past its oldest unfinished one.
+const UNCHECKPOINTED_ROUNDS: usize = 4;
 
 /// Metadata key (`healthevent.metadata.demoRun`) that marks the events of one run on a shared
 /// database, so that the stages only touch their own events.
@@ -572,7 +576,7 @@ struct StageRun {
     received: HashSet<DocumentId>,
     duplicates: Vec<DocumentId>,
     handled: HashSet<DocumentId>,
-    /// Received changes covered by a stored checkpoint.
+    /// Distinct received changes covered by a stored checkpoint.
     checkpointed: u64,
     lags: Latencies,
     first_received: Option<Instant>,
@@ -617,6 +621,8 @@ struct Handled {
     id: DocumentId,
     /// Whether the stage wrote the event (quarantined, drained, remediated).
     acted: bool,
+    /// A redelivery the stage ignored.
+    duplicate: bool,
     created: DateTime<Utc>,
 }
 
@@ -633,8 +639,9 @@ impl StageWorker {
 
     /// Receives changes in order and hands up to `concurrency` of them to handlers at once.
     /// The checkpoint only ever covers a prefix of the delivery order whose handlers are all
-    /// done, so a crash redelivers at most the changes in flight and never skips one; one
-    /// checkpoint is stored at a time, covering every change finished meanwhile.
+    /// done, so a crash never skips a change and redelivers at most the changes received after
+    /// the first unfinished one (bounded: `concurrency * UNCHECKPOINTED_ROUNDS`); one checkpoint
+    /// is stored at a time, covering every change finished meanwhile.
     async fn consume(&self, mut stream: ChangeStream) -> Result<StageRun, Failure> {
         let mut updates = self.signal.subscribe();
         let mut run = StageRun {
@@ -665,7 +672,7 @@ impl StageWorker {
                     Stage::Quarantine => t.processable,
                     Stage::Drain | Stage::Remediation => t.flowing,
                 };
-                if run.progress() >= target && order.is_empty() {
+                if run.progress() >= target && order.is_empty() && checkpoints.is_empty() {
                     break;
                 }
             }
@@ -688,7 +695,10 @@ impl StageWorker {
                     });
                 }
             }
-            let receiving = handlers.len() < self.concurrency;
+            // A slow event at the head holds the checkpoint back; receive no further than a few
+            // rounds past it, so that what a crash redelivers (and memory) stays bounded.
+            let receiving = handlers.len() < self.concurrency
+                && order.len() < self.concurrency * UNCHECKPOINTED_ROUNDS;
             tokio::select! {
                 Some((index, outcome)) = handlers.next() => {
                     let outcome: Result<Handled, Failure> = outcome;
@@ -721,7 +731,12 @@ impl StageWorker {
                         run.duplicates.push(id.clone());
                         order.push_back(Slot {
                             token: event.token,
-                            done: Some(Handled { id, acted: false, created: Utc::now() }),
+                            done: Some(Handled {
+                                id,
+                                acted: false,
+                                duplicate: true,
+                                created: Utc::now(),
+                            }),
                         });
                     }
                 }
@@ -796,14 +811,19 @@ impl StageWorker {
                 true
             }
         };
-        Ok(Handled { id, acted, created })
+        Ok(Handled {
+            id,
+            acted,
+            duplicate: false,
+            created,
+        })
     }
 
     /// Books the changes a stored checkpoint covers.
     fn record(&self, run: &mut StageRun, covered: Vec<Handled>) {
         let now = Instant::now();
         for h in covered {
-            run.checkpointed += 1;
+            run.checkpointed += u64::from(!h.duplicate);
             if h.acted {
                 let lag = self.clock.since(h.created);
                 run.lags.push(lag);

@@ -10,6 +10,10 @@
 -- one more: concurrent readers share one tick (fewer, larger batches) instead of queueing
 -- one each. `force` (a position "now") always takes its own, so that its snapshot is later than
 -- the call.
+-- The highest change sequence a tick's snapshot sees: no change of batch k has a higher one, so
+-- reads that continue a large batch can bound their index walk (NULL on older ticks).
+ALTER TABLE datastore_change_ticks ADD COLUMN last_seq bigint;
+
 CREATE FUNCTION datastore_take_tick(force boolean) RETURNS bigint
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -33,8 +37,9 @@ BEGIN
     END IF;
     WITH newest AS (SELECT * FROM datastore_change_ticks
            WHERE tick = (SELECT max(tick) FROM datastore_change_ticks)),
-         new_tick AS (INSERT INTO datastore_change_ticks (tick, snapshot, created_at)
-           SELECT t.tick + 1, pg_current_snapshot(), clock_timestamp() FROM newest t
+         new_tick AS (INSERT INTO datastore_change_ticks (tick, snapshot, created_at, last_seq)
+           SELECT t.tick + 1, pg_current_snapshot(), clock_timestamp(),
+                  (SELECT max(seq) FROM datastore_changes) FROM newest t
            WHERE force OR EXISTS (SELECT 1 FROM datastore_changes c
                 WHERE c.xid >= pg_snapshot_xmin(t.snapshot) AND NOT pg_visible_in_snapshot(c.xid, t.snapshot))
            RETURNING tick)

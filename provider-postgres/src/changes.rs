@@ -263,6 +263,8 @@ struct BatchBounds {
     xmin: String,
     xmax: String,
     time: DateTime<Utc>,
+    /// No change of the batch has a higher sequence (unknown on ticks older than migration 3).
+    last_seq: Option<i64>,
 }
 
 enum BatchLookup {
@@ -277,7 +279,7 @@ async fn batch_bounds(pool: &PgPool, tick: i64) -> Result<BatchLookup> {
     let row = sqlx::query(
         "SELECT p.snapshot::text AS previous, t.snapshot::text AS current, \
                 pg_snapshot_xmin(p.snapshot)::text AS xmin, pg_snapshot_xmax(t.snapshot)::text AS xmax, \
-                t.created_at AS time \
+                t.created_at AS time, t.last_seq \
          FROM datastore_change_ticks p LEFT JOIN datastore_change_ticks t ON t.tick = p.tick + 1 \
          WHERE p.tick = $1",
     )
@@ -299,6 +301,7 @@ async fn batch_bounds(pool: &PgPool, tick: i64) -> Result<BatchLookup> {
         xmin: row.try_get("xmin").map_err(map_err)?,
         xmax: row.try_get("xmax").map_err(map_err)?,
         time: row.try_get("time").map_err(map_err)?,
+        last_seq: row.try_get("last_seq").map_err(map_err)?,
     }))
 }
 
@@ -469,6 +472,9 @@ impl Reader {
         qb.push("::xid8 AND c.collection = ")
             .push_bind(self.table.name());
         qb.push(" AND c.seq > ").push_bind(pos.seq);
+        if let Some(last) = bounds.last_seq {
+            qb.push(" AND c.seq <= ").push_bind(last);
+        }
         qb.push(" AND pg_visible_in_snapshot(c.xid, ")
             .push_bind(bounds.current.clone());
         qb.push("::pg_snapshot) AND NOT pg_visible_in_snapshot(c.xid, ")
@@ -481,7 +487,8 @@ impl Reader {
         // Reading on in a batch that filled the previous read (`seq > 0`): walk the sequence
         // index from the position. The planner may not know that (right after a bulk load its
         // statistics miss the new rows) and would re-read and sort the whole rest of the batch
-        // through the xid index on every read, quadratic in the batch size.
+        // through the xid index on every read, quadratic in the batch size. The walk stops at
+        // the batch's last sequence.
         let mut read_on = None;
         if pos.seq > 0 {
             let mut tx = self.pool.begin().await.map_err(map_err)?;
@@ -496,25 +503,28 @@ impl Reader {
             Some(tx) => query.fetch(&mut **tx),
             None => query.fetch(&self.pool),
         };
-        let mut count = 0usize;
+        // Collected apart and buffered only once the whole read succeeded: a read that fails
+        // halfway is retried from the same position and must not leave changes to repeat.
+        let mut read = Vec::with_capacity(self.options.batch_size.min(10_000) as usize);
         let mut last_seq = pos.seq;
         let mut alive = true;
         while let Some(row) = rows.try_next().await.map_err(map_err)? {
             alive = row.try_get("alive").map_err(map_err)?;
-            self.buffer.push_back(decode(&row, b, bounds.time)?);
+            read.push(decode(&row, b, bounds.time)?);
             last_seq = row.try_get("seq").map_err(map_err)?;
-            count += 1;
         }
         drop(rows);
         if let Some(tx) = read_on {
             tx.commit().await.map_err(map_err)?;
         }
+        let count = read.len();
         // An empty read carries no `alive`: ask separately.
         if !alive || (count == 0 && !tick_exists(&self.pool, b - 1).await?) {
             // History was pruned under this read: do not step over what may be missing.
-            self.buffer.clear();
             return Err(history_lost(&self.options.consumer));
         }
+        // `fill` runs only on an empty buffer: take the read's allocation instead of copying.
+        self.buffer = VecDeque::from(read);
         let full = count == self.options.batch_size as usize;
         self.pos = Some(if full {
             Position {

@@ -83,7 +83,8 @@ fn connect_options(config: &DatastoreConfig) -> Result<PgConnectOptions> {
 
 struct Shared {
     pool: PgPool,
-    wakeups: Arc<wakeup::TickWakeups>,
+    /// None with pools too small to give a connection to listening.
+    wakeups: Option<Arc<wakeup::TickWakeups>>,
 }
 
 /// The PostgreSQL [`DataStore`].
@@ -142,7 +143,8 @@ impl PgDataStore {
         let _ = sqlx::Connection::close(probe).await;
         let shared = Arc::new(Shared {
             pool: pg_pool.clone(),
-            wakeups: wakeup::TickWakeups::new(pg_pool.clone()),
+            wakeups: (pool.max_connections >= wakeup::MIN_POOL_SIZE)
+                .then(|| wakeup::TickWakeups::new(pg_pool.clone())),
         });
         let _ = cell.set(Arc::downgrade(&shared));
         migrate(&pg_pool).await?;
@@ -151,8 +153,11 @@ impl PgDataStore {
 
     fn with_capture(shared: Arc<Shared>, capture: bool) -> Self {
         let collection = |table| {
-            PgCollection::new(table, Exec::Pool(shared.pool.clone()), capture)
-                .with_wakeups(Arc::clone(&shared.wakeups))
+            let c = PgCollection::new(table, Exec::Pool(shared.pool.clone()), capture);
+            match &shared.wakeups {
+                Some(w) => c.with_wakeups(Arc::clone(w)),
+                None => c,
+            }
         };
         PgDataStore {
             health: collection(Table::HealthEvents),

@@ -17,11 +17,15 @@ use tokio::task::JoinHandle;
 /// The NOTIFY channel of new ticks (also named in migration 0003).
 pub(crate) const TICK_CHANNEL: &str = "datastore_change_ticks";
 
+/// The listener holds one of the pool's connections (so the pool's cap stays exact); smaller
+/// pools do without wake-ups and only poll.
+pub(crate) const MIN_POOL_SIZE: u32 = 8;
+
 /// Longest wait before listening again after the connection failed.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The tick notifications of one store. The listener starts with the first stream and holds one
-/// of the pool's connections until the store is dropped.
+/// of the pool's connections until the store is dropped or closed.
 pub(crate) struct TickWakeups {
     pool: PgPool,
     /// Counts notifications; readers wait for it to change.
