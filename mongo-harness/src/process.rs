@@ -1,7 +1,6 @@
 //! Small process helpers built on `std` and standard shell tools only
 //! (no libc): signals, liveness checks, output capture, timeouts.
 
-use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -11,66 +10,7 @@ use std::time::{Duration, Instant};
 /// Bytes of output kept by an [`OutputTail`].
 const TAIL_BYTES: usize = 16 * 1024;
 
-/// Sends `signal` (a name such as `TERM`, `KILL`) to `target` (a pid, or
-/// `-PGID` for a process group) with the shell's `kill`. Errors are ignored.
-pub(crate) fn send_signal(signal: &str, target: &str) {
-    let _ = Command::new("sh")
-        .args(["-c", "kill -s \"$1\" -- \"$2\" 2>/dev/null", "sh"])
-        .arg(signal)
-        .arg(target)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// Whether process `pid` exists and is not a zombie.
-pub(crate) fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // Format: `pid (comm) state …`; comm may contain spaces or parens.
-        Ok(stat) => match stat.rfind(')') {
-            Some(end) => !matches!(stat[end + 1..].trim_start().chars().next(), Some('Z' | 'X')),
-            None => true,
-        },
-        Err(_) => false,
-    }
-}
-
-/// Polls until process `pid` is gone (or a zombie) or `timeout` passes;
-/// returns whether it is gone.
-pub(crate) fn wait_gone(pid: u32, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if !process_alive(pid) {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The last `lines` lines of `text`.
-pub(crate) fn text_tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    let start = all.len().saturating_sub(lines);
-    let mut tail = all[start..].join("\n");
-    if !tail.is_empty() {
-        tail.push('\n');
-    }
-    tail
-}
-
-/// Human-readable form of a command line for error messages.
-pub(crate) fn describe(cmd: &Command) -> String {
-    let mut parts = vec![cmd.get_program().to_string_lossy().into_owned()];
-    parts.extend(
-        cmd.get_args()
-            .map(|a: &OsStr| a.to_string_lossy().into_owned()),
-    );
-    parts.join(" ")
-}
+pub(crate) use harness_process::{describe, process_alive, send_signal, text_tail, wait_gone};
 
 /// The last [`TAIL_BYTES`] bytes of a stream, filled by a background thread
 /// line by line (see [`OutputTail::drain`]). Reading the stream to its end also keeps the
@@ -170,19 +110,6 @@ pub(crate) fn run_with_timeout(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn own_process_is_alive() {
-        assert!(process_alive(std::process::id()));
-        assert!(!process_alive(u32::MAX - 1));
-    }
-
-    #[test]
-    fn tail_keeps_last_lines() {
-        assert_eq!(text_tail("a\nb\nc\n", 2), "b\nc\n");
-        assert_eq!(text_tail("a", 5), "a\n");
-        assert_eq!(text_tail("", 5), "");
-    }
 
     #[test]
     fn output_tail_is_bounded() {

@@ -49,6 +49,10 @@ const EVENT_DOCUMENT: &str = "jsonb_build_object(\
     'updatedFields', to_jsonb(coalesce(c.updated_fields, '{}')), 'removedFields', to_jsonb(coalesce(c.removed_fields, '{}')))) \
     ELSE '{}'::jsonb END";
 
+/// A batch spanning more than this many reads' worth of sequences is read by walking the
+/// sequence index from its first read on.
+const LARGE_BATCH_READS: i64 = 4;
+
 /// Joins each change row to its event document, `ev.doc`. `OFFSET 0` keeps the subquery from
 /// being flattened: flattened, the document is rebuilt for every `ev.doc` of the filter (a
 /// dozen per row for the NVSentinel watchers), which made batch reads several times slower.
@@ -265,6 +269,8 @@ struct BatchBounds {
     time: DateTime<Utc>,
     /// No change of the batch has a higher sequence (unknown on ticks older than migration 3).
     last_seq: Option<i64>,
+    /// The previous tick's `last_seq`.
+    previous_last_seq: Option<i64>,
 }
 
 enum BatchLookup {
@@ -279,7 +285,7 @@ async fn batch_bounds(pool: &PgPool, tick: i64) -> Result<BatchLookup> {
     let row = sqlx::query(
         "SELECT p.snapshot::text AS previous, t.snapshot::text AS current, \
                 pg_snapshot_xmin(p.snapshot)::text AS xmin, pg_snapshot_xmax(t.snapshot)::text AS xmax, \
-                t.created_at AS time, t.last_seq \
+                t.created_at AS time, t.last_seq, p.last_seq AS previous_last_seq \
          FROM datastore_change_ticks p LEFT JOIN datastore_change_ticks t ON t.tick = p.tick + 1 \
          WHERE p.tick = $1",
     )
@@ -302,6 +308,7 @@ async fn batch_bounds(pool: &PgPool, tick: i64) -> Result<BatchLookup> {
         xmax: row.try_get("xmax").map_err(map_err)?,
         time: row.try_get("time").map_err(map_err)?,
         last_seq: row.try_get("last_seq").map_err(map_err)?,
+        previous_last_seq: row.try_get("previous_last_seq").map_err(map_err)?,
     }))
 }
 
@@ -472,6 +479,30 @@ impl Reader {
         qb.push("::xid8 AND c.collection = ")
             .push_bind(self.table.name());
         qb.push(" AND c.seq > ").push_bind(pos.seq);
+        // A batch far larger than one read (a backlog left by a consumer outage or a bulk load):
+        // start its first read at its lowest sequence (`seq + 0`: found by scanning the batch's
+        // xid range, not by walking the sequence index from the start of history), so that
+        // this read also walks the sequence index instead of sorting the whole batch.
+        let batch = i64::from(self.options.batch_size);
+        // (The first tick, from migration 2, records no sequence: count from 0.)
+        let large = bounds.last_seq.is_some_and(|last| {
+            last - bounds.previous_last_seq.unwrap_or(0) > LARGE_BATCH_READS * batch
+        });
+        if pos.seq == 0 && large {
+            qb.push(
+                " AND c.seq >= (SELECT min(f.seq + 0) FROM datastore_changes f WHERE f.xid >= ",
+            )
+            .push_bind(bounds.xmin.clone());
+            qb.push("::xid8 AND f.xid < ")
+                .push_bind(bounds.xmax.clone());
+            qb.push("::xid8 AND f.collection = ")
+                .push_bind(self.table.name());
+            qb.push(" AND pg_visible_in_snapshot(f.xid, ")
+                .push_bind(bounds.current.clone());
+            qb.push("::pg_snapshot) AND NOT pg_visible_in_snapshot(f.xid, ")
+                .push_bind(bounds.previous.clone());
+            qb.push("::pg_snapshot))");
+        }
         if let Some(last) = bounds.last_seq {
             qb.push(" AND c.seq <= ").push_bind(last);
         }
@@ -490,7 +521,7 @@ impl Reader {
         // through the xid index on every read, quadratic in the batch size. The walk stops at
         // the batch's last sequence.
         let mut read_on = None;
-        if pos.seq > 0 {
+        if pos.seq > 0 || large {
             let mut tx = self.pool.begin().await.map_err(map_err)?;
             sqlx::query("SET LOCAL enable_sort = off")
                 .execute(&mut *tx)

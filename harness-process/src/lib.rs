@@ -1,0 +1,104 @@
+//! Child-process helpers shared by the test-server harnesses (`pg-harness`, `mongo-harness`),
+//! built on `std` and standard shell tools only (no libc): signals, liveness checks, output
+//! tails and command descriptions for error messages.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Sends `signal` (a name such as `TERM`, `INT`, `KILL`) to `target` (a pid, or `-PGID` for a
+/// process group) with the shell's `kill`. Errors are ignored.
+pub fn send_signal(signal: &str, target: &str) {
+    let _ = Command::new("sh")
+        .args(["-c", "kill -s \"$1\" -- \"$2\" 2>/dev/null", "sh"])
+        .arg(signal)
+        .arg(target)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // Format: `pid (comm) state …`; comm may contain spaces or parens.
+        Ok(stat) => match stat.rfind(')') {
+            Some(end) => !matches!(stat[end + 1..].trim_start().chars().next(), Some('Z' | 'X')),
+            None => true,
+        },
+        Err(_) => false,
+    }
+}
+
+/// Polls until process `pid` is gone (or a zombie) or `timeout` passes; returns whether it is
+/// gone.
+pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if !process_alive(pid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The last `lines` lines of `text`.
+pub fn text_tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    let start = all.len().saturating_sub(lines);
+    let mut tail = all[start..].join("\n");
+    if !tail.is_empty() {
+        tail.push('\n');
+    }
+    tail
+}
+
+/// The last `lines` lines of the file at `path` (empty if unreadable).
+pub fn file_tail(path: &Path, lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => text_tail(&String::from_utf8_lossy(&bytes), lines),
+        Err(_) => String::new(),
+    }
+}
+
+/// Human-readable form of a command line for error messages.
+pub fn describe(cmd: &Command) -> String {
+    let mut parts = vec![cmd.get_program().to_string_lossy().into_owned()];
+    parts.extend(
+        cmd.get_args()
+            .map(|a: &OsStr| a.to_string_lossy().into_owned()),
+    );
+    parts.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_alive() {
+        assert!(process_alive(std::process::id()));
+        assert!(!process_alive(u32::MAX - 1));
+        assert!(!wait_gone(std::process::id(), Duration::from_millis(50)));
+    }
+
+    #[test]
+    fn tail_keeps_last_lines() {
+        assert_eq!(text_tail("a\nb\nc\n", 2), "b\nc\n");
+        assert_eq!(text_tail("a", 5), "a\n");
+        assert_eq!(text_tail("", 5), "");
+        assert_eq!(file_tail(Path::new("/nonexistent/x"), 3), "");
+    }
+
+    #[test]
+    fn describe_joins_program_and_arguments() {
+        let mut cmd = Command::new("echo");
+        cmd.args(["a", "b c"]);
+        assert_eq!(describe(&cmd), "echo a b c");
+    }
+}
