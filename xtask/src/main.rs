@@ -212,8 +212,25 @@ impl Xtask {
             Ok(server) => server,
             Err(code) => return code,
         };
-        let test_steps: [&[&str]; 2] = [
-            &["test", "--workspace", "--all-targets"],
+        // The conformance suite runs apart, with its output shown: its table of passed /
+        // failed / not run properties per provider belongs in the log.
+        let test_steps: [&[&str]; 3] = [
+            &[
+                "test",
+                "--workspace",
+                "--all-targets",
+                "--exclude",
+                "conformance",
+            ],
+            &[
+                "test",
+                "-p",
+                "conformance",
+                "--all-targets",
+                "--",
+                "--nocapture",
+                "--test-threads=1",
+            ],
             &["test", "--workspace", "--doc"],
         ];
         for args in test_steps {
