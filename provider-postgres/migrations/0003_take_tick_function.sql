@@ -21,6 +21,12 @@ DECLARE
     taken   bigint;
     pending boolean;
 BEGIN
+    -- Ticks rely on each statement after the lock seeing a new snapshot.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'datastore_take_tick needs READ COMMITTED, the session uses %',
+            current_setting('transaction_isolation')
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
     IF NOT force THEN
         -- Idle polls stop here, without taking the lock.
         SELECT t.tick, EXISTS (SELECT 1 FROM datastore_changes c

@@ -379,3 +379,20 @@ async fn a_tick_wakes_idle_readers() {
         .unwrap();
     assert_eq!(by_sleepy.document_id, id);
 }
+
+/// Taking a tick needs READ COMMITTED (each statement after the tick lock sees a new snapshot);
+/// under another isolation level it fails clearly instead of colliding on tick numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn take_tick_refuses_snapshot_isolation() {
+    let (store, _) = fresh(PoolConfig::default()).await;
+    let mut tx = store.pool().begin().await.unwrap();
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let err = sqlx::query("SELECT datastore_take_tick(true)")
+        .execute(&mut *tx)
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("needs READ COMMITTED"), "{err}");
+}
