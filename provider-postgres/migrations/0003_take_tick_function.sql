@@ -18,6 +18,7 @@ CREATE FUNCTION datastore_take_tick(force boolean) RETURNS bigint
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     latest  bigint;
+    newer   bigint;
     taken   bigint;
     pending boolean;
 BEGIN
@@ -38,8 +39,11 @@ BEGIN
         END IF;
     END IF;
     PERFORM pg_advisory_xact_lock(7959676244968275970);
-    IF NOT force AND (SELECT max(tick) FROM datastore_change_ticks) > latest THEN
-        RETURN (SELECT max(tick) FROM datastore_change_ticks);
+    IF NOT force THEN
+        SELECT max(tick) INTO newer FROM datastore_change_ticks;
+        IF newer > latest THEN
+            RETURN newer;
+        END IF;
     END IF;
     WITH newest AS (SELECT * FROM datastore_change_ticks
            WHERE tick = (SELECT max(tick) FROM datastore_change_ticks)),

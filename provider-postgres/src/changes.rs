@@ -60,18 +60,21 @@ fn event_lateral() -> String {
     format!(" CROSS JOIN LATERAL (SELECT {EVENT_DOCUMENT} AS doc OFFSET 0) ev")
 }
 
+/// How `datastore_changes.operation` encodes each operation (the capture CTEs in `collection`
+/// write these codes, and `EVENT_DOCUMENT` names them).
+const OPERATION_CODES: [(OperationType, &str); 4] = [
+    (OperationType::Insert, "i"),
+    (OperationType::Update, "u"),
+    (OperationType::Replace, "r"),
+    (OperationType::Delete, "d"),
+];
+
 /// The operation codes (`c.operation`) a change must have for `filter` to match it, when the
 /// filter pins `operationType` (every NVSentinel watcher does); `None` when it does not.
 ///
 /// Reads test them on the column before building the event document. The filter itself still
 /// decides: this only skips rows it would reject anyway.
 fn implied_operations(filter: &Lowered) -> Option<Vec<&'static str>> {
-    const CODES: [(&str, &str); 4] = [
-        ("insert", "i"),
-        ("update", "u"),
-        ("replace", "r"),
-        ("delete", "d"),
-    ];
     match filter {
         Lowered::False => Some(Vec::new()),
         Lowered::Cmp {
@@ -79,9 +82,9 @@ fn implied_operations(filter: &Lowered) -> Option<Vec<&'static str>> {
             op: CmpOp::Eq,
             value: Scalar::String(name),
         } if path.as_str() == "operationType" => Some(
-            CODES
+            OPERATION_CODES
                 .iter()
-                .filter(|(n, _)| n == name)
+                .filter(|(op, _)| op.as_str() == name)
                 .map(|(_, code)| *code)
                 .collect(),
         ),
@@ -312,6 +315,30 @@ async fn batch_bounds(pool: &PgPool, tick: i64) -> Result<BatchLookup> {
     }))
 }
 
+/// Appends the condition that change row `alias` belongs to the batch `bounds` delimits, for
+/// `table`: its transaction id in the batch's range (the cheap, indexed part), then visible in
+/// the batch's tick and not in the previous one.
+fn push_in_batch(
+    qb: &mut QueryBuilder<'_, Postgres>,
+    alias: &str,
+    bounds: &BatchBounds,
+    table: Table,
+) {
+    qb.push(format!("{alias}.xid >= "))
+        .push_bind(bounds.xmin.clone());
+    qb.push(format!("::xid8 AND {alias}.xid < "))
+        .push_bind(bounds.xmax.clone());
+    qb.push(format!("::xid8 AND {alias}.collection = "))
+        .push_bind(table.name());
+    qb.push(format!(" AND pg_visible_in_snapshot({alias}.xid, "))
+        .push_bind(bounds.current.clone());
+    qb.push(format!(
+        "::pg_snapshot) AND NOT pg_visible_in_snapshot({alias}.xid, "
+    ))
+    .push_bind(bounds.previous.clone());
+    qb.push("::pg_snapshot)");
+}
+
 async fn tick_exists(pool: &PgPool, tick: i64) -> Result<bool> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM datastore_change_ticks WHERE tick = $1)")
         .bind(tick)
@@ -373,12 +400,10 @@ fn decode(row: &PgRow, tick: i64, tick_time: DateTime<Utc>) -> Result<ChangeEven
     let document_id = DocumentId::parse(&id)?;
     let created_at: DateTime<Utc> = row.try_get("created_at").map_err(map_err)?;
     let body: Option<Value> = row.try_get("full_document").map_err(map_err)?;
-    let operation = match op as u8 {
-        b'i' => OperationType::Insert,
-        b'u' => OperationType::Update,
-        b'r' => OperationType::Replace,
-        _ => OperationType::Delete,
-    };
+    let operation = OPERATION_CODES
+        .iter()
+        .find(|(_, code)| code.as_bytes() == [op as u8])
+        .map_or(OperationType::Delete, |(operation, _)| *operation);
     let full = match body {
         Some(Value::Object(b)) => Some(full_document(b, &document_id, created_at)?),
         _ => None,
@@ -473,11 +498,8 @@ impl Reader {
         if self.filter != Lowered::True {
             qb.push(event_lateral());
         }
-        qb.push(" WHERE c.xid >= ").push_bind(bounds.xmin.clone());
-        qb.push("::xid8 AND c.xid < ")
-            .push_bind(bounds.xmax.clone());
-        qb.push("::xid8 AND c.collection = ")
-            .push_bind(self.table.name());
+        qb.push(" WHERE ");
+        push_in_batch(&mut qb, "c", &bounds, self.table);
         qb.push(" AND c.seq > ").push_bind(pos.seq);
         // A batch far larger than one read (a backlog left by a consumer outage or a bulk load):
         // start its first read at its lowest sequence (`seq + 0`: found by scanning the batch's
@@ -489,32 +511,17 @@ impl Reader {
             last - bounds.previous_last_seq.unwrap_or(0) > LARGE_BATCH_READS * batch
         });
         if pos.seq == 0 && large {
-            qb.push(
-                " AND c.seq >= (SELECT min(f.seq + 0) FROM datastore_changes f WHERE f.xid >= ",
-            )
-            .push_bind(bounds.xmin.clone());
-            qb.push("::xid8 AND f.xid < ")
-                .push_bind(bounds.xmax.clone());
-            qb.push("::xid8 AND f.collection = ")
-                .push_bind(self.table.name());
-            qb.push(" AND pg_visible_in_snapshot(f.xid, ")
-                .push_bind(bounds.current.clone());
-            qb.push("::pg_snapshot) AND NOT pg_visible_in_snapshot(f.xid, ")
-                .push_bind(bounds.previous.clone());
-            qb.push("::pg_snapshot))");
+            qb.push(" AND c.seq >= (SELECT min(f.seq + 0) FROM datastore_changes f WHERE ");
+            push_in_batch(&mut qb, "f", &bounds, self.table);
+            qb.push(")");
         }
         if let Some(last) = bounds.last_seq {
             qb.push(" AND c.seq <= ").push_bind(last);
         }
-        qb.push(" AND pg_visible_in_snapshot(c.xid, ")
-            .push_bind(bounds.current.clone());
-        qb.push("::pg_snapshot) AND NOT pg_visible_in_snapshot(c.xid, ")
-            .push_bind(bounds.previous.clone());
-        qb.push("::pg_snapshot) AND ");
+        qb.push(" AND ");
         push_operation_prefilter(&mut qb, &self.filter);
         push_filter_on(&mut qb, &self.filter, EVENTS)?;
-        qb.push(" ORDER BY c.seq LIMIT ")
-            .push_bind(i64::from(self.options.batch_size));
+        qb.push(" ORDER BY c.seq LIMIT ").push_bind(batch);
         // Reading on in a batch that filled the previous read (`seq > 0`): walk the sequence
         // index from the position. The planner may not know that (right after a bulk load its
         // statistics miss the new rows) and would re-read and sort the whole rest of the batch
