@@ -821,7 +821,7 @@ impl StageWorker {
 
     /// Books the changes a stored checkpoint covers.
     fn record(&self, run: &mut StageRun, covered: Vec<Handled>) {
-        let now = Instant::now();
+        run.last_finished = Some(Instant::now());
         for h in covered {
             run.checkpointed += u64::from(!h.duplicate);
             if h.acted {
@@ -834,7 +834,6 @@ impl StageWorker {
             if h.acted || self.stage == Stage::Quarantine {
                 self.bar.inc(1);
             }
-            run.last_finished = Some(now);
         }
     }
 }
