@@ -23,6 +23,20 @@ async fn fresh_url() -> String {
     server().url_for(&db)
 }
 
+/// The stream's next change within `limit`; panics with `what` when none comes.
+async fn next_change(
+    stream: &mut datastore_api::ChangeStream,
+    limit: Duration,
+    what: &str,
+) -> datastore_api::ChangeEvent {
+    use futures::StreamExt;
+    tokio::time::timeout(limit, stream.next())
+        .await
+        .unwrap_or_else(|_| panic!("no change within {limit:?}: {what}"))
+        .unwrap_or_else(|| panic!("the stream ended: {what}"))
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
 async fn fresh(pool: PoolConfig) -> (PgDataStore, String) {
     let url = fresh_url().await;
     (
@@ -302,11 +316,12 @@ async fn change_stream_survives_a_server_restart() {
     }
     let mut seen = Vec::new();
     for _ in 0..5 {
-        let e = tokio::time::timeout(Duration::from_secs(10), stream.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let e = next_change(
+            &mut stream,
+            Duration::from_secs(10),
+            "a change before the restart",
+        )
+        .await;
         seen.push(e.full_document.unwrap()["i"].as_i64().unwrap());
     }
     let server = tokio::task::spawn_blocking(move || {
@@ -324,11 +339,12 @@ async fn change_stream_survives_a_server_restart() {
         }
     }
     for _ in 5..10 {
-        let e = tokio::time::timeout(Duration::from_secs(30), stream.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let e = next_change(
+            &mut stream,
+            Duration::from_secs(30),
+            "a change after the restart",
+        )
+        .await;
         seen.push(e.full_document.unwrap()["i"].as_i64().unwrap());
     }
     assert_eq!(seen, (0..10).collect::<Vec<i64>>());
@@ -366,17 +382,19 @@ async fn a_tick_wakes_idle_readers() {
         .await
         .unwrap()
         .id;
-    let by_quick = tokio::time::timeout(Duration::from_secs(10), quick.next())
-        .await
-        .expect("the polling reader takes the tick")
-        .unwrap()
-        .unwrap();
+    let by_quick = next_change(
+        &mut quick,
+        Duration::from_secs(10),
+        "the polling reader takes the tick",
+    )
+    .await;
     assert_eq!(by_quick.document_id, id);
-    let by_sleepy = tokio::time::timeout(Duration::from_secs(20), sleepy.next())
-        .await
-        .expect("woken by the tick's notification, long before its 60 s poll")
-        .unwrap()
-        .unwrap();
+    let by_sleepy = next_change(
+        &mut sleepy,
+        Duration::from_secs(20),
+        "woken by the tick's notification, long before its 60 s poll",
+    )
+    .await;
     assert_eq!(by_sleepy.document_id, id);
 }
 
