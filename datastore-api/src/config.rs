@@ -12,7 +12,8 @@
 //! | `DATASTORE_SSLMODE` | `connection.sslmode` | `require` | `disable`, `allow`, `prefer`, `require`, `verify-ca`, `verify-full` |
 //! | `DATASTORE_SSLCERT` | `connection.sslcert` | none | client certificate (PEM) |
 //! | `DATASTORE_SSLKEY` | `connection.sslkey` | none | client key (PEM) |
-//! | `DATASTORE_SSLROOTCERT` | `connection.sslrootcert` | none | CA certificate (PEM) |
+//! | `DATASTORE_SSLROOTCERT` | `connection.sslrootcert` | none | CA certificate (PEM); with it, `require` verifies like `verify-ca` |
+//! | `DATASTORE_CONNECT_TIMEOUT` | `connection.connectTimeout` | `10s` | limit of each connection attempt (TCP, TLS, startup) |
 //! | `DATASTORE_MAX_CONNECTIONS` | `options.maxConnections` | 25 | pool size |
 //! | `DATASTORE_MAX_IDLE_CONNECTIONS` | `options.maxIdleConnections` | 10 | idle connections kept |
 //! | `DATASTORE_CONNECTION_MAX_LIFETIME` | `options.connectionMaxLifetime` | `1h` | connections are replaced after this |
@@ -66,6 +67,18 @@ pub enum SslMode {
 }
 
 impl SslMode {
+    /// libpq's name of the mode (`verify-full`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
     fn parse(s: &str) -> Result<Self> {
         Ok(match s.trim().to_ascii_lowercase().as_str() {
             "disable" => SslMode::Disable,
@@ -104,7 +117,17 @@ pub struct ConnectionConfig {
     pub ssl_key: Option<PathBuf>,
     /// CA certificate.
     pub ssl_root_cert: Option<PathBuf>,
+    /// Limit of each connection attempt: TCP connect, TLS handshake and the server's first
+    /// answer (libpq's `connect_timeout`).
+    pub connect_timeout: Duration,
 }
+
+/// Default of [`ConnectionConfig::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest accepted `DATASTORE_MAX_CONNECTIONS` (PostgreSQL's own ceiling for
+/// `max_connections` is 262,143; a pool larger than this is a typo).
+pub const MAX_POOL_SIZE: u32 = 10_000;
 
 /// Connection-pool settings; every one is applied by the providers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +174,7 @@ const VARS: &[(&str, &str)] = &[
     ("DATASTORE_SSLCERT", "connection.sslcert"),
     ("DATASTORE_SSLKEY", "connection.sslkey"),
     ("DATASTORE_SSLROOTCERT", "connection.sslrootcert"),
+    ("DATASTORE_CONNECT_TIMEOUT", "connection.connectTimeout"),
     ("DATASTORE_MAX_CONNECTIONS", "options.maxConnections"),
     (
         "DATASTORE_MAX_IDLE_CONNECTIONS",
@@ -257,19 +281,9 @@ impl DatastoreConfig {
             })?,
         };
         let path = |key: &str| -> Result<Option<PathBuf>> {
-            match get(key) {
-                None => Ok(None),
-                Some(p) => {
-                    let pb = PathBuf::from(p);
-                    if !pb.is_file() {
-                        return Err(Error::configuration(format!(
-                            "{}: file {p:?} does not exist",
-                            var(key)
-                        )));
-                    }
-                    Ok(Some(pb))
-                }
-            }
+            get(key)
+                .map(|p| existing_file(&var(key), PathBuf::from(p)))
+                .transpose()
         };
         // MongoDB deployments usually give MONGODB_URI instead (read by the MongoDB provider),
         // and X.509 authentication takes the user from the certificate.
@@ -296,6 +310,7 @@ impl DatastoreConfig {
             ssl_cert: path("connection.sslcert")?,
             ssl_key: path("connection.sslkey")?,
             ssl_root_cert: path("connection.sslrootcert")?,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         };
         if connection.ssl_cert.is_some() != connection.ssl_key.is_some() {
             return Err(Error::configuration(
@@ -331,11 +346,27 @@ impl DatastoreConfig {
                 defaults.connection_max_lifetime,
             )?,
         };
-        if pool.max_connections == 0 {
+        if pool.max_connections == 0 || pool.max_connections > MAX_POOL_SIZE {
+            return Err(Error::configuration(format!(
+                "DATASTORE_MAX_CONNECTIONS must be between 1 and {MAX_POOL_SIZE} (got {})",
+                pool.max_connections
+            )));
+        }
+        if pool.connection_max_lifetime.is_zero() {
             return Err(Error::configuration(
-                "DATASTORE_MAX_CONNECTIONS must be at least 1",
+                "DATASTORE_CONNECTION_MAX_LIFETIME must be greater than zero (e.g. 1h)",
             ));
         }
+        let connect_timeout = duration("connection.connectTimeout", DEFAULT_CONNECT_TIMEOUT)?;
+        if connect_timeout.is_zero() {
+            return Err(Error::configuration(
+                "DATASTORE_CONNECT_TIMEOUT must be greater than zero (e.g. 10s)",
+            ));
+        }
+        let connection = ConnectionConfig {
+            connect_timeout,
+            ..connection
+        };
         if pool.max_idle_connections > pool.max_connections {
             return Err(Error::configuration(format!(
                 "DATASTORE_MAX_IDLE_CONNECTIONS ({}) exceeds DATASTORE_MAX_CONNECTIONS ({})",
@@ -354,6 +385,30 @@ impl DatastoreConfig {
             pool,
             poll_interval,
         })
+    }
+}
+
+/// Checks that the file named by `var` exists and is a readable file; the error names the
+/// variable and the path and says what is wrong (missing, not a file, or no permission).
+fn existing_file(var: &str, path: PathBuf) -> Result<PathBuf> {
+    let shown = path.display().to_string();
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() => Ok(path),
+        Ok(_) => Err(Error::configuration(format!(
+            "{var}: {shown:?} is not a regular file"
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(Error::configuration(format!(
+                "{var}: {shown:?} cannot be reached: permission denied on the file or one of its directories (this process needs search permission on every directory and read permission on the file)"
+            ))
+            .with_source(e))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::configuration(
+            format!("{var}: file {shown:?} does not exist"),
+        )),
+        Err(e) => Err(
+            Error::configuration(format!("{var}: cannot read {shown:?}")).with_source(e),
+        ),
     }
 }
 
@@ -395,6 +450,11 @@ fn yaml_values(text: &str) -> Result<HashMap<&'static str, String>> {
     let doc: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
         Error::configuration("the datastore config file is not valid YAML").with_source(e)
     })?;
+    if !doc.is_mapping() && !doc.is_null() {
+        return Err(Error::configuration(
+            "the datastore config file must be a YAML mapping (global.datastore.…), not a list or a scalar",
+        ));
+    }
     let root = doc
         .get("global")
         .and_then(|g| g.get("datastore"))
@@ -505,6 +565,42 @@ mod tests {
                 ],
                 "DATASTORE_CONNECTION_MAX_LIFETIME",
             ),
+            (
+                vec![
+                    ("DATASTORE_PROVIDER", "postgresql"),
+                    ("DATASTORE_HOST", "h"),
+                    ("DATASTORE_USERNAME", "u"),
+                    ("DATASTORE_CONNECTION_MAX_LIFETIME", "0"),
+                ],
+                "DATASTORE_CONNECTION_MAX_LIFETIME",
+            ),
+            (
+                vec![
+                    ("DATASTORE_PROVIDER", "postgresql"),
+                    ("DATASTORE_HOST", "h"),
+                    ("DATASTORE_USERNAME", "u"),
+                    ("DATASTORE_MAX_CONNECTIONS", "4294967295"),
+                ],
+                "DATASTORE_MAX_CONNECTIONS",
+            ),
+            (
+                vec![
+                    ("DATASTORE_PROVIDER", "postgresql"),
+                    ("DATASTORE_HOST", "h"),
+                    ("DATASTORE_USERNAME", "u"),
+                    ("DATASTORE_CONNECT_TIMEOUT", "0s"),
+                ],
+                "DATASTORE_CONNECT_TIMEOUT",
+            ),
+            (
+                vec![
+                    ("DATASTORE_PROVIDER", "postgresql"),
+                    ("DATASTORE_HOST", "h"),
+                    ("DATASTORE_USERNAME", "u"),
+                    ("DATASTORE_CONNECT_TIMEOUT", "later"),
+                ],
+                "DATASTORE_CONNECT_TIMEOUT",
+            ),
         ];
         for (pairs, name) in cases {
             let e = DatastoreConfig::from_vars(&vars(&pairs)).unwrap_err();
@@ -533,6 +629,31 @@ mod tests {
         assert_eq!(c.connection.port, 6543);
         assert_eq!(c.pool.max_idle_connections, 3);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn connect_timeout_default_and_yaml() {
+        let c = DatastoreConfig::from_vars(&vars(&[
+            ("DATASTORE_PROVIDER", "postgresql"),
+            ("DATASTORE_HOST", "h"),
+            ("DATASTORE_USERNAME", "u"),
+        ]))
+        .unwrap();
+        assert_eq!(c.connection.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        let c = DatastoreConfig::from_yaml(
+            "provider: postgresql\nconnection:\n  host: h\n  username: u\n  connectTimeout: 3s\n",
+        )
+        .unwrap();
+        assert_eq!(c.connection.connect_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn yaml_that_is_not_a_mapping_is_refused() {
+        for text in ["- provider: postgresql\n", "just a string\n"] {
+            let e = DatastoreConfig::from_yaml(text).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::Configuration);
+            assert!(e.to_string().contains("mapping"), "{e}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use datastore::{DataStore, DatastoreConfig, PoolConfig, SslMode};
+use datastore::{DataStore, DatastoreConfig, PoolConfig};
 use pg_harness::PgServer;
 use provider_postgres::PgDataStore;
 
@@ -68,22 +68,10 @@ pub async fn connect_configured(
         c.port,
         c.database,
         c.username,
-        ssl_mode_name(c.ssl_mode)
+        c.ssl_mode.as_str()
     );
     let store = datastore::open(config).await?;
     Ok((store, description))
-}
-
-/// The libpq name of an SSL mode.
-pub fn ssl_mode_name(mode: SslMode) -> &'static str {
-    match mode {
-        SslMode::Disable => "disable",
-        SslMode::Allow => "allow",
-        SslMode::Prefer => "prefer",
-        SslMode::Require => "require",
-        SslMode::VerifyCa => "verify-ca",
-        SslMode::VerifyFull => "verify-full",
-    }
 }
 
 /// True when `DATASTORE_PROVIDER` asks for MongoDB.

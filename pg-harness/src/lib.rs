@@ -38,6 +38,8 @@ mod error;
 mod process;
 mod server;
 mod test_target;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod url;
 
 pub use error::HarnessError;

@@ -106,11 +106,23 @@ impl PgServer {
     /// When running as root the directory is handed to the `postgres` OS user
     /// and the server runs as that user (via `runuser`).
     pub fn start() -> Result<PgServer, HarnessError> {
-        Self::start_with(Binaries::locate()?)
+        Self::start_with(Binaries::locate()?, |_| Ok(()))
     }
 
-    /// [`PgServer::start`] with the given binaries.
-    fn start_with(bins: Binaries) -> Result<PgServer, HarnessError> {
+    /// [`PgServer::start`], with `configure` called on the data directory after initdb and
+    /// before the first launch (to write `postgresql.conf` settings, `pg_hba.conf`, TLS files).
+    /// Files it writes are handed to the server's OS user.
+    pub fn start_configured(
+        configure: impl FnOnce(&Path) -> Result<(), HarnessError>,
+    ) -> Result<PgServer, HarnessError> {
+        Self::start_with(Binaries::locate()?, configure)
+    }
+
+    /// [`PgServer::start_configured`] with the given binaries.
+    fn start_with(
+        bins: Binaries,
+        configure: impl FnOnce(&Path) -> Result<(), HarnessError>,
+    ) -> Result<PgServer, HarnessError> {
         let as_postgres = process::running_as_root();
         let root = create_unique_dir()?;
         // From here on, dropping `server` removes the directory on failure.
@@ -127,6 +139,10 @@ impl PgServer {
             process::chown_to_postgres(&server.root)?;
         }
         server.initdb()?;
+        configure(&server.data_dir)?;
+        if as_postgres {
+            process::chown_to_postgres(&server.data_dir)?;
+        }
 
         let mut attempt = 1;
         loop {
@@ -158,6 +174,39 @@ impl PgServer {
     /// `postgres://postgres@127.0.0.1:PORT/DATABASE`.
     pub fn url(&self, database: &str) -> String {
         crate::url::with_database(&format!("postgres://{USER}@{HOST}:{}", self.port), database)
+    }
+
+    /// The directory of the server's Unix socket (`-k`); the superuser may connect there
+    /// without a password even when TCP requires TLS.
+    pub fn socket_dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates the login role `name` (no password, no superuser) with `createuser`, through the
+    /// Unix socket.
+    pub fn create_user(&self, name: &str) -> Result<(), HarnessError> {
+        let mut cmd = Command::new(self.bins.program("createuser"));
+        cmd.arg("-h")
+            .arg(&self.root)
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                USER,
+                "--no-superuser",
+                name,
+            ])
+            .stdin(Stdio::null());
+        let output = cmd
+            .output()
+            .map_err(|e| HarnessError::io(format!("running `{}`", process::describe(&cmd)), e))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(HarnessError::start_failed(
+            format!("createuser {name} failed ({})", output.status),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        ))
     }
 
     /// The cluster's data directory (`PGDATA`).
@@ -715,7 +764,7 @@ mod tests {
         }
 
         let started = Instant::now();
-        let err = PgServer::start_with(Binaries::from_dir(bin.clone())).unwrap_err();
+        let err = PgServer::start_with(Binaries::from_dir(bin.clone()), |_| Ok(())).unwrap_err();
         eprintln!("failed start took {:?}", started.elapsed());
         match &err {
             HarnessError::StartFailed { message, log_tail } => {

@@ -38,3 +38,19 @@ pub(crate) fn map_err(e: sqlx::Error) -> Error {
     };
     Error::new(kind, message).with_source(e)
 }
+
+/// Classifies a failed connect to `target` (`host:port`): like [`map_err`], with the server and
+/// the operating system's cause in the message.
+pub(crate) fn map_connect_err(target: &str, e: sqlx::Error) -> Error {
+    match &e {
+        sqlx::Error::Io(io) => {
+            let message = format!("PostgreSQL at {target}: {io}");
+            Error::new(ErrorKind::Transient, message).with_source(e)
+        }
+        _ => {
+            let mapped = map_err(e);
+            let message = format!("PostgreSQL at {target}: {mapped}");
+            Error::new(mapped.kind(), message).with_source(mapped)
+        }
+    }
+}

@@ -18,12 +18,15 @@
 
 #![warn(missing_docs)]
 
+mod bridge;
 mod changes;
 mod collection;
 mod compile;
+mod connect;
 mod error;
 mod locks;
 pub mod migrate;
+mod tls;
 mod wakeup;
 
 use std::sync::{Arc, OnceLock, Weak};
@@ -42,9 +45,17 @@ use collection::{Exec, SharedTx};
 pub use collection::{PgCollection, Table};
 pub use migrate::{migrate, MigrationReport};
 
-/// Builds sqlx connect options from the configuration (TLS files are passed through to rustls).
-/// Private: the options' `Debug` output would show the password.
-fn connect_options(config: &DatastoreConfig) -> Result<PgConnectOptions> {
+/// How to reach the configured server: sqlx's options and, unless TLS is off, the bridge
+/// through which the pool connects (libpq's sslmodes on our rustls configuration).
+struct Plan {
+    options: PgConnectOptions,
+    bridge: Option<bridge::Bridge>,
+    target: String,
+    timeout: Duration,
+}
+
+/// Plans the connection. Private: the options' `Debug` output would show the password.
+fn plan(config: &DatastoreConfig) -> Result<Plan> {
     if config.provider != ProviderKind::Postgresql {
         return Err(Error::configuration(format!(
             "DATASTORE_PROVIDER is {}, not postgresql",
@@ -52,33 +63,63 @@ fn connect_options(config: &DatastoreConfig) -> Result<PgConnectOptions> {
         )));
     }
     let c = &config.connection;
-    let mut o = PgConnectOptions::new()
+    let mut options = PgConnectOptions::new()
         .host(&c.host)
         .port(c.port)
         .database(&c.database)
         .username(&c.username)
         .application_name("nvsentinel-datastore")
-        .ssl_mode(match c.ssl_mode {
-            SslMode::Disable => PgSslMode::Disable,
-            SslMode::Allow => PgSslMode::Allow,
-            SslMode::Prefer => PgSslMode::Prefer,
-            SslMode::Require => PgSslMode::Require,
-            SslMode::VerifyCa => PgSslMode::VerifyCa,
-            SslMode::VerifyFull => PgSslMode::VerifyFull,
-        });
+        .ssl_mode(PgSslMode::Disable);
     if let Some(p) = &c.password {
-        o = o.password(p.expose());
+        options = options.password(p.expose());
     }
-    if let Some(p) = &c.ssl_root_cert {
-        o = o.ssl_root_cert(p);
+    let connector = connect::Connector::new(c)?;
+    let bridge = match c.ssl_mode {
+        SslMode::Disable => None,
+        _ => Some(bridge::Bridge::bind(Arc::clone(&connector))?),
+    };
+    if let Some(b) = &bridge {
+        options = b.apply(options);
     }
-    if let Some(p) = &c.ssl_cert {
-        o = o.ssl_client_cert(p);
+    Ok(Plan {
+        options,
+        bridge,
+        target: connector.target(),
+        timeout: connector.timeout(),
+    })
+}
+
+impl Plan {
+    /// Starts serving the bridge for `pool` (until it closes).
+    fn serve(&mut self, pool: &PgPool) {
+        if let Some(b) = self.bridge.as_mut() {
+            b.serve_until_closed(pool.close_event());
+        }
     }
-    if let Some(p) = &c.ssl_key {
-        o = o.ssl_client_key(p);
+
+    /// One direct connection, so that an unreachable server, a TLS problem or a bad credential
+    /// fails at once with a typed error that says why, instead of after the pool's acquire
+    /// timeout. Bounded by the connect timeout (twice: `allow` and `prefer` may try twice).
+    async fn probe(&self) -> Result<()> {
+        let attempt = sqlx::ConnectOptions::connect(&self.options);
+        let outcome = tokio::time::timeout(self.timeout * 2, attempt).await;
+        let failure = self.bridge.as_ref().and_then(bridge::Bridge::take_failure);
+        match (outcome, failure) {
+            (Ok(Ok(conn)), _) => {
+                let _ = sqlx::Connection::close(conn).await;
+                Ok(())
+            }
+            (_, Some(cause)) => Err(cause),
+            (Err(_), None) => Err(Error::new(
+                datastore_api::ErrorKind::Transient,
+                format!(
+                    "PostgreSQL at {}: no answer within {:?} (DATASTORE_CONNECT_TIMEOUT)",
+                    self.target, self.timeout
+                ),
+            )),
+            (Ok(Err(e)), None) => Err(error::map_connect_err(&self.target, e)),
+        }
     }
-    Ok(o)
 }
 
 struct Shared {
@@ -106,17 +147,33 @@ impl std::fmt::Debug for PgDataStore {
 
 impl PgDataStore {
     /// Connects with the configuration, applies pending migrations and returns the store.
+    ///
+    /// TLS follows libpq's `sslmode` exactly (see the README's "Certificate authentication");
+    /// every connection attempt is bounded by `connect_timeout`, and a failure says which
+    /// server, which step and which file.
     pub async fn connect(config: &DatastoreConfig) -> Result<Self> {
-        Self::connect_with(connect_options(config)?, config.pool).await
+        Self::connect_planned(plan(config)?, config.pool).await
     }
 
-    /// Connects with explicit sqlx options and pool settings, then migrates.
+    /// Connects with explicit sqlx options (plaintext: sqlx is built without TLS here; use
+    /// [`PgDataStore::connect`] for TLS) and pool settings, then migrates.
     ///
     /// All three pool settings are applied: `max_connections` caps the pool,
     /// `connection_max_lifetime` retires old connections, and a released connection is closed
     /// instead of kept when `max_idle_connections` are already idle.
-    #[tracing::instrument(name = "datastore.connect", skip_all)]
     pub async fn connect_with(options: PgConnectOptions, pool: PoolConfig) -> Result<Self> {
+        let target = format!("{}:{}", options.get_host(), options.get_port());
+        let plan = Plan {
+            options,
+            bridge: None,
+            target,
+            timeout: datastore_api::config::DEFAULT_CONNECT_TIMEOUT,
+        };
+        Self::connect_planned(plan, pool).await
+    }
+
+    #[tracing::instrument(name = "datastore.connect", skip_all, fields(server = %plan.target))]
+    async fn connect_planned(mut plan: Plan, pool: PoolConfig) -> Result<Self> {
         let cell: Arc<OnceLock<Weak<Shared>>> = Arc::new(OnceLock::new());
         let max_idle = pool.max_idle_connections as usize;
         let hook_cell = Arc::clone(&cell);
@@ -133,18 +190,13 @@ impl PgDataStore {
                 };
                 Box::pin(async move { Ok(keep) })
             })
-            .connect_lazy_with(options.clone());
-        // One direct attempt first, so that an unreachable server or a bad credential fails at
-        // once with a typed error (callers retry `Transient` ones) instead of after the pool's
-        // acquire timeout.
-        let probe: sqlx::PgConnection = sqlx::ConnectOptions::connect(&options)
-            .await
-            .map_err(error::map_err)?;
-        let _ = sqlx::Connection::close(probe).await;
+            .connect_lazy_with(plan.options.clone());
+        plan.serve(&pg_pool);
+        plan.probe().await?;
         let shared = Arc::new(Shared {
             pool: pg_pool.clone(),
             wakeups: (pool.max_connections >= wakeup::MIN_POOL_SIZE)
-                .then(|| wakeup::TickWakeups::new(pg_pool.clone())),
+                .then(|| wakeup::TickWakeups::new(pg_pool.clone(), pool.connection_max_lifetime)),
         });
         let _ = cell.set(Arc::downgrade(&shared));
         migrate(&pg_pool).await?;
@@ -282,11 +334,13 @@ impl PgDataStore {
 /// Applies pending migrations to the configured database and reports what was applied, without
 /// opening the stores (what `datastore migrate` runs).
 pub async fn migrate_database(config: &DatastoreConfig) -> Result<MigrationReport> {
+    let mut plan = plan(config)?;
     let pool = PgPoolOptions::new()
         .max_connections(1)
-        .connect_with(connect_options(config)?)
-        .await
-        .map_err(error::map_err)?;
+        .acquire_timeout(plan.timeout * 2)
+        .connect_lazy_with(plan.options.clone());
+    plan.serve(&pool);
+    plan.probe().await?;
     let report = migrate(&pool).await;
     pool.close().await;
     report

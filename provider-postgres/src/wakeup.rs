@@ -28,15 +28,19 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// of the pool's connections until the store is dropped or closed.
 pub(crate) struct TickWakeups {
     pool: PgPool,
+    /// The listening connection is replaced after this, like every pooled connection (so it
+    /// too picks up rotated certificates).
+    max_lifetime: Duration,
     /// Counts notifications; readers wait for it to change.
     ticks: Arc<watch::Sender<u64>>,
     listener: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl TickWakeups {
-    pub(crate) fn new(pool: PgPool) -> Arc<Self> {
+    pub(crate) fn new(pool: PgPool, max_lifetime: Duration) -> Arc<Self> {
         Arc::new(TickWakeups {
             pool,
+            max_lifetime,
             ticks: Arc::new(watch::channel(0).0),
             listener: Mutex::new(None),
         })
@@ -47,7 +51,7 @@ impl TickWakeups {
         if let Ok(mut listener) = self.listener.lock() {
             if listener.as_ref().is_none_or(JoinHandle::is_finished) {
                 let (pool, ticks) = (self.pool.clone(), Arc::clone(&self.ticks));
-                *listener = Some(tokio::spawn(listen(pool, ticks)));
+                *listener = Some(tokio::spawn(listen(pool, ticks, self.max_lifetime)));
             }
         }
         self.ticks.subscribe()
@@ -62,28 +66,38 @@ impl Drop for TickWakeups {
     }
 }
 
-/// Listens until the pool closes, reconnecting with backoff.
-async fn listen(pool: PgPool, ticks: Arc<watch::Sender<u64>>) {
+/// Listens until the pool closes, reconnecting with backoff, and on a fresh connection every
+/// `max_lifetime`.
+async fn listen(pool: PgPool, ticks: Arc<watch::Sender<u64>>, max_lifetime: Duration) {
     let mut backoff = Duration::from_millis(100);
     while !pool.is_closed() {
+        let retire_at = tokio::time::Instant::now() + max_lifetime;
         let failure = match PgListener::connect_with(&pool).await {
             Ok(mut listener) => match listener.listen(TICK_CHANNEL).await {
                 Ok(()) => loop {
-                    match listener.recv().await {
-                        Ok(_) => {
+                    match tokio::time::timeout_at(retire_at, listener.recv()).await {
+                        Ok(Ok(_)) => {
                             backoff = Duration::from_millis(100);
                             ticks.send_modify(|n| *n = n.wrapping_add(1));
                         }
-                        Err(e) => break e,
+                        Ok(Err(e)) => break Some(e),
+                        // Returned to the pool, which closes it for its age; a tick missed
+                        // meanwhile costs one poll interval.
+                        Err(_) => break None,
                     }
                 },
-                Err(e) => e,
+                Err(e) => Some(e),
             },
-            Err(e) => e,
+            Err(e) => Some(e),
         };
         if pool.is_closed() {
             return;
         }
+        let Some(failure) = failure else {
+            // Wake readers once: a tick may have been taken while no one listened.
+            ticks.send_modify(|n| *n = n.wrapping_add(1));
+            continue;
+        };
         // Readers keep polling meanwhile; nothing is lost, delivery is only slower.
         tracing::debug!(error = %failure, "tick notifications unavailable; retrying");
         tokio::time::sleep(backoff).await;
