@@ -8,10 +8,71 @@ use async_trait::async_trait;
 use conformance::{render_table, run_suite, Backend, Capabilities, SuiteConfig};
 use datastore_api::{DataStore, Filter, PoolConfig, Result, StartFrom, Update, WatchOptions};
 use mongo_harness::TestMongo;
+use pg_harness::tls::{ServerCert, TlsServer, CERT_USER, SERVER_NAME};
 use pg_harness::TestPostgres;
 
-struct Postgres {
-    server: &'static TestPostgres,
+/// Where the PostgreSQL lane runs: the throwaway server set up as production is (TLS only,
+/// certificate authentication, the spec's non-superuser role), or an external server named by
+/// `DATASTORE_TEST_POSTGRES_URL`.
+enum Postgres {
+    Certificates(&'static TlsServer),
+    External(&'static TestPostgres),
+}
+
+impl Postgres {
+    fn from_env() -> Postgres {
+        let server =
+            TestPostgres::shared().unwrap_or_else(|e| panic!("PostgreSQL for conformance: {e}"));
+        if server.is_external() {
+            return Postgres::External(server);
+        }
+        static TLS: std::sync::OnceLock<TlsServer> = std::sync::OnceLock::new();
+        Postgres::Certificates(TLS.get_or_init(|| {
+            TlsServer::start(ServerCert::Valid)
+                .unwrap_or_else(|e| panic!("TLS PostgreSQL for conformance: {e}"))
+        }))
+    }
+}
+
+fn conformance_pool() -> PoolConfig {
+    PoolConfig {
+        max_connections: 8,
+        max_idle_connections: 4,
+        ..PoolConfig::default()
+    }
+}
+
+/// A fresh database on the TLS server, and a store connected to it with `verify-full` and the
+/// client certificate, as the certificate user.
+async fn certificate_store(server: &TlsServer) -> Result<provider_postgres::PgDataStore> {
+    use sqlx::Connection;
+    let db = provider_postgres::fresh_test_database(&server.admin_url("postgres")).await?;
+    let setup = async {
+        let mut conn = sqlx::PgConnection::connect(&server.admin_url(&db)).await?;
+        for sql in TlsServer::spec_grants(&db) {
+            sqlx::query(&sql).execute(&mut conn).await?;
+        }
+        conn.close().await
+    };
+    setup
+        .await
+        .map_err(|e| datastore_api::Error::permanent(format!("granting {db}: {e}")))?;
+    let f = server.files();
+    let vars = [
+        ("DATASTORE_PROVIDER", "postgresql".to_owned()),
+        ("DATASTORE_HOST", SERVER_NAME.to_owned()),
+        ("DATASTORE_PORT", server.port().to_string()),
+        ("DATASTORE_DATABASE", db),
+        ("DATASTORE_USERNAME", CERT_USER.to_owned()),
+        ("DATASTORE_SSLMODE", "verify-full".to_owned()),
+        ("DATASTORE_SSLCERT", f.client_cert.display().to_string()),
+        ("DATASTORE_SSLKEY", f.client_key.display().to_string()),
+        ("DATASTORE_SSLROOTCERT", f.ca.display().to_string()),
+    ];
+    let vars = vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    let mut config = datastore_api::DatastoreConfig::from_vars(&vars)?;
+    config.pool = conformance_pool();
+    provider_postgres::PgDataStore::connect(&config).await
 }
 
 #[async_trait]
@@ -23,16 +84,18 @@ impl Backend for Postgres {
         Capabilities::ALL
     }
     async fn fresh_store(&self) -> Result<Arc<dyn DataStore>> {
-        let db = provider_postgres::fresh_test_database(self.server.admin_url()).await?;
-        let url = self.server.url_for(&db);
-        let pool = PoolConfig {
-            max_connections: 8,
-            max_idle_connections: 4,
-            ..PoolConfig::default()
-        };
-        Ok(Arc::new(
-            provider_postgres::PgDataStore::connect_url(&url, pool).await?,
-        ))
+        match self {
+            Postgres::Certificates(server) => Ok(Arc::new(certificate_store(server).await?)),
+            Postgres::External(server) => {
+                let db = provider_postgres::fresh_test_database(server.admin_url()).await?;
+                let store = provider_postgres::PgDataStore::connect_url(
+                    &server.url_for(&db),
+                    conformance_pool(),
+                )
+                .await?;
+                Ok(Arc::new(store))
+            }
+        }
     }
 }
 
@@ -117,9 +180,11 @@ fn conformance() {
     for name in wanted {
         let backend: Arc<dyn Backend> = match name {
             "postgresql" => {
-                let server = TestPostgres::shared()
-                    .unwrap_or_else(|e| panic!("PostgreSQL for conformance: {e}"));
-                Arc::new(Postgres { server })
+                let backend = Postgres::from_env();
+                if matches!(backend, Postgres::Certificates(_)) {
+                    eprintln!("conformance: PostgreSQL lane: TLS verify-full, certificate authentication as the non-superuser role {CERT_USER:?}");
+                }
+                Arc::new(backend)
             }
             "mongodb" => {
                 let server =

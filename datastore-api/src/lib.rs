@@ -27,6 +27,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod filter;
+mod guard;
 pub mod metrics;
 pub mod model;
 pub mod path;
@@ -49,8 +50,8 @@ pub use query::{
     PageToken, Sort, SortKey, UpdateResult,
 };
 pub use store::{
-    batches, prepare_insert, with_transaction, Collection, CollectionExt, DataStore, ProviderKind,
-    Transaction,
+    batches, prepare_insert, prepare_inserts, with_transaction, Collection, CollectionExt,
+    DataStore, ProviderKind, Transaction,
 };
 pub use update::{TimeFormat, Update, UpdateOp, ValidOp, ValidUpdate};
 pub use value::{Document, DocumentId, Value};

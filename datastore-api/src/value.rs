@@ -83,17 +83,78 @@ pub fn is_date(v: &Value) -> bool {
 ///
 /// Rejects keys that are empty, contain NUL, or start with `$`, arrays nested directly in arrays,
 /// and date wrappers that are malformed. Reserved top-level keys (`_id`, `createdAt`) are checked by the caller.
+///
+/// Values nested deeper than [`MAX_DEPTH`] are rejected; the recursion stops there.
 pub fn canonicalize(value: &mut Value) -> Result<()> {
     canonicalize_at(value, &mut String::new(), 0)
 }
 
-const MAX_DEPTH: usize = 64;
+/// The deepest nesting a stored value may have. The value itself is at level 0 and whatever is
+/// inside an object or array is one level deeper than the container; anything at a level above
+/// 64 is rejected with [`InvalidInput`](crate::ErrorKind::InvalidInput) (the string inside a
+/// date wrapper does not count). Documents to insert and update values are checked against it
+/// without recursion before anything recurses into them, so even a value nested millions of
+/// levels deep is rejected cleanly instead of overflowing the stack.
+pub const MAX_DEPTH: usize = 64;
+
+/// The error for a `what` (a document, a value) nested deeper than [`MAX_DEPTH`].
+pub(crate) fn too_deep(what: &str) -> Error {
+    Error::invalid_input(format!(
+        "{what} nests deeper than {MAX_DEPTH} levels, the limit for stored values"
+    ))
+}
+
+/// Checks that `value` nests no deeper than [`MAX_DEPTH`] levels, by the same rule as
+/// [`canonicalize`], but without recursion (an explicit stack), so it is safe on any value
+/// however deep. An [`InvalidInput`](crate::ErrorKind::InvalidInput) error names the limit.
+pub fn check_depth(value: &Value) -> Result<()> {
+    if exceeds_max_depth(value) {
+        return Err(too_deep("value"));
+    }
+    Ok(())
+}
+
+/// True when some value inside `root` is more than [`MAX_DEPTH`] levels below it.
+pub(crate) fn exceeds_max_depth(root: &Value) -> bool {
+    let mut stack = vec![(root, 0)];
+    while let Some((v, depth)) = stack.pop() {
+        if depth > MAX_DEPTH {
+            return true;
+        }
+        match v {
+            // `canonicalize` does not enter date wrappers either.
+            Value::Object(o) if !o.contains_key(DATE_KEY) => {
+                stack.extend(o.values().map(|c| (c, depth + 1)))
+            }
+            Value::Array(items) => stack.extend(items.iter().map(|c| (c, depth + 1))),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Drops `value` without recursion. Dropping a [`Value`] the ordinary way recurses once per
+/// level of nesting, so a value nested deep enough (hundreds of thousands of levels, built
+/// programmatically: the JSON parser stops at 128) overflows the stack when dropped; this takes
+/// it apart level by level instead.
+pub fn drop_iteratively(value: Value) {
+    if !matches!(value, Value::Array(_) | Value::Object(_)) {
+        return;
+    }
+    let mut stack = vec![value];
+    while let Some(mut v) = stack.pop() {
+        match &mut v {
+            Value::Array(items) => stack.append(items),
+            Value::Object(o) => stack.extend(std::mem::take(o).into_iter().map(|(_, c)| c)),
+            _ => {}
+        }
+        // `v` has no children left: dropping it does not recurse.
+    }
+}
 
 fn canonicalize_at(value: &mut Value, at: &mut String, depth: usize) -> Result<()> {
     if depth > MAX_DEPTH {
-        return Err(Error::invalid_input(format!(
-            "document nests deeper than {MAX_DEPTH} levels"
-        )));
+        return Err(too_deep("document"));
     }
     match value {
         Value::Object(obj) => {
