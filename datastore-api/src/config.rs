@@ -14,6 +14,7 @@
 //! | `DATASTORE_SSLKEY` | `connection.sslkey` | none | client key (PEM) |
 //! | `DATASTORE_SSLROOTCERT` | `connection.sslrootcert` | none | CA certificate (PEM); with it, `require` verifies like `verify-ca` |
 //! | `DATASTORE_CONNECT_TIMEOUT` | `connection.connectTimeout` | `10s` | limit of each connection attempt (TCP, TLS, startup) |
+//! | `DATASTORE_STATEMENT_TIMEOUT` | `options.statementTimeout` | `60s` | PostgreSQL: the server cancels any statement running longer (`0`: no limit) |
 //! | `DATASTORE_MAX_CONNECTIONS` | `options.maxConnections` | 25 | pool size |
 //! | `DATASTORE_MAX_IDLE_CONNECTIONS` | `options.maxIdleConnections` | 10 | idle connections kept |
 //! | `DATASTORE_CONNECTION_MAX_LIFETIME` | `options.connectionMaxLifetime` | `1h` | connections are replaced after this |
@@ -120,7 +121,13 @@ pub struct ConnectionConfig {
     /// Limit of each connection attempt: TCP connect, TLS handshake and the server's first
     /// answer (libpq's `connect_timeout`).
     pub connect_timeout: Duration,
+    /// PostgreSQL's `statement_timeout` for every session: the server cancels a statement that
+    /// runs longer, so no runaway query outlives its caller for long (`None`: no limit).
+    pub statement_timeout: Option<Duration>,
 }
+
+/// Default of [`ConnectionConfig::statement_timeout`].
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Default of [`ConnectionConfig::connect_timeout`].
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -175,6 +182,7 @@ const VARS: &[(&str, &str)] = &[
     ("DATASTORE_SSLKEY", "connection.sslkey"),
     ("DATASTORE_SSLROOTCERT", "connection.sslrootcert"),
     ("DATASTORE_CONNECT_TIMEOUT", "connection.connectTimeout"),
+    ("DATASTORE_STATEMENT_TIMEOUT", "options.statementTimeout"),
     ("DATASTORE_MAX_CONNECTIONS", "options.maxConnections"),
     (
         "DATASTORE_MAX_IDLE_CONNECTIONS",
@@ -311,6 +319,7 @@ impl DatastoreConfig {
             ssl_key: path("connection.sslkey")?,
             ssl_root_cert: path("connection.sslrootcert")?,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
         };
         if connection.ssl_cert.is_some() != connection.ssl_key.is_some() {
             return Err(Error::configuration(
@@ -363,8 +372,10 @@ impl DatastoreConfig {
                 "DATASTORE_CONNECT_TIMEOUT must be greater than zero (e.g. 10s)",
             ));
         }
+        let statement_timeout = duration("options.statementTimeout", DEFAULT_STATEMENT_TIMEOUT)?;
         let connection = ConnectionConfig {
             connect_timeout,
+            statement_timeout: (!statement_timeout.is_zero()).then_some(statement_timeout),
             ..connection
         };
         if pool.max_idle_connections > pool.max_connections {
@@ -640,6 +651,10 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(c.connection.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(
+            c.connection.statement_timeout,
+            Some(DEFAULT_STATEMENT_TIMEOUT)
+        );
         let c = DatastoreConfig::from_yaml(
             "provider: postgresql\nconnection:\n  host: h\n  username: u\n  connectTimeout: 3s\n",
         )

@@ -48,6 +48,15 @@ pub struct MongoSettings {
     pub key_file: Option<PathBuf>,
     /// Require TLS even without a CA file (system roots).
     pub require_tls: bool,
+    /// Verify the server certificate (false for libpq's `allow`, `prefer` and `require`
+    /// without a CA file, which do not verify it). The driver on rustls cannot skip only the
+    /// host-name check, so `verify-ca` verifies the name too (stricter than libpq).
+    pub verify_server: bool,
+    /// SCRAM credentials from `DATASTORE_USERNAME` / `DATASTORE_PASSWORD`, used when the URI
+    /// carries none and no client certificate is set.
+    pub password_credential: Option<(String, Secret)>,
+    /// Limit of each connection attempt (`DATASTORE_CONNECT_TIMEOUT`).
+    pub connect_timeout: Duration,
     /// Pool sizing.
     pub pool: PoolConfig,
     /// How long to wait for a usable server before an operation fails (transient error).
@@ -70,6 +79,12 @@ impl fmt::Debug for MongoSettings {
             .field("cert_file", &self.cert_file)
             .field("key_file", &self.key_file)
             .field("require_tls", &self.require_tls)
+            .field("verify_server", &self.verify_server)
+            .field(
+                "password_credential",
+                &self.password_credential.as_ref().map(|(u, _)| (u, "***")),
+            )
+            .field("connect_timeout", &self.connect_timeout)
             .field("pool", &self.pool)
             .finish()
     }
@@ -93,6 +108,9 @@ impl MongoSettings {
             cert_file: None,
             key_file: None,
             require_tls: false,
+            verify_server: true,
+            password_credential: None,
+            connect_timeout: datastore_api::config::DEFAULT_CONNECT_TIMEOUT,
             pool: PoolConfig::default(),
             server_selection_timeout: Duration::from_secs(10),
         }
@@ -160,6 +178,20 @@ impl MongoSettings {
             ));
         }
         s.require_tls = get("MONGODB_URI").is_none() && c.ssl_mode != SslMode::Disable;
+        s.verify_server = s.ca_file.is_some()
+            || matches!(
+                c.ssl_mode,
+                SslMode::VerifyCa | SslMode::VerifyFull | SslMode::Disable
+            );
+        if let Some(password) = &c.password {
+            if c.username.is_empty() {
+                return Err(Error::configuration(
+                    "DATASTORE_PASSWORD is set but DATASTORE_USERNAME is not: set both, or put the credentials in MONGODB_URI",
+                ));
+            }
+            s.password_credential = Some((c.username.clone(), password.clone()));
+        }
+        s.connect_timeout = c.connect_timeout;
         s.pool = config.pool;
         Ok(s)
     }
@@ -193,13 +225,22 @@ impl MongoSettings {
                     o.credential = Some(cred);
                 }
             }
+            if !self.verify_server {
+                tls.allow_invalid_certificates = Some(true);
+            }
             o.tls = Some(Tls::Enabled(tls));
+        }
+        if let (None, Some((user, password))) = (&o.credential, &self.password_credential) {
+            let mut cred = Credential::default();
+            cred.username = Some(user.clone());
+            cred.password = Some(password.expose().to_owned());
+            o.credential = Some(cred);
         }
         o.max_pool_size = Some(self.pool.max_connections);
         o.min_pool_size = Some(0);
         o.max_idle_time = Some(self.pool.connection_max_lifetime);
         o.server_selection_timeout = Some(self.server_selection_timeout);
-        o.connect_timeout = Some(Duration::from_secs(5));
+        o.connect_timeout = Some(self.connect_timeout);
         if o.app_name.is_none() {
             o.app_name = Some("nvsentinel-datastore".to_owned());
         }
@@ -291,6 +332,60 @@ mod tests {
         v.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[tokio::test]
+    async fn sslmodes_and_password_map_onto_the_driver() {
+        let with = |extra: &[(&str, &str)]| {
+            let mut v = vec![
+                ("DATASTORE_PROVIDER", "mongodb"),
+                ("DATASTORE_HOST", "db.example"),
+            ];
+            v.extend_from_slice(extra);
+            let map = v
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let c = DatastoreConfig::from_vars(&map).unwrap();
+            MongoSettings::from_config_and_vars(&c, &HashMap::new())
+        };
+        let tls = |o: &ClientOptions| match &o.tls {
+            Some(Tls::Enabled(t)) => t.allow_invalid_certificates,
+            _ => panic!("TLS must be on"),
+        };
+        // require without a CA: TLS without verification, as libpq.
+        let (o, _) = with(&[("DATASTORE_SSLMODE", "require")])
+            .unwrap()
+            .client_options()
+            .await
+            .unwrap();
+        assert_eq!(tls(&o), Some(true));
+        // verify-full: verified.
+        let (o, _) = with(&[("DATASTORE_SSLMODE", "verify-full")])
+            .unwrap()
+            .client_options()
+            .await
+            .unwrap();
+        assert_eq!(tls(&o), None);
+        // DATASTORE_USERNAME / DATASTORE_PASSWORD are used (SCRAM), never shown.
+        let s = with(&[
+            ("DATASTORE_SSLMODE", "disable"),
+            ("DATASTORE_USERNAME", "alice"),
+            ("DATASTORE_PASSWORD", "hunter2"),
+        ])
+        .unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let (o, _) = s.client_options().await.unwrap();
+        let cred = o.credential.expect("credential");
+        assert_eq!(cred.username.as_deref(), Some("alice"));
+        assert_eq!(cred.password.as_deref(), Some("hunter2"));
+        // A password without a user is a configuration error.
+        let e = with(&[
+            ("DATASTORE_SSLMODE", "disable"),
+            ("DATASTORE_PASSWORD", "x"),
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("DATASTORE_USERNAME"), "{e}");
     }
 
     #[test]

@@ -73,6 +73,9 @@ fn plan(config: &DatastoreConfig) -> Result<Plan> {
     if let Some(p) = &c.password {
         options = options.password(p.expose());
     }
+    if let Some(t) = c.statement_timeout {
+        options = options.options([("statement_timeout", t.as_millis().to_string())]);
+    }
     let connector = connect::Connector::new(c)?;
     let bridge = match c.ssl_mode {
         SslMode::Disable => None,

@@ -106,6 +106,12 @@ async fn verify_full_with_certificate_auth_as_the_spec_role() {
     assert!(ssl, "the session must be TLS");
     assert!(dn.contains(&format!("CN={CERT_USER}")), "client DN {dn}");
     assert_eq!(user, CERT_USER);
+    // Every session carries the server-side statement timeout (default 60 s).
+    let timeout: String = sqlx::query_scalar("SHOW statement_timeout")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(timeout, "1min");
     // The store works as the non-superuser role (migrations ran under the spec's grants).
     store.ping().await.unwrap();
     store
