@@ -31,6 +31,17 @@ impl TestPostgres {
     /// database.
     pub const ENV: &'static str = "DATASTORE_TEST_POSTGRES_URL";
 
+    /// Set (to `1`) beside [`TestPostgres::ENV`] by a runner such as `cargo xtask test` that
+    /// started that server itself: tests may then start throwaway servers of their own (the
+    /// TLS lane) instead of treating the server as the user's.
+    pub const THROWAWAY_ENV: &'static str = "DATASTORE_TEST_POSTGRES_THROWAWAY";
+
+    /// True unless the user named a server of their own with [`TestPostgres::ENV`].
+    pub fn may_start_servers() -> bool {
+        let named = std::env::var_os(Self::ENV).is_some_and(|v| !v.is_empty());
+        !named || std::env::var_os(Self::THROWAWAY_ENV).is_some_and(|v| v == "1")
+    }
+
     /// Uses the server named by [`TestPostgres::ENV`] if that variable is set
     /// and non-empty (validating that it is a `postgres://` or
     /// `postgresql://` URL), otherwise starts a throwaway [`PgServer`] that

@@ -11,9 +11,9 @@ use datastore_api::metrics::observe;
 use datastore_api::query::{sort_documents, validate_idempotency_key};
 use datastore_api::value::{distinct_values, unwrap_arrays, values_at, CREATED_AT_FIELD, ID_FIELD};
 use datastore_api::{
-    prepare_insert, Collection, Direction, Document, DocumentId, Error, ErrorKind, FieldPath,
-    Filter, FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Page, PageRequest, PageToken,
-    ReservedField, Result, Update, UpdateResult, Value,
+    prepare_insert, prepare_inserts, Collection, Direction, Document, DocumentId, Error, ErrorKind,
+    FieldPath, Filter, FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Page, PageRequest,
+    PageToken, ReservedField, Result, Update, UpdateResult, Value,
 };
 use futures::future::BoxFuture;
 use futures::TryStreamExt;
@@ -369,8 +369,7 @@ impl Collection for MongoCollection {
             let created_at = self.clock.now();
             let mut out = Vec::with_capacity(documents.len());
             let mut stored = Vec::with_capacity(documents.len());
-            for d in documents {
-                let (id, body) = prepare_insert(d)?;
+            for (id, body) in prepare_inserts(documents)? {
                 stored.push(Self::stored(&id, &body, created_at)?);
                 out.push(Inserted { id, created_at });
             }

@@ -12,9 +12,10 @@ use datastore_api::value::{
     date_value, distinct_values, unwrap_arrays, CREATED_AT_FIELD, ID_FIELD,
 };
 use datastore_api::{
-    prepare_insert, query::validate_idempotency_key, Collection, Direction, Document, DocumentId,
-    Error, FieldPath, Filter, FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Lowered,
-    Page, PageRequest, PageToken, Result, Update, UpdateResult, ValidUpdate, Value,
+    prepare_insert, prepare_inserts, query::validate_idempotency_key, Collection, Direction,
+    Document, DocumentId, Error, FieldPath, Filter, FindOptions, IdempotentOutcome, Inserted,
+    KeyedDocument, Lowered, Page, PageRequest, PageToken, Result, Update, UpdateResult,
+    ValidUpdate, Value,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row};
@@ -256,10 +257,7 @@ impl Collection for PgCollection {
     #[tracing::instrument(name = "datastore.insert_many", skip_all, fields(collection = self.table.name(), count = documents.len()))]
     async fn insert_many(&self, documents: Vec<Document>) -> Result<Vec<Inserted>> {
         observe(PROVIDER, self.table.name(), "insert_many", async {
-            let rows = documents
-                .into_iter()
-                .map(prepare_insert)
-                .collect::<Result<Vec<_>>>()?;
+            let rows = prepare_inserts(documents)?;
             if rows.is_empty() {
                 return Ok(Vec::new());
             }

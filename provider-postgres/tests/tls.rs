@@ -270,17 +270,11 @@ async fn sslmodes_against_a_tls_only_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sslmodes_against_a_server_without_tls() {
-    let plain = TestPostgres::shared().expect("test PostgreSQL");
-    if plain.is_external() {
+    if !TestPostgres::may_start_servers() {
         return;
     }
-    let port: u16 = plain
-        .admin_url()
-        .rsplit(':')
-        .next()
-        .and_then(|s| s.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .expect("port");
+    let plain = pg_harness::PgServer::start().expect("plain PostgreSQL");
+    let port = plain.port();
     let vars = |mode: &str| {
         let mut c = config("127.0.0.1", port, "postgres", &[], mode);
         c.connection.username = "postgres".into();

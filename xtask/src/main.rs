@@ -351,6 +351,8 @@ impl TestServer {
     fn export(&self, cmd: &mut Command) {
         if let Some(url) = &self.url {
             cmd.env(TestPostgres::ENV, url);
+            // Ours, not the user's: the conformance suite may still start its TLS server.
+            cmd.env(TestPostgres::THROWAWAY_ENV, "1");
         }
     }
 }
