@@ -197,16 +197,7 @@ impl PgServer {
                 name,
             ])
             .stdin(Stdio::null());
-        let output = cmd
-            .output()
-            .map_err(|e| HarnessError::io(format!("running `{}`", process::describe(&cmd)), e))?;
-        if output.status.success() {
-            return Ok(());
-        }
-        Err(HarnessError::start_failed(
-            format!("createuser {name} failed ({})", output.status),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        ))
+        run_tool(&mut cmd)
     }
 
     /// The cluster's data directory (`PGDATA`).
@@ -238,22 +229,7 @@ impl PgServer {
             ])
             .current_dir(&self.root)
             .stdin(Stdio::null());
-        let output = cmd
-            .output()
-            .map_err(|e| HarnessError::io(format!("running `{}`", process::describe(&cmd)), e))?;
-        if output.status.success() {
-            return Ok(());
-        }
-        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&output.stderr));
-        Err(HarnessError::start_failed(
-            format!(
-                "initdb failed ({}): `{}`",
-                output.status,
-                process::describe(&cmd)
-            ),
-            process::text_tail(&text, LOG_TAIL_LINES),
-        ))
+        run_tool(&mut cmd)
     }
 
     /// Launches the server on `self.port` through the watchdog and waits
@@ -521,6 +497,22 @@ impl fmt::Debug for PgServer {
             .field("as_postgres_os_user", &self.as_postgres)
             .finish()
     }
+}
+
+/// Runs a PostgreSQL tool to completion; on failure the error carries its output's tail.
+fn run_tool(cmd: &mut Command) -> Result<(), HarnessError> {
+    let output = cmd
+        .output()
+        .map_err(|e| HarnessError::io(format!("running `{}`", process::describe(cmd)), e))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    Err(HarnessError::start_failed(
+        format!("`{}` failed ({})", process::describe(cmd), output.status),
+        process::text_tail(&text, LOG_TAIL_LINES),
+    ))
 }
 
 /// Creates `temp_dir()/pg-harness-<pid>-<nanos>-<counter>`.
