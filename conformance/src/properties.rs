@@ -19,6 +19,7 @@ use crate::{Capabilities, Capability, Ctx, Property};
 
 mod changes;
 mod domain;
+mod hostile;
 
 /// Every property, in report order.
 pub const ALL: &[Property] = &[
@@ -81,6 +82,12 @@ pub const ALL: &[Property] = &[
         needs: &[],
         narrowed_by: &[],
         run: domain::maintenance_event_domain_methods,
+    },
+    Property {
+        name: "hostile_input_is_refused_and_changes_nothing",
+        needs: &[],
+        narrowed_by: &[],
+        run: hostile::hostile_input_is_refused_and_changes_nothing,
     },
 ];
 

@@ -21,9 +21,9 @@ enum Postgres {
 
 impl Postgres {
     fn from_env() -> Postgres {
-        let server =
-            TestPostgres::shared().unwrap_or_else(|e| panic!("PostgreSQL for conformance: {e}"));
-        if server.is_external() {
+        if !TestPostgres::may_start_servers() {
+            let server = TestPostgres::shared()
+                .unwrap_or_else(|e| panic!("PostgreSQL for conformance: {e}"));
             return Postgres::External(server);
         }
         static TLS: std::sync::OnceLock<TlsServer> = std::sync::OnceLock::new();

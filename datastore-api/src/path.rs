@@ -8,14 +8,28 @@ use crate::value::{CREATED_AT_FIELD, ID_FIELD};
 /// Longest accepted path, in segments.
 pub const MAX_SEGMENTS: usize = 32;
 
+/// Why a reserved top-level name is refused (for messages).
+pub(crate) const RESERVED_WHY: &str =
+    "top-level names starting with '_' (other than _id) are reserved for the datastore";
+
+/// True for a top-level field name the datastore keeps for itself: any name starting with `_`
+/// except `_id`.
+pub fn is_reserved_name(name: &str) -> bool {
+    name.starts_with('_') && name != ID_FIELD
+}
+
 /// A validated dotted path into a document.
 ///
-/// Segments are non-empty, contain no NUL, and do not start with `$`.
+/// Segments are non-empty, contain no NUL, and do not start with `$`. A first segment that
+/// starts with `_` other than `_id` is reserved for the datastore (MongoDB keeps idempotency
+/// keys in `_idempotencyKey`), so no filter, sort or update can see or write such fields.
 /// ```
 /// use datastore_api::FieldPath;
 /// let p = FieldPath::parse("healthevent.nodename").unwrap();
 /// assert_eq!(p.segments(), ["healthevent", "nodename"]);
 /// assert!(FieldPath::parse("a..b").is_err());
+/// assert!(FieldPath::parse("_idempotencyKey").is_err());
+/// assert!(FieldPath::parse("a._b").is_ok());
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FieldPath {
@@ -45,6 +59,9 @@ impl FieldPath {
             if s.contains('\0') {
                 return Err(invalid("it contains a NUL character"));
             }
+        }
+        if is_reserved_name(&segments[0]) {
+            return Err(invalid(RESERVED_WHY));
         }
         Ok(FieldPath {
             dotted: path.to_owned(),

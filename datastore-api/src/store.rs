@@ -316,6 +316,12 @@ pub fn prepare_insert(document: Document) -> Result<(DocumentId, Document)> {
             )))
         }
     };
+    if let Some(name) = document.keys().find(|k| crate::path::is_reserved_name(k)) {
+        return Err(Error::invalid_input(format!(
+            "document field {name:?}: {}",
+            crate::path::RESERVED_WHY
+        )));
+    }
     let mut body = Value::Object(document);
     canonicalize(&mut body)?;
     match body {

@@ -32,6 +32,27 @@ pub fn process_alive(pid: u32) -> bool {
     }
 }
 
+/// The pids whose parent is `pid` (from `/proc`; empty where it cannot be read).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // `pid (comm) state ppid …`: the ppid is the second field after comm.
+                    let rest = &stat[stat.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
 /// Polls until process `pid` is gone (or a zombie) or `timeout` passes; returns whether it is
 /// gone.
 pub fn wait_gone(pid: u32, timeout: Duration) -> bool {

@@ -9,7 +9,9 @@ use crate::HarnessError;
 /// OS user the server runs as when the harness runs as root.
 pub(crate) const POSTGRES_OS_USER: &str = "postgres";
 
-pub(crate) use harness_process::{describe, file_tail, process_alive, send_signal, text_tail};
+pub(crate) use harness_process::{
+    children_of, describe, file_tail, process_alive, send_signal, text_tail,
+};
 
 /// Whether the effective uid of this process is 0 (read from
 /// `/proc/self/status`: the second field of the `Uid:` line).

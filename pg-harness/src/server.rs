@@ -19,7 +19,7 @@ const HOST: &str = "127.0.0.1";
 const USER: &str = "postgres";
 /// How long to wait for a freshly launched server to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a fast shutdown may take before the server is killed.
+/// How long a shutdown may take before the server is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Launch attempts with fresh ports (the first one plus three retries).
 const LAUNCH_ATTEMPTS: usize = 4;
@@ -34,8 +34,8 @@ static DIR_COUNTER: AtomicU64 = AtomicU64::new(0);
 ///
 /// Arguments: `$1` owner pid, `$2` harness directory, `$3` data directory,
 /// then the server command line. It runs the server in the background and
-/// polls once a second. When the owner process has gone away it performs a
-/// fast shutdown (SIGINT to the postmaster, SIGKILL after 10 s) and removes
+/// polls once a second. When the owner process has gone away it performs an
+/// immediate shutdown (SIGQUIT to the postmaster, SIGKILL after 10 s) and removes
 /// the directory. When the server exits on its own (or is stopped by
 /// [`PgServer`]) the watchdog just exits.
 ///
@@ -47,7 +47,7 @@ pg=$!
 while kill -0 "$owner" 2>/dev/null && kill -0 "$pg" 2>/dev/null; do sleep 1; done
 if ! kill -0 "$owner" 2>/dev/null; then
   pm=$(head -n 1 "$data/postmaster.pid" 2>/dev/null)
-  if kill -0 "$pg" 2>/dev/null && [ -n "$pm" ]; then kill -INT "$pm" 2>/dev/null; fi
+  if kill -0 "$pg" 2>/dev/null && [ -n "$pm" ]; then kill -QUIT "$pm" 2>/dev/null; fi
   kill -INT "$pg" 2>/dev/null
   n=0
   while kill -0 "$pg" 2>/dev/null && [ "$n" -lt 10 ]; do sleep 1; n=$((n + 1)); done
@@ -69,8 +69,9 @@ wait
 /// (`pg-harness-<pid>-<nanos>-<counter>`), listens on `127.0.0.1` on a free
 /// port and accepts the `postgres` user without a password.
 ///
-/// Dropping the value stops the server (fast shutdown: SIGINT, wait up to
-/// 10 s, then SIGKILL) and deletes its directory. If the owning process dies
+/// Dropping the value stops the server (immediate shutdown: SIGQUIT, so no
+/// backend outlives it even mid-statement; SIGKILL to the postmaster and its
+/// children after 10 s) and deletes its directory. If the owning process dies
 /// without dropping it, a watchdog does the same within about a second.
 pub struct PgServer {
     bins: Binaries,
@@ -210,7 +211,7 @@ impl PgServer {
     ///
     /// On error the server is left stopped; dropping it still cleans up.
     pub fn restart(&mut self) -> Result<(), HarnessError> {
-        self.stop();
+        self.stop(Shutdown::Fast);
         self.launch().map_err(|failure| failure.error)
     }
 
@@ -315,7 +316,7 @@ impl PgServer {
                 Ok(())
             }
             Err(failure) => {
-                self.stop();
+                self.stop(Shutdown::Immediate);
                 let error = match failure.error {
                     HarnessError::StartFailed { message, .. } => HarnessError::start_failed(
                         message,
@@ -430,10 +431,11 @@ impl PgServer {
         text.lines().next()?.trim().parse().ok()
     }
 
-    /// Fast shutdown of the running server (if any): SIGINT to the
-    /// postmaster, wait up to [`STOP_TIMEOUT`], then SIGKILL to the whole
-    /// process group; finally reaps the watchdog. Never panics.
-    fn stop(&mut self) {
+    /// Stops the running server (if any): the `shutdown` signal to the
+    /// postmaster, wait up to [`STOP_TIMEOUT`], then SIGKILL to its children,
+    /// itself and the whole process group; finally reaps the watchdog. Never
+    /// panics.
+    fn stop(&mut self, shutdown: Shutdown) {
         let Some(mut running) = self.running.take() else {
             return;
         };
@@ -444,7 +446,11 @@ impl PgServer {
 
         let mut stopped = false;
         if let Some(pid) = postmaster {
-            process::send_signal("INT", &pid.to_string());
+            let signal = match shutdown {
+                Shutdown::Fast => "INT",
+                Shutdown::Immediate => "QUIT",
+            };
+            process::send_signal(signal, &pid.to_string());
             let deadline = Instant::now() + STOP_TIMEOUT;
             while Instant::now() < deadline {
                 if !process::process_alive(pid) {
@@ -454,6 +460,11 @@ impl PgServer {
                 std::thread::sleep(Duration::from_millis(20));
             }
             if !stopped {
+                // Backends busy in a long statement can ignore a fast shutdown; kill them
+                // too, so that none outlives the postmaster.
+                for child in process::children_of(pid) {
+                    process::send_signal("KILL", &child.to_string());
+                }
                 process::send_signal("KILL", &pid.to_string());
             }
         }
@@ -481,9 +492,18 @@ impl PgServer {
     }
 }
 
+/// How [`PgServer::stop`] asks the server to stop.
+#[derive(Clone, Copy)]
+enum Shutdown {
+    /// SIGINT: running transactions are rolled back, WAL is flushed (kept data survives).
+    Fast,
+    /// SIGQUIT: every backend exits at once, busy or not (the data is being deleted anyway).
+    Immediate,
+}
+
 impl Drop for PgServer {
     fn drop(&mut self) {
-        self.stop();
+        self.stop(Shutdown::Immediate);
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }

@@ -130,12 +130,24 @@ impl Position {
         ResumeToken::from_string(format!("{:019}.{:019}", self.tick, self.seq))
     }
 
+    /// Parses a token exactly as [`Position::token`] writes it (19 digits, a dot, 19 digits),
+    /// so a truncated, signed or hand-edited token is refused rather than read as another
+    /// position.
     fn parse(token: &ResumeToken) -> Result<Self> {
-        let bad = || Error::invalid_input(format!("malformed resume token {:?}", token.as_str()));
+        let bad = || {
+            Error::invalid_input(format!(
+                "malformed resume token {:?}: not a token this change stream issued",
+                token.as_str()
+            ))
+        };
         let (t, s) = token.as_str().split_once('.').ok_or_else(bad)?;
+        let digits = |part: &str| part.len() == 19 && part.bytes().all(|b| b.is_ascii_digit());
+        if !digits(t) || !digits(s) {
+            return Err(bad());
+        }
         let tick: i64 = t.parse().map_err(|_| bad())?;
         let seq: i64 = s.parse().map_err(|_| bad())?;
-        if tick < 1 || seq < 0 {
+        if tick < 1 {
             return Err(bad());
         }
         Ok(Position { tick, seq })
@@ -676,23 +688,37 @@ pub(crate) async fn checkpoint(
     token: &ResumeToken,
 ) -> Result<()> {
     validate_consumer(consumer)?;
-    Position::parse(token)?;
+    let position = Position::parse(token)?;
     let owner = local_owner(consumer, table).unwrap_or_default();
-    let stored: Option<i32> = sqlx::query_scalar(
-        "INSERT INTO datastore_consumers (consumer, collection, token) VALUES ($1, $2, $3) \
-         ON CONFLICT (consumer, collection) DO UPDATE SET token = EXCLUDED.token, updated_at = now() \
-         WHERE datastore_consumers.lease_owner IS NULL OR datastore_consumers.lease_until < now() \
-            OR datastore_consumers.lease_owner = $4 \
-         RETURNING 1",
+    // One statement: the position must not lie beyond the newest tick (no stream issued it),
+    // and only the lease holder may store it.
+    let (issued, stored): (bool, bool) = sqlx::query_as(
+        "WITH latest AS (SELECT tick, last_seq FROM datastore_change_ticks ORDER BY tick DESC LIMIT 1), \
+         valid AS (SELECT EXISTS (SELECT 1 FROM latest WHERE $5 <= tick AND $6 <= coalesce(last_seq, $6)) AS ok), \
+         stored AS (INSERT INTO datastore_consumers (consumer, collection, token) \
+             SELECT $1, $2, $3 FROM valid WHERE ok \
+             ON CONFLICT (consumer, collection) DO UPDATE SET token = EXCLUDED.token, updated_at = now() \
+             WHERE datastore_consumers.lease_owner IS NULL OR datastore_consumers.lease_until < now() \
+                OR datastore_consumers.lease_owner = $4 \
+             RETURNING 1) \
+         SELECT (SELECT ok FROM valid), EXISTS (SELECT 1 FROM stored)",
     )
     .bind(consumer)
     .bind(table.name())
     .bind(token.as_str())
     .bind(owner)
-    .fetch_optional(pool)
+    .bind(position.tick)
+    .bind(position.seq)
+    .fetch_one(pool)
     .await
     .map_err(map_err)?;
-    if stored.is_none() {
+    if !issued {
+        return Err(Error::invalid_input(format!(
+            "resume token {:?} lies beyond the newest change: not a token this change stream issued",
+            token.as_str()
+        )));
+    }
+    if !stored {
         return Err(Error::new(
             ErrorKind::Conflict,
             format!("consumer {consumer:?}: another process holds its lease; not checkpointed"),
@@ -842,7 +868,17 @@ mod tests {
         let b = Position { tick: 10, seq: 1 };
         assert!(a.token() < b.token());
         assert_eq!(Position::parse(&b.token()).unwrap(), b);
-        for bad in ["", "x", "1", "0.5", "-1.2", "1.-2"] {
+        for bad in [
+            "",
+            "x",
+            "1",
+            "0.5",
+            "-1.2",
+            "1.-2",
+            "+1.+0",
+            "0000000000000000001.000000000000000000",
+            " 000000000000000001.0000000000000000001",
+        ] {
             assert!(
                 Position::parse(&ResumeToken::from_string(bad)).is_err(),
                 "{bad}"

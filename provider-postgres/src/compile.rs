@@ -71,6 +71,11 @@ pub(crate) fn push_filter_on(
             push_filter_on(qb, inner, target)?;
             qb.push(") IS NOT TRUE)");
         }
+        Lowered::Or(parts)
+            if parts.iter().filter(|p| is_document_eq(p, target)).count() > ANY_THRESHOLD =>
+        {
+            push_large_or(qb, parts, target)?;
+        }
         Lowered::And(parts) | Lowered::Or(parts) => {
             let sep = if matches!(filter, Lowered::And(_)) {
                 " AND "
@@ -87,6 +92,44 @@ pub(crate) fn push_filter_on(
             qb.push(")");
         }
     }
+    Ok(())
+}
+
+/// From how many equalities on an `Or` (a large `In`) they are compiled to one bound array:
+/// `document @? ANY($1::jsonpath[])`, one parameter whatever the count (PostgreSQL takes at
+/// most 65,535), still answered from the GIN index by a bitmap scan over the array.
+const ANY_THRESHOLD: usize = 32;
+
+/// True for an equality on a document path (not the `_id`/`createdAt` columns).
+fn is_document_eq(part: &Lowered, target: Target) -> bool {
+    matches!(part, Lowered::Cmp { path, op: CmpOp::Eq, value }
+        if reserved_in(path, target).is_none() && !matches!(value, Scalar::Null))
+}
+
+/// A large `Or`: its document equalities as one `@? ANY(array)`, the rest as usual.
+fn push_large_or(
+    qb: &mut QueryBuilder<'_, Postgres>,
+    parts: &[Lowered],
+    target: Target,
+) -> Result<()> {
+    let mut paths = Vec::with_capacity(parts.len());
+    let mut others = Vec::new();
+    for part in parts {
+        match part {
+            Lowered::Cmp { path, op, value } if is_document_eq(part, target) => {
+                paths.push(cmp_jsonpath(path, *op, value)?);
+            }
+            _ => others.push(part),
+        }
+    }
+    qb.push(format!("({} @? ANY(", target.doc));
+    qb.push_bind(paths);
+    qb.push("::jsonpath[])");
+    for part in others {
+        qb.push(" OR ");
+        push_filter_on(qb, part, target)?;
+    }
+    qb.push(")");
     Ok(())
 }
 
@@ -133,24 +176,30 @@ fn push_cmp(
             qb.push("FALSE");
         }
         (None, value) => {
-            let (suffix, literal) = match value {
-                Scalar::Date(t) => (Some("$date"), json_string(&format_date(*t)?)),
-                Scalar::String(s) => (None, json_string(s)),
-                Scalar::Int(i) => (None, i.to_string()),
-                Scalar::Float(f) => (None, float_literal(*f)),
-                Scalar::Bool(b) => (None, b.to_string()),
-                Scalar::Null => unreachable!("lowering turns null comparisons into NullOrMissing"),
-            };
             qb.push(format!("{} @? ", target.doc));
-            qb.push_bind(format!(
-                "{} ? (@ {} {literal})",
-                jsonpath(path, suffix),
-                op.symbol()
-            ));
+            qb.push_bind(cmp_jsonpath(path, op, value)?);
             qb.push("::jsonpath");
         }
     }
     Ok(())
+}
+
+/// The jsonpath predicate of `path op value` (lax: arrays match if an element does).
+fn cmp_jsonpath(path: &FieldPath, op: CmpOp, value: &Scalar) -> Result<String> {
+    let (suffix, literal) = match value {
+        Scalar::Date(t) => (Some("$date"), json_string(&format_date(*t)?)),
+        Scalar::String(s) => (None, json_string(s)),
+        Scalar::Int(i) => (None, i.to_string()),
+        Scalar::Float(f) => (None, float_literal(*f)),
+        Scalar::Bool(b) => (None, b.to_string()),
+        // Lowering turns null comparisons into NullOrMissing; never matched here.
+        Scalar::Null => (None, "null".to_owned()),
+    };
+    Ok(format!(
+        "{} ? (@ {} {literal})",
+        jsonpath(path, suffix),
+        op.symbol()
+    ))
 }
 
 fn json_string(s: &str) -> String {
@@ -241,6 +290,15 @@ mod tests {
             jsonpath(&FieldPath::parse("t").unwrap(), Some("$date")),
             r#"$."t"."$date""#
         );
+    }
+
+    #[test]
+    fn large_in_lists_bind_one_array() {
+        let values: Vec<i64> = (0..70_000).collect();
+        let f = datastore_api::Filter::is_in("a.b", values).lower().unwrap();
+        let mut qb = QueryBuilder::<Postgres>::new("SELECT 1 WHERE ");
+        push_filter(&mut qb, &f).unwrap();
+        assert_eq!(qb.sql(), "SELECT 1 WHERE (document @? ANY($1::jsonpath[]))");
     }
 
     #[test]

@@ -414,3 +414,31 @@ async fn take_tick_refuses_snapshot_isolation() {
         .expect_err("refused");
     assert!(err.to_string().contains("needs READ COMMITTED"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_tokens_the_stream_never_issued_are_refused() {
+    use datastore_api::ResumeToken;
+    let (store, _) = fresh(PoolConfig::default()).await;
+    let coll = store.health_event_collection();
+    coll.insert_one(Default::default()).await.unwrap();
+    for bad in [
+        "9223372036854775807.9223372036854775807",
+        "0000000000000000001.9223372036854775807",
+        "+1.+0",
+        "0000000000000000001.00000",
+        "",
+    ] {
+        let err = coll
+            .checkpoint("c", &ResumeToken::from_string(bad))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad:?}: {err}");
+    }
+    // A token the stream did issue is stored.
+    let mut stream = coll
+        .watch(datastore_api::WatchOptions::new("c").start(datastore_api::StartFrom::Beginning))
+        .await
+        .unwrap();
+    let event = next_change(&mut stream, Duration::from_secs(10), "the insert").await;
+    coll.checkpoint("c", &event.token).await.unwrap();
+}

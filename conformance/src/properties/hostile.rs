@@ -1,0 +1,170 @@
+//! Hostile and careless input: each case is refused as `InvalidInput` (or, for large `In`
+//! lists, answered correctly) and changes nothing, on every provider. Written from the API's
+//! documented limits, not from the code that enforces them.
+
+use datastore_api::{
+    Collection, Document, ErrorKind, Filter, FindOptions, IdempotentOutcome, KeyedDocument, Result,
+    Update, Value,
+};
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+use serde_json::json;
+
+use super::{check_cases, ok, reset};
+use crate::Ctx;
+
+type CaseResult = std::result::Result<(), TestCaseError>;
+
+fn doc(v: Value) -> Document {
+    match v {
+        Value::Object(m) => m,
+        _ => Document::new(),
+    }
+}
+
+/// `r` must be an `InvalidInput` error.
+fn refused<T: std::fmt::Debug>(r: Result<T>, what: &str) -> CaseResult {
+    match r {
+        Err(e) if e.kind() == ErrorKind::InvalidInput => Ok(()),
+        Err(e) => Err(TestCaseError::fail(format!(
+            "{what}: expected InvalidInput, got {:?}: {e}",
+            e.kind()
+        ))),
+        Ok(v) => Err(TestCaseError::fail(format!(
+            "{what}: expected InvalidInput, got Ok({v:?})"
+        ))),
+    }
+}
+
+/// A document whose field `deep` nests `levels` objects, built without recursion (`json!`
+/// would serialize the inner value recursively).
+fn deep_document(levels: usize) -> Document {
+    let mut v = Value::from(1);
+    for _ in 0..levels {
+        let mut m = Document::new();
+        m.insert("a".into(), v);
+        v = Value::Object(m);
+    }
+    let mut d = Document::new();
+    d.insert("deep".into(), v);
+    d
+}
+
+pub(super) fn hostile_input_is_refused_and_changes_nothing(
+    ctx: &Ctx<'_>,
+) -> std::result::Result<(), String> {
+    let coll = ctx.store.health_event_collection();
+    check_cases(1, 0, Just(()), |()| {
+        ctx.rt.block_on(async {
+            reset(coll).await?;
+            reserved_names(coll).await?;
+            bad_values(coll).await?;
+            large_in_lists(coll).await
+        })
+    })
+}
+
+/// Top-level names starting with `_` (other than `_id`) belong to the datastore (MongoDB keeps
+/// idempotency keys there): no document, update or filter may use them, so no caller can
+/// forge or hide another document's key.
+async fn reserved_names(coll: &dyn Collection) -> CaseResult {
+    let forged = doc(json!({ "_idempotencyKey": "k", "a": 1 }));
+    refused(
+        coll.insert_one(forged.clone()).await,
+        "insert _idempotencyKey",
+    )?;
+    refused(
+        coll.insert_one(doc(json!({ "_other": 1 }))).await,
+        "insert _other",
+    )?;
+    let keyed = vec![KeyedDocument {
+        key: "evil".into(),
+        document: forged,
+    }];
+    refused(
+        coll.insert_idempotent(keyed).await,
+        "insert_idempotent _idempotencyKey",
+    )?;
+    refused(
+        coll.update_many(&Filter::All, &Update::new().set("_idempotencyKey", "k"))
+            .await,
+        "update _idempotencyKey",
+    )?;
+    refused(
+        coll.find(
+            &Filter::exists("_idempotencyKey", true),
+            &FindOptions::default(),
+        )
+        .await,
+        "filter on _idempotencyKey",
+    )?;
+    prop_assert_eq!(ok(coll.count(&Filter::All).await, "count")?, 0);
+    // The real owner of key "k" is stored, not reported as a duplicate of a forgery.
+    let real = vec![KeyedDocument {
+        key: "k".into(),
+        document: doc(json!({ "a": 1 })),
+    }];
+    let outcome = ok(coll.insert_idempotent(real).await, "insert_idempotent")?;
+    prop_assert!(
+        matches!(outcome.as_slice(), [IdempotentOutcome::Inserted(_)]),
+        "{:?}",
+        outcome
+    );
+    Ok(())
+}
+
+/// Values no backend can store faithfully, and updates past the documented limits.
+async fn bad_values(coll: &dyn Collection) -> CaseResult {
+    let before = ok(coll.count(&Filter::All).await, "count")?;
+    refused(
+        coll.insert_one(deep_document(100_000)).await,
+        "insert nested 100,000 levels",
+    )?;
+    refused(
+        coll.update_many(&Filter::All, &Update::new().set("x", f64::NAN))
+            .await,
+        "set NaN",
+    )?;
+    refused(
+        coll.update_many(&Filter::All, &Update::new().set("x", f64::INFINITY))
+            .await,
+        "set infinity",
+    )?;
+    let ops = (0..=datastore_api::update::MAX_UPDATE_OPS)
+        .fold(Update::new(), |u, i| u.set(format!("f{i}"), i as i64));
+    refused(
+        coll.update_many(&Filter::All, &ops).await,
+        "update over the operation cap",
+    )?;
+    let big = ok(
+        coll.insert_one(doc(json!({ "n": i64::MAX }))).await,
+        "insert",
+    )?;
+    let this = Filter::eq("_id", big.id.as_str());
+    refused(
+        coll.update_one(&this, &Update::new().inc("n", 1)).await,
+        "inc past i64::MAX",
+    )?;
+    let stored = ok(coll.find(&this, &FindOptions::default()).await, "find")?;
+    prop_assert_eq!(
+        stored.first().and_then(|d| d.get("n")),
+        Some(&json!(i64::MAX)),
+        "a refused update changed the document"
+    );
+    prop_assert_eq!(ok(coll.count(&Filter::All).await, "count")?, before + 1);
+    Ok(())
+}
+
+/// An `In` list larger than PostgreSQL's 65,535 bind parameters still answers exactly.
+async fn large_in_lists(coll: &dyn Collection) -> CaseResult {
+    ok(coll.insert_one(doc(json!({ "a": 69_999 }))).await, "insert")?;
+    ok(coll.insert_one(doc(json!({ "a": 70_000 }))).await, "insert")?;
+    let values: Vec<i64> = (0..70_000).collect();
+    let n = ok(
+        coll.count(&Filter::is_in("a", values)).await,
+        "count of a large In",
+    )?;
+    // `a = 1` (the idempotent insert) and `a = 69,999`; not 70,000.
+    prop_assert_eq!(n, 2);
+    Ok(())
+}
