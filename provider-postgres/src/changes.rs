@@ -862,6 +862,29 @@ mod tests {
         assert_eq!(implied(Filter::All), None);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 2048,
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// Any text: a typed refusal or a position that writes back as the same token.
+        #[test]
+        fn arbitrary_tokens_are_refused_or_round_trip(
+            text in proptest::prop_oneof![
+                proptest::arbitrary::any::<String>(),
+                "[0-9+ .-]{0,45}",
+                "[0-9]{19}\\.[0-9]{19}",
+            ]
+        ) {
+            if let Ok(p) = Position::parse(&ResumeToken::from_string(text.clone())) {
+                let written = p.token();
+                proptest::prop_assert_eq!(written.as_str(), text.as_str());
+            }
+        }
+    }
+
     #[test]
     fn tokens_order_like_positions_and_round_trip() {
         let a = Position { tick: 2, seq: 900 };

@@ -193,25 +193,15 @@ impl Connector {
                     &self.tls.describe_root(),
                     &self.tls.describe_client()
                 )
-            )),
-            None => {
-                let cause = match e.kind() {
-                    io::ErrorKind::ConnectionRefused => {
-                        "connection refused (is the server running and listening on that port?)"
-                            .to_owned()
-                    }
-                    io::ErrorKind::UnexpectedEof => "the server closed the connection".to_owned(),
-                    io::ErrorKind::ConnectionReset => "the server reset the connection".to_owned(),
-                    _ => e.to_string(),
-                };
-                Error::new(
-                    ErrorKind::Transient,
-                    format!("PostgreSQL at {}: {step}: {cause}", self.target()),
-                )
-            }
+            ))
+            .with_source(e),
+            None => Error::new(
+                ErrorKind::Transient,
+                format!("PostgreSQL at {}: {step}: {}", self.target(), io_cause(&e)),
+            ),
         };
         Failed {
-            error: error.with_source(e),
+            error,
             try_next: false,
         }
     }
@@ -243,6 +233,18 @@ impl Connector {
                 self.target()
             ),
         )
+    }
+}
+
+/// A connection-level I/O failure in words a user can act on.
+pub(crate) fn io_cause(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => {
+            "connection refused (is the server running and listening on that port?)".to_owned()
+        }
+        io::ErrorKind::UnexpectedEof => "the server closed the connection".to_owned(),
+        io::ErrorKind::ConnectionReset => "the server reset the connection".to_owned(),
+        _ => e.to_string(),
     }
 }
 

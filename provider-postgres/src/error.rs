@@ -44,13 +44,16 @@ pub(crate) fn map_err(e: sqlx::Error) -> Error {
 pub(crate) fn map_connect_err(target: &str, e: sqlx::Error) -> Error {
     match &e {
         sqlx::Error::Io(io) => {
-            let message = format!("PostgreSQL at {target}: {io}");
-            Error::new(ErrorKind::Transient, message).with_source(e)
+            let cause = crate::connect::io_cause(io);
+            Error::new(
+                ErrorKind::Transient,
+                format!("PostgreSQL at {target}: connecting: {cause}"),
+            )
         }
         _ => {
             let mapped = map_err(e);
-            let message = format!("PostgreSQL at {target}: {mapped}");
-            Error::new(mapped.kind(), message).with_source(mapped)
+            let message = format!("PostgreSQL at {target}: {}", mapped.message());
+            Error::new(mapped.kind(), message)
         }
     }
 }

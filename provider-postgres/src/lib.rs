@@ -102,10 +102,15 @@ impl Plan {
 
     /// One direct connection, so that an unreachable server, a TLS problem or a bad credential
     /// fails at once with a typed error that says why, instead of after the pool's acquire
-    /// timeout. Bounded by the connect timeout (twice: `allow` and `prefer` may try twice).
+    /// timeout. Bounded by the connect timeout; through the bridge, which bounds each of its
+    /// attempts itself (`allow` and `prefer` may make two), by twice that as a safety net.
     async fn probe(&self) -> Result<()> {
         let attempt = sqlx::ConnectOptions::connect(&self.options);
-        let outcome = tokio::time::timeout(self.timeout * 2, attempt).await;
+        let limit = match self.bridge {
+            Some(_) => self.timeout * 2 + Duration::from_secs(1),
+            None => self.timeout,
+        };
+        let outcome = tokio::time::timeout(limit, attempt).await;
         let failure = self.bridge.as_ref().and_then(bridge::Bridge::take_failure);
         match (outcome, failure) {
             (Ok(Ok(conn)), _) => {

@@ -69,6 +69,7 @@ async fn connect(config: &DatastoreConfig) -> Result<PgDataStore, Error> {
 
 fn assert_config_error(result: Result<PgDataStore, Error>, needle: &str) -> Error {
     let err = result.expect_err("must not connect");
+    eprintln!("refused as expected: {err}");
     assert_eq!(err.kind(), ErrorKind::Configuration, "{err}");
     assert!(!err.is_retryable());
     assert!(
