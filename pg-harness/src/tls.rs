@@ -14,9 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
+use test_certs::{Authority, Validity};
 
 use crate::{HarnessError, PgServer};
 
@@ -113,14 +111,18 @@ impl TlsServer {
 fn configure(data: &Path, cert: ServerCert) -> Result<CertFiles, HarnessError> {
     let dir = data.join("tls");
     std::fs::create_dir_all(&dir).map_err(|e| HarnessError::io("creating the TLS dir", e))?;
-    let ca = Authority::new("datastore test CA")?;
-    let other = Authority::new("some other CA")?;
-    let (server_pem, server_key) = ca.sign(SERVER_NAME, cert == ServerCert::Expired)?;
+    let ca = Authority::new("datastore test CA").map_err(cert_error)?;
+    let other = Authority::new("some other CA").map_err(cert_error)?;
+    let validity = match cert {
+        ServerCert::Valid => Validity::Now,
+        ServerCert::Expired => Validity::Expired,
+    };
+    let (server_pem, server_key) = ca.sign(SERVER_NAME, validity).map_err(cert_error)?;
     write(&data.join("server.crt"), &server_pem, 0o644)?;
     write(&data.join("server.key"), &server_key, 0o600)?;
-    write(&data.join("root.crt"), &ca.pem, 0o644)?;
+    write(&data.join("root.crt"), ca.pem(), 0o644)?;
     let issue = |authority: &Authority, cn: &str, name: &str| -> Result<_, HarnessError> {
-        let (pem, key) = authority.sign(cn, false)?;
+        let (pem, key) = authority.sign(cn, Validity::Now).map_err(cert_error)?;
         let (cert, key_path) = (
             dir.join(format!("{name}.crt")),
             dir.join(format!("{name}.key")),
@@ -142,8 +144,8 @@ fn configure(data: &Path, cert: ServerCert) -> Result<CertFiles, HarnessError> {
         foreign_cert,
         foreign_key,
     };
-    write(&files.ca, &ca.pem, 0o644)?;
-    write(&files.other_ca, &other.pem, 0o644)?;
+    write(&files.ca, ca.pem(), 0o644)?;
+    write(&files.other_ca, other.pem(), 0o644)?;
     append(
         &data.join("postgresql.conf"),
         "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_ca_file = 'root.crt'\n",
@@ -158,41 +160,7 @@ fn configure(data: &Path, cert: ServerCert) -> Result<CertFiles, HarnessError> {
     Ok(files)
 }
 
-/// A CA: its certificate (PEM) and what it signs with.
-struct Authority {
-    pem: String,
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Authority {
-    fn new(name: &str) -> Result<Self, HarnessError> {
-        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(cert_error)?;
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().map_err(cert_error)?;
-        let issuer = CertifiedIssuer::self_signed(params, key).map_err(cert_error)?;
-        Ok(Authority {
-            pem: issuer.pem(),
-            issuer,
-        })
-    }
-
-    /// A leaf certificate for `cn` (also its DNS name), PEM, and its key, PEM.
-    fn sign(&self, cn: &str, expired: bool) -> Result<(String, String), HarnessError> {
-        let mut params = CertificateParams::new(vec![cn.to_owned()]).map_err(cert_error)?;
-        params.distinguished_name.push(DnType::CommonName, cn);
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        }
-        let key = KeyPair::generate().map_err(cert_error)?;
-        let cert = params.signed_by(&key, &self.issuer).map_err(cert_error)?;
-        Ok((cert.pem(), key.serialize_pem()))
-    }
-}
-
-fn cert_error(e: rcgen::Error) -> HarnessError {
+fn cert_error(e: test_certs::Error) -> HarnessError {
     HarnessError::start_failed(format!("generating test certificates: {e}"), "")
 }
 

@@ -61,10 +61,18 @@ pub(crate) fn map_err(e: MongoError) -> Error {
                 "MongoDB write concern failed".to_owned(),
             ),
         },
-        Mk::Io(_) | Mk::ConnectionPoolCleared { .. } | Mk::ServerSelection { .. } => (
-            ErrorKind::Transient,
-            format!("connection to MongoDB failed: {}", e.kind),
-        ),
+        Mk::Io(_) | Mk::ConnectionPoolCleared { .. } | Mk::ServerSelection { .. } => {
+            match tls_failure(&e.kind.to_string()) {
+                Some(why) => (
+                    ErrorKind::Configuration,
+                    format!("the TLS handshake with MongoDB failed: {why}"),
+                ),
+                None => (
+                    ErrorKind::Transient,
+                    format!("connection to MongoDB failed: {}", e.kind),
+                ),
+            }
+        }
         Mk::Authentication { .. } => (
             ErrorKind::Configuration,
             "MongoDB authentication failed (check the client certificate or credentials)"
@@ -94,6 +102,28 @@ pub(crate) fn map_err(e: MongoError) -> Error {
         kind
     };
     Error::new(kind, message).with_source(e)
+}
+
+/// Certificate problems seen in a connection failure, which retrying cannot fix. The driver
+/// reports them only as text (a server selection error quotes each server's I/O error), so the
+/// rustls messages are recognised by their wording.
+fn tls_failure(text: &str) -> Option<&'static str> {
+    const CASES: &[(&str, &str)] = &[
+        ("invalid peer certificate: UnknownIssuer", "the server certificate is not signed by the CA in MONGODB_CA_CERT_PATH / DATASTORE_SSLROOTCERT"),
+        ("invalid peer certificate: Expired", "the server certificate has expired"),
+        ("certificate expired", "the server certificate has expired"),
+        ("certificate not valid for name", "the server certificate does not name the host in the URI"),
+        ("invalid peer certificate", "the server certificate was refused"),
+        ("received fatal alert: UnknownCA", "the server refused the client certificate (MONGODB_CLIENT_CERT_PATH / DATASTORE_SSLCERT): not signed by a CA it trusts"),
+        ("received fatal alert: BadCertificate", "the server refused the client certificate (MONGODB_CLIENT_CERT_PATH / DATASTORE_SSLCERT)"),
+        ("received fatal alert: CertificateRequired", "the server requires a client certificate: set MONGODB_CLIENT_CERT_PATH and MONGODB_CLIENT_KEY_PATH"),
+        ("received fatal alert: CertificateExpired", "the server refused the client certificate: it has expired"),
+        ("received fatal alert: CertificateUnknown", "the server refused the client certificate (MONGODB_CLIENT_CERT_PATH / DATASTORE_SSLCERT)"),
+    ];
+    CASES
+        .iter()
+        .find(|(marker, _)| text.contains(marker))
+        .map(|(_, why)| *why)
 }
 
 fn code_kind(code: i32) -> ErrorKind {
