@@ -84,14 +84,31 @@ impl MongoCollection {
     /// [`TRANSACTION_ATTEMPTS`] times; so is one that fails with a duplicate key when
     /// `retry_duplicates` (a concurrent insert of the same idempotency key: the rerun reads it
     /// and reports it as a duplicate).
-    async fn atomically<T: Send>(
+    ///
+    /// The transaction runs in a task of its own, so a caller that gives up (drops the future)
+    /// never leaves a session behind mid-transaction: the task still commits or aborts, and
+    /// only then is the session reused (a dropped call may therefore still take effect, as
+    /// with any database).
+    async fn atomically<T: Send + 'static>(
         &self,
         retry_duplicates: bool,
-        body: impl for<'c> Fn(&'c MongoCollection) -> BoxFuture<'c, Result<T>> + Send + Sync,
+        body: impl for<'c> Fn(&'c MongoCollection) -> BoxFuture<'c, Result<T>> + Send + Sync + 'static,
     ) -> Result<T> {
         if self.session.is_some() {
             return body(self).await;
         }
+        let this = self.clone();
+        tokio::spawn(async move { this.transaction(retry_duplicates, body).await })
+            .await
+            .map_err(|e| Error::permanent(format!("the MongoDB transaction task failed: {e}")))?
+    }
+
+    /// [`MongoCollection::atomically`]'s transaction, with its retries.
+    async fn transaction<T: Send>(
+        &self,
+        retry_duplicates: bool,
+        body: impl for<'c> Fn(&'c MongoCollection) -> BoxFuture<'c, Result<T>> + Send + Sync,
+    ) -> Result<T> {
         let mut attempt = 1;
         loop {
             let session = crate::begin_session(&self.client).await?;
@@ -216,7 +233,7 @@ impl MongoCollection {
             // Which documents change is decided by the API's rule (numerically equal values of
             // another type are no change; MongoDB would count them), then only those are written.
             return self
-                .atomically(false, |c| {
+                .atomically(false, move |c| {
                     let (filter, change, valid) = (filter.clone(), change.clone(), valid.clone());
                     Box::pin(async move {
                         let docs = c.find_raw(filter, None, 0, None).await?;
@@ -376,7 +393,7 @@ impl Collection for MongoCollection {
             if stored.len() <= 1 {
                 self.insert_prepared(stored).await?;
             } else {
-                self.atomically(false, |c| Box::pin(c.insert_prepared(stored.clone())))
+                self.atomically(false, move |c| Box::pin(c.insert_prepared(stored.clone())))
                     .await?;
             }
             Ok(out)
@@ -390,7 +407,7 @@ impl Collection for MongoCollection {
         documents: Vec<KeyedDocument>,
     ) -> Result<Vec<IdempotentOutcome>> {
         observe(PROVIDER, self.role, "insert_idempotent", async {
-            self.atomically(true, |c| {
+            self.atomically(true, move |c| {
                 Box::pin(c.insert_idempotent_inner(documents.clone()))
             })
             .await

@@ -209,3 +209,23 @@ async fn a_closed_store_fails_without_panicking() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_transactions_leave_no_session_behind() {
+    let (store, _) = fresh().await;
+    let coll = store.health_event_collection();
+    // Callers that give up (a timeout drops the future) mid-transaction, at varying points.
+    for i in 0..30u64 {
+        let docs: Vec<_> = (0..100)
+            .map(|j| doc_of(json!({ "i": i, "j": j })))
+            .collect();
+        let _ = tokio::time::timeout(Duration::from_millis(1 + i), coll.insert_many(docs)).await;
+    }
+    // Every later call still works: no session is reused while its transaction is open.
+    for k in 0..30 {
+        coll.insert_many(vec![doc_of(json!({ "k": k })), doc_of(json!({ "k": k }))])
+            .await
+            .unwrap_or_else(|e| panic!("insert_many {k} after cancellations: {e}"));
+    }
+    assert_eq!(coll.count(&Filter::exists("k", true)).await.unwrap(), 60);
+}
