@@ -19,6 +19,11 @@ pub const PATHS: &[&str] = &[
     "b.b",
     "a.a.b",
     "x",
+    // Array indexes (MongoDB's resolution: the element of an array, or the key "0").
+    "a.0",
+    "a.1",
+    "a.0.a",
+    "b.0.b",
     "_id",
     "createdAt",
 ];
@@ -26,7 +31,7 @@ pub const PATHS: &[&str] = &[
 /// Paths an update may write (reserved fields excluded; those are tested as invalid separately).
 const UPDATE_PATHS: &[&str] = &["a", "b", "c", "a.a", "a.b", "b.a", "a.a.b", "d", "d.e"];
 
-const KEYS: &[&str] = &["a", "b", "c", "x"];
+const KEYS: &[&str] = &["a", "b", "c", "x", "0"];
 const STRINGS: &[&str] = &[
     "",
     "a",

@@ -8,6 +8,10 @@ use crate::value::{CREATED_AT_FIELD, ID_FIELD};
 /// Longest accepted path, in segments.
 pub const MAX_SEGMENTS: usize = 32;
 
+/// Most segments after the first that may be array indexes (`a.0.b.1`), each of which a
+/// backend may have to resolve two ways (see [`values_at`](crate::value::values_at)).
+pub const MAX_INDEX_SEGMENTS: usize = 4;
+
 /// Why a reserved top-level name is refused (for messages).
 pub(crate) const RESERVED_WHY: &str =
     "top-level names starting with '_' (other than _id) are reserved for the datastore";
@@ -30,6 +34,8 @@ pub fn is_reserved_name(name: &str) -> bool {
 /// assert!(FieldPath::parse("a..b").is_err());
 /// assert!(FieldPath::parse("_idempotencyKey").is_err());
 /// assert!(FieldPath::parse("a._b").is_ok());
+/// assert!(FieldPath::parse("a.0.b.1").is_ok()); // array indexes, as MongoDB reads them
+/// assert!(FieldPath::parse("a.0.1.2.3.4").is_err()); // more than MAX_INDEX_SEGMENTS
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FieldPath {
@@ -62,6 +68,15 @@ impl FieldPath {
         }
         if is_reserved_name(&segments[0]) {
             return Err(invalid(RESERVED_WHY));
+        }
+        let indexes = segments[1..]
+            .iter()
+            .filter(|s| crate::value::array_index(s).is_some())
+            .count();
+        if indexes > MAX_INDEX_SEGMENTS {
+            return Err(invalid(&format!(
+                "more than {MAX_INDEX_SEGMENTS} array-index segments"
+            )));
         }
         Ok(FieldPath {
             dotted: path.to_owned(),

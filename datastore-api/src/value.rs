@@ -265,8 +265,11 @@ pub fn compare_int_float(i: i128, f: f64) -> Ordering {
     }
 }
 
-/// Values reached by `path`: objects are entered by key; an array met on the way is entered one
-/// level, taking the key from each object element.
+/// Values reached by `path`, as MongoDB resolves a path: objects are entered by key; an array
+/// met on the way is entered one level, taking the key from each object element, and a segment
+/// that is an array index (`0`, `12`: digits without a leading zero) also takes that element of
+/// the array. So `a.0` reaches the first element of an array `a`, the field `"0"` of an object
+/// `a`, and the field `"0"` of objects inside an array `a`.
 pub fn values_at<'a>(doc: &'a Document, path: &crate::path::FieldPath) -> Vec<&'a Value> {
     let mut current: Vec<&Value> = Vec::new();
     let segs = path.segments();
@@ -275,11 +278,13 @@ pub fn values_at<'a>(doc: &'a Document, path: &crate::path::FieldPath) -> Vec<&'
         None => return current,
     }
     for seg in &segs[1..] {
+        let index = array_index(seg);
         let mut next = Vec::new();
         for v in current {
             match v {
                 Value::Object(o) if !is_date(v) => next.extend(o.get(seg)),
                 Value::Array(items) => {
+                    next.extend(index.and_then(|i| items.get(i)));
                     for item in items {
                         if let Value::Object(o) = item {
                             if !is_date(item) {
@@ -294,6 +299,14 @@ pub fn values_at<'a>(doc: &'a Document, path: &crate::path::FieldPath) -> Vec<&'
         current = next;
     }
     current
+}
+
+/// The array index a path segment names, if it is one: decimal digits, no leading zero (as
+/// MongoDB reads positional path components).
+pub fn array_index(segment: &str) -> Option<usize> {
+    let canonical = segment.bytes().all(|b| b.is_ascii_digit())
+        && (segment == "0" || !segment.starts_with('0'));
+    canonical.then(|| segment.parse().ok()).flatten()
 }
 
 /// The total order used for sorting: by [`type_rank`], then within a bracket numbers

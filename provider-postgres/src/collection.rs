@@ -21,7 +21,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use tokio::sync::Mutex;
 
-use crate::compile::{jsonpath, push_filter, push_order_by, push_sort_lateral};
+use crate::compile::{jsonpaths, push_filter, push_order_by, push_sort_lateral};
 use crate::error::map_err;
 use crate::wakeup::TickWakeups;
 
@@ -376,14 +376,21 @@ impl Collection for PgCollection {
                 (None, _) => String::new(),
             };
             let mut qb = QueryBuilder::new("SELECT ");
-            if select.is_empty() {
-                qb.push("jsonb_path_query(document, ")
-                    .push_bind(jsonpath(&path, None))
-                    .push("::jsonpath)");
+            let by_path = select.is_empty();
+            if by_path {
+                qb.push("jsonb_path_query(document, p::jsonpath)");
             } else {
                 qb.push(select);
             }
-            qb.push(format!(" AS v FROM {} WHERE ", self.table.name()));
+            qb.push(format!(" AS v FROM {}", self.table.name()));
+            if by_path {
+                // Every way of resolving the path (array indexes); the values are de-duplicated
+                // below.
+                qb.push(" CROSS JOIN unnest(")
+                    .push_bind(jsonpaths(&path, None))
+                    .push("::text[]) p");
+            }
+            qb.push(" WHERE ");
             push_filter(&mut qb, &lowered)?;
             let values: Vec<Value> = with_conn!(self, conn => qb.build_query_scalar().fetch_all(conn).await.map_err(map_err)?);
             Ok(distinct_values(unwrap_arrays(values)))

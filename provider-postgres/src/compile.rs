@@ -4,7 +4,7 @@
 use datastore_api::{CmpOp, Direction, FieldPath, Lowered, ReservedField, Scalar};
 use sqlx::{Postgres, QueryBuilder};
 
-use datastore_api::value::format_date;
+use datastore_api::value::{array_index, format_date};
 use datastore_api::Result;
 
 /// What a filter applies to: a JSONB expression, and whether `_id`/`createdAt` are the columns
@@ -48,22 +48,20 @@ pub(crate) fn push_filter_on(
                 qb.push("TRUE");
             }
             None => {
-                qb.push(format!("(NOT ({} @? ", target.doc));
-                qb.push_bind(jsonpath(path, None));
-                qb.push(format!("::jsonpath) OR {} @? ", target.doc));
-                qb.push_bind(format!("{} ? (@ == null)", jsonpath(path, None)));
-                qb.push("::jsonpath)");
+                let paths = jsonpaths(path, None);
+                let nulls = paths.iter().map(|p| format!("{p} ? (@ == null)")).collect();
+                qb.push("(NOT (");
+                push_path_exists(qb, target, paths);
+                qb.push(") OR ");
+                push_path_exists(qb, target, nulls);
+                qb.push(")");
             }
         },
         Lowered::Exists(path) => match reserved_in(path, target) {
             Some((_, top)) => {
                 qb.push(if top { "TRUE" } else { "FALSE" });
             }
-            None => {
-                qb.push(format!("{} @? ", target.doc));
-                qb.push_bind(jsonpath(path, None));
-                qb.push("::jsonpath");
-            }
+            None => push_path_exists(qb, target, jsonpaths(path, None)),
         },
         Lowered::Not(inner) => {
             // IS NOT TRUE turns an unknown (NULL) result into a match of the negation.
@@ -117,7 +115,7 @@ fn push_large_or(
     for part in parts {
         match part {
             Lowered::Cmp { path, op, value } if is_document_eq(part, target) => {
-                paths.push(cmp_jsonpath(path, *op, value)?);
+                paths.extend(cmp_jsonpaths(path, *op, value)?);
             }
             _ => others.push(part),
         }
@@ -175,17 +173,28 @@ fn push_cmp(
         (Some(_), _) => {
             qb.push("FALSE");
         }
-        (None, value) => {
-            qb.push(format!("{} @? ", target.doc));
-            qb.push_bind(cmp_jsonpath(path, op, value)?);
-            qb.push("::jsonpath");
-        }
+        (None, value) => push_path_exists(qb, target, cmp_jsonpaths(path, op, value)?),
     }
     Ok(())
 }
 
-/// The jsonpath predicate of `path op value` (lax: arrays match if an element does).
-fn cmp_jsonpath(path: &FieldPath, op: CmpOp, value: &Scalar) -> Result<String> {
+/// Appends `doc @? $n::jsonpath` for one path, `doc @? ANY($n::jsonpath[])` for several: true
+/// when any of them finds an item.
+fn push_path_exists(qb: &mut QueryBuilder<'_, Postgres>, target: Target, mut paths: Vec<String>) {
+    qb.push(format!("{} @? ", target.doc));
+    if paths.len() == 1 {
+        qb.push_bind(paths.pop().unwrap_or_default());
+        qb.push("::jsonpath");
+    } else {
+        qb.push("ANY(");
+        qb.push_bind(paths);
+        qb.push("::jsonpath[])");
+    }
+}
+
+/// The jsonpath predicates of `path op value`, one per way of resolving the path (see
+/// [`jsonpaths`]; lax: arrays match if an element does).
+fn cmp_jsonpaths(path: &FieldPath, op: CmpOp, value: &Scalar) -> Result<Vec<String>> {
     let (suffix, literal) = match value {
         Scalar::Date(t) => (Some("$date"), json_string(&format_date(*t)?)),
         Scalar::String(s) => (None, json_string(s)),
@@ -195,11 +204,10 @@ fn cmp_jsonpath(path: &FieldPath, op: CmpOp, value: &Scalar) -> Result<String> {
         // Lowering turns null comparisons into NullOrMissing; never matched here.
         Scalar::Null => (None, "null".to_owned()),
     };
-    Ok(format!(
-        "{} ? (@ {} {literal})",
-        jsonpath(path, suffix),
-        op.symbol()
-    ))
+    Ok(jsonpaths(path, suffix)
+        .into_iter()
+        .map(|p| format!("{p} ? (@ {} {literal})", op.symbol()))
+        .collect())
 }
 
 fn json_string(s: &str) -> String {
@@ -211,14 +219,53 @@ fn float_literal(f: f64) -> String {
     serde_json::Number::from_f64(f).map_or_else(|| "0".to_owned(), |n| n.to_string())
 }
 
-/// A lax jsonpath to `path` (plus an optional final key), every key quoted.
-pub(crate) fn jsonpath(path: &FieldPath, suffix: Option<&str>) -> String {
-    let mut s = String::from("$");
-    for seg in path.segments().iter().map(String::as_str).chain(suffix) {
-        s.push('.');
-        s.push_str(&json_string(seg));
+/// The lax jsonpaths that together reach what MongoDB's resolution of `path` reaches
+/// ([`values_at`](datastore_api::value::values_at)): a segment that is an array index (`a.0`)
+/// means the key `"0"` (of an object, or of the objects in an array, which lax mode enters) or,
+/// when the value before it is an array, that element. One path per combination; a path
+/// without index segments gives one: `$."a"."b"`, every key quoted.
+pub(crate) fn jsonpaths(path: &FieldPath, suffix: Option<&str>) -> Vec<String> {
+    let segs = path.segments();
+    let indexes: Vec<usize> = (1..segs.len())
+        .filter(|&j| array_index(&segs[j]).is_some())
+        .collect();
+    let mut out = Vec::with_capacity(1 << indexes.len());
+    'combos: for combo in 0u32..(1 << indexes.len()) {
+        let as_index = |j: usize| {
+            indexes
+                .iter()
+                .position(|&k| k == j)
+                .is_some_and(|bit| combo & (1 << bit) != 0)
+        };
+        let mut s = String::from("$");
+        let mut last_key_at = 0;
+        for (j, seg) in segs.iter().enumerate() {
+            match array_index(seg).filter(|_| as_index(j)) {
+                Some(i) => {
+                    // Documents hold no arrays directly in arrays: an index after an index
+                    // reaches nothing.
+                    if j == 0 || as_index(j - 1) {
+                        continue 'combos;
+                    }
+                    // `type()` is the one method lax mode does not unwrap arrays for: keep the
+                    // parent only when the value at the previous key is an array.
+                    let key = s.split_off(last_key_at);
+                    s.push_str(&format!(" ? (@{key}.type() == \"array\"){key}[{i}]"));
+                }
+                None => {
+                    last_key_at = s.len();
+                    s.push('.');
+                    s.push_str(&json_string(seg));
+                }
+            }
+        }
+        if let Some(seg) = suffix {
+            s.push('.');
+            s.push_str(&json_string(seg));
+        }
+        out.push(s);
     }
-    s
+    out
 }
 
 /// Appends `, LATERAL (…) k` binding each sort key's value, for use in the FROM clause.
@@ -285,11 +332,33 @@ mod tests {
     #[test]
     fn jsonpath_quotes_every_key() {
         let p = FieldPath::parse("a.b c.\"q\"").unwrap();
-        assert_eq!(jsonpath(&p, None), r#"$."a"."b c"."\"q\"""#);
+        assert_eq!(jsonpaths(&p, None), [r#"$."a"."b c"."\"q\"""#]);
         assert_eq!(
-            jsonpath(&FieldPath::parse("t").unwrap(), Some("$date")),
-            r#"$."t"."$date""#
+            jsonpaths(&FieldPath::parse("t").unwrap(), Some("$date")),
+            [r#"$."t"."$date""#]
         );
+    }
+
+    #[test]
+    fn index_segments_resolve_both_ways() {
+        let p = FieldPath::parse("a.0.b").unwrap();
+        assert_eq!(
+            jsonpaths(&p, None),
+            [
+                r#"$."a"."0"."b""#,
+                r#"$ ? (@."a".type() == "array")."a"[0]."b""#
+            ]
+        );
+        let p = FieldPath::parse("x.a.1").unwrap();
+        assert_eq!(
+            jsonpaths(&p, Some("$date")),
+            [
+                r#"$."x"."a"."1"."$date""#,
+                r#"$."x" ? (@."a".type() == "array")."a"[1]."$date""#
+            ]
+        );
+        // A first segment is always a key; "01" is a key, not an index.
+        assert_eq!(jsonpaths(&FieldPath::parse("0.01").unwrap(), None).len(), 1);
     }
 
     #[test]
