@@ -243,6 +243,11 @@ impl Filter {
 /// Deepest accepted nesting of `And`/`Or`/`Not`.
 pub const MAX_FILTER_DEPTH: usize = 64;
 
+/// Most values one [`Filter::In`] / [`Filter::Nin`] may list; a longer list is
+/// [`InvalidInput`](crate::ErrorKind::InvalidInput) on every provider (split the query, or filter
+/// on a coarser field). Up to this many, PostgreSQL still answers from its index.
+pub const MAX_IN_VALUES: usize = 1_000;
+
 /// A comparison operator of the lowered core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CmpOp {
@@ -362,6 +367,12 @@ fn range(path: &str, op: CmpOp, value: &Scalar) -> Result<Lowered> {
 }
 
 fn any_of(path: FieldPath, values: &[Scalar]) -> Result<Lowered> {
+    if values.len() > MAX_IN_VALUES {
+        return Err(Error::invalid_input(format!(
+            "the list of values for '{path}' has {} values, more than {MAX_IN_VALUES}: split the query into several, or filter on a coarser field",
+            values.len()
+        )));
+    }
     let mut out = Vec::with_capacity(values.len());
     for v in values {
         out.push(eq(path.clone(), v)?);

