@@ -442,3 +442,49 @@ async fn checkpoint_tokens_the_stream_never_issued_are_refused() {
     let event = next_change(&mut stream, Duration::from_secs(10), "the insert").await;
     coll.checkpoint("c", &event.token).await.unwrap();
 }
+
+/// The change-stream LISTEN connection is replaced after `connection_max_lifetime` like every
+/// pooled connection (so it too picks up rotated certificates), and wake-ups still work after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listen_connection_obeys_the_max_lifetime() {
+    use datastore_api::{StartFrom, WatchOptions};
+    let pool = PoolConfig {
+        max_connections: 8,
+        max_idle_connections: 8,
+        connection_max_lifetime: Duration::from_secs(1),
+    };
+    let (store, _) = fresh(pool).await;
+    let coll = store.health_event_collection();
+    let mut options = WatchOptions::new("listen-lifetime").start(StartFrom::Now);
+    options.poll_interval = Duration::from_secs(60);
+    let mut stream = coll.watch(options).await.unwrap();
+    let listener = || async {
+        sqlx::query_scalar::<_, i32>(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        )
+        .fetch_optional(store.pool())
+        .await
+        .unwrap()
+    };
+    let mut first = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while first.is_none() && std::time::Instant::now() < deadline {
+        first = listener().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = first.expect("a listening connection");
+    let mut replaced = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !replaced && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        replaced = listener().await.is_some_and(|pid| pid != first);
+    }
+    assert!(
+        replaced,
+        "the LISTEN connection {first} outlived the 1 s lifetime"
+    );
+    // The new listener still wakes the reader (its poll is 60 s away).
+    let id = coll.insert_one(Default::default()).await.unwrap().id;
+    let event = next_change(&mut stream, Duration::from_secs(20), "woken after the swap").await;
+    assert_eq!(event.document_id, id);
+}
