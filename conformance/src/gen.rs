@@ -32,6 +32,9 @@ pub const PATHS: &[&str] = &[
 const UPDATE_PATHS: &[&str] = &["a", "b", "c", "a.a", "a.b", "b.a", "a.a.b", "d", "d.e"];
 
 const KEYS: &[&str] = &["a", "b", "c", "x", "0"];
+/// Keys of objects inside arrays when the server lacks
+/// [`Vocabulary::index_fields`].
+const KEYS_WITHOUT_INDEX_NAMES: &[&str] = &["a", "b", "c", "x"];
 const STRINGS: &[&str] = &[
     "",
     "a",
@@ -63,6 +66,9 @@ pub struct Vocabulary {
     pub floats: bool,
     /// `Push` in random updates.
     pub push: bool,
+    /// The key `"0"` in objects inside arrays (see
+    /// [`Capabilities::index_fields_in_arrays`](crate::Capabilities::index_fields_in_arrays)).
+    pub index_fields: bool,
 }
 
 impl Vocabulary {
@@ -70,6 +76,7 @@ impl Vocabulary {
     pub const ALL: Vocabulary = Vocabulary {
         floats: true,
         push: true,
+        index_fields: true,
     };
 }
 
@@ -78,6 +85,7 @@ impl From<crate::Capabilities> for Vocabulary {
         Vocabulary {
             floats: c.numeric_equality,
             push: c.push_update,
+            index_fields: c.index_fields_in_arrays,
         }
     }
 }
@@ -128,13 +136,18 @@ pub fn scalar_value(v: Vocabulary) -> BoxedStrategy<Value> {
 
 /// A stored value: scalars, arrays of scalars, small objects.
 pub fn value(v: Vocabulary) -> impl Strategy<Value = Value> {
+    let element_keys = if v.index_fields {
+        KEYS
+    } else {
+        KEYS_WITHOUT_INDEX_NAMES
+    };
     scalar_value(v).prop_recursive(2, 12, 3, move |inner| {
         prop_oneof![
             3 => prop::collection::vec(scalar_value(v), 0..3).prop_map(Value::Array),
             3 => prop::collection::btree_map(prop::sample::select(KEYS), inner, 0..3)
                 .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
             2 => prop::collection::vec(
-                prop::collection::btree_map(prop::sample::select(KEYS), scalar_value(v), 1..3)
+                prop::collection::btree_map(prop::sample::select(element_keys), scalar_value(v), 1..3)
                     .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
                 1..3,
             )

@@ -47,6 +47,10 @@ pub struct Capabilities {
     /// Equality matches numbers across integer and floating-point types (`1 == 1.0`), as the
     /// API promises; without it the random values use integers only.
     pub numeric_equality: bool,
+    /// A numeric path segment on an array also reaches the field of that name in the array's
+    /// object elements (`a.0` on `[{"0": 7}]` finds 7), as MongoDB resolves paths; without it the
+    /// random objects inside arrays have no key `"0"`.
+    pub index_fields_in_arrays: bool,
     /// The provider keeps the change history and prunes it by
     /// [`prune_change_history`](datastore_api::DataStore::prune_change_history) (PostgreSQL);
     /// without it (MongoDB: the server's oplog is the history) pruning is not checked.
@@ -60,6 +64,7 @@ impl Capabilities {
         change_streams: true,
         push_update: true,
         numeric_equality: true,
+        index_fields_in_arrays: true,
         provider_retention: true,
     };
 }
@@ -75,6 +80,8 @@ pub enum Capability {
     PushUpdate,
     /// See [`Capabilities::numeric_equality`].
     NumericEquality,
+    /// See [`Capabilities::index_fields_in_arrays`].
+    IndexFieldsInArrays,
     /// See [`Capabilities::provider_retention`].
     ProviderRetention,
 }
@@ -86,6 +93,7 @@ impl Capability {
             Capability::ChangeStreams => caps.change_streams,
             Capability::PushUpdate => caps.push_update,
             Capability::NumericEquality => caps.numeric_equality,
+            Capability::IndexFieldsInArrays => caps.index_fields_in_arrays,
             Capability::ProviderRetention => caps.provider_retention,
         }
     }
@@ -99,6 +107,9 @@ impl Capability {
             }
             Capability::NumericEquality => {
                 "floats (server's equality treats 1 and 1.0 as different)"
+            }
+            Capability::IndexFieldsInArrays => {
+                "\"0\" keys in array elements (server reads a.0 on an array as the index only)"
             }
         }
     }

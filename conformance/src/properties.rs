@@ -26,13 +26,17 @@ pub const ALL: &[Property] = &[
     Property {
         name: "crud_sequences_match_model",
         needs: &[],
-        narrowed_by: &[Capability::PushUpdate, Capability::NumericEquality],
+        narrowed_by: &[
+            Capability::PushUpdate,
+            Capability::NumericEquality,
+            Capability::IndexFieldsInArrays,
+        ],
         run: crud_sequences_match_model,
     },
     Property {
         name: "filters_and_sorts_match_model",
         needs: &[],
-        narrowed_by: &[Capability::NumericEquality],
+        narrowed_by: &[Capability::NumericEquality, Capability::IndexFieldsInArrays],
         run: filters_and_sorts_match_model,
     },
     Property {
@@ -50,13 +54,21 @@ pub const ALL: &[Property] = &[
     Property {
         name: "transactions_are_atomic",
         needs: &[Capability::Transactions],
-        narrowed_by: &[Capability::PushUpdate, Capability::NumericEquality],
+        narrowed_by: &[
+            Capability::PushUpdate,
+            Capability::NumericEquality,
+            Capability::IndexFieldsInArrays,
+        ],
         run: transactions_are_atomic,
     },
     Property {
         name: "change_streams_match_committed_history",
         needs: &[Capability::ChangeStreams],
-        narrowed_by: &[Capability::PushUpdate, Capability::NumericEquality],
+        narrowed_by: &[
+            Capability::PushUpdate,
+            Capability::NumericEquality,
+            Capability::IndexFieldsInArrays,
+        ],
         run: changes::change_streams_match_committed_history,
     },
     Property {

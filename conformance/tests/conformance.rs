@@ -143,6 +143,15 @@ async fn probe(backend: &Mongo) -> Capabilities {
         .await
         .expect("probe count")
         == 1;
+    // MongoDB's path resolution: `q.0` on `[{"0": 7}]` reaches the element's field "0".
+    coll.insert_one(serde_json::from_value(serde_json::json!({"q": [{"0": 7}]})).expect("doc"))
+        .await
+        .expect("probe insert");
+    let index_fields_in_arrays = coll
+        .count(&Filter::eq("q.0", 7))
+        .await
+        .expect("probe count")
+        == 1;
     // After the insert, so the update has a document to change and reaches the server.
     let push_update = match coll
         .update_many(&Filter::All, &Update::new().push("probe", 1))
@@ -163,6 +172,7 @@ async fn probe(backend: &Mongo) -> Capabilities {
         change_streams,
         push_update,
         numeric_equality,
+        index_fields_in_arrays,
         // MongoDB's change history is the oplog, trimmed by the server.
         provider_retention: false,
     }
