@@ -16,7 +16,7 @@
 //!   error, never a silent restart.
 //!
 //! # Filtering
-//! The [`Filter`](crate::Filter) DSL applies to each change seen as a document, with the
+//! The [`Filter`] DSL applies to each change seen as a document, with the
 //! semantics of queries:
 //! ```json
 //! {

@@ -26,7 +26,7 @@ pub struct SortKey {
 }
 
 /// Sort order: keys in priority order. Values order by type bracket first
-/// (see [`sort_compare`](crate::value::sort_compare)); a missing field sorts as `null`. Ties are
+/// (see [`crate::value::sort_compare`]); a missing field sorts as `null`. Ties are
 /// always broken by `_id` ascending, so every sort is total and repeatable.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Sort {

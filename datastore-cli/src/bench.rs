@@ -4,7 +4,7 @@
 //!
 //! Every measurement gets a fresh database. Both sides start from the same typed events and
 //! turn them into the same canonical JSON document
-//! ([`health_event_document`](datastore::model::health_event_document)); the baseline then
+//! ([`datastore::model::health_event_document`]); the baseline then
 //! writes it to a bare `jsonb` table with plain SQL (no indexes but the primary key).
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -6,7 +6,7 @@
 //! names configurable), and passes the same conformance suite.
 //!
 //! - Documents: `_id` is an ObjectId, `createdAt` a BSON date, numbers Int64/Double
-//!   ([`convert`](crate::convert) has the table).
+//!   (the private `convert` module has the table).
 //! - Filters compile to MongoDB query documents with the API's semantics; sorts on user paths
 //!   and `distinct` are evaluated in the provider where MongoDB's own rules differ.
 //! - Updates use `$set`/`$unset`/`$inc`/`$push`; `update_many`, `insert_many` and

@@ -4,7 +4,7 @@
 //! canonical shape, with `id` and `created_at` as columns (one server clock, keyset pagination).
 //! Filters compile to bound `jsonpath` predicates with MongoDB's semantics; updates are applied
 //! read-modify-write under row locks by the API's one update implementation. The schema is
-//! created by versioned migrations ([`migrate`]) applied at connect under an advisory lock.
+//! created by versioned migrations ([`mod@migrate`]) applied at connect under an advisory lock.
 //!
 //! ```no_run
 //! # async fn demo() -> datastore_api::Result<()> {

@@ -201,38 +201,22 @@ async fn client_certificates_the_server_refuses() {
     let server = tls_server();
     let db = fresh_db(server).await;
     let f = server.files();
+    let with_client = |cert: &Path, key: &Path| {
+        let files = [
+            ("DATASTORE_SSLCERT", cert),
+            ("DATASTORE_SSLKEY", key),
+            ("DATASTORE_SSLROOTCERT", f.ca.as_path()),
+        ];
+        config(SERVER_NAME, server.port(), &db, &files, "verify-full")
+    };
     // Signed by a CA the server does not trust: refused in the handshake.
-    let foreign = [
-        ("DATASTORE_SSLCERT", f.foreign_cert.as_path()),
-        ("DATASTORE_SSLKEY", f.foreign_key.as_path()),
-        ("DATASTORE_SSLROOTCERT", f.ca.as_path()),
-    ];
     assert_config_error(
-        connect(&config(
-            SERVER_NAME,
-            server.port(),
-            &db,
-            &foreign,
-            "verify-full",
-        ))
-        .await,
+        connect(&with_client(&f.foreign_cert, &f.foreign_key)).await,
         "refused the client certificate DATASTORE_SSLCERT",
     );
     // Trusted, but its CN is not the user: PostgreSQL's certificate authentication fails.
-    let intruder = [
-        ("DATASTORE_SSLCERT", f.intruder_cert.as_path()),
-        ("DATASTORE_SSLKEY", f.intruder_key.as_path()),
-        ("DATASTORE_SSLROOTCERT", f.ca.as_path()),
-    ];
     assert_config_error(
-        connect(&config(
-            SERVER_NAME,
-            server.port(),
-            &db,
-            &intruder,
-            "verify-full",
-        ))
-        .await,
+        connect(&with_client(&f.intruder_cert, &f.intruder_key)).await,
         "certificate",
     );
     // No client certificate at all.

@@ -28,7 +28,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [options]
 
 commands:
-  test [--skip-demo]      cargo fmt --check, cargo clippy -D warnings, cargo test
+  test [--skip-demo]      cargo fmt --check, cargo clippy -D warnings, cargo doc
+                          (warnings denied), cargo test
                           (all targets, then doctests; conformance on both
                           providers) against one throwaway PostgreSQL (or
                           $DATASTORE_TEST_POSTGRES_URL) and MongoDB (see below),
@@ -203,6 +204,12 @@ impl Xtask {
             if let Err(code) = run_step(self.cargo(args)) {
                 return code;
             }
+        }
+        // Rustdoc warnings (broken or ambiguous links) fail the run like clippy's.
+        let mut doc = self.cargo(["doc", "--no-deps", "--workspace"]);
+        doc.env("RUSTDOCFLAGS", "-D warnings");
+        if let Err(code) = run_step(doc) {
+            return code;
         }
 
         if let Err(code) = self.ensure_mongo_stand_in() {
