@@ -221,6 +221,17 @@ async fn cancelled_transactions_leave_no_session_behind() {
             .collect();
         let _ = tokio::time::timeout(Duration::from_millis(1 + i), coll.insert_many(docs)).await;
     }
+    // The given-up calls finish in the background (commit or abort). Let them: the stand-in does
+    // not isolate concurrent transactions, so an abort there can undo another's insert.
+    let mut last = u64::MAX;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = coll.count(&Filter::exists("i", true)).await.unwrap();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
     // Every later call still works: no session is reused while its transaction is open.
     for k in 0..30 {
         coll.insert_many(vec![doc_of(json!({ "k": k })), doc_of(json!({ "k": k }))])

@@ -5,12 +5,14 @@
 //! connection [`Connector`] opens the real one (libpq's sslmodes, connect timeout, typed errors)
 //! and the bytes are copied both ways.
 //!
-//! The socket lives in a fresh directory of mode 0700, and only this process may use it (the
-//! peer's pid is checked), so no other process can borrow the client certificate.
+//! The sockets live in one directory per process, of mode 0700 (`$TMPDIR/datastore-pg-<pid>-…`;
+//! directories left by processes that are gone are removed when the next one starts), and only
+//! this process may use them (the peer's pid is checked), so no other process can borrow the
+//! client certificate.
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use datastore_api::{Error, Result};
@@ -20,14 +22,14 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::connect::Connector;
 
-/// The port number in the socket's name (sqlx names it `.s.PGSQL.<port>`).
-const SOCKET_PORT: u16 = 5432;
 /// Longest startup message accepted from sqlx.
 const MAX_STARTUP: usize = 16 * 1024;
 
-/// A running bridge; it stops, and removes its directory, when the pool it serves closes.
+/// A running bridge; it stops, and removes its socket, when the pool it serves closes.
 pub(crate) struct Bridge {
     dir: PathBuf,
+    /// The number in the socket's name (sqlx names it `.s.PGSQL.<port>`), unique in the process.
+    port: u16,
     connector: Arc<Connector>,
     /// The latest failure to open a server connection, for the caller whose connect it broke.
     last_failure: Arc<Mutex<Option<Error>>>,
@@ -37,17 +39,22 @@ pub(crate) struct Bridge {
 impl Bridge {
     /// Binds the socket (not serving yet: see [`Bridge::serve_until_closed`]).
     pub(crate) fn bind(connector: Arc<Connector>) -> Result<Bridge> {
-        let dir = private_dir()?;
-        let listener =
-            UnixListener::bind(dir.join(format!(".s.PGSQL.{SOCKET_PORT}"))).map_err(|e| {
-                let _ = std::fs::remove_dir_all(&dir);
-                Error::configuration(format!(
-                    "cannot create the connection socket in {}: {e}",
-                    dir.display()
-                ))
-            })?;
+        use std::sync::atomic::{AtomicU16, Ordering};
+        static NEXT_PORT: AtomicU16 = AtomicU16::new(1);
+        let dir = process_dir()?;
+        let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed).max(1);
+        let path = dir.join(format!(".s.PGSQL.{port}"));
+        // A socket of a store of this process long gone (the counter wrapped).
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).map_err(|e| {
+            Error::configuration(format!(
+                "cannot create the connection socket {}: {e}",
+                path.display()
+            ))
+        })?;
         Ok(Bridge {
             dir,
+            port,
             connector,
             last_failure: Arc::new(Mutex::new(None)),
             listener: Some(listener),
@@ -58,7 +65,7 @@ impl Bridge {
     pub(crate) fn apply(&self, options: PgConnectOptions) -> PgConnectOptions {
         options
             .socket(&self.dir)
-            .port(SOCKET_PORT)
+            .port(self.port)
             .ssl_mode(PgSslMode::Disable)
     }
 
@@ -71,7 +78,7 @@ impl Bridge {
     }
 
     /// Serves connections until `closed` completes (the pool's close event), then removes the
-    /// socket directory.
+    /// socket.
     pub(crate) fn serve_until_closed(
         &mut self,
         closed: impl std::future::Future<Output = ()> + Send + 'static,
@@ -79,8 +86,8 @@ impl Bridge {
         let Some(listener) = self.listener.take() else {
             return;
         };
-        let (dir, connector, failures) = (
-            self.dir.clone(),
+        let (socket, connector, failures) = (
+            self.dir.join(format!(".s.PGSQL.{}", self.port)),
             Arc::clone(&self.connector),
             Arc::clone(&self.last_failure),
         );
@@ -89,7 +96,7 @@ impl Bridge {
                 () = accept_loop(listener, connector, failures) => {}
                 () = closed => {}
             }
-            let _ = std::fs::remove_dir_all(&dir);
+            let _ = std::fs::remove_file(&socket);
         });
     }
 }
@@ -154,26 +161,52 @@ async fn read_startup(client: &mut UnixStream) -> std::io::Result<Vec<u8>> {
     Ok(message)
 }
 
-/// A new directory only this user may enter.
-fn private_dir() -> Result<PathBuf> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
+/// This process's socket directory, which only this user may enter; made on first use, when
+/// the directories of processes that are gone are removed too.
+fn process_dir() -> Result<PathBuf> {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    if let Some(dir) = DIR.get() {
+        return Ok(dir.clone());
+    }
+    remove_dead_processes_dirs();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    let dir = std::env::temp_dir().join(format!(
-        "datastore-pg-{}-{nanos}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| {
-            Error::configuration(format!(
+    let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{}-{nanos}", std::process::id()));
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        // Another store of this process won the race.
+        Err(_) if DIR.get().is_some() => {}
+        Err(e) => {
+            return Err(Error::configuration(format!(
                 "cannot create a private directory in {} (TMPDIR): {e}",
                 Path::new(&std::env::temp_dir()).display()
-            ))
-        })?;
-    Ok(dir)
+            )))
+        }
+    }
+    Ok(DIR.get_or_init(|| dir).clone())
+}
+
+/// Names of the socket directories: `datastore-pg-<pid>-<nanos>`.
+const DIR_PREFIX: &str = "datastore-pg-";
+
+/// Removes socket directories whose process no longer runs.
+fn remove_dead_processes_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(DIR_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
