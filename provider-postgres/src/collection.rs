@@ -73,9 +73,15 @@ macro_rules! with_conn {
     ($self:ident, $conn:ident => $body:expr) => {{
         match &$self.exec {
             Exec::Pool(pool) => {
-                let mut pooled = pool.acquire().await.map_err(map_err)?;
-                let $conn: &mut PgConnection = &mut pooled;
-                $body
+                let mut checkout = crate::checkout::Checkout::acquire(pool).await?;
+                let out: Result<_> = async {
+                    let $conn: &mut PgConnection = checkout.conn();
+                    Ok($body)
+                }
+                .await;
+                // Reached only if the call was not given up: back to the pool.
+                checkout.finish();
+                out?
             }
             Exec::Tx(tx) => {
                 let mut guard = tx.lock().await;
@@ -644,7 +650,23 @@ impl PgCollection {
              SELECT count(*) FROM up",
             self.capture(Capture::Update, "up")
         );
-        let mut conn = pool.acquire().await.map_err(map_err)?;
+        let mut checkout = crate::checkout::Checkout::acquire(pool).await?;
+        let out = self
+            .update_first_on(checkout.conn(), lowered, valid, &write_sql)
+            .await;
+        checkout.finish();
+        out
+    }
+
+    /// [`PgCollection::update_first_optimistic`]'s reads and writes on one connection.
+    async fn update_first_on(
+        &self,
+        conn: &mut PgConnection,
+        lowered: &Lowered,
+        valid: &ValidUpdate,
+        write_sql: &str,
+    ) -> Result<UpdateResult> {
+        let table = self.table.name();
         for _ in 0..OPTIMISTIC_ATTEMPTS {
             let mut qb = QueryBuilder::new(format!(
                 "SELECT id, created_at, document, xmin::text AS version, now() AS server_now FROM {table} WHERE "
@@ -673,7 +695,7 @@ impl PgCollection {
             doc.remove(CREATED_AT_FIELD);
             let id: String = row.try_get("id").map_err(map_err)?;
             let version: String = row.try_get("version").map_err(map_err)?;
-            let written: i64 = sqlx::query_scalar(&write_sql)
+            let written: i64 = sqlx::query_scalar(write_sql)
                 .bind(&id)
                 .bind(Value::Object(doc))
                 .bind(&version)

@@ -20,6 +20,7 @@
 
 mod bridge;
 mod changes;
+mod checkout;
 mod collection;
 mod compile;
 mod connect;
@@ -191,6 +192,7 @@ impl PgDataStore {
             .max_lifetime(Some(pool.connection_max_lifetime))
             .idle_timeout(Some(Duration::from_secs(600)))
             .acquire_timeout(Duration::from_secs(30))
+            .after_connect(|conn, _meta| Box::pin(checkout::prepare_session(conn)))
             .after_release(move |_conn, _meta| {
                 let keep = match hook_cell.get().and_then(Weak::upgrade) {
                     Some(shared) => shared.pool.num_idle() < max_idle,

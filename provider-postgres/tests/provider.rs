@@ -488,3 +488,44 @@ async fn the_listen_connection_obeys_the_max_lifetime() {
     let event = next_change(&mut stream, Duration::from_secs(20), "woken after the swap").await;
     assert_eq!(event.document_id, id);
 }
+
+/// A call the caller gives up (a timeout drops it) stops its statement on the server: the
+/// connection is closed instead of going back to the pool, and the server notices the closed
+/// client within about a second (`client_connection_check_interval`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_given_up_call_stops_its_statement_on_the_server() {
+    let (store, _) = fresh(PoolConfig::default()).await;
+    let coll = store.health_event_collection();
+    let doc = serde_json::from_value(serde_json::json!({"n": 1})).unwrap();
+    let id = coll.insert_one(doc).await.unwrap().id;
+    let this = Filter::eq("_id", id.as_str());
+    // A transaction holds the document's row lock.
+    let tx = store.begin().await.unwrap();
+    tx.health_event_collection()
+        .update_many(&this, &Update::new().set("n", 2))
+        .await
+        .unwrap();
+    // A call that waits for that lock, given up after 300 ms.
+    let given_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        coll.update_many(&this, &Update::new().set("n", 3)),
+    )
+    .await;
+    assert!(given_up.is_err(), "the call must still be waiting");
+    let waiting = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut left = waiting().await;
+    while left > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = waiting().await;
+    }
+    assert_eq!(left, 0, "the given-up statement still waits on the server");
+    tx.rollback().await.unwrap();
+}
