@@ -10,9 +10,9 @@
 //! - **Full document.** Post-images: [`ChangeSupport::prepare`] enables
 //!   `changeStreamPreAndPostImages` on the data collections at connect (MongoDB 6.0+, needs the
 //!   `collMod` privilege) and streams then use `fullDocument: "required"`, the document right
-//!   after the change. Where that fails, `updateLookup` is the documented fallback: the
-//!   document as it is when the event is read, possibly later than the change (and absent when
-//!   it has been deleted since). Post-images cost a stored pre-image per update
+//!   after the change. Where that fails, streams are refused as `Unsupported`: `updateLookup`
+//!   would give the document as it is when the event is read, possibly that of a later change.
+//!   Post-images cost a stored pre-image per update
 //!   (`config.system.preimages`), kept as long as the oplog keeps the change.
 //! - **Tokens.** A [`ResumeToken`] is the event's `_id._data`: hex of a KeyString that starts
 //!   with the cluster time, so tokens compare as strings in commit order. Tokens come from each
@@ -93,8 +93,9 @@ impl ChangeSupport {
     }
 
     /// Enables post-images on the data collections (MongoDB 6.0+) and remembers, per
-    /// collection, whether that worked. Never fails: without post-images, streams fall back to
-    /// `updateLookup`. Run after the collections exist (index creation makes them).
+    /// collection, whether that worked. Never fails: without post-images, streams are refused
+    /// (queries and writes still work). Run after the collections exist (index creation makes
+    /// them).
     pub(crate) async fn prepare(&self, db: &mongodb::Database, settings: &crate::MongoSettings) {
         for name in [
             &settings.health_event_collection,
@@ -107,17 +108,24 @@ impl ChangeSupport {
         }
     }
 
-    /// How streams on `collection` get the full document of updates.
-    fn full_document_type(&self, collection: &str) -> FullDocumentType {
+    /// How streams on `collection` get the full document of updates: the post-image. Without
+    /// post-images the stream is refused (`Unsupported`) rather than fed `updateLookup`
+    /// documents, which can belong to a later change than the event.
+    fn full_document_type(&self, collection: &str) -> Result<FullDocumentType> {
         let enabled = self
             .post_images
             .lock()
             .map(|m| m.get(collection).copied().unwrap_or(false))
             .unwrap_or(false);
         if enabled {
-            FullDocumentType::Required
+            Ok(FullDocumentType::Required)
         } else {
-            FullDocumentType::UpdateLookup
+            Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "change streams on {collection} need post-images, which this server did not enable: they need MongoDB 6.0+ and the collMod privilege at connect (or an administrator's `collMod: {collection:?}, changeStreamPreAndPostImages: {{enabled: true}}`); without them an update event could carry the document of a later change"
+                ),
+            ))
         }
     }
 
@@ -144,7 +152,7 @@ impl ChangeSupport {
             clock: Arc::clone(&c.clock),
             slot,
             pipeline: pipeline(&options.filter)?,
-            full_document: self.full_document_type(&c.name),
+            full_document: self.full_document_type(&c.name)?,
             options,
             owner,
             renewed: None,
@@ -238,7 +246,7 @@ impl ChangeSupport {
             .inner
             .watch()
             .pipeline(stages)
-            .full_document(self.full_document_type(&c.name))
+            .full_document(self.full_document_type(&c.name)?)
             .resume_after(driver_token(&token)?)
             .batch_size(1_000)
             .max_await_time(Duration::from_millis(100))
@@ -307,9 +315,8 @@ async fn enable_post_images(db: &mongodb::Database, name: &str) -> bool {
             tracing::warn!(
                 collection = name,
                 error = %e,
-                "post-images unavailable (they need MongoDB 6.0+ and the collMod privilege); update \
-                 events carry the document as looked up when read (updateLookup), which may be later \
-                 than the change"
+                "post-images unavailable (they need MongoDB 6.0+ and the collMod privilege); change \
+                 streams on this collection are refused"
             );
             false
         }
