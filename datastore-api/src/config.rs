@@ -372,7 +372,19 @@ impl DatastoreConfig {
                 "DATASTORE_CONNECT_TIMEOUT must be greater than zero (e.g. 10s)",
             ));
         }
+        for (var, value, max) in [
+            ("DATASTORE_CONNECT_TIMEOUT", connect_timeout, HOUR),
+            (
+                "DATASTORE_CONNECTION_MAX_LIFETIME",
+                pool.connection_max_lifetime,
+                365 * DAY,
+            ),
+        ] {
+            at_most(var, value, max)?;
+        }
         let statement_timeout = duration("options.statementTimeout", DEFAULT_STATEMENT_TIMEOUT)?;
+        // PostgreSQL takes at most 2^31 - 1 ms (about 24 days).
+        at_most("DATASTORE_STATEMENT_TIMEOUT", statement_timeout, DAY)?;
         let connection = ConnectionConfig {
             connect_timeout,
             statement_timeout: (!statement_timeout.is_zero()).then_some(statement_timeout),
@@ -385,6 +397,7 @@ impl DatastoreConfig {
             )));
         }
         let poll_interval = duration("options.pollInterval", Duration::from_secs(5))?;
+        at_most("DATASTORE_POLL_INTERVAL", poll_interval, HOUR)?;
         if poll_interval.is_zero() {
             return Err(Error::configuration(
                 "DATASTORE_POLL_INTERVAL must be greater than zero",
@@ -397,6 +410,20 @@ impl DatastoreConfig {
             poll_interval,
         })
     }
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Refuses a duration above `max` (a typo, and too large for the arithmetic and servers that
+/// take it).
+fn at_most(var: &str, value: Duration, max: Duration) -> Result<()> {
+    if value > max {
+        return Err(Error::configuration(format!(
+            "{var}: {value:?} is longer than the most accepted, {max:?}"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks that the file named by `var` exists and is a readable file; the error names the
@@ -660,6 +687,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.connection.connect_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn huge_durations_are_refused() {
+        for (var, value) in [
+            ("DATASTORE_CONNECT_TIMEOUT", "18446744073709551615"),
+            ("DATASTORE_STATEMENT_TIMEOUT", "100000h"),
+            ("DATASTORE_CONNECTION_MAX_LIFETIME", "18446744073709551615"),
+            ("DATASTORE_POLL_INTERVAL", "2h"),
+        ] {
+            let e = DatastoreConfig::from_vars(&vars(&[
+                ("DATASTORE_PROVIDER", "postgresql"),
+                ("DATASTORE_HOST", "h"),
+                ("DATASTORE_USERNAME", "u"),
+                (var, value),
+            ]))
+            .unwrap_err();
+            assert!(e.to_string().contains(var), "{e}");
+        }
     }
 
     #[test]

@@ -178,7 +178,10 @@ impl MongoSettings {
             ));
         }
         s.require_tls = get("MONGODB_URI").is_none() && c.ssl_mode != SslMode::Disable;
-        s.verify_server = s.ca_file.is_some()
+        // libpq's meaning of the sslmode applies to the connection the provider builds; a
+        // MONGODB_URI brings its own TLS settings, and verification stays on there.
+        s.verify_server = get("MONGODB_URI").is_some()
+            || s.ca_file.is_some()
             || matches!(
                 c.ssl_mode,
                 SslMode::VerifyCa | SslMode::VerifyFull | SslMode::Disable

@@ -11,7 +11,7 @@
 //! client certificate.
 
 use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -22,6 +22,8 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::connect::Connector;
 
+/// How long the server may take to finish after the driver closed its side.
+const DRAIN: Duration = Duration::from_secs(5);
 /// Longest startup message accepted from sqlx.
 const MAX_STARTUP: usize = 16 * 1024;
 
@@ -42,16 +44,27 @@ impl Bridge {
         use std::sync::atomic::{AtomicU16, Ordering};
         static NEXT_PORT: AtomicU16 = AtomicU16::new(1);
         let dir = process_dir()?;
-        let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed).max(1);
-        let path = dir.join(format!(".s.PGSQL.{port}"));
-        // A socket of a store of this process long gone (the counter wrapped).
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).map_err(|e| {
-            Error::configuration(format!(
-                "cannot create the connection socket {}: {e}",
-                path.display()
-            ))
-        })?;
+        // Numbers are reused only after 65,535 stores; one whose socket still exists is skipped,
+        // never unlinked (it may belong to a live store).
+        let mut tries = 0u32;
+        let (port, listener) = loop {
+            let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed).max(1);
+            let path = dir.join(format!(".s.PGSQL.{port}"));
+            match UnixListener::bind(&path) {
+                Ok(listener) => break (port, listener),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse && tries < u32::from(u16::MAX) =>
+                {
+                    tries += 1;
+                }
+                Err(e) => {
+                    return Err(Error::configuration(format!(
+                        "cannot create the connection socket {}: {e}",
+                        path.display()
+                    )))
+                }
+            }
+        };
         Ok(Bridge {
             dir,
             port,
@@ -126,27 +139,46 @@ async fn accept_loop(
         }
         let (connector, failures) = (Arc::clone(&connector), Arc::clone(&failures));
         tokio::spawn(async move {
-            if let Err(e) = relay(client, &connector).await {
+            let mut client = client;
+            if let Err(e) = relay(&mut client, &connector).await {
                 tracing::warn!(error = %e, "cannot open a PostgreSQL connection");
+                // Stored before the driver sees its socket close, so that the caller whose
+                // connect this broke finds the cause.
                 *failures.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
             }
+            drop(client);
         });
     }
 }
 
 /// Reads sqlx's startup message, opens the server connection with it, passes the server's first
-/// message back and then copies bytes both ways until either side closes.
-async fn relay(mut client: UnixStream, connector: &Connector) -> Result<()> {
-    let startup = tokio::time::timeout(connector.timeout(), read_startup(&mut client))
+/// message back and then copies bytes both ways until either side closes. Once the driver has
+/// closed its side, the server gets [`DRAIN`] to finish before the relay ends, so an unreachable
+/// server cannot keep the task alive.
+async fn relay(client: &mut UnixStream, connector: &Connector) -> Result<()> {
+    let startup = tokio::time::timeout(connector.timeout(), read_startup(client))
         .await
         .ok()
         .and_then(std::io::Result::ok)
         .ok_or_else(|| Error::permanent("the driver sent no valid startup message"))?;
-    let (mut server, first) = connector.open(&startup).await?;
-    if client.write_all(&first).await.is_ok() {
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+    let (server, first) = connector.open(&startup).await?;
+    if client.write_all(&first).await.is_err() {
+        return Ok(());
     }
-    let _ = server.shutdown().await;
+    let (mut from_client, mut to_client) = client.split();
+    let (mut from_server, mut to_server) = tokio::io::split(server);
+    let up = async {
+        let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
+        let _ = to_server.shutdown().await;
+    };
+    let down = tokio::io::copy(&mut from_server, &mut to_client);
+    tokio::pin!(up, down);
+    tokio::select! {
+        _ = &mut down => {}
+        () = &mut up => {
+            let _ = tokio::time::timeout(DRAIN, down).await;
+        }
+    }
     Ok(())
 }
 
@@ -162,50 +194,59 @@ async fn read_startup(client: &mut UnixStream) -> std::io::Result<Vec<u8>> {
 }
 
 /// This process's socket directory, which only this user may enter; made on first use, when
-/// the directories of processes that are gone are removed too.
+/// the directories of processes that are gone are removed too. The process holds a lock on the
+/// directory's `lock` file for as long as it runs; a directory whose lock can be taken belongs
+/// to no running process (whatever its pid namespace) and is removed.
 fn process_dir() -> Result<PathBuf> {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    if let Some(dir) = DIR.get() {
+    static DIR: OnceLock<(PathBuf, std::fs::File)> = OnceLock::new();
+    static CREATING: Mutex<()> = Mutex::new(());
+    let _creating = CREATING.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((dir, _)) = DIR.get() {
         return Ok(dir.clone());
     }
-    remove_dead_processes_dirs();
+    remove_abandoned_dirs();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{}-{nanos}", std::process::id()));
-    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-        Ok(()) => {}
-        // Another store of this process won the race.
-        Err(_) if DIR.get().is_some() => {}
-        Err(e) => {
-            return Err(Error::configuration(format!(
-                "cannot create a private directory in {} (TMPDIR): {e}",
-                Path::new(&std::env::temp_dir()).display()
-            )))
-        }
-    }
-    Ok(DIR.get_or_init(|| dir).clone())
+    let failed = |e: std::io::Error| {
+        Error::configuration(format!(
+            "cannot create a private directory {} (TMPDIR): {e}",
+            dir.display()
+        ))
+    };
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(failed)?;
+    let lock = std::fs::File::create(dir.join("lock")).map_err(failed)?;
+    lock.try_lock()
+        .map_err(|e| failed(std::io::Error::other(e.to_string())))?;
+    let (dir, _) = DIR.get_or_init(|| (dir, lock));
+    Ok(dir.clone())
 }
 
 /// Names of the socket directories: `datastore-pg-<pid>-<nanos>`.
 const DIR_PREFIX: &str = "datastore-pg-";
 
-/// Removes socket directories whose process no longer runs.
-fn remove_dead_processes_dirs() {
+/// Removes the socket directories whose `lock` no process holds.
+fn remove_abandoned_dirs() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
+        let named = entry
+            .file_name()
             .to_str()
-            .and_then(|n| n.strip_prefix(DIR_PREFIX))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
+            .is_some_and(|n| n.starts_with(DIR_PREFIX));
+        if !named {
+            continue;
+        }
+        let Ok(lock) = std::fs::File::open(entry.path().join("lock")) else {
+            // Not ours to judge (no lock file, or another user's).
             continue;
         };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+        if lock.try_lock().is_ok() {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

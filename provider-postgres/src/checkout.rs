@@ -47,16 +47,16 @@ impl Drop for Checkout {
     }
 }
 
-/// Run on every new connection: the client check, where the server has it.
+/// Run on every new connection: the client check, where the server has it. A server that
+/// cannot check on this platform (it refuses a non-zero interval) keeps working without it.
 pub(crate) async fn prepare_session(
     conn: &mut PgConnection,
 ) -> std::result::Result<(), sqlx::Error> {
     if conn.server_version_num().unwrap_or(0) >= 140_000 {
-        sqlx::query(&format!(
-            "SET client_connection_check_interval = {CLIENT_CHECK_INTERVAL_MS}"
-        ))
-        .execute(conn)
-        .await?;
+        let set = format!("SET client_connection_check_interval = {CLIENT_CHECK_INTERVAL_MS}");
+        if let Err(e) = sqlx::query(&set).execute(conn).await {
+            tracing::debug!(error = %e, "the server cannot check for closed clients");
+        }
     }
     Ok(())
 }

@@ -32,6 +32,14 @@ pub(crate) struct Connector {
     tls: TlsSetup,
 }
 
+/// An opened server connection and the server's first message.
+struct Opened {
+    io: Box<dyn ServerIo>,
+    first: Vec<u8>,
+    /// `prefer` met a server without TLS and went on in plaintext on the same connection.
+    plain_after_refusal: bool,
+}
+
 /// An attempt's failure, and whether libpq would try the next transport after it.
 struct Failed {
     error: Error,
@@ -72,62 +80,91 @@ impl Connector {
     /// with the server's first message, which the caller passes on to the client.
     pub(crate) async fn open(&self, startup: &[u8]) -> Result<(Box<dyn ServerIo>, Vec<u8>)> {
         let transports = self.tls.transports();
+        // A refusal that a later transport may overcome; reported if none does (libpq shows
+        // the server's own error, not the fallback's).
+        let mut refused: Option<(Box<dyn ServerIo>, Vec<u8>)> = None;
         for (i, transport) in transports.iter().enumerate() {
             let more = i + 1 < transports.len();
-            let outcome = tokio::time::timeout(self.timeout, self.attempt(*transport, startup))
-                .await
-                .unwrap_or_else(|_| Err(self.timed_out().into()));
+            let outcome =
+                tokio::time::timeout(self.attempt_limit(), self.attempt(*transport, startup))
+                    .await
+                    .unwrap_or_else(|_| Err(self.timed_out().into()));
             match outcome {
                 // libpq: a refusal of the first transport (an ErrorResponse, e.g. no pg_hba.conf
-                // line for it) makes `allow` and `prefer` try the other one.
-                Ok((_, first)) if more && first.first() == Some(&b'E') => continue,
-                Ok(opened) => return Ok(opened),
-                Err(failed) if more && failed.try_next => {
-                    tracing::debug!(error = %failed.error, "trying the next transport");
+                // line for it) makes `allow` and `prefer` try the other one, unless the attempt
+                // already ended up in plaintext (`prefer` against a server without TLS).
+                Ok(opened)
+                    if more
+                        && !opened.plain_after_refusal
+                        && opened.first.first() == Some(&b'E') =>
+                {
+                    refused = Some((opened.io, opened.first));
                 }
-                Err(failed) => return Err(failed.error),
+                Ok(opened) => return Ok((opened.io, opened.first)),
+                Err(failed) if more && failed.try_next => {
+                    tracing::warn!(error = %failed.error, "trying the next transport (sslmode {})", self.tls.mode().as_str());
+                }
+                Err(failed) => return refused.ok_or(failed.error),
             }
         }
-        Err(Error::new(
-            ErrorKind::Transient,
-            format!("PostgreSQL at {}: no transport left to try", self.target()),
-        ))
+        refused.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Transient,
+                format!("PostgreSQL at {}: no transport left to try", self.target()),
+            )
+        })
     }
 
-    async fn attempt(
-        &self,
-        transport: Transport,
-        startup: &[u8],
-    ) -> Result<(Box<dyn ServerIo>, Vec<u8>), Failed> {
+    /// The limit of one attempt: the connect timeout for each address of the host, and once
+    /// more for the negotiation.
+    fn attempt_limit(&self) -> Duration {
+        self.timeout.saturating_mul(2)
+    }
+
+    async fn attempt(&self, transport: Transport, startup: &[u8]) -> Result<Opened, Failed> {
         let mut tcp = self.tcp().await?;
-        let mut io: Box<dyn ServerIo> = match transport {
-            Transport::Plain => Box::new(tcp),
-            Transport::Tls { fallback_plain } => {
-                tcp.write_all(&SSL_REQUEST)
-                    .await
-                    .map_err(|e| self.io_error("sending the TLS request", e))?;
-                match tcp
-                    .read_u8()
-                    .await
-                    .map_err(|e| self.io_error("reading the TLS answer", e))?
-                {
-                    b'S' => self.handshake(tcp).await?,
-                    b'N' if fallback_plain => Box::new(tcp),
-                    b'N' => return Err(self.no_tls().into()),
-                    other => return Err(self.protocol_error(other).into()),
+        let mut plain_after_refusal = false;
+        let negotiate = async {
+            let mut io: Box<dyn ServerIo> = match transport {
+                Transport::Plain => Box::new(tcp),
+                Transport::Tls { fallback_plain } => {
+                    tcp.write_all(&SSL_REQUEST)
+                        .await
+                        .map_err(|e| self.io_error("sending the TLS request", e))?;
+                    match tcp
+                        .read_u8()
+                        .await
+                        .map_err(|e| self.io_error("reading the TLS answer", e))?
+                    {
+                        b'S' => self.handshake(tcp).await?,
+                        b'N' if fallback_plain => {
+                            plain_after_refusal = true;
+                            Box::new(tcp)
+                        }
+                        b'N' => return Err(self.no_tls().into()),
+                        other => return Err(self.protocol_error(other).into()),
+                    }
                 }
-            }
+            };
+            io.write_all(startup)
+                .await
+                .map_err(|e| self.io_error("sending the startup message", e))?;
+            io.flush()
+                .await
+                .map_err(|e| self.io_error("sending the startup message", e))?;
+            let first = read_message(&mut io)
+                .await
+                .map_err(|e| self.io_error("reading the server's answer", e))?;
+            Ok::<_, Failed>((io, first))
         };
-        io.write_all(startup)
+        let (io, first) = tokio::time::timeout(self.timeout, negotiate)
             .await
-            .map_err(|e| self.io_error("sending the startup message", e))?;
-        io.flush()
-            .await
-            .map_err(|e| self.io_error("sending the startup message", e))?;
-        let first = read_message(&mut io)
-            .await
-            .map_err(|e| self.io_error("reading the server's answer", e))?;
-        Ok((io, first))
+            .unwrap_or_else(|_| Err(self.timed_out().into()))?;
+        Ok(Opened {
+            io,
+            first,
+            plain_after_refusal,
+        })
     }
 
     /// TCP to the first address of the host that accepts.
@@ -146,7 +183,13 @@ impl Connector {
             })?;
         let mut last = None;
         for addr in addrs {
-            match TcpStream::connect(addr).await {
+            // libpq's connect_timeout is per address: a dead first address (a broken IPv6
+            // route) must not use up the time of the next one.
+            let connect = tokio::time::timeout(self.timeout, TcpStream::connect(addr));
+            match connect
+                .await
+                .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+            {
                 Ok(tcp) => {
                     let _ = tcp.set_nodelay(true);
                     return Ok(tcp);
@@ -226,8 +269,15 @@ impl Connector {
     }
 
     fn protocol_error(&self, byte: u8) -> Error {
+        // An 'E' here is a server that could not start a backend yet (starting up, too many
+        // connections): worth retrying.
+        let kind = if byte == b'E' {
+            ErrorKind::Transient
+        } else {
+            ErrorKind::Permanent
+        };
         Error::new(
-            ErrorKind::Permanent,
+            kind,
             format!(
                 "PostgreSQL at {}: unexpected answer {byte:#04x} to the TLS request (is this a PostgreSQL server?)",
                 self.target()

@@ -104,11 +104,12 @@ impl Plan {
     /// One direct connection, so that an unreachable server, a TLS problem or a bad credential
     /// fails at once with a typed error that says why, instead of after the pool's acquire
     /// timeout. Bounded by the connect timeout; through the bridge, which bounds each of its
-    /// attempts itself (`allow` and `prefer` may make two), by twice that as a safety net.
+    /// attempts itself (`allow` and `prefer` may make two), by what those may take at most.
     async fn probe(&self) -> Result<()> {
         let attempt = sqlx::ConnectOptions::connect(&self.options);
         let limit = match self.bridge {
-            Some(_) => self.timeout * 2 + Duration::from_secs(1),
+            // Two transports, each up to two connect timeouts (see `Connector::attempt_limit`).
+            Some(_) => self.timeout.saturating_mul(4),
             None => self.timeout,
         };
         let outcome = tokio::time::timeout(limit, attempt).await;
@@ -171,6 +172,15 @@ impl PgDataStore {
     /// `connection_max_lifetime` retires old connections, and a released connection is closed
     /// instead of kept when `max_idle_connections` are already idle.
     pub async fn connect_with(options: PgConnectOptions, pool: PoolConfig) -> Result<Self> {
+        if matches!(
+            options.get_ssl_mode(),
+            PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull
+        ) {
+            return Err(Error::configuration(
+                "sqlx options that require TLS cannot be used here (this build's sqlx has no TLS): connect with PgDataStore::connect and DATASTORE_SSLMODE, where libpq's sslmodes apply",
+            ));
+        }
+        let options = options.ssl_mode(PgSslMode::Disable);
         let target = format!("{}:{}", options.get_host(), options.get_port());
         let plan = Plan {
             options,
@@ -332,7 +342,10 @@ impl Transaction for PgTransaction {
 }
 
 impl PgDataStore {
-    /// Connects to a `postgres://` URL (TLS and other settings as URL parameters), then migrates.
+    /// Connects to a `postgres://` URL in plaintext (for test harnesses and tools on trusted
+    /// networks), then migrates. A URL asking for TLS (`sslmode=require`, `verify-ca`,
+    /// `verify-full`) is refused: TLS is configured through [`PgDataStore::connect`] and a
+    /// [`DatastoreConfig`], where libpq's sslmodes apply.
     pub async fn connect_url(url: &str, pool: PoolConfig) -> Result<Self> {
         let options: PgConnectOptions = url
             .parse()
@@ -347,7 +360,7 @@ pub async fn migrate_database(config: &DatastoreConfig) -> Result<MigrationRepor
     let mut plan = plan(config)?;
     let pool = PgPoolOptions::new()
         .max_connections(1)
-        .acquire_timeout(plan.timeout * 2)
+        .acquire_timeout(plan.timeout.saturating_mul(4))
         .connect_lazy_with(plan.options.clone());
     plan.serve(&pool);
     plan.probe().await?;

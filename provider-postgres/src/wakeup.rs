@@ -71,7 +71,11 @@ impl Drop for TickWakeups {
 async fn listen(pool: PgPool, ticks: Arc<watch::Sender<u64>>, max_lifetime: Duration) {
     let mut backoff = Duration::from_millis(100);
     while !pool.is_closed() {
-        let retire_at = tokio::time::Instant::now() + max_lifetime;
+        let now = tokio::time::Instant::now();
+        // A year stands for "never" when the lifetime is too large to add.
+        let retire_at = now
+            .checked_add(max_lifetime)
+            .unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
         let failure = match PgListener::connect_with(&pool).await {
             Ok(mut listener) => match listener.listen(TICK_CHANNEL).await {
                 Ok(()) => loop {

@@ -279,6 +279,13 @@ async fn sslmodes_against_a_server_without_tls() {
                 .unwrap();
         assert!(!ssl);
     }
+    // allow and prefer report the server's own refusal, not the fallback's ("no TLS").
+    for mode in ["allow", "prefer"] {
+        let mut c = vars(mode);
+        c.connection.database = "no_such_database".into();
+        let err = connect(&c).await.expect_err("no such database");
+        assert!(err.to_string().contains("does not exist"), "{mode}: {err}");
+    }
     // verify-ca and verify-full without a CA: refused before connecting.
     for mode in ["verify-ca", "verify-full"] {
         assert_config_error(connect(&vars(mode)).await, "DATASTORE_SSLROOTCERT");
