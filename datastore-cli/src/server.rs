@@ -61,17 +61,38 @@ pub async fn connect_configured(
     config: &DatastoreConfig,
 ) -> CliResult<(Arc<dyn DataStore>, String)> {
     let c = &config.connection;
-    let description = format!(
-        "{} at {}:{}, database {:?}, user {:?}, sslmode {}",
-        config.provider,
-        c.host,
-        c.port,
-        c.database,
-        c.username,
-        c.ssl_mode.as_str()
-    );
+    let mongo_uri = std::env::var("MONGODB_URI")
+        .ok()
+        .filter(|u| !u.trim().is_empty());
+    let description = match mongo_uri {
+        // The MongoDB provider connects to MONGODB_URI when it is set, not to the host and port.
+        Some(uri) if config.provider == datastore::ProviderKind::Mongodb => {
+            format!("{} at {}", config.provider, without_credentials(&uri))
+        }
+        _ => format!(
+            "{} at {}:{}, database {:?}, user {:?}, sslmode {}",
+            config.provider,
+            c.host,
+            c.port,
+            c.database,
+            c.username,
+            c.ssl_mode.as_str()
+        ),
+    };
     let store = datastore::open(config).await?;
     Ok((store, description))
+}
+
+/// `uri` with any `user:password@` replaced by `***@`.
+fn without_credentials(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return "(a MONGODB_URI that is not a URI)".to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => uri.to_owned(),
+    }
 }
 
 /// True when `DATASTORE_PROVIDER` asks for MongoDB.
@@ -96,4 +117,20 @@ pub async fn connect_mongo_stand_in(
     Ok(Arc::new(
         provider_mongo::MongoDataStore::connect_with(&settings).await?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn credentials_never_shown() {
+        assert_eq!(
+            super::without_credentials("mongodb://u:p%40ss@db:27017/x?replicaSet=rs0"),
+            "mongodb://***@db:27017/x?replicaSet=rs0"
+        );
+        assert_eq!(
+            super::without_credentials("mongodb://db:1/"),
+            "mongodb://db:1/"
+        );
+        assert!(!super::without_credentials("nonsense").contains("nonsense"));
+    }
 }
