@@ -134,24 +134,18 @@ async fn probe(backend: &Mongo) -> Capabilities {
         Err(e) if e.kind() == datastore_api::ErrorKind::Unsupported => false,
         Err(e) => panic!("probing change streams failed unexpectedly: {e}"),
     };
+    // Whether the server finds `document` with `filter` (the one document matching it).
+    let finds = |document: serde_json::Value, filter: Filter| async move {
+        coll.insert_one(serde_json::from_value(document).expect("doc"))
+            .await
+            .expect("probe insert");
+        coll.count(&filter).await.expect("probe count") == 1
+    };
     // Equality across number types: {n: 1} must match Eq(n, 1.0).
-    coll.insert_one(serde_json::from_value(serde_json::json!({"n": 1})).expect("doc"))
-        .await
-        .expect("probe insert");
-    let numeric_equality = coll
-        .count(&Filter::eq("n", 1.0))
-        .await
-        .expect("probe count")
-        == 1;
+    let numeric_equality = finds(serde_json::json!({"n": 1}), Filter::eq("n", 1.0)).await;
     // MongoDB's path resolution: `q.0` on `[{"0": 7}]` reaches the element's field "0".
-    coll.insert_one(serde_json::from_value(serde_json::json!({"q": [{"0": 7}]})).expect("doc"))
-        .await
-        .expect("probe insert");
-    let index_fields_in_arrays = coll
-        .count(&Filter::eq("q.0", 7))
-        .await
-        .expect("probe count")
-        == 1;
+    let index_fields_in_arrays =
+        finds(serde_json::json!({"q": [{"0": 7}]}), Filter::eq("q.0", 7)).await;
     // After the insert, so the update has a document to change and reaches the server.
     let push_update = match coll
         .update_many(&Filter::All, &Update::new().push("probe", 1))

@@ -32,6 +32,8 @@ pub(crate) struct Bridge {
     dir: PathBuf,
     /// The number in the socket's name (sqlx names it `.s.PGSQL.<port>`), unique in the process.
     port: u16,
+    /// The socket: `dir/.s.PGSQL.<port>`.
+    socket: PathBuf,
     connector: Arc<Connector>,
     /// The latest failure to open a server connection, for the caller whose connect it broke.
     last_failure: Arc<Mutex<Option<Error>>>,
@@ -47,11 +49,11 @@ impl Bridge {
         // Numbers are reused only after 65,535 stores; one whose socket still exists is skipped,
         // never unlinked (it may belong to a live store).
         let mut tries = 0u32;
-        let (port, listener) = loop {
+        let (port, socket, listener) = loop {
             let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed).max(1);
             let path = dir.join(format!(".s.PGSQL.{port}"));
             match UnixListener::bind(&path) {
-                Ok(listener) => break (port, listener),
+                Ok(listener) => break (port, path, listener),
                 Err(e)
                     if e.kind() == std::io::ErrorKind::AddrInUse && tries < u32::from(u16::MAX) =>
                 {
@@ -68,6 +70,7 @@ impl Bridge {
         Ok(Bridge {
             dir,
             port,
+            socket,
             connector,
             last_failure: Arc::new(Mutex::new(None)),
             listener: Some(listener),
@@ -100,7 +103,7 @@ impl Bridge {
             return;
         };
         let (socket, connector, failures) = (
-            self.dir.join(format!(".s.PGSQL.{}", self.port)),
+            self.socket.clone(),
             Arc::clone(&self.connector),
             Arc::clone(&self.last_failure),
         );

@@ -243,8 +243,8 @@ pub(crate) fn jsonpaths(path: &FieldPath, suffix: Option<&str>) -> Vec<String> {
             match array_index(seg).filter(|_| as_index(j)) {
                 Some(i) => {
                     // Documents hold no arrays directly in arrays: an index after an index
-                    // reaches nothing.
-                    if j == 0 || as_index(j - 1) {
+                    // reaches nothing. (Index segments start at the second, so `j >= 1`.)
+                    if as_index(j - 1) {
                         continue 'combos;
                     }
                     // `type()` is the one method lax mode does not unwrap arrays for: keep the

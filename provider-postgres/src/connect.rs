@@ -115,10 +115,16 @@ impl Connector {
         })
     }
 
-    /// The limit of one attempt: the connect timeout for each address of the host, and once
-    /// more for the negotiation.
+    /// The limit of one attempt: one connect timeout for reaching an address of the host and
+    /// one for the negotiation (a second dead address is cut short by it).
     fn attempt_limit(&self) -> Duration {
         self.timeout.saturating_mul(2)
+    }
+
+    /// The longest [`Connector::open`] can take: every transport's attempt.
+    pub(crate) fn open_limit(&self) -> Duration {
+        let attempts = self.tls.transports().len() as u32;
+        self.attempt_limit().saturating_mul(attempts)
     }
 
     async fn attempt(&self, transport: Transport, startup: &[u8]) -> Result<Opened, Failed> {
@@ -250,14 +256,7 @@ impl Connector {
     }
 
     fn timed_out(&self) -> Error {
-        Error::new(
-            ErrorKind::Transient,
-            format!(
-                "PostgreSQL at {}: no answer within {:?} (DATASTORE_CONNECT_TIMEOUT)",
-                self.target(),
-                self.timeout
-            ),
-        )
+        no_answer(&self.target(), self.timeout)
     }
 
     fn no_tls(&self) -> Error {
@@ -284,6 +283,14 @@ impl Connector {
             ),
         )
     }
+}
+
+/// The server at `target` did not answer within the connect `timeout`.
+pub(crate) fn no_answer(target: &str, timeout: Duration) -> Error {
+    Error::new(
+        ErrorKind::Transient,
+        format!("PostgreSQL at {target}: no answer within {timeout:?} (DATASTORE_CONNECT_TIMEOUT)"),
+    )
 }
 
 /// A connection-level I/O failure in words a user can act on.

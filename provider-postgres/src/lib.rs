@@ -52,7 +52,9 @@ struct Plan {
     options: PgConnectOptions,
     bridge: Option<bridge::Bridge>,
     target: String,
-    timeout: Duration,
+    /// How long opening one connection may take: the connect timeout, or through the bridge
+    /// what its connector may take at most (`allow` and `prefer` may make two attempts).
+    connect_limit: Duration,
 }
 
 /// Plans the connection. Private: the options' `Debug` output would show the password.
@@ -85,11 +87,15 @@ fn plan(config: &DatastoreConfig) -> Result<Plan> {
     if let Some(b) = &bridge {
         options = b.apply(options);
     }
+    let connect_limit = match bridge {
+        Some(_) => connector.open_limit(),
+        None => connector.timeout(),
+    };
     Ok(Plan {
         options,
         bridge,
         target: connector.target(),
-        timeout: connector.timeout(),
+        connect_limit,
     })
 }
 
@@ -103,16 +109,10 @@ impl Plan {
 
     /// One direct connection, so that an unreachable server, a TLS problem or a bad credential
     /// fails at once with a typed error that says why, instead of after the pool's acquire
-    /// timeout. Bounded by the connect timeout; through the bridge, which bounds each of its
-    /// attempts itself (`allow` and `prefer` may make two), by what those may take at most.
+    /// timeout. Bounded by [`Plan::connect_limit`].
     async fn probe(&self) -> Result<()> {
         let attempt = sqlx::ConnectOptions::connect(&self.options);
-        let limit = match self.bridge {
-            // Two transports, each up to two connect timeouts (see `Connector::attempt_limit`).
-            Some(_) => self.timeout.saturating_mul(4),
-            None => self.timeout,
-        };
-        let outcome = tokio::time::timeout(limit, attempt).await;
+        let outcome = tokio::time::timeout(self.connect_limit, attempt).await;
         let failure = self.bridge.as_ref().and_then(bridge::Bridge::take_failure);
         match (outcome, failure) {
             (Ok(Ok(conn)), _) => {
@@ -120,13 +120,7 @@ impl Plan {
                 Ok(())
             }
             (_, Some(cause)) => Err(cause),
-            (Err(_), None) => Err(Error::new(
-                datastore_api::ErrorKind::Transient,
-                format!(
-                    "PostgreSQL at {}: no answer within {:?} (DATASTORE_CONNECT_TIMEOUT)",
-                    self.target, self.timeout
-                ),
-            )),
+            (Err(_), None) => Err(connect::no_answer(&self.target, self.connect_limit)),
             (Ok(Err(e)), None) => Err(error::map_connect_err(&self.target, e)),
         }
     }
@@ -186,7 +180,7 @@ impl PgDataStore {
             options,
             bridge: None,
             target,
-            timeout: datastore_api::config::DEFAULT_CONNECT_TIMEOUT,
+            connect_limit: datastore_api::config::DEFAULT_CONNECT_TIMEOUT,
         };
         Self::connect_planned(plan, pool).await
     }
@@ -360,7 +354,7 @@ pub async fn migrate_database(config: &DatastoreConfig) -> Result<MigrationRepor
     let mut plan = plan(config)?;
     let pool = PgPoolOptions::new()
         .max_connections(1)
-        .acquire_timeout(plan.timeout.saturating_mul(4))
+        .acquire_timeout(plan.connect_limit)
         .connect_lazy_with(plan.options.clone());
     plan.serve(&pool);
     plan.probe().await?;

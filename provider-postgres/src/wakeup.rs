@@ -71,25 +71,29 @@ impl Drop for TickWakeups {
 async fn listen(pool: PgPool, ticks: Arc<watch::Sender<u64>>, max_lifetime: Duration) {
     let mut backoff = Duration::from_millis(100);
     while !pool.is_closed() {
-        let now = tokio::time::Instant::now();
-        // A year stands for "never" when the lifetime is too large to add.
-        let retire_at = now
-            .checked_add(max_lifetime)
-            .unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
         let failure = match PgListener::connect_with(&pool).await {
             Ok(mut listener) => match listener.listen(TICK_CHANNEL).await {
-                Ok(()) => loop {
-                    match tokio::time::timeout_at(retire_at, listener.recv()).await {
-                        Ok(Ok(_)) => {
-                            backoff = Duration::from_millis(100);
-                            ticks.send_modify(|n| *n = n.wrapping_add(1));
+                Ok(()) => {
+                    // Counted from when the connection is in hand, so that by `retire_at` it
+                    // is older than `max_lifetime` and the pool closes it instead of handing it
+                    // out again. A year stands for "never" when the lifetime is too large to add.
+                    let now = tokio::time::Instant::now();
+                    let retire_at = now
+                        .checked_add(max_lifetime)
+                        .unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
+                    loop {
+                        match tokio::time::timeout_at(retire_at, listener.recv()).await {
+                            Ok(Ok(_)) => {
+                                backoff = Duration::from_millis(100);
+                                ticks.send_modify(|n| *n = n.wrapping_add(1));
+                            }
+                            Ok(Err(e)) => break Some(e),
+                            // Returned to the pool, which closes it for its age; a tick missed
+                            // meanwhile costs one poll interval.
+                            Err(_) => break None,
                         }
-                        Ok(Err(e)) => break Some(e),
-                        // Returned to the pool, which closes it for its age; a tick missed
-                        // meanwhile costs one poll interval.
-                        Err(_) => break None,
                     }
-                },
+                }
                 Err(e) => Some(e),
             },
             Err(e) => Some(e),
