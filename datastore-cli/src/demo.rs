@@ -63,7 +63,8 @@ pub fn run(rt: &Runtime, args: &DemoArgs) -> CliResult<()> {
         let out = rt.block_on(async {
             let store = server::connect_mongo_stand_in(&stand_in).await?;
             println!(
-                "demo: started the jongodb stand-in on {} (database {:?}; it is stopped at exit)",
+                "demo: started the {} stand-in on {} (database {:?}; it is stopped at exit)",
+                stand_in.kind(),
                 stand_in.uri(),
                 server::DEMO_DATABASE
             );

@@ -103,7 +103,8 @@ pub fn wants_mongodb() -> bool {
         == Some(datastore::ProviderKind::Mongodb)
 }
 
-/// Starts the MongoDB stand-in (the jongodb binary installed by npm; see `mongo-harness`).
+/// Starts the MongoDB stand-in (SecantusDB unless `DATASTORE_TEST_MONGODB_STAND_IN` says
+/// jongodb; installed by `cargo xtask test`, see `mongo-harness`).
 /// Dropping the returned value stops it.
 pub fn start_mongo_stand_in() -> CliResult<mongo_harness::StandInServer> {
     Ok(mongo_harness::StandInServer::start()?)

@@ -4,23 +4,28 @@ use std::error::Error;
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::StandIn;
+
 /// Error type for the harness.
 ///
 /// Never contains a plain-text password: URIs are masked before they are put
 /// into an error.
 #[derive(Debug)]
 pub enum HarnessError {
-    /// The jongodb stand-in binary was not found. The message names the path
-    /// that was looked at and the exact `npm install` command that puts the
-    /// binary where the harness looks by default.
+    /// The stand-in server's binary was not found. The message names the path
+    /// that was looked at and the exact command that installs the binary
+    /// where the harness looks by default.
     StandInMissing {
+        /// Which stand-in.
+        kind: StandIn,
         /// The path that was looked at.
         path: PathBuf,
         /// Whether `path` came from the environment variable
-        /// [`StandInServer::BIN_ENV`](crate::StandInServer::BIN_ENV)
-        /// (`JONGODB_BIN`) rather than the default install location.
+        /// [`StandIn::bin_env`] rather than the default install location.
         from_env: bool,
     },
+    /// [`StandIn::SELECT_ENV`] names no known stand-in.
+    InvalidStandIn(String),
     /// An I/O operation (spawning a process, reading its output, …) failed.
     Io {
         /// What the harness was doing.
@@ -63,13 +68,17 @@ impl HarnessError {
 impl fmt::Display for HarnessError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HarnessError::StandInMissing { path, from_env } => {
-                let bin_env = crate::StandInServer::BIN_ENV;
-                let install = crate::StandInServer::INSTALL_COMMAND;
+            HarnessError::StandInMissing {
+                kind,
+                path,
+                from_env,
+            } => {
+                let bin_env = kind.bin_env();
+                let install = kind.install_command();
                 if *from_env {
                     write!(
                         f,
-                        "MongoDB stand-in `jongodb` not found at {} (from {bin_env}); fix or \
+                        "MongoDB stand-in {kind} not found at {} (from {bin_env}); fix or \
                          unset {bin_env} (unset, the harness uses the copy installed from the \
                          workspace root with `{install}`)",
                         path.display(),
@@ -77,8 +86,9 @@ impl fmt::Display for HarnessError {
                 } else {
                     write!(
                         f,
-                        "MongoDB stand-in `jongodb` not found at {}; install it from the \
-                         workspace root with `{install}`, or set {bin_env} to the binary",
+                        "MongoDB stand-in {kind} not found at {}; install it from the \
+                         workspace root with `{install}` (`cargo xtask test` does), or set \
+                         {bin_env} to the binary",
                         path.display(),
                     )?;
                 }
@@ -98,6 +108,12 @@ impl fmt::Display for HarnessError {
                 Ok(())
             }
             HarnessError::InvalidUri(message) => write!(f, "invalid MongoDB URI: {message}"),
+            HarnessError::InvalidStandIn(name) => write!(
+                f,
+                "{}={name:?} names no stand-in; use {}",
+                StandIn::SELECT_ENV,
+                StandIn::ALL.map(StandIn::name).join(" or ")
+            ),
         }
     }
 }
@@ -124,6 +140,7 @@ mod tests {
     #[test]
     fn stand_in_missing_gives_install_command() {
         let err = HarnessError::StandInMissing {
+            kind: StandIn::Jongodb,
             path: PathBuf::from("/ws/target/jongodb/node_modules/x/bin/jongodb"),
             from_env: false,
         };
@@ -145,6 +162,7 @@ mod tests {
     #[test]
     fn stand_in_missing_from_env_names_the_variable() {
         let err = HarnessError::StandInMissing {
+            kind: StandIn::Jongodb,
             path: PathBuf::from("/opt/nowhere/jongodb"),
             from_env: true,
         };
@@ -158,6 +176,21 @@ mod tests {
             text.contains("npm install --prefix target/jongodb"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn secantusdb_missing_gives_the_venv_command() {
+        let err = HarnessError::StandInMissing {
+            kind: StandIn::SecantusDb,
+            path: PathBuf::from("/ws/target/secantusdb/bin/secantusd-py"),
+            from_env: false,
+        };
+        let text = err.to_string();
+        assert!(
+            text.contains("python3 -m venv target/secantusdb && target/secantusdb/bin/pip install secantusdb==0.7.0b3"),
+            "{text}"
+        );
+        assert!(text.contains("SECANTUSD_BIN"), "{text}");
     }
 
     #[test]

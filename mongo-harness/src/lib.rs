@@ -15,32 +15,37 @@
 //!    (`mongodb://127.0.0.1:PORT/?replicaSet=rs0&directConnection=true`).
 //!    Set `DATASTORE_TEST_MONGODB_NO_DOCKER=1` ([`TestMongo::NO_DOCKER_ENV`])
 //!    to skip this lane.
-//! 3. **Stand-in** ([`Lane::StandIn`]): otherwise the
-//!    [jongodb](https://www.npmjs.com/package/@jongodb/memory-server-bin-linux-x64-gnu)
-//!    stand-in, an in-memory server speaking the MongoDB wire protocol,
-//!    started as a single-node replica set ([`StandInServer`]). It implements
-//!    a subset of MongoDB; [`TestMongo::is_stand_in`] lets tests skip what it
-//!    does not support.
+//! 3. **Stand-in** ([`Lane::StandIn`]): otherwise a server the harness
+//!    starts itself on `127.0.0.1` ([`StandInServer`]), chosen by
+//!    `DATASTORE_TEST_MONGODB_STAND_IN` ([`StandIn::SELECT_ENV`]):
+//!    - `secantusdb` (the default): [SecantusDB](https://pypi.org/project/secantusdb/)
+//!      0.7.0b3, a single-node replica set on WiredTiger with transactions,
+//!      change streams and pre-images, from PyPI;
+//!    - `jongodb`: the [jongodb](https://www.npmjs.com/package/@jongodb/memory-server-bin-linux-x64-gnu)
+//!      in-memory subset of MongoDB (no change streams, transactions that do
+//!      not isolate), from npm.
+//!
+//!    [`TestMongo::stand_in`] tells tests which one runs.
 //!
 //! [`TestMongo::shared`] gives one lazily started instance per process, and
 //! [`unique_database_name`] a fresh database name per test, so tests can share
 //! the server without seeing each other's data.
 //!
-//! # Installing the stand-in
+//! # Installing the stand-ins
 //!
-//! The harness never runs `npm` itself. The stand-in is a self-contained
-//! binary (Linux x86-64, glibc) in the npm package
-//! `@jongodb/memory-server-bin-linux-x64-gnu@0.1.6`; install it once from the
-//! workspace root with
+//! The harness never installs anything itself; `cargo xtask test` does when
+//! a binary is missing. By hand, from the workspace root
+//! ([`StandIn::install_command`]):
 //!
 //! ```text
+//! python3 -m venv target/secantusdb && target/secantusdb/bin/pip install secantusdb==0.7.0b3
 //! npm install --prefix target/jongodb @jongodb/memory-server-bin-linux-x64-gnu@0.1.6
 //! ```
 //!
-//! ([`StandInServer::INSTALL_COMMAND`]), or point `JONGODB_BIN`
-//! ([`StandInServer::BIN_ENV`]) at a `jongodb` binary installed elsewhere. A
-//! missing binary is reported as [`HarnessError::StandInMissing`], whose
-//! message contains that command.
+//! (Debian's `python3` needs its `python3-venv` package for the first.)
+//! `SECANTUSD_BIN` / `JONGODB_BIN` ([`StandIn::bin_env`]) point at a binary
+//! installed elsewhere. A missing binary is reported as
+//! [`HarnessError::StandInMissing`], whose message contains the command.
 //!
 //! # Cleanup
 //!
@@ -72,6 +77,7 @@
 
 mod docker;
 mod error;
+mod kind;
 mod names;
 mod process;
 mod stand_in;
@@ -79,6 +85,7 @@ mod test_target;
 mod uri;
 
 pub use error::HarnessError;
+pub use kind::StandIn;
 pub use names::unique_database_name;
 pub use stand_in::StandInServer;
 pub use test_target::{Lane, TestMongo};

@@ -1,26 +1,23 @@
-//! The jongodb stand-in: an in-memory, MongoDB-wire-compatible server
-//! shipped as a self-contained binary in an npm package.
+//! Starting and stopping a stand-in server ([`StandIn`]) under a watchdog.
 
 use std::fmt;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::process::{self, OutputTail};
 use crate::uri;
-use crate::HarnessError;
+use crate::{HarnessError, StandIn};
 
-/// How long to wait for the stand-in to print its `JONGODB_URI=` line.
+/// How long to wait for the server's ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the stand-in may take to exit after SIGTERM before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Lines of output reported in errors.
 const LOG_TAIL_LINES: usize = 40;
-/// Path of the binary inside an npm install prefix.
-const BIN_IN_PREFIX: &str = "node_modules/@jongodb/memory-server-bin-linux-x64-gnu/bin/jongodb";
 /// Line the watchdog prints with the stand-in's pid (before anything else
 /// it prints; the stand-in's own lines may come before or after it).
 const PID_PREFIX: &str = "MONGO_HARNESS_SERVER_PID=";
@@ -47,47 +44,44 @@ kill -KILL "$srv" 2>/dev/null
 wait
 "#;
 
-/// A running jongodb stand-in: an in-memory server that speaks the MongoDB
-/// wire protocol, started as a single-node replica set (so transactions and
-/// change streams are available) on `127.0.0.1` and a free port.
+/// A running stand-in server ([`StandIn`]): SecantusDB or jongodb, started as a single-node
+/// replica set on `127.0.0.1` and a free port, with nothing stored on disk.
 ///
-/// The binary comes from the npm package
-/// `@jongodb/memory-server-bin-linux-x64-gnu@0.1.6`; see
-/// [`StandInServer::locate`] for where it is looked for and
-/// [`StandInServer::INSTALL_COMMAND`] for how to install it.
+/// See [`StandIn::locate`] for where the binary is looked for and
+/// [`StandIn::install_command`] for how to install it.
 ///
 /// The server is started through a small `sh` watchdog. Dropping the value
 /// sends SIGTERM (SIGKILL after 5 s) and reaps the processes; if the owning
 /// process dies without dropping it (for example a `static`), the watchdog
 /// stops the server within about a second.
 ///
-/// The stand-in keeps everything in memory: each instance starts empty and
-/// its data is gone when it stops.
+/// Each instance starts empty and its data is gone when it stops.
 pub struct StandInServer {
+    kind: StandIn,
     uri: String,
     port: u16,
-    /// The stand-in's pid.
+    /// The server's pid.
     pid: u32,
     binary: PathBuf,
     /// The `sh` watchdog (leader of its own process group).
     watchdog: Child,
     /// Set once the watchdog has been reaped.
     watchdog_reaped: bool,
-    /// Stderr and unrecognised stdout lines of the stand-in.
+    /// The server's output, but for its ready line.
     output: OutputTail,
 }
 
-/// What the stdout reader thread reports.
+/// What the output reader threads report.
 enum Event {
     /// The watchdog's `MONGO_HARNESS_SERVER_PID=` line.
     Pid(u32),
-    /// The stand-in's `JONGODB_URI=` line.
+    /// The server's ready line, as its URI.
     Uri(String),
-    /// Stdout reached its end (the stand-in exited or closed it).
+    /// Stdout reached its end (the server exited or closed it).
     Eof,
 }
 
-/// A launched watchdog whose stand-in is not known to be ready yet; stops
+/// A launched watchdog whose server is not known to be ready yet; stops
 /// everything when dropped.
 struct Launch {
     watchdog: Option<Child>,
@@ -97,84 +91,55 @@ struct Launch {
 }
 
 impl StandInServer {
-    /// Environment variable with the path of the `jongodb` binary (absolute,
-    /// or relative to the working directory); when set and non-empty it is
-    /// the only place looked at.
-    pub const BIN_ENV: &'static str = "JONGODB_BIN";
-
-    /// The npm package (with version) that contains the binary.
-    pub const PACKAGE: &'static str = "@jongodb/memory-server-bin-linux-x64-gnu@0.1.6";
-
-    /// Command, run from the workspace root, that installs the binary where
-    /// [`StandInServer::locate`] looks by default.
-    pub const INSTALL_COMMAND: &'static str =
-        "npm install --prefix target/jongodb @jongodb/memory-server-bin-linux-x64-gnu@0.1.6";
-
-    /// Where the binary is looked for when [`StandInServer::BIN_ENV`] is not
-    /// set: the file
-    ///
-    /// ```text
-    /// <workspace root>/target/jongodb/node_modules/@jongodb/memory-server-bin-linux-x64-gnu/bin/jongodb
-    /// ```
-    ///
-    /// (where [`StandInServer::INSTALL_COMMAND`] puts it), the workspace root
-    /// being the parent of this crate's directory at compile time.
-    pub fn default_binary() -> PathBuf {
-        let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let workspace = manifest_dir.parent().unwrap_or(manifest_dir);
-        workspace.join("target").join("jongodb").join(BIN_IN_PREFIX)
-    }
-
-    /// Finds the `jongodb` binary: the path in [`StandInServer::BIN_ENV`]
-    /// (`JONGODB_BIN`) if that is set and non-empty, else
-    /// [`StandInServer::default_binary`].
-    ///
-    /// Fails with [`HarnessError::StandInMissing`] (whose message gives the
-    /// install command) if the file does not exist. The harness never runs
-    /// `npm` itself.
-    pub fn locate() -> Result<PathBuf, HarnessError> {
-        locate_from(std::env::var_os(Self::BIN_ENV).map(PathBuf::from))
-    }
-
-    /// Locates the binary ([`StandInServer::locate`]) and starts it, waiting
-    /// until it prints its URI (at most 30 s).
+    /// Starts the stand-in chosen by [`StandIn::from_env`] (SecantusDB unless
+    /// `DATASTORE_TEST_MONGODB_STAND_IN` says otherwise).
     pub fn start() -> Result<StandInServer, HarnessError> {
-        Self::start_binary(&Self::locate()?)
+        Self::start_kind(StandIn::from_env()?)
     }
 
-    /// Starts the stand-in from `binary` as
-    /// `jongodb --host=127.0.0.1 --port=0 --topology-profile=singleNodeReplicaSet`
-    /// and waits (at most 30 s) for its `JONGODB_URI=<uri>` line on stdout.
+    /// Locates `kind`'s binary ([`StandIn::locate`]) and starts it, waiting
+    /// until it says it is ready (at most 30 s).
+    pub fn start_kind(kind: StandIn) -> Result<StandInServer, HarnessError> {
+        Self::start_binary(kind, &kind.locate()?)
+    }
+
+    /// Starts `kind` from `binary` and waits (at most 30 s) for its ready
+    /// line (SecantusDB: `secantus listening on 127.0.0.1:PORT` in its log;
+    /// jongodb: `JONGODB_URI=<uri>` on stdout).
     ///
-    /// On failure the error contains the tail of the stand-in's output.
-    pub fn start_binary(binary: &Path) -> Result<StandInServer, HarnessError> {
-        start_with_timeout(binary, READY_TIMEOUT)
+    /// On failure the error contains the tail of the server's output.
+    pub fn start_binary(kind: StandIn, binary: &Path) -> Result<StandInServer, HarnessError> {
+        start_with_timeout(kind, binary, READY_TIMEOUT)
     }
 
-    /// The URI the stand-in printed, for example
-    /// `mongodb://127.0.0.1:38291/test?replicaSet=jongodb-rs0`.
+    /// Which stand-in this is.
+    pub fn kind(&self) -> StandIn {
+        self.kind
+    }
+
+    /// The server's URI, for example
+    /// `mongodb://127.0.0.1:38291/?replicaSet=secantus`.
     pub fn uri(&self) -> &str {
         &self.uri
     }
 
-    /// The TCP port the stand-in listens on (on `127.0.0.1`).
+    /// The TCP port the server listens on (on `127.0.0.1`).
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// The process id of the stand-in.
+    /// The process id of the server.
     pub fn pid(&self) -> u32 {
         self.pid
     }
 
-    /// The last `lines` lines the stand-in wrote to stderr (and any stdout
-    /// lines other than its `JONGODB_URI=` line), for diagnosing a failing
-    /// test; kept in memory, at most 16 KiB.
+    /// The last `lines` lines the server wrote (but for its ready line), for
+    /// diagnosing a failing test; kept in memory, at most 16 KiB.
     pub fn output_tail(&self, lines: usize) -> String {
         self.output.lines(lines)
     }
 
-    /// SIGTERM to the stand-in, SIGKILL after [`STOP_TIMEOUT`], then kills
+    /// SIGTERM to the server, SIGKILL after [`STOP_TIMEOUT`], then kills
     /// and reaps the watchdog. Never panics; idempotent.
     fn stop(&mut self) {
         if self.watchdog_reaped {
@@ -182,19 +147,6 @@ impl StandInServer {
         }
         stop_processes(&mut self.watchdog, Some(self.pid));
         self.watchdog_reaped = true;
-    }
-}
-
-/// [`StandInServer::locate`] with the value of `JONGODB_BIN` given.
-fn locate_from(from_env: Option<PathBuf>) -> Result<PathBuf, HarnessError> {
-    let (path, from_env) = match from_env {
-        Some(path) if !path.as_os_str().is_empty() => (path, true),
-        _ => (StandInServer::default_binary(), false),
-    };
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(HarnessError::StandInMissing { path, from_env })
     }
 }
 
@@ -219,18 +171,18 @@ fn stop_processes(watchdog: &mut Child, pid: Option<u32>) {
 }
 
 /// [`StandInServer::start_binary`] with a configurable readiness timeout.
-fn start_with_timeout(binary: &Path, timeout: Duration) -> Result<StandInServer, HarnessError> {
+fn start_with_timeout(
+    kind: StandIn,
+    binary: &Path,
+    timeout: Duration,
+) -> Result<StandInServer, HarnessError> {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(WATCHDOG_SCRIPT)
         .arg("mongo-harness-watchdog")
         .arg(std::process::id().to_string())
         .arg(binary)
-        .args([
-            "--host=127.0.0.1",
-            "--port=0",
-            "--topology-profile=singleNodeReplicaSet",
-        ])
+        .args(kind.args())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -241,32 +193,30 @@ fn start_with_timeout(binary: &Path, timeout: Duration) -> Result<StandInServer,
     let mut watchdog = cmd.spawn().map_err(|e| {
         HarnessError::io(
             format!(
-                "spawning the jongodb stand-in watchdog (`sh`) for {}",
+                "spawning the {kind} stand-in watchdog (`sh`) for {}",
                 binary.display()
             ),
             e,
         )
     })?;
-    let (output, stderr_thread) = match watchdog.stderr.take() {
-        Some(stderr) => {
-            let (tail, handle) = OutputTail::drain(stderr);
-            (tail, Some(handle))
-        }
-        None => (OutputTail::default(), None),
-    };
-    let events = watchdog
-        .stdout
-        .take()
-        .map(|stdout| read_stdout(stdout, output.clone()));
+    let output = OutputTail::default();
+    let (sender, events) = mpsc::channel();
+    // The ready line may come on either stream (SecantusDB logs to stderr).
+    let stderr_thread = watchdog.stderr.take().map(|stderr| {
+        let (output, sender) = (output.clone(), sender.clone());
+        std::thread::spawn(move || read_events(stderr, kind, &output, &sender, false))
+    });
+    let stdout = watchdog.stdout.take();
     let mut launch = Launch {
         watchdog: Some(watchdog),
         pid: None,
-        output,
+        output: output.clone(),
         stderr_thread,
     };
-    let Some(events) = events else {
+    let Some(stdout) = stdout else {
         return Err(launch.fail("the watchdog has no stdout pipe"));
     };
+    std::thread::spawn(move || read_events(stdout, kind, &output, &sender, true));
 
     let deadline = Instant::now() + timeout;
     let mut uri = None;
@@ -278,17 +228,17 @@ fn start_with_timeout(binary: &Path, timeout: Duration) -> Result<StandInServer,
             Ok(Event::Eof) | Err(RecvTimeoutError::Disconnected) => {
                 let status = launch.wait_watchdog(Duration::from_secs(3));
                 return Err(launch.fail(format!(
-                    "the jongodb stand-in ({}) exited before printing its {}… line{}",
+                    "the {kind} stand-in ({}) exited before printing {}{}",
                     binary.display(),
-                    uri::READY_PREFIX,
+                    kind.ready_line(),
                     status.map(|s| format!(" ({s})")).unwrap_or_default()
                 )));
             }
             Err(RecvTimeoutError::Timeout) => {
                 return Err(launch.fail(format!(
-                    "the jongodb stand-in ({}) did not print its {}… line within {} s",
+                    "the {kind} stand-in ({}) did not print {} within {} s",
                     binary.display(),
-                    uri::READY_PREFIX,
+                    kind.ready_line(),
                     timeout.as_secs_f64()
                 )));
             }
@@ -297,13 +247,14 @@ fn start_with_timeout(binary: &Path, timeout: Duration) -> Result<StandInServer,
     let uri = uri.unwrap_or_default();
     let Some(port) = uri::port_of(&uri) else {
         return Err(launch.fail(format!(
-            "the jongodb stand-in printed a URI without a usable port: `{uri}`"
+            "the {kind} stand-in printed a URI without a usable port: `{uri}`"
         )));
     };
     let (Some(watchdog), Some(pid)) = (launch.watchdog.take(), launch.pid) else {
         unreachable!("watchdog and pid are set at this point");
     };
     Ok(StandInServer {
+        kind,
         uri,
         port,
         pid,
@@ -314,19 +265,19 @@ fn start_with_timeout(binary: &Path, timeout: Duration) -> Result<StandInServer,
     })
 }
 
-/// Reads the watchdog's stdout on a new thread: reports the pid and URI
-/// lines as [`Event`]s, appends other lines to `output`, and sends
-/// [`Event::Eof`] at the end (then the thread ends).
-fn read_stdout(stdout: ChildStdout, output: OutputTail) -> Receiver<Event> {
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || read_events(stdout, &output, &sender));
-    receiver
-}
-
-/// The loop of [`read_stdout`]. Send errors (the receiver is gone once the
-/// server is ready) are ignored: the stream is still drained to its end.
-fn read_events(stdout: impl std::io::Read, output: &OutputTail, sender: &Sender<Event>) {
-    let mut reader = BufReader::new(stdout);
+/// Reads one of the watchdog's streams to its end: reports the pid and
+/// ready lines as [`Event`]s, appends other lines to `output`, and (for
+/// stdout, `report_eof`) sends [`Event::Eof`] at the end. Send errors (the
+/// receiver is gone once the server is ready) are ignored: the stream is
+/// still drained to its end.
+fn read_events(
+    stream: impl std::io::Read,
+    kind: StandIn,
+    output: &OutputTail,
+    sender: &Sender<Event>,
+    report_eof: bool,
+) {
+    let mut reader = BufReader::new(stream);
     let mut raw = Vec::new();
     loop {
         raw.clear();
@@ -341,13 +292,15 @@ fn read_events(stdout: impl std::io::Read, output: &OutputTail, sender: &Sender<
             .and_then(|pid| pid.parse().ok())
         {
             let _ = sender.send(Event::Pid(pid));
-        } else if let Some(uri) = uri::parse_ready_line(&line) {
-            let _ = sender.send(Event::Uri(uri.to_string()));
+        } else if let Some(uri) = kind.ready_uri(&line) {
+            let _ = sender.send(Event::Uri(uri));
         } else {
             output.push(&raw);
         }
     }
-    let _ = sender.send(Event::Eof);
+    if report_eof {
+        let _ = sender.send(Event::Eof);
+    }
 }
 
 impl Launch {
@@ -403,6 +356,7 @@ impl Drop for StandInServer {
 impl fmt::Debug for StandInServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StandInServer")
+            .field("kind", &self.kind)
             .field("uri", &self.uri)
             .field("pid", &self.pid)
             .field("binary", &self.binary)
@@ -437,52 +391,17 @@ mod tests {
         path
     }
 
-    /// The real binary, or `None` (with a note) when it is not installed.
-    fn real_binary() -> Option<PathBuf> {
-        match StandInServer::locate() {
-            Ok(path) => Some(path),
+    /// The real binary of the chosen stand-in, or `None` (with a note) when it is not
+    /// installed.
+    fn real_binary() -> Option<(StandIn, PathBuf)> {
+        let kind = StandIn::from_env().unwrap();
+        match kind.locate() {
+            Ok(path) => Some((kind, path)),
             Err(err) => {
-                eprintln!("NOTE: skipping, the jongodb stand-in is not installed: {err}");
+                eprintln!("NOTE: skipping, the {kind} stand-in is not installed: {err}");
                 None
             }
         }
-    }
-
-    #[test]
-    fn default_binary_is_under_workspace_target() {
-        let path = StandInServer::default_binary();
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        assert!(workspace.join("Cargo.toml").is_file());
-        assert_eq!(
-            path,
-            workspace.join(
-                "target/jongodb/node_modules/@jongodb/memory-server-bin-linux-x64-gnu/bin/jongodb"
-            )
-        );
-    }
-
-    #[test]
-    fn locate_reports_the_path_it_checked() {
-        let missing = PathBuf::from("/nonexistent/mongo-harness/jongodb");
-        match locate_from(Some(missing.clone())) {
-            Err(HarnessError::StandInMissing { path, from_env }) => {
-                assert_eq!(path, missing);
-                assert!(from_env);
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-        // An empty JONGODB_BIN means "not set".
-        match locate_from(Some(PathBuf::new())) {
-            Ok(path) => assert_eq!(path, StandInServer::default_binary()),
-            Err(HarnessError::StandInMissing { path, from_env }) => {
-                assert_eq!(path, StandInServer::default_binary());
-                assert!(!from_env);
-            }
-            Err(other) => panic!("unexpected {other:?}"),
-        }
-        let fake = fake_binary("#!/bin/sh\n");
-        assert_eq!(locate_from(Some(fake.clone())).unwrap(), fake);
-        std::fs::remove_file(fake).unwrap();
     }
 
     #[test]
@@ -491,7 +410,7 @@ mod tests {
                       JONGODB_URI=mongodb://127.0.0.1:38291/test?replicaSet=jongodb-rs0\nbye\n";
         let output = OutputTail::default();
         let (sender, receiver) = mpsc::channel();
-        read_events(&input[..], &output, &sender);
+        read_events(&input[..], StandIn::Jongodb, &output, &sender, true);
         let events: Vec<Event> = receiver.try_iter().collect();
         assert!(matches!(events[0], Event::Pid(4242)));
         assert!(
@@ -508,7 +427,7 @@ mod tests {
             "#!/bin/sh\necho \"preparing\"\necho \"fatal: fake stand-in refuses to start\" >&2\nexit 3\n",
         );
         let started = Instant::now();
-        let err = StandInServer::start_binary(&fake).unwrap_err();
+        let err = StandInServer::start_binary(StandIn::SecantusDb, &fake).unwrap_err();
         eprintln!("failed start took {:?}", started.elapsed());
         assert!(started.elapsed() < Duration::from_secs(10));
         match &err {
@@ -531,7 +450,8 @@ mod tests {
         let fake = fake_binary(&format!(
             "#!/bin/sh\necho \"still thinking\" >&2\nsleep {marker}\n"
         ));
-        let err = start_with_timeout(&fake, Duration::from_millis(500)).unwrap_err();
+        let err =
+            start_with_timeout(StandIn::Jongodb, &fake, Duration::from_millis(500)).unwrap_err();
         match &err {
             HarnessError::StartFailed { message, log_tail } => {
                 assert!(message.contains("did not print"), "{message}");
@@ -557,9 +477,11 @@ mod tests {
 
     #[test]
     fn start_and_drop() {
-        let Some(binary) = real_binary() else { return };
+        let Some((kind, binary)) = real_binary() else {
+            return;
+        };
         let started = Instant::now();
-        let server = StandInServer::start_binary(&binary).expect("stand-in starts");
+        let server = StandInServer::start_binary(kind, &binary).expect("stand-in starts");
         eprintln!("StandInServer::start() took {:?}", started.elapsed());
         assert!(
             server
@@ -601,7 +523,9 @@ mod tests {
 
     #[test]
     fn watchdog_stops_server_when_owner_exits() {
-        let Some(binary) = real_binary() else { return };
+        let Some((kind, binary)) = real_binary() else {
+            return;
+        };
         let exe = std::env::current_exe().unwrap();
         let mut child = Command::new(exe)
             .args([
@@ -612,7 +536,8 @@ mod tests {
                 "--test-threads=1",
             ])
             .env(CHILD_ENV, "1")
-            .env(StandInServer::BIN_ENV, &binary)
+            .env(StandIn::SELECT_ENV, kind.name())
+            .env(kind.bin_env(), &binary)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();

@@ -1,12 +1,12 @@
 //! Choosing the server tests run against: external (env var), Docker, or
-//! the jongodb stand-in.
+//! a stand-in (SecantusDB by default, or jongodb).
 
 use std::ffi::OsString;
 use std::fmt;
 use std::sync::OnceLock;
 
 use crate::docker::DockerMongo;
-use crate::{HarnessError, StandInServer};
+use crate::{HarnessError, StandIn, StandInServer};
 
 /// How the server of a [`TestMongo`] was obtained (see
 /// [`TestMongo::from_env_or_start`] for the order they are tried in).
@@ -17,8 +17,8 @@ pub enum Lane {
     External,
     /// A throwaway `mongo:7` container (single-node replica set `rs0`).
     Docker,
-    /// The jongodb stand-in ([`StandInServer`]).
-    StandIn,
+    /// A stand-in server started by the harness ([`StandInServer`]).
+    StandIn(StandIn),
 }
 
 impl fmt::Display for Lane {
@@ -26,7 +26,8 @@ impl fmt::Display for Lane {
         f.write_str(match self {
             Lane::External => "external MongoDB (MONGODB_URI)",
             Lane::Docker => "docker mongo:7",
-            Lane::StandIn => "jongodb stand-in",
+            Lane::StandIn(StandIn::SecantusDb) => "SecantusDB stand-in",
+            Lane::StandIn(StandIn::Jongodb) => "jongodb stand-in",
         })
     }
 }
@@ -90,8 +91,10 @@ impl TestMongo {
     ///    (at most 60 s) for a writable primary; the URI is
     ///    `mongodb://127.0.0.1:PORT/?replicaSet=rs0&directConnection=true`.
     ///    A failure here is returned, not skipped over.
-    /// 3. **Stand-in**: otherwise [`StandInServer::start`]; a missing binary
-    ///    gives [`HarnessError::StandInMissing`] with the install command.
+    /// 3. **Stand-in**: otherwise [`StandInServer::start`], the stand-in
+    ///    named by [`StandIn::SELECT_ENV`] (SecantusDB by default); a missing
+    ///    binary gives [`HarnessError::StandInMissing`] with the install
+    ///    command.
     ///
     /// A server started here is stopped when the returned value is dropped.
     pub fn from_env_or_start() -> Result<TestMongo, HarnessError> {
@@ -115,7 +118,7 @@ impl TestMongo {
         let server = StandInServer::start()?;
         Ok(TestMongo {
             uri: server.uri().to_string(),
-            lane: Lane::StandIn,
+            lane: Lane::StandIn(server.kind()),
             server: Some(Owned::StandIn(server)),
         })
     }
@@ -146,10 +149,18 @@ impl TestMongo {
         self.lane
     }
 
-    /// Whether the server is the jongodb stand-in (which implements a subset
-    /// of MongoDB; tests may skip what it does not support).
+    /// Whether the server is a stand-in started by the harness.
     pub fn is_stand_in(&self) -> bool {
-        self.lane == Lane::StandIn
+        self.stand_in().is_some()
+    }
+
+    /// Which stand-in the server is, if it is one (tests may skip what a
+    /// stand-in does not support).
+    pub fn stand_in(&self) -> Option<StandIn> {
+        match self.lane {
+            Lane::StandIn(kind) => Some(kind),
+            _ => None,
+        }
     }
 }
 
@@ -181,7 +192,7 @@ fn with_docker_hint(error: HarnessError) -> HarnessError {
     match error {
         HarnessError::StartFailed { message, log_tail } => HarnessError::StartFailed {
             message: format!(
-                "{message} (set {}=1 to use the jongodb stand-in instead, or {} to use an \
+                "{message} (set {}=1 to use a stand-in server instead, or {} to use an \
                  external replica set)",
                 TestMongo::NO_DOCKER_ENV,
                 TestMongo::URI_ENV
@@ -455,7 +466,14 @@ esac
     fn lane_display() {
         assert_eq!(Lane::External.to_string(), "external MongoDB (MONGODB_URI)");
         assert_eq!(Lane::Docker.to_string(), "docker mongo:7");
-        assert_eq!(Lane::StandIn.to_string(), "jongodb stand-in");
+        assert_eq!(
+            Lane::StandIn(StandIn::SecantusDb).to_string(),
+            "SecantusDB stand-in"
+        );
+        assert_eq!(
+            Lane::StandIn(StandIn::Jongodb).to_string(),
+            "jongodb stand-in"
+        );
     }
 
     #[test]
@@ -479,6 +497,7 @@ esac
         static SLOT: OnceLock<SharedSlot> = OnceLock::new();
         let first = shared_in(&SLOT, || {
             Err(HarnessError::StandInMissing {
+                kind: StandIn::Jongodb,
                 path: "/nowhere/jongodb".into(),
                 from_env: false,
             })

@@ -1,18 +1,18 @@
-//! Starts the real jongodb stand-in through the public API (skipped, with a
-//! note, only when the binary is not installed).
+//! Starts the real stand-in servers through the public API (each skipped, with a
+//! note, only when its binary is not installed; CI installs SecantusDB).
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use mongo_harness::{HarnessError, Lane, StandInServer, TestMongo};
+use mongo_harness::{HarnessError, Lane, StandIn, StandInServer, TestMongo};
 
-/// Whether the stand-in binary is installed; prints a note when it is not.
-fn stand_in_installed() -> bool {
-    match StandInServer::locate() {
+/// Whether `kind`'s binary is installed; prints a note when it is not.
+fn stand_in_installed(kind: StandIn) -> bool {
+    match kind.locate() {
         Ok(_) => true,
         Err(err @ HarnessError::StandInMissing { .. }) => {
-            eprintln!("NOTE: skipping, the jongodb stand-in is not installed: {err}");
+            eprintln!("NOTE: skipping, the {kind} stand-in is not installed: {err}");
             false
         }
         Err(other) => panic!("unexpected {other:?}"),
@@ -72,47 +72,61 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 #[test]
-fn stand_in_speaks_mongodb_and_stops_on_drop() {
-    if !stand_in_installed() {
-        return;
+fn stand_ins_speak_mongodb_and_stop_on_drop() {
+    for (kind, set_name) in [
+        (StandIn::SecantusDb, "secantus"),
+        (StandIn::Jongodb, "jongodb-rs0"),
+    ] {
+        if !stand_in_installed(kind) {
+            continue;
+        }
+        let started = Instant::now();
+        let server = StandInServer::start_kind(kind).expect("stand-in starts");
+        eprintln!(
+            "{kind} stand-in {} ready after {:?}",
+            server.uri(),
+            started.elapsed()
+        );
+        assert_eq!(server.kind(), kind);
+        let port = server.port();
+        assert!(
+            server
+                .uri()
+                .starts_with(&format!("mongodb://127.0.0.1:{port}/")),
+            "{}",
+            server.uri()
+        );
+        assert!(
+            server.uri().ends_with(&format!("?replicaSet={set_name}")),
+            "{}",
+            server.uri()
+        );
+
+        let mut stream = connect(port).expect("stand-in accepts TCP connections");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let reply = hello(&mut stream);
+        // `isWritablePrimary: true` (BSON boolean) and the replica set name.
+        let mut writable = vec![0x08];
+        writable.extend_from_slice(b"isWritablePrimary\0\x01");
+        assert!(
+            contains(&reply, &writable),
+            "{:?}",
+            String::from_utf8_lossy(&reply)
+        );
+        assert!(
+            contains(&reply, set_name.as_bytes()),
+            "{:?}",
+            String::from_utf8_lossy(&reply)
+        );
+        drop(stream);
+
+        let stopping = Instant::now();
+        drop(server);
+        eprintln!("drop took {:?}", stopping.elapsed());
+        assert!(connect(port).is_err(), "port {port} still accepts");
     }
-    let started = Instant::now();
-    let server = StandInServer::start().expect("stand-in starts");
-    eprintln!(
-        "stand-in {} ready after {:?}",
-        server.uri(),
-        started.elapsed()
-    );
-    let port = server.port();
-    assert_eq!(
-        server.uri(),
-        format!("mongodb://127.0.0.1:{port}/test?replicaSet=jongodb-rs0")
-    );
-
-    let mut stream = connect(port).expect("stand-in accepts TCP connections");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let reply = hello(&mut stream);
-    // `isWritablePrimary: true` (BSON boolean) and the replica set name.
-    let mut writable = vec![0x08];
-    writable.extend_from_slice(b"isWritablePrimary\0\x01");
-    assert!(
-        contains(&reply, &writable),
-        "{:?}",
-        String::from_utf8_lossy(&reply)
-    );
-    assert!(
-        contains(&reply, b"jongodb-rs0"),
-        "{:?}",
-        String::from_utf8_lossy(&reply)
-    );
-    drop(stream);
-
-    let stopping = Instant::now();
-    drop(server);
-    eprintln!("drop took {:?}", stopping.elapsed());
-    assert!(connect(port).is_err(), "port {port} still accepts");
 }
 
 #[test]
@@ -120,7 +134,7 @@ fn shared_instance_is_reused() {
     let external = [TestMongo::URI_ENV, "MONGODB_URI"]
         .iter()
         .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
-    if !external && !stand_in_installed() {
+    if !external && !stand_in_installed(StandIn::from_env().unwrap()) {
         return;
     }
     let first = TestMongo::shared().expect("shared server available");
@@ -128,7 +142,10 @@ fn shared_instance_is_reused() {
     assert!(std::ptr::eq(first, second));
     eprintln!("shared server: {} ({first:?})", first.lane());
     assert!(first.uri().starts_with("mongodb"));
-    assert_eq!(first.is_stand_in(), first.lane() == Lane::StandIn);
+    assert_eq!(
+        first.is_stand_in(),
+        matches!(first.lane(), Lane::StandIn(_))
+    );
     if external {
         assert_eq!(first.lane(), Lane::External);
     }

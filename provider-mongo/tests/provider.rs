@@ -1,5 +1,5 @@
 //! Provider-specific checks against a real server (the lane `mongo-harness` picks: a replica
-//! set from `DATASTORE_TEST_MONGODB_URI`, Docker's `mongo:7`, or the jongodb stand-in). The
+//! set from `DATASTORE_TEST_MONGODB_URI`, Docker's `mongo:7`, or a stand-in server). The
 //! behaviour every provider shares is pinned by the conformance suite; these tests pin what is
 //! MongoDB's own: the stored BSON shape, the indexes, error mapping and connection failures.
 

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-use mongo_harness::{StandInServer, TestMongo};
+use mongo_harness::{StandIn, TestMongo};
 use pg_harness::{PgServer, TestPostgres};
 
 /// Usage text for `help` and errors.
@@ -46,8 +46,11 @@ environment:
   PG_BIN_DIR                   directory with the PostgreSQL server binaries
   DATASTORE_TEST_MONGODB_URI   a MongoDB replica set to test against; without
                                it: Docker's mongo:7 if an engine answers, else
-                               the jongodb stand-in (installed with npm into
-                               target/jongodb when missing)
+                               a stand-in server, installed when missing
+  DATASTORE_TEST_MONGODB_STAND_IN
+                               secantusdb (default; from PyPI into a venv in
+                               target/secantusdb) or jongodb (from npm into
+                               target/jongodb)
 ";
 
 /// Exit code for usage errors.
@@ -277,28 +280,51 @@ impl Xtask {
         0
     }
 
-    /// Installs the MongoDB stand-in with npm when the tests will need it: no MongoDB URI is
-    /// given, no `JONGODB_BIN` is set, and the binary is not installed yet.
+    /// Installs the chosen MongoDB stand-in when the tests will need it: no MongoDB URI is
+    /// given, no binary is named by its variable, and it is not installed yet. SecantusDB goes
+    /// into a Python venv, jongodb into an npm prefix, both under `target/`.
     fn ensure_mongo_stand_in(&self) -> Result<(), u8> {
         let set = |v: &str| std::env::var_os(v).is_some_and(|s| !s.is_empty());
-        if set(TestMongo::URI_ENV)
-            || set(TestMongo::FALLBACK_URI_ENV)
-            || set(StandInServer::BIN_ENV)
-            || StandInServer::default_binary().is_file()
-        {
+        if set(TestMongo::URI_ENV) || set(TestMongo::FALLBACK_URI_ENV) {
             return Ok(());
         }
-        let mut cmd = Command::new("npm");
-        cmd.args(["install", "--no-save", "--prefix", "target/jongodb"])
-            .arg(StandInServer::PACKAGE)
-            .current_dir(&self.root);
-        run_step(cmd).inspect_err(|_| {
-            eprintln!(
-                "xtask: could not install the MongoDB stand-in; install it with `{}` or set {} to a MongoDB replica set",
-                StandInServer::INSTALL_COMMAND,
-                TestMongo::URI_ENV
-            );
-        })
+        let kind = StandIn::from_env().map_err(|e| {
+            eprintln!("xtask: {e}");
+            USAGE_ERROR
+        })?;
+        if set(kind.bin_env()) || kind.default_binary().is_file() {
+            return Ok(());
+        }
+        let commands = match kind {
+            StandIn::SecantusDb => {
+                let venv = self.root.join("target/secantusdb");
+                let mut create = Command::new("python3");
+                create.args(["-m", "venv"]).arg(&venv);
+                let mut install = Command::new(venv.join("bin/pip"));
+                install
+                    .args(["install", "--quiet", "--disable-pip-version-check"])
+                    .arg(kind.package());
+                vec![create, install]
+            }
+            StandIn::Jongodb => {
+                let mut install = Command::new("npm");
+                install
+                    .args(["install", "--no-save", "--prefix", "target/jongodb"])
+                    .arg(kind.package());
+                vec![install]
+            }
+        };
+        for mut cmd in commands {
+            cmd.current_dir(&self.root);
+            run_step(cmd).inspect_err(|_| {
+                eprintln!(
+                    "xtask: could not install the {kind} stand-in; install it with `{}` (Debian's python3 needs the python3-venv package) or set {} to a MongoDB replica set",
+                    kind.install_command(),
+                    TestMongo::URI_ENV
+                );
+            })?;
+        }
+        Ok(())
     }
 
     /// `cargo xtask conformance --provider …`.
