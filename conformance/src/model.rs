@@ -92,12 +92,19 @@ impl ExpectedChange {
         event.to_filter_document()
     }
 
-    /// Whether a delivered event is this change.
+    /// Whether a delivered event is this change (the changed paths are sets: their order is
+    /// the server's).
     pub fn is(&self, e: &ChangeEvent) -> bool {
+        let same_set = |a: &[String], b: &[String]| {
+            let (mut a, mut b) = (a.to_vec(), b.to_vec());
+            a.sort();
+            b.sort();
+            a == b
+        };
         e.operation == self.operation
             && e.document_id.as_str() == self.id
-            && e.updated_fields == self.updated_fields
-            && e.removed_fields == self.removed_fields
+            && same_set(&e.updated_fields, &self.updated_fields)
+            && same_set(&e.removed_fields, &self.removed_fields)
             && match (&e.full_document, &self.full_document) {
                 (Some(a), Some(b)) => datastore_api::value::equivalent_documents(a, b),
                 (None, None) => true,

@@ -112,9 +112,11 @@ pub struct ChangeEvent {
     pub document_id: DocumentId,
     /// The whole document right after the change (with `_id` and `createdAt`); `None` for deletes.
     pub full_document: Option<Document>,
-    /// Paths the update wrote whose value changed (updates only).
+    /// Paths the update wrote whose value changed (updates only), as MongoDB reports them: a
+    /// path whose parent was new is reported at its topmost new field, a push onto an array
+    /// as the new element's index (`list.3`). A set: the order is the server's.
     pub updated_fields: Vec<String>,
-    /// Paths the update removed (updates only).
+    /// Paths the update removed (updates only). A set: the order is the server's.
     pub removed_fields: Vec<String>,
     /// When the change was committed, at the provider's precision (PostgreSQL: the time the
     /// change was first seen committed, at most a poll interval late).

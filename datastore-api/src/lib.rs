@@ -28,6 +28,7 @@ pub mod domain;
 pub mod error;
 pub mod filter;
 mod guard;
+mod matching;
 pub mod metrics;
 pub mod model;
 pub mod path;

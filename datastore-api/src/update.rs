@@ -347,19 +347,44 @@ impl ValidUpdate {
     }
 
     /// The paths this update changed between `before` and `after`: `(updated, removed)`, in
-    /// operation order. A written path whose value is unchanged is in neither list. This is what
-    /// change events report as `updatedFields` / `removedFields`.
+    /// operation order (MongoDB's own order differs; the API treats both as sets), as MongoDB's
+    /// change events report them (`updatedFields` /
+    /// `removedFields`): a written path whose value is unchanged is in neither list; a path
+    /// whose parent did not exist is reported at its topmost new field (the whole new subtree
+    /// changed); a push onto an existing array reports the new element's index (`list.3`).
     pub fn changed_paths(&self, before: &Document, after: &Document) -> (Vec<String>, Vec<String>) {
-        let mut updated = Vec::new();
+        let mut updated: Vec<String> = Vec::new();
         let mut removed = Vec::new();
-        for (path, _) in &self.ops {
-            let old = value_at(before, path);
-            match (old, value_at(after, path)) {
-                (Some(_), None) => removed.push(path.to_string()),
-                (old, Some(new)) if !old.is_some_and(|o| crate::value::equivalent(o, new)) => {
-                    updated.push(path.to_string())
+        for (path, op) in &self.ops {
+            let segments = path.segments();
+            let new_parent =
+                (1..segments.len()).find(|&k| value_at_segments(before, &segments[..k]).is_none());
+            let reported = match (new_parent, op, value_at(before, path)) {
+                (Some(k), _, _) => {
+                    let top = &segments[..k];
+                    value_at_segments(after, top).map(|_| top.join("."))
                 }
-                _ => {}
+                (None, ValidOp::Push(_), Some(Value::Array(old))) => match value_at(after, path) {
+                    Some(Value::Array(new)) if new.len() > old.len() => {
+                        Some(format!("{path}.{}", old.len()))
+                    }
+                    _ => None,
+                },
+                (None, _, old) => match (old, value_at(after, path)) {
+                    (Some(_), None) => {
+                        removed.push(path.to_string());
+                        None
+                    }
+                    (old, Some(new)) if !old.is_some_and(|o| crate::value::equivalent(o, new)) => {
+                        Some(path.to_string())
+                    }
+                    _ => None,
+                },
+            };
+            if let Some(p) = reported {
+                if !updated.contains(&p) {
+                    updated.push(p);
+                }
             }
         }
         (updated, removed)
@@ -450,7 +475,12 @@ fn apply_op(doc: &mut Document, path: &FieldPath, op: &ValidOp, now: DateTime<Ut
 
 /// The value at `path` through nested objects only.
 fn value_at<'a>(doc: &'a Document, path: &FieldPath) -> Option<&'a Value> {
-    let (first, rest) = path.segments().split_first()?;
+    value_at_segments(doc, path.segments())
+}
+
+/// The value at a path given as its segments (objects only).
+fn value_at_segments<'a>(doc: &'a Document, segments: &[String]) -> Option<&'a Value> {
+    let (first, rest) = segments.split_first()?;
     let mut cur = doc.get(first)?;
     for seg in rest {
         cur = cur.as_object()?.get(seg)?;

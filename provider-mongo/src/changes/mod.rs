@@ -7,13 +7,20 @@
 //!   events that have an `updateDescription` only, then `$match`es the compiled filter
 //!   ([`Target::ChangeEvents`]). Events that end a stream (`invalidate`, `drop`, …) always pass,
 //!   so the stream can report them. The resume token (`_id`) is never touched.
-//! - **Full document.** Post-images: [`ChangeSupport::prepare`] enables
-//!   `changeStreamPreAndPostImages` on the data collections at connect (MongoDB 6.0+, needs the
-//!   `collMod` privilege) and streams then use `fullDocument: "required"`, the document right
-//!   after the change. Where that fails, streams are refused as `Unsupported`: `updateLookup`
-//!   would give the document as it is when the event is read, possibly that of a later change.
-//!   Post-images cost a stored pre-image per update
+//! - **Full document.** [`ChangeSupport::prepare`] enables `changeStreamPreAndPostImages` on
+//!   the data collections at connect (MongoDB 6.0+, needs the `collMod` privilege), and streams
+//!   ask for each update's pre-image (`fullDocumentBeforeChange: "required"`). The document
+//!   delivered with an update is that pre-image with the event's own `updateDescription`
+//!   applied ([`post_image`]): what the server recorded at write time, never a lookup at read
+//!   time (which can give the document of a later change, as SecantusDB's post-images do, or
+//!   none once the document is deleted). Without pre-images streams are refused as
+//!   `Unsupported`. Pre-images cost one stored document per update
 //!   (`config.system.preimages`), kept as long as the oplog keeps the change.
+//! - **Filters on the document of updates.** The server cannot see a computed document, so a
+//!   filter with conditions on `fullDocument` is split: the server evaluates it exactly on
+//!   inserts, replaces and deletes, and a relaxed superset on updates
+//!   ([`datastore_api::Lowered::relaxed`]); the provider decides those updates on the computed
+//!   document ([`datastore_api::Lowered::matches`]).
 //! - **Tokens.** A [`ResumeToken`] is the event's `_id._data`: hex of a KeyString that starts
 //!   with the cluster time, so tokens compare as strings in commit order. Tokens come from each
 //!   event's `_id` (and, after an empty `next_if_any`, from the stream's post-batch token): the
@@ -40,18 +47,24 @@ use datastore_api::change::{
     validate_consumer, ChangeEvent, ChangeStream, Lag, OperationType, ResumeToken, StartFrom,
     WatchOptions,
 };
-use datastore_api::{DocumentId, Error, ErrorKind, Filter, Lowered, Result};
+use datastore_api::{DocumentId, Error, ErrorKind, Filter, Result};
 use futures::stream;
 use mongodb::bson::{self, doc, Bson, Document, Timestamp};
-use mongodb::change_stream::event::ResumeToken as DriverToken;
-use mongodb::options::FullDocumentType;
+use mongodb::options::FullDocumentBeforeChangeType;
 use tracing::Instrument;
 
 use crate::clock::ServerClock;
 use crate::collection::MongoCollection;
 use crate::convert::{bson_date, chrono_date, from_bson_document};
 use crate::error::{code_of, map_err};
-use crate::filter::{compile, Target};
+
+mod pipeline;
+mod post_image;
+mod token;
+
+use token::{driver_token, token_data};
+
+pub(crate) use pipeline::EventFilter;
 
 /// Operation types after which a change stream cannot continue (the server closes it).
 const ENDING_OPERATIONS: [&str; 4] = ["invalidate", "drop", "rename", "dropDatabase"];
@@ -65,7 +78,8 @@ const UNSUPPORTED_CODES: &[i32] = &[40_573, 40_324, 115, 59];
 /// codes older servers (3.6–4.2) used for a resume point that fell off the oplog.
 const HISTORY_LOST_CODES: &[i32] = &[286, 260, 280, 40_576, 40_585];
 
-/// NoMatchingDocument: with `fullDocument: "required"`, the post-image of an event is missing.
+/// NoMatchingDocument: with `fullDocumentBeforeChange: "required"`, the pre-image of an event is
+/// missing.
 const NO_MATCHING_DOCUMENT: i32 = 47;
 
 /// CursorNotFound: the server-side cursor is gone (a resumable change-stream error).
@@ -79,8 +93,8 @@ const LAG_CAP: u64 = 100_000;
 pub(crate) struct ChangeSupport {
     /// The resume-token collection (`ResumeTokens` by default).
     tokens: mongodb::Collection<Document>,
-    /// Per data collection: whether post-images are enabled (`changeStreamPreAndPostImages`).
-    post_images: Mutex<HashMap<String, bool>>,
+    /// Per data collection: whether pre-images are recorded (`changeStreamPreAndPostImages`).
+    images: Mutex<HashMap<String, bool>>,
 }
 
 impl ChangeSupport {
@@ -88,12 +102,12 @@ impl ChangeSupport {
     pub(crate) fn new(tokens: mongodb::Collection<Document>) -> Self {
         ChangeSupport {
             tokens,
-            post_images: Mutex::new(HashMap::new()),
+            images: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Enables post-images on the data collections (MongoDB 6.0+) and remembers, per
-    /// collection, whether that worked. Never fails: without post-images, streams are refused
+    /// Enables pre- and post-images on the data collections (MongoDB 6.0+) and remembers, per
+    /// collection, whether that worked. Never fails: without them, streams are refused
     /// (queries and writes still work). Run after the collections exist (index creation makes
     /// them).
     pub(crate) async fn prepare(&self, db: &mongodb::Database, settings: &crate::MongoSettings) {
@@ -101,29 +115,29 @@ impl ChangeSupport {
             &settings.health_event_collection,
             &settings.maintenance_event_collection,
         ] {
-            let enabled = enable_post_images(db, name).await;
-            if let Ok(mut m) = self.post_images.lock() {
+            let enabled = enable_images(db, name).await;
+            if let Ok(mut m) = self.images.lock() {
                 m.insert(name.clone(), enabled);
             }
         }
     }
 
-    /// How streams on `collection` get the full document of updates: the post-image. Without
-    /// post-images the stream is refused (`Unsupported`) rather than fed `updateLookup`
-    /// documents, which can belong to a later change than the event.
-    fn full_document_type(&self, collection: &str) -> Result<FullDocumentType> {
+    /// Streams on `collection` need its pre-images (the document of an update is computed
+    /// from them); without them the stream is refused (`Unsupported`) rather than fed
+    /// documents looked up when the event is read, which can belong to a later change.
+    fn require_images(&self, collection: &str) -> Result<()> {
         let enabled = self
-            .post_images
+            .images
             .lock()
             .map(|m| m.get(collection).copied().unwrap_or(false))
             .unwrap_or(false);
         if enabled {
-            Ok(FullDocumentType::Required)
+            Ok(())
         } else {
             Err(Error::new(
                 ErrorKind::Unsupported,
                 format!(
-                    "change streams on {collection} need post-images, which this server did not enable: they need MongoDB 6.0+ and the collMod privilege at connect (or an administrator's `collMod: {collection:?}, changeStreamPreAndPostImages: {{enabled: true}}`); without them an update event could carry the document of a later change"
+                    "change streams on {collection} need pre-images, which this server did not enable: they need MongoDB 6.0+ and the collMod privilege at connect (or an administrator's `collMod: {collection:?}, changeStreamPreAndPostImages: {{enabled: true}}`); without them an update event could carry the document of a later change"
                 ),
             ))
         }
@@ -151,8 +165,10 @@ impl ChangeSupport {
             client: c.client.clone(),
             clock: Arc::clone(&c.clock),
             slot,
-            pipeline: pipeline(&options.filter)?,
-            full_document: self.full_document_type(&c.name)?,
+            filter: {
+                self.require_images(&c.name)?;
+                EventFilter::new(&options.filter)?
+            },
             options,
             owner,
             renewed: None,
@@ -179,7 +195,7 @@ impl ChangeSupport {
         token: &ResumeToken,
     ) -> Result<()> {
         validate_consumer(consumer)?;
-        validate_token(token)?;
+        let data = token::server_data(token)?;
         let slot = Slot::new(&self.tokens, &c.name, consumer);
         let owner = local_owner(&slot.key);
         let now = bson_date(c.clock.now());
@@ -195,7 +211,7 @@ impl ChangeSupport {
             .update_one(
                 doc! { "_id": &slot.id, "$or": free },
                 doc! {
-                    "$set": { "resumeToken": { "_data": token.as_str() }, "updatedAt": now },
+                    "$set": { "resumeToken": { "_data": data }, "updatedAt": now },
                     "$setOnInsert": { "clientName": consumer, "collection": &c.name },
                 },
             )
@@ -229,10 +245,15 @@ impl ChangeSupport {
         filter: &Filter,
     ) -> Result<Lag> {
         validate_consumer(consumer)?;
-        let mut stages = pipeline(filter)?;
-        stages.push(doc! { "$project": {
-            "operationType": 1, "ns": 1, "clusterTime": 1, "wallTime": 1,
-        } });
+        let filter = EventFilter::new(filter)?;
+        // Events are only decoded when the provider must decide some of them itself.
+        let decode = filter.needs_events();
+        let mut stages = filter.stages.clone();
+        if !decode {
+            stages.push(doc! { "$project": {
+                "operationType": 1, "ns": 1, "clusterTime": 1, "wallTime": 1,
+            } });
+        }
         let slot = Slot::new(&self.tokens, &c.name, consumer);
         let Some(token) = slot.saved_token().await? else {
             return Ok(Lag {
@@ -240,16 +261,20 @@ impl ChangeSupport {
                 oldest_undelivered_age: None,
             });
         };
+        self.require_images(&c.name)?;
         let span =
             tracing::info_span!("datastore.lag.open", collection = %c.name, consumer = %consumer);
-        let mut stream = c
+        let mut action = c
             .inner
             .watch()
             .pipeline(stages)
-            .full_document(self.full_document_type(&c.name)?)
             .resume_after(driver_token(&token)?)
             .batch_size(1_000)
-            .max_await_time(Duration::from_millis(100))
+            .max_await_time(Duration::from_millis(100));
+        if decode {
+            action = action.full_document_before_change(FullDocumentBeforeChangeType::Required);
+        }
+        let mut stream = action
             .into_future()
             .instrument(span)
             .await
@@ -264,16 +289,23 @@ impl ChangeSupport {
                 .await
                 .map_err(|e| stream_error(e, consumer))?;
             match next {
-                Some(raw) => match raw.get_str("operationType").unwrap_or_default() {
-                    op if ENDING_OPERATIONS.contains(&op) => break,
-                    "insert" | "update" | "replace" | "delete" => {
+                Some(raw) => {
+                    let counts = match raw.get_str("operationType").unwrap_or_default() {
+                        op if ENDING_OPERATIONS.contains(&op) => break,
+                        "update" if decode => match decode_event(raw.clone())? {
+                            Decoded::Change(event) => filter.accepts(&event),
+                            _ => false,
+                        },
+                        "insert" | "update" | "replace" | "delete" => true,
+                        _ => false,
+                    };
+                    if counts {
                         behind += 1;
                         if oldest.is_none() {
                             oldest = Some(commit_time(&raw)?);
                         }
                     }
-                    _ => {}
-                },
+                }
                 // The first empty answer may be the initial batch; the second comes from a
                 // getMore that found nothing more in time.
                 None => {
@@ -293,12 +325,12 @@ impl ChangeSupport {
 }
 
 /// Turns on `changeStreamPreAndPostImages` for `name` unless it is on already (so that the
-/// usual connect costs a `listCollections`, not a `collMod`); true when post-images are on.
-async fn enable_post_images(db: &mongodb::Database, name: &str) -> bool {
-    if post_images_already_enabled(db, name).await {
+/// usual connect costs a `listCollections`, not a `collMod`); true when images are recorded.
+async fn enable_images(db: &mongodb::Database, name: &str) -> bool {
+    if images_already_enabled(db, name).await {
         tracing::info!(
             collection = name,
-            "change streams use post-images (changeStreamPreAndPostImages is enabled)"
+            "change streams use pre-images (changeStreamPreAndPostImages is enabled)"
         );
         return true;
     }
@@ -307,7 +339,7 @@ async fn enable_post_images(db: &mongodb::Database, name: &str) -> bool {
         Ok(_) => {
             tracing::info!(
                 collection = name,
-                "change streams use post-images (changeStreamPreAndPostImages enabled now)"
+                "change streams use pre-images (changeStreamPreAndPostImages enabled now)"
             );
             true
         }
@@ -315,7 +347,7 @@ async fn enable_post_images(db: &mongodb::Database, name: &str) -> bool {
             tracing::warn!(
                 collection = name,
                 error = %e,
-                "post-images unavailable (they need MongoDB 6.0+ and the collMod privilege); change \
+                "pre-images unavailable (they need MongoDB 6.0+ and the collMod privilege); change \
                  streams on this collection are refused"
             );
             false
@@ -323,8 +355,8 @@ async fn enable_post_images(db: &mongodb::Database, name: &str) -> bool {
     }
 }
 
-/// Whether `listCollections` shows post-images enabled on `name` (set by an administrator).
-async fn post_images_already_enabled(db: &mongodb::Database, name: &str) -> bool {
+/// Whether `listCollections` shows images enabled on `name` (set by an administrator).
+async fn images_already_enabled(db: &mongodb::Database, name: &str) -> bool {
     let Ok(reply) = db
         .run_command(doc! { "listCollections": 1, "filter": { "name": name } })
         .await
@@ -341,44 +373,6 @@ async fn post_images_already_enabled(db: &mongodb::Database, name: &str) -> bool
         .and_then(|o| o.get_document("changeStreamPreAndPostImages").ok())
         .and_then(|p| p.get_bool("enabled").ok())
         .unwrap_or(false)
-}
-
-/// The stages after `$changeStream` for a filter: the `updatedFields` rewrite and the `$match`
-/// (none for [`Filter::All`], whose events are decoded in MongoDB's own shape).
-pub(crate) fn pipeline(filter: &Filter) -> Result<Vec<Document>> {
-    let lowered = filter.lower()?;
-    if lowered == Lowered::True {
-        return Ok(Vec::new());
-    }
-    let matched = compile(&lowered, Target::ChangeEvents)?;
-    Ok(vec![
-        updated_fields_stage(),
-        doc! { "$match": { "$or": [
-            matched,
-            { "operationType": { "$in": ENDING_OPERATIONS.to_vec() } },
-        ] } },
-    ])
-}
-
-/// `$addFields` turning `updateDescription.updatedFields` into the array of the updated paths
-/// followed by the truncated arrays' paths, on events that have an `updateDescription` (the
-/// others keep their shape: no `updateDescription` is created).
-fn updated_fields_stage() -> Document {
-    let paths = doc! { "$concatArrays": [
-        { "$map": {
-            "input": { "$objectToArray": { "$ifNull": ["$updateDescription.updatedFields", {}] } },
-            "in": "$$this.k",
-        } },
-        { "$map": {
-            "input": { "$ifNull": ["$updateDescription.truncatedArrays", []] },
-            "in": "$$this.field",
-        } },
-    ] };
-    doc! { "$addFields": { "updateDescription": { "$cond": {
-        "if": { "$eq": [{ "$type": "$updateDescription" }, "object"] },
-        "then": { "$mergeObjects": ["$updateDescription", { "updatedFields": paths }] },
-        "else": "$$REMOVE",
-    } } } }
 }
 
 /// One decoded change-stream event.
@@ -438,15 +432,19 @@ pub(crate) fn decode_event(mut raw: Document) -> Result<Decoded> {
         }
         None => return Err(malformed("it has no documentKey._id")),
     };
-    let full_document = match (operation, raw.remove("fullDocument")) {
-        (OperationType::Delete, _) | (_, None | Some(Bson::Null)) => None,
-        (_, Some(Bson::Document(d))) => Some(from_bson_document(d)?),
-        (_, Some(other)) => {
-            return Err(malformed(format!(
-                "its fullDocument is a BSON {:?}",
-                other.element_type()
-            )))
-        }
+    let full_document = match operation {
+        OperationType::Delete => None,
+        OperationType::Update => Some(from_bson_document(updated_document(&mut raw)?)?),
+        _ => match raw.remove("fullDocument") {
+            None | Some(Bson::Null) => None,
+            Some(Bson::Document(d)) => Some(from_bson_document(d)?),
+            Some(other) => {
+                return Err(malformed(format!(
+                    "its fullDocument is a BSON {:?}",
+                    other.element_type()
+                )))
+            }
+        },
     };
     let (updated_fields, removed_fields) = if operation == OperationType::Update {
         update_description(raw.get("updateDescription"))?
@@ -464,15 +462,38 @@ pub(crate) fn decode_event(mut raw: Document) -> Result<Decoded> {
     }))
 }
 
+/// The document right after an update: the event's pre-image with its `updateDescription`
+/// applied (the written values are `updatedValues` after [`EventFilter`]'s rewrite, else
+/// MongoDB's `updatedFields` object).
+fn updated_document(raw: &mut Document) -> Result<Document> {
+    let pre =
+        match raw.remove("fullDocumentBeforeChange") {
+            Some(Bson::Document(d)) => d,
+            _ => return Err(Error::new(
+                ErrorKind::HistoryLost,
+                "a MongoDB update event came without its pre-image (pre-images expired, or were \
+                 not enabled when the change was written)",
+            )),
+        };
+    let mut description = match raw.get_document("updateDescription") {
+        Ok(d) => d.clone(),
+        Err(_) => return Err(malformed("an update without updateDescription")),
+    };
+    if let Some(values) = description.remove("updatedValues") {
+        description.insert("updatedFields", values);
+    }
+    post_image::apply(pre, &description)
+}
+
 fn malformed(why: impl std::fmt::Display) -> Error {
     Error::permanent(format!("malformed MongoDB change event: {why}"))
 }
 
-/// The event's resume token, `_id._data`.
+/// The event's resume token, made from `_id._data`.
 fn event_token(raw: &Document) -> Result<ResumeToken> {
     raw.get_document("_id")
         .and_then(|id| id.get_str("_data"))
-        .map(ResumeToken::from_string)
+        .map(token::api_token)
         .map_err(|_| malformed("it has no resume token (_id._data)"))
 }
 
@@ -539,32 +560,6 @@ fn update_description(v: Option<&Bson>) -> Result<(Vec<String>, Vec<String>)> {
         }
     }
     Ok((updated, removed))
-}
-
-/// A checkpoint token must be a MongoDB token's `_data`: hexadecimal digits.
-fn validate_token(token: &ResumeToken) -> Result<()> {
-    let t = token.as_str();
-    if t.is_empty() || t.len() > 16_384 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::invalid_input(format!(
-            "malformed resume token {t:?}: not a MongoDB change-stream token"
-        )));
-    }
-    Ok(())
-}
-
-/// The driver's token for a `_data` string.
-fn driver_token(data: &str) -> Result<DriverToken> {
-    bson::from_bson(Bson::Document(doc! { "_data": data })).map_err(|e| {
-        Error::permanent(format!("resume token {data:?} does not decode")).with_source(e)
-    })
-}
-
-/// The `_data` string of a driver token.
-fn token_data(token: &DriverToken) -> Option<String> {
-    match bson::to_bson(token) {
-        Ok(Bson::Document(d)) => d.get_str("_data").ok().map(str::to_owned),
-        _ => None,
-    }
 }
 
 fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
@@ -798,8 +793,7 @@ struct Reader {
     clock: Arc<ServerClock>,
     slot: Slot,
     options: WatchOptions,
-    pipeline: Vec<Document>,
-    full_document: FullDocumentType,
+    filter: EventFilter,
     owner: String,
     renewed: Option<Instant>,
     /// Where to (re)open: `None` until the lease is first held; then the position after the
@@ -901,8 +895,8 @@ impl Reader {
         let mut action = self
             .coll
             .watch()
-            .pipeline(self.pipeline.clone())
-            .full_document(self.full_document.clone())
+            .pipeline(self.filter.stages.clone())
+            .full_document_before_change(FullDocumentBeforeChangeType::Required)
             .batch_size(self.options.batch_size)
             .max_await_time(self.await_time());
         action = match &start {
@@ -965,12 +959,12 @@ impl Reader {
         };
         match decode_event(raw)? {
             Decoded::Change(event) => {
-                self.start = Some(Start::After(event.token.as_str().to_owned()));
-                Ok(Some(event))
+                self.start = Some(Start::After(token::server_data(&event.token)?));
+                Ok(self.filter.accepts(&event).then_some(event))
             }
             Decoded::Other { token, operation } => {
                 tracing::debug!(operation = %operation, "skipping a change-stream event");
-                self.start = Some(Start::After(token.as_str().to_owned()));
+                self.start = Some(Start::After(token::server_data(&token)?));
                 Ok(None)
             }
             Decoded::Ended { operation } => Err(Error::permanent(format!(
@@ -1069,9 +1063,18 @@ mod tests {
         }
     }
 
-    /// An update as MongoDB emits it: `updatedFields` keyed by (dotted) path, no `wallTime`
-    /// (servers before 6.0).
+    /// An update as MongoDB emits it with `fullDocumentBeforeChange`: `updatedFields` keyed by
+    /// (dotted) path, no `wallTime` (servers before 6.0).
     fn update_event() -> Document {
+        let mut pre = stored_document();
+        pre.insert(
+            "healthevent",
+            doc! { "nodename": "node-1", "entitiesimpacted": [1, 2, 3] },
+        );
+        pre.insert(
+            "healtheventstatus",
+            doc! { "nodequarantined": "Pending", "faultremediated": false },
+        );
         doc! {
             "_id": { "_data": TOKEN_UPDATE },
             "operationType": "update",
@@ -1087,7 +1090,7 @@ mod tests {
                 "removedFields": ["healtheventstatus.faultremediated"],
                 "truncatedArrays": [ { "field": "healthevent.entitiesimpacted", "newSize": 2 } ],
             },
-            "fullDocument": stored_document(),
+            "fullDocumentBeforeChange": pre,
         }
     }
 
@@ -1123,7 +1126,20 @@ mod tests {
             ]
         );
         assert_eq!(e.removed_fields, ["healtheventstatus.faultremediated"]);
-        assert!(e.full_document.is_some());
+        // The pre-image with the update applied.
+        assert_eq!(
+            e.full_document.clone().map(serde_json::Value::Object),
+            Some(json!({
+                "_id": ID,
+                "createdAt": {"$date": "2022-10-19T15:37:04.000Z"},
+                "healthevent": {"nodename": "node-1", "entitiesimpacted": [1, 2]},
+                "healtheventstatus": {
+                    "nodequarantined": "Quarantined",
+                    "userpodsevictionstatus": {"status": "InProgress"},
+                },
+                "quarantineFinishTimestamp": {"$date": "2022-06-10T16:28:47.000Z"},
+            }))
+        );
         // No wallTime: the cluster time's second.
         assert_eq!(e.commit_time.timestamp(), 1_654_878_527);
         assert_eq!(e.commit_time.timestamp_subsec_millis(), 0);
@@ -1138,10 +1154,18 @@ mod tests {
     #[test]
     fn decodes_an_update_after_the_pipeline_rewrite() {
         let mut raw = update_event();
-        // What the $addFields stage makes of it: the keys, then the truncated arrays' fields.
+        let values = raw
+            .get_document("updateDescription")
+            .unwrap()
+            .get_document("updatedFields")
+            .unwrap()
+            .clone();
+        // What the $addFields stage makes of it: the keys, then the truncated arrays' fields,
+        // and the values aside.
         raw.insert(
             "updateDescription",
             doc! {
+                "updatedValues": values,
                 "updatedFields": [
                     "healtheventstatus.nodequarantined",
                     "healtheventstatus.userpodsevictionstatus",
@@ -1156,7 +1180,7 @@ mod tests {
     }
 
     #[test]
-    fn decodes_replace_delete_and_lookup_misses() {
+    fn decodes_replace_delete_and_missing_pre_images() {
         let mut replace = insert_event();
         replace.insert("operationType", "replace");
         let e = change(replace);
@@ -1180,12 +1204,11 @@ mod tests {
         assert_eq!(e.full_document, None);
         assert!(e.to_filter_document().get("fullDocument").is_none());
 
-        // updateLookup of a document deleted since: fullDocument null.
+        // An update without its pre-image cannot be given its document.
         let mut update = update_event();
-        update.insert("fullDocument", Bson::Null);
-        let e = change(update);
-        assert_eq!(e.full_document, None);
-        assert_eq!(e.removed_fields, ["healtheventstatus.faultremediated"]);
+        update.insert("fullDocumentBeforeChange", Bson::Null);
+        let err = decode_event(update).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::HistoryLost, "{err}");
     }
 
     #[test]
@@ -1253,80 +1276,6 @@ mod tests {
     }
 
     #[test]
-    fn pipeline_of_the_node_drainer_watcher() {
-        let stages = pipeline(&watchers::node_quarantine_status_changes()).unwrap();
-        let status = "fullDocument.healtheventstatus.nodequarantined";
-        let expected = vec![
-            doc! { "$addFields": { "updateDescription": { "$cond": {
-                "if": { "$eq": [{ "$type": "$updateDescription" }, "object"] },
-                "then": { "$mergeObjects": ["$updateDescription", { "updatedFields": { "$concatArrays": [
-                    { "$map": {
-                        "input": { "$objectToArray": { "$ifNull": ["$updateDescription.updatedFields", {}] } },
-                        "in": "$$this.k",
-                    } },
-                    { "$map": {
-                        "input": { "$ifNull": ["$updateDescription.truncatedArrays", []] },
-                        "in": "$$this.field",
-                    } },
-                ] } }] },
-                "else": "$$REMOVE",
-            } } } },
-            doc! { "$match": { "$or": [
-                { "$and": [
-                    { "operationType": { "$eq": "update" } },
-                    { "updateDescription.updatedFields": { "$eq": "healtheventstatus.nodequarantined" } },
-                    { "$or": [
-                        { status: { "$eq": "Quarantined" } },
-                        { status: { "$eq": "AlreadyQuarantined" } },
-                        { status: { "$eq": "UnQuarantined" } },
-                        { status: { "$eq": "Cancelled" } },
-                    ] },
-                ] },
-                { "operationType": { "$in": ["invalidate", "drop", "rename", "dropDatabase"] } },
-            ] } },
-        ];
-        assert_eq!(stages, expected);
-        // Every watcher compiles; an unfiltered stream needs no stage.
-        for f in [
-            watchers::processable_inserts(),
-            watchers::quarantined_and_drained(),
-            watchers::non_fatal_unhealthy_inserts(),
-            watchers::all_inserts(),
-        ] {
-            assert_eq!(pipeline(&f).unwrap().len(), 2);
-        }
-        assert!(pipeline(&Filter::All).unwrap().is_empty());
-    }
-
-    #[test]
-    fn the_rewrite_stage_keeps_the_token_and_creates_nothing() {
-        let stage = updated_fields_stage();
-        let fields = stage.get_document("$addFields").unwrap();
-        // Only updateDescription is written: never _id (the resume token).
-        assert_eq!(fields.keys().collect::<Vec<_>>(), ["updateDescription"]);
-        let cond = fields
-            .get_document("updateDescription")
-            .unwrap()
-            .get_document("$cond")
-            .unwrap();
-        assert_eq!(
-            cond.get_document("if").unwrap(),
-            &doc! { "$eq": [{ "$type": "$updateDescription" }, "object"] }
-        );
-        // Events without an updateDescription stay without one.
-        assert_eq!(cond.get_str("else").unwrap(), "$$REMOVE");
-        let then = format!("{}", cond.get_document("then").unwrap());
-        assert!(
-            then.contains("$objectToArray") && then.contains("$$this.k"),
-            "{then}"
-        );
-        assert!(
-            then.contains("truncatedArrays") && then.contains("$$this.field"),
-            "{then}"
-        );
-    }
-
-    #[test]
     fn tokens_order_like_their_positions() {
         // Same event identity, cluster times (t, i): (0x635019A0, 1) < (0x635019A0, 2) <
         // (0x635019A1, 1).
@@ -1341,9 +1290,9 @@ mod tests {
         assert!(a < b && b < c);
         assert!(ResumeToken::from_string(TOKEN_UPDATE) < ResumeToken::from_string(TOKEN_INSERT));
         // Checkpoints accept MongoDB tokens only.
-        assert!(validate_token(&a).is_ok());
+        assert!(token::server_data(&a).is_ok());
         for bad in ["", "0000000000000000001.0000000000000000002", "82zz"] {
-            let err = validate_token(&ResumeToken::from_string(bad)).unwrap_err();
+            let err = token::server_data(&ResumeToken::from_string(bad)).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidInput);
         }
     }

@@ -1,0 +1,215 @@
+//! Lowered filters evaluated in memory, with the semantics the providers' servers apply
+//! (MongoDB's): for a provider that must decide part of a filter itself, on a document it built
+//! (the MongoDB provider's computed post-images).
+//!
+//! Semantics, as in [`Lowered`]'s documentation: a comparison holds when some value at the
+//! path, or an element of an array there, compares with the operator inside its type bracket
+//! (numbers across integer and float, strings by bytes, booleans, dates); other types never
+//! compare.
+
+use std::cmp::Ordering;
+
+use serde_json::Number;
+
+use crate::filter::{Lowered, Scalar};
+use crate::path::FieldPath;
+use crate::value::{as_date, compare_numbers, values_at, Document, Value};
+
+impl Lowered {
+    /// Whether `doc` matches.
+    pub fn matches(&self, doc: &Document) -> bool {
+        match self {
+            Lowered::True => true,
+            Lowered::False => false,
+            Lowered::Cmp { path, op, value } => {
+                reached(doc, path).any(|v| scalar_order(v, value).is_some_and(|o| op.accepts(o)))
+            }
+            Lowered::NullOrMissing(path) => {
+                let mut values = reached(doc, path).peekable();
+                values.peek().is_none() || values.any(Value::is_null)
+            }
+            Lowered::Exists(path) => !values_at(doc, path).is_empty(),
+            Lowered::Not(inner) => !inner.matches(doc),
+            Lowered::And(parts) => parts.iter().all(|p| p.matches(doc)),
+            Lowered::Or(parts) => parts.iter().any(|p| p.matches(doc)),
+        }
+    }
+
+    /// Whether some condition of the filter is on a path that `pick` selects.
+    pub fn mentions(&self, pick: &dyn Fn(&FieldPath) -> bool) -> bool {
+        match self {
+            Lowered::True | Lowered::False => false,
+            Lowered::Cmp { path, .. } | Lowered::NullOrMissing(path) | Lowered::Exists(path) => {
+                pick(path)
+            }
+            Lowered::Not(inner) => inner.mentions(pick),
+            Lowered::And(parts) | Lowered::Or(parts) => parts.iter().any(|p| p.mentions(pick)),
+        }
+    }
+
+    /// A filter that matches at least what this one matches, without the conditions on paths
+    /// that `unknown` selects: each becomes whichever of true and false cannot exclude a
+    /// document (true, or false under an odd number of negations). A provider lets its server
+    /// evaluate this superset and decides the rest itself with [`Lowered::matches`].
+    pub fn relaxed(&self, unknown: &dyn Fn(&FieldPath) -> bool) -> Lowered {
+        self.relaxed_as(unknown, true)
+    }
+
+    fn relaxed_as(&self, unknown: &dyn Fn(&FieldPath) -> bool, positive: bool) -> Lowered {
+        let open = if positive {
+            Lowered::True
+        } else {
+            Lowered::False
+        };
+        match self {
+            Lowered::Cmp { path, .. } | Lowered::NullOrMissing(path) | Lowered::Exists(path)
+                if unknown(path) =>
+            {
+                open
+            }
+            Lowered::Not(inner) => match inner.relaxed_as(unknown, !positive) {
+                Lowered::True => Lowered::False,
+                Lowered::False => Lowered::True,
+                other => Lowered::Not(Box::new(other)),
+            },
+            Lowered::And(parts) => {
+                let parts: Vec<Lowered> = parts
+                    .iter()
+                    .map(|p| p.relaxed_as(unknown, positive))
+                    .filter(|p| *p != Lowered::True)
+                    .collect();
+                if parts.contains(&Lowered::False) {
+                    Lowered::False
+                } else {
+                    joined(parts, Lowered::True, Lowered::And)
+                }
+            }
+            Lowered::Or(parts) => {
+                let parts: Vec<Lowered> = parts
+                    .iter()
+                    .map(|p| p.relaxed_as(unknown, positive))
+                    .filter(|p| *p != Lowered::False)
+                    .collect();
+                if parts.contains(&Lowered::True) {
+                    Lowered::True
+                } else {
+                    joined(parts, Lowered::False, Lowered::Or)
+                }
+            }
+            other => other.clone(),
+        }
+    }
+}
+
+/// `empty` for no members, the member itself for one, else `join` of them (`And`/`Or` keep
+/// at least two members).
+fn joined(mut parts: Vec<Lowered>, empty: Lowered, join: fn(Vec<Lowered>) -> Lowered) -> Lowered {
+    match parts.len() {
+        0 => empty,
+        1 => parts.pop().unwrap_or(empty),
+        _ => join(parts),
+    }
+}
+
+/// The values a path reaches, with arrays there examined one level deep.
+fn reached<'a>(doc: &'a Document, path: &FieldPath) -> impl Iterator<Item = &'a Value> {
+    values_at(doc, path).into_iter().flat_map(|v| match v {
+        Value::Array(items) => items.iter().collect::<Vec<_>>(),
+        v => vec![v],
+    })
+}
+
+/// How a stored value orders against a filter value of its type bracket; `None` across
+/// brackets.
+fn scalar_order(v: &Value, s: &Scalar) -> Option<Ordering> {
+    match (v, s) {
+        (Value::Number(n), Scalar::Int(i)) => Some(compare_numbers(n, &Number::from(*i))),
+        (Value::Number(n), Scalar::Float(f)) => {
+            Number::from_f64(*f).map(|f| compare_numbers(n, &f))
+        }
+        (Value::String(a), Scalar::String(b)) => Some(a.as_bytes().cmp(b.as_bytes())),
+        (Value::Bool(a), Scalar::Bool(b)) => Some(a.cmp(b)),
+        (v, Scalar::Date(t)) => as_date(v).map(|d| d.cmp(t)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Filter;
+    use serde_json::json;
+
+    fn doc(v: serde_json::Value) -> Document {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn comparisons_follow_type_brackets_and_arrays() {
+        let d = doc(json!({"n": 1, "s": "b", "list": [3, "x", {"k": 1}], "z": null}));
+        let yes = [
+            Filter::eq("n", 1.0),
+            Filter::gt("s", "a"),
+            Filter::eq("list", 3),
+            Filter::eq("list", "x"),
+            Filter::eq("list.k", 1),
+            Filter::eq("z", Option::<i64>::None),
+            Filter::eq("missing", Option::<i64>::None),
+            Filter::exists("z", true),
+            Filter::ne("n", 2),
+        ];
+        let no = [
+            Filter::gt("n", "a"),
+            Filter::lt("s", 5),
+            Filter::eq("list", 4),
+            Filter::exists("missing", true),
+            Filter::eq("n", Option::<i64>::None),
+        ];
+        for f in yes {
+            assert!(f.lower().unwrap().matches(&d), "{f:?}");
+        }
+        for f in no {
+            assert!(!f.lower().unwrap().matches(&d), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn relaxing_keeps_a_superset() {
+        let unknown = |p: &FieldPath| p.as_str().starts_with("fullDocument.");
+        let f = Filter::eq("operationType", "update")
+            .and(Filter::eq("fullDocument.a", 1).not())
+            .or(Filter::eq("operationType", "insert").and(Filter::eq("fullDocument.b", 2)))
+            .lower()
+            .unwrap();
+        assert!(f.mentions(&unknown));
+        let relaxed = f.relaxed(&unknown);
+        assert!(!relaxed.mentions(&unknown));
+        // Whatever fullDocument holds, an update or an insert passes the relaxed filter, and
+        // a delete does not.
+        for op in ["update", "insert"] {
+            for full in [json!({"a": 1, "b": 2}), json!({"a": 2}), json!({})] {
+                let event = doc(json!({"operationType": op, "fullDocument": full}));
+                assert!(relaxed.matches(&event), "{op} {full}");
+                if f.matches(&event) {
+                    assert!(relaxed.matches(&event));
+                }
+            }
+        }
+        assert!(!relaxed.matches(&doc(json!({"operationType": "delete"}))));
+        assert_eq!(
+            Filter::eq("fullDocument.a", 1)
+                .lower()
+                .unwrap()
+                .relaxed(&unknown),
+            Lowered::True
+        );
+        assert_eq!(
+            Filter::eq("fullDocument.a", 1)
+                .not()
+                .lower()
+                .unwrap()
+                .relaxed(&unknown),
+            Lowered::True
+        );
+    }
+}

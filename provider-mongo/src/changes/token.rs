@@ -1,0 +1,152 @@
+//! Resume tokens: the server's `_data`, and the API's totally ordered [`ResumeToken`] made from
+//! it.
+//!
+//! MongoDB's `_data` is the hex of a KeyString that starts with the cluster time, so it orders
+//! as text in commit order and is the API token as is. Servers with their own format encode a
+//! BSON document instead (SecantusDB: `{s: <oplog sequence, int32>, t: <timestamp>, n: <ns>,
+//! k: <document key>}`), whose little-endian integers do not order as text. For those the API
+//! token is an order key, then `-`, then `_data`: the key writes the leading integer and
+//! timestamp fields big-endian, so tokens compare in the server's order.
+
+use datastore_api::{Error, Result, ResumeToken};
+use mongodb::bson::{self, doc, Bson, Document};
+use mongodb::change_stream::event::ResumeToken as DriverToken;
+
+/// Longest token accepted from a caller.
+const MAX_TOKEN_LEN: usize = 16_384;
+
+/// The API token for a server token's `_data`.
+pub(crate) fn api_token(data: &str) -> ResumeToken {
+    match order_key(data) {
+        Some(key) => ResumeToken::from_string(format!("{key}-{data}")),
+        None => ResumeToken::from_string(data),
+    }
+}
+
+/// The server's `_data` in an API token; `InvalidInput` unless the token is one this provider
+/// makes.
+pub(crate) fn server_data(token: &ResumeToken) -> Result<String> {
+    let t = token.as_str();
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let data = match t.split_once('-') {
+        Some((key, data)) if hex(key) && order_key(data).as_deref() == Some(key) => data,
+        None if hex(t) && order_key(t).is_none() => t,
+        _ => "",
+    };
+    if data.is_empty() || t.len() > MAX_TOKEN_LEN {
+        return Err(Error::invalid_input(format!(
+            "malformed resume token {t:?}: not a MongoDB change-stream token"
+        )));
+    }
+    Ok(data.to_owned())
+}
+
+/// The order key of a BSON-encoded `_data`: its leading integer and timestamp fields,
+/// big-endian (integers with the sign bit flipped); `None` for KeyString tokens (and anything
+/// that is not a BSON document).
+fn order_key(data: &str) -> Option<String> {
+    if data.len() % 2 != 0 || data.len() < 10 {
+        return None;
+    }
+    let bytes: Vec<u8> = (0..data.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&data[i..i + 2], 16).ok())
+        .collect::<Option<_>>()?;
+    let declared = u32::from_le_bytes(bytes[..4].try_into().ok()?) as usize;
+    if declared != bytes.len() {
+        return None;
+    }
+    let document = Document::from_reader(bytes.as_slice()).ok()?;
+    let mut key = String::new();
+    for (_, value) in &document {
+        match value {
+            Bson::Int32(n) => key.push_str(&format!("{:016x}", (i64::from(*n) as u64) ^ (1 << 63))),
+            Bson::Int64(n) => key.push_str(&format!("{:016x}", (*n as u64) ^ (1 << 63))),
+            Bson::Timestamp(ts) => key.push_str(&format!("{:08x}{:08x}", ts.time, ts.increment)),
+            _ => break,
+        }
+    }
+    (!key.is_empty()).then_some(key)
+}
+
+/// The driver's token for a `_data` string.
+pub(crate) fn driver_token(data: &str) -> Result<DriverToken> {
+    bson::from_bson(Bson::Document(doc! { "_data": data })).map_err(|e| {
+        Error::permanent(format!("resume token {data:?} does not decode")).with_source(e)
+    })
+}
+
+/// The `_data` string of a driver token.
+pub(crate) fn token_data(token: &DriverToken) -> Option<String> {
+    match bson::to_bson(token) {
+        Ok(Bson::Document(d)) => d.get_str("_data").ok().map(str::to_owned),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::bson::{oid::ObjectId, Timestamp};
+
+    /// A token in SecantusDB's format.
+    fn secantus(seq: i32, time: u32, increment: u32) -> String {
+        let token = doc! {
+            "s": seq,
+            "t": Timestamp { time, increment },
+            "n": "db.HealthEvents",
+            "k": { "_id": ObjectId::parse_str("6b0f61c0a8d5557b4af9e6cd").unwrap() },
+        };
+        let mut bytes = Vec::new();
+        token.to_writer(&mut bytes).unwrap();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn bson_tokens_order_by_their_leading_fields() {
+        // Observed: sequence 0x1bff then 0x1c00, whose little-endian hex does not order.
+        let (a, b) = (secantus(0x1bff, 7, 1), secantus(0x1c00, 7, 1));
+        assert!(a > b);
+        let (ta, tb) = (api_token(&a), api_token(&b));
+        assert!(ta < tb, "{ta:?} {tb:?}");
+        assert_eq!(server_data(&ta).unwrap(), a);
+        assert!(api_token(&secantus(-1, 9, 9)) < api_token(&secantus(0, 0, 0)));
+    }
+
+    #[test]
+    fn keystring_tokens_are_kept_as_they_are() {
+        let keystring = "82635019A0000000012B042C0100296E5A1004AB1154ACACD849A48C61756D70D3B21F04";
+        assert_eq!(api_token(keystring).as_str(), keystring);
+        assert_eq!(
+            server_data(&ResumeToken::from_string(keystring)).unwrap(),
+            keystring
+        );
+    }
+
+    #[test]
+    fn foreign_tokens_are_refused() {
+        let data = secantus(5, 1, 1);
+        let forged_key = format!("{}-{data}", "0".repeat(16));
+        for bad in [
+            "",
+            "82zz",
+            "1.2",
+            "0000000000000000001.0000000000000000002",
+            &forged_key,
+            &data, // a BSON token without its key
+            &format!("ab-{}", "82ab"),
+        ] {
+            let err = server_data(&ResumeToken::from_string(bad)).unwrap_err();
+            assert_eq!(err.kind(), datastore_api::ErrorKind::InvalidInput, "{bad}");
+        }
+    }
+
+    #[test]
+    fn driver_tokens_round_trip() {
+        let data = secantus(5, 1, 1);
+        assert_eq!(
+            token_data(&driver_token(&data).unwrap()).as_deref(),
+            Some(data.as_str())
+        );
+    }
+}
