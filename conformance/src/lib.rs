@@ -39,6 +39,10 @@ use datastore_api::{DataStore, Result};
 pub struct Capabilities {
     /// Multi-document transactions across both collections.
     pub transactions: bool,
+    /// Concurrent transactions that write the same document never both commit (one waits or
+    /// fails with a transient conflict), so no committed write is lost. The MongoDB provider's
+    /// `update_many` runs in a transaction; without isolation, concurrent ones lose increments.
+    pub isolated_transactions: bool,
     /// Change streams (`watch` / `checkpoint`).
     pub change_streams: bool,
     /// The server applies the `$push` update operator (the properties' random updates then
@@ -61,6 +65,7 @@ impl Capabilities {
     /// Everything supported.
     pub const ALL: Capabilities = Capabilities {
         transactions: true,
+        isolated_transactions: true,
         change_streams: true,
         push_update: true,
         numeric_equality: true,
@@ -74,6 +79,8 @@ impl Capabilities {
 pub enum Capability {
     /// See [`Capabilities::transactions`].
     Transactions,
+    /// See [`Capabilities::isolated_transactions`].
+    IsolatedTransactions,
     /// See [`Capabilities::change_streams`].
     ChangeStreams,
     /// See [`Capabilities::push_update`].
@@ -90,6 +97,7 @@ impl Capability {
     fn available(self, caps: Capabilities) -> bool {
         match self {
             Capability::Transactions => caps.transactions,
+            Capability::IsolatedTransactions => caps.isolated_transactions,
             Capability::ChangeStreams => caps.change_streams,
             Capability::PushUpdate => caps.push_update,
             Capability::NumericEquality => caps.numeric_equality,
@@ -100,6 +108,9 @@ impl Capability {
     fn missing_reason(self) -> &'static str {
         match self {
             Capability::Transactions => "server lacks multi-document transactions",
+            Capability::IsolatedTransactions => {
+                "concurrent update_many (server's transactions do not isolate writers)"
+            }
             Capability::ChangeStreams => "server lacks change streams",
             Capability::PushUpdate => "$push (server lacks the operator)",
             Capability::ProviderRetention => {

@@ -18,6 +18,7 @@ use crate::model::{same_documents, same_outcome, Model};
 use crate::{Capabilities, Capability, Ctx, Property};
 
 mod changes;
+mod concurrent;
 mod domain;
 mod hostile;
 
@@ -60,6 +61,12 @@ pub const ALL: &[Property] = &[
             Capability::IndexFieldsInArrays,
         ],
         run: transactions_are_atomic,
+    },
+    Property {
+        name: "concurrent_increments_are_exact",
+        needs: &[],
+        narrowed_by: &[Capability::IsolatedTransactions],
+        run: concurrent::concurrent_increments_are_exact,
     },
     Property {
         name: "change_streams_match_committed_history",

@@ -160,9 +160,11 @@ async fn probe(backend: &Mongo) -> Capabilities {
         Err(e) if e.kind() == datastore_api::ErrorKind::Configuration => false,
         Err(e) => panic!("probing transactions failed unexpectedly: {e}"),
     };
+    let isolated_transactions = transactions && isolates(store.as_ref()).await;
     store.close().await;
     Capabilities {
         transactions,
+        isolated_transactions,
         change_streams,
         push_update,
         numeric_equality,
@@ -170,6 +172,43 @@ async fn probe(backend: &Mongo) -> Capabilities {
         // MongoDB's change history is the oplog, trimmed by the server.
         provider_retention: false,
     }
+}
+
+/// Whether two open transactions that both increment one document cannot both commit: the
+/// second waits (more than 2 s counts as waiting) or fails with a retryable conflict. A server
+/// where both commit and the document shows one increment loses committed writes.
+async fn isolates(store: &dyn DataStore) -> bool {
+    use datastore_api::value::ID_FIELD;
+    let coll = store.health_event_collection();
+    let doc = serde_json::from_value(serde_json::json!({"isolation": 0})).expect("doc");
+    let id = coll.insert_one(doc).await.expect("probe insert").id;
+    let filter = Filter::eq(ID_FIELD, id.as_str());
+    let inc = Update::new().inc("isolation", 1);
+    let first = store.begin().await.expect("probe begin");
+    first
+        .health_event_collection()
+        .update_many(&filter, &inc)
+        .await
+        .expect("probe increment");
+    let second = store.begin().await.expect("probe begin");
+    let raced = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        second.health_event_collection().update_many(&filter, &inc),
+    )
+    .await;
+    let mut committed = u64::from(first.commit().await.is_ok());
+    match raced {
+        Err(_) => return true,
+        Ok(Err(e)) if e.is_retryable() => {}
+        Ok(Err(e)) => panic!("probing isolation failed unexpectedly: {e}"),
+        Ok(Ok(_)) => committed += u64::from(second.commit().await.is_ok()),
+    }
+    let docs = coll
+        .find(&filter, &datastore_api::FindOptions::default())
+        .await
+        .expect("probe find");
+    let value = docs.first().and_then(|d| d["isolation"].as_u64());
+    value == Some(committed)
 }
 
 #[test]

@@ -49,7 +49,7 @@ use datastore_api::change::{
 };
 use datastore_api::{DocumentId, Error, ErrorKind, Filter, Result};
 use futures::stream;
-use mongodb::bson::{self, doc, Bson, Document, Timestamp};
+use mongodb::bson::{doc, Bson, Document, Timestamp};
 use mongodb::options::FullDocumentBeforeChangeType;
 use tracing::Instrument;
 
@@ -1005,9 +1005,9 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bson::oid::ObjectId;
     use datastore_api::change::watchers;
     use futures::StreamExt;
+    use mongodb::bson::{self, oid::ObjectId};
     use serde_json::json;
 
     // Tokens shaped like the manual's examples (KeyString hex: 0x82, cluster time seconds and
