@@ -45,7 +45,7 @@ pub(crate) fn server_data(token: &ResumeToken) -> Result<String> {
 /// big-endian (integers with the sign bit flipped); `None` for KeyString tokens (and anything
 /// that is not a BSON document).
 fn order_key(data: &str) -> Option<String> {
-    if data.len() % 2 != 0 || data.len() < 10 {
+    if !data.len().is_multiple_of(2) || data.len() < 10 {
         return None;
     }
     let bytes: Vec<u8> = (0..data.len())
