@@ -224,60 +224,70 @@ pub struct Property {
     pub run: fn(&Ctx<'_>) -> std::result::Result<(), String>,
 }
 
-/// Runs every property of [`properties::ALL`] against `backend`, each on a fresh store.
+/// Runs every property of [`properties::ALL`] against `backend`, each on a fresh store
+/// (`CONFORMANCE_ONLY=<text>` keeps those whose name contains the text).
 pub fn run_suite(
     backend: Arc<dyn Backend>,
     rt: &tokio::runtime::Runtime,
     config: SuiteConfig,
 ) -> Report {
-    let caps = backend.capabilities();
-    let mut results = Vec::new();
     let only = std::env::var("CONFORMANCE_ONLY")
         .ok()
         .filter(|s| !s.is_empty());
-    for p in properties::ALL {
-        if only.as_deref().is_some_and(|o| !p.name.contains(o)) {
-            continue;
-        }
-        let started = Instant::now();
-        let outcome = if let Some(missing) = p.needs.iter().find(|c| !c.available(caps)) {
-            Outcome::NotRun(missing.missing_reason().to_owned())
-        } else {
-            match rt.block_on(backend.fresh_store()) {
-                Err(e) => Outcome::Failed(format!("could not open a fresh store: {e}")),
-                Ok(store) => {
-                    let ctx = Ctx {
-                        rt,
-                        store: Arc::clone(&store),
-                        cases: config.cases,
-                        capabilities: caps,
-                    };
-                    let r = (p.run)(&ctx);
-                    rt.block_on(store.close());
-                    match r {
-                        Ok(()) => Outcome::Passed,
-                        Err(msg) => Outcome::Failed(msg),
-                    }
-                }
-            }
-        };
-        let left_out: Vec<&str> = p
-            .narrowed_by
-            .iter()
-            .filter(|c| !c.available(caps))
-            .map(|c| c.missing_reason())
-            .collect();
-        results.push(PropertyResult {
-            property: p.name,
-            note: (!left_out.is_empty() && !matches!(outcome, Outcome::NotRun(_)))
-                .then(|| format!("ran without: {}", left_out.join("; "))),
-            outcome,
-            seconds: started.elapsed().as_secs_f64(),
-        });
-    }
+    let results = properties::ALL
+        .iter()
+        .filter(|p| only.as_deref().is_none_or(|o| p.name.contains(o)))
+        .map(|p| run_property(backend.as_ref(), p, rt, config))
+        .collect();
     Report {
         backend: backend.name(),
         results,
+    }
+}
+
+/// Runs one property against `backend` on a fresh store: "not run" when the backend lacks a
+/// capability it needs.
+pub fn run_property(
+    backend: &dyn Backend,
+    property: &Property,
+    rt: &tokio::runtime::Runtime,
+    config: SuiteConfig,
+) -> PropertyResult {
+    let caps = backend.capabilities();
+    let started = Instant::now();
+    let outcome = if let Some(missing) = property.needs.iter().find(|c| !c.available(caps)) {
+        Outcome::NotRun(missing.missing_reason().to_owned())
+    } else {
+        match rt.block_on(backend.fresh_store()) {
+            Err(e) => Outcome::Failed(format!("could not open a fresh store: {e}")),
+            Ok(store) => {
+                let ctx = Ctx {
+                    rt,
+                    store: Arc::clone(&store),
+                    cases: config.cases,
+                    capabilities: caps,
+                };
+                let r = (property.run)(&ctx);
+                rt.block_on(store.close());
+                match r {
+                    Ok(()) => Outcome::Passed,
+                    Err(msg) => Outcome::Failed(msg),
+                }
+            }
+        }
+    };
+    let left_out: Vec<&str> = property
+        .narrowed_by
+        .iter()
+        .filter(|c| !c.available(caps))
+        .map(|c| c.missing_reason())
+        .collect();
+    PropertyResult {
+        property: property.name,
+        note: (!left_out.is_empty() && !matches!(outcome, Outcome::NotRun(_)))
+            .then(|| format!("ran without: {}", left_out.join("; "))),
+        outcome,
+        seconds: started.elapsed().as_secs_f64(),
     }
 }
 
