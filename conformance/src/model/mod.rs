@@ -14,6 +14,8 @@ use datastore_api::{
 };
 use serde_json::Number;
 
+mod update;
+
 /// Compares a stored value with a filter scalar inside the same type bracket.
 fn compare(v: &Value, s: &Scalar) -> Option<Ordering> {
     match (v, s) {
@@ -217,20 +219,19 @@ impl Model {
         }
         let mut staged = Vec::new();
         for i in &idx {
-            let mut d = self.docs[*i].clone();
-            if valid.apply(&mut d, now)? {
-                staged.push((*i, d));
+            if let Some(applied) = update::apply(&valid, &self.docs[*i], now)? {
+                staged.push((*i, applied));
             }
         }
         let modified = staged.len() as u64;
-        for (i, d) in staged {
-            let (updated_fields, removed_fields) = valid.changed_paths(&self.docs[i], &d);
+        for (i, applied) in staged {
+            let d = applied.document;
             self.changes.push(ExpectedChange {
                 operation: OperationType::Update,
                 id: id_of(&d).to_owned(),
                 full_document: Some(d.clone()),
-                updated_fields,
-                removed_fields,
+                updated_fields: applied.updated,
+                removed_fields: applied.removed,
             });
             self.docs[i] = d;
         }
