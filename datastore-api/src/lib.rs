@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod change;
+pub mod change_reader;
 pub mod config;
 pub mod domain;
 pub mod error;

@@ -18,8 +18,10 @@ const TRANSIENT_CODES: &[i32] = &[
     6, 7, 89, 11_601, 112, 189, 91, 10_107, 13_435, 13_436, 11_600, 11_602, 262, 50, 24, 9_001,
 ];
 
-/// Resume-token errors: ChangeStreamHistoryLost, InvalidResumeToken, ChangeStreamFatalError.
-const HISTORY_LOST_CODES: &[i32] = &[286, 260, 280];
+/// History errors: ChangeStreamHistoryLost, InvalidResumeToken, ChangeStreamFatalError, and the
+/// codes older servers (3.6–4.2) used for a resume point that fell off the oplog. The one list,
+/// for general errors and change-stream errors alike.
+pub(crate) const HISTORY_LOST_CODES: &[i32] = &[286, 260, 280, 40_576, 40_585];
 
 /// Classifies a driver error.
 pub(crate) fn map_err(e: MongoError) -> Error {

@@ -9,17 +9,19 @@
 //! order (the second writer waited for the first's row lock, so it commits later or in the same
 //! batch with a higher sequence). Every consumer sees the same order.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use async_trait::async_trait;
 
 use chrono::{DateTime, Utc};
 use datastore_api::change::{
     full_document, validate_consumer, ChangeEvent, ChangeStream, Lag, OperationType, ResumeToken,
     RetentionPolicy, StartFrom, WatchOptions,
 };
+use datastore_api::change_reader::{spawn_stream, Batch, ChangeSource, LocalLeases};
 use datastore_api::{CmpOp, DocumentId, Error, ErrorKind, Filter, Lowered, Result, Scalar, Value};
-use futures::{stream, TryStreamExt};
+use futures::future::BoxFuture;
+use futures::TryStreamExt;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use tokio::sync::watch;
@@ -227,17 +229,9 @@ async fn start_position(pool: &PgPool, table: Table, options: &WatchOptions) -> 
     }
 }
 
-/// Leases this process holds, by (consumer, collection): the owner id of the local stream.
-fn local_leases() -> &'static Mutex<HashMap<(String, &'static str), String>> {
-    static LEASES: OnceLock<Mutex<HashMap<(String, &'static str), String>>> = OnceLock::new();
-    LEASES.get_or_init(Default::default)
-}
-
-fn local_owner(consumer: &str, table: Table) -> Option<String> {
-    local_leases()
-        .lock()
-        .ok()
-        .and_then(|m| m.get(&(consumer.to_owned(), table.name())).cloned())
+/// The key of a consumer's lease in [`LocalLeases`].
+fn lease_key(table: Table, consumer: &str) -> String {
+    format!("postgresql\u{0}{}\u{0}{consumer}", table.name())
 }
 
 /// Takes or renews the consumer's lease for `owner`. False when another owner holds it.
@@ -264,11 +258,6 @@ async fn acquire_lease(
     .fetch_optional(pool)
     .await
     .map_err(map_err)?;
-    if got.is_some() {
-        if let Ok(mut m) = local_leases().lock() {
-            m.insert((consumer.to_owned(), table.name()), owner.to_owned());
-        }
-    }
     Ok(got.is_some())
 }
 
@@ -359,50 +348,19 @@ async fn tick_exists(pool: &PgPool, tick: i64) -> Result<bool> {
         .map_err(map_err)
 }
 
-struct Reader {
+/// One consumer's change stream on one table: the primitives of the shared reader
+/// ([`datastore_api::change_reader`]).
+struct PgSource {
     pool: PgPool,
     table: Table,
     options: WatchOptions,
     filter: Lowered,
-    owner: String,
-    /// `None` until the lease is held and the start position is known.
+    /// `None` until the start position is known.
     pos: Option<Position>,
-    renewed: Option<Instant>,
     /// The snapshots of the batch being read, fetched once per batch.
     bounds: Option<BatchBounds>,
-    buffer: VecDeque<ChangeEvent>,
-    done: bool,
     /// Tick notifications (see `wakeup`): end an idle wait early.
     wakeups: Option<watch::Receiver<u64>>,
-}
-
-impl Drop for Reader {
-    fn drop(&mut self) {
-        let key = (self.options.consumer.clone(), self.table.name());
-        if let Ok(mut m) = local_leases().lock() {
-            if m.get(&key) == Some(&self.owner) {
-                m.remove(&key);
-            }
-        }
-        // Hand the lease over at once instead of letting it expire (best effort).
-        if self.renewed.is_some() {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                let pool = self.pool.clone();
-                let owner = self.owner.clone();
-                rt.spawn(async move {
-                    let _ = sqlx::query(
-                        "UPDATE datastore_consumers SET lease_owner = NULL, lease_until = NULL \
-                         WHERE consumer = $1 AND collection = $2 AND lease_owner = $3",
-                    )
-                    .bind(&key.0)
-                    .bind(key.1)
-                    .bind(owner)
-                    .execute(&pool)
-                    .await;
-                });
-            }
-        }
-    }
 }
 
 fn decode(row: &PgRow, tick: i64, tick_time: DateTime<Utc>) -> Result<ChangeEvent> {
@@ -437,43 +395,60 @@ fn decode(row: &PgRow, tick: i64, tick_time: DateTime<Utc>) -> Result<ChangeEven
     })
 }
 
-impl Reader {
-    /// Holds the lease (taking it, or renewing it every fifth of its lifetime). False while
-    /// another process holds it; a `Conflict` error when this stream lost it.
-    async fn lease(&mut self) -> Result<bool> {
-        let ttl = self.options.lease_ttl;
-        if self.renewed.is_some_and(|t| t.elapsed() < ttl / 5) {
-            return Ok(true);
-        }
-        let held = acquire_lease(
-            &self.pool,
-            self.table,
-            &self.options.consumer,
-            &self.owner,
-            ttl,
-        )
-        .await?;
-        match (held, self.renewed) {
-            (true, _) => {
-                self.renewed = Some(Instant::now());
-                Ok(true)
-            }
-            (false, None) => Ok(false),
-            (false, Some(_)) => Err(Error::new(
-                ErrorKind::Conflict,
-                format!(
-                    "consumer {:?}: another process took over the lease; watch again",
-                    self.options.consumer
-                ),
-            )),
-        }
+#[async_trait]
+impl ChangeSource for PgSource {
+    fn lease_key(&self) -> String {
+        lease_key(self.table, &self.options.consumer)
     }
 
-    /// Reads the next part of the current batch. Returns whether the position moved.
-    async fn fill(&mut self) -> Result<bool> {
-        if !self.lease().await? {
-            return Ok(false); // standby
+    async fn acquire_lease(&mut self, owner: &str, ttl: Duration) -> Result<bool> {
+        acquire_lease(&self.pool, self.table, &self.options.consumer, owner, ttl).await
+    }
+
+    fn release_lease(&self, owner: String) -> BoxFuture<'static, ()> {
+        let (pool, table, consumer) = (self.pool.clone(), self.table, self.options.consumer.clone());
+        Box::pin(async move {
+            let _ = sqlx::query(
+                "UPDATE datastore_consumers SET lease_owner = NULL, lease_until = NULL \
+                 WHERE consumer = $1 AND collection = $2 AND lease_owner = $3",
+            )
+            .bind(consumer)
+            .bind(table.name())
+            .bind(owner)
+            .execute(&pool)
+            .await;
+        })
+    }
+
+    async fn start(&mut self, _from: StartFrom) -> Result<()> {
+        self.pos = Some(start_position(&self.pool, self.table, &self.options).await?);
+        Ok(())
+    }
+
+    async fn read(&mut self) -> Result<Batch> {
+        self.read_batch().await
+    }
+
+    /// Waits a poll interval, or less when a new tick is announced.
+    async fn idle(&mut self, poll: Duration) {
+        let Some(wakeups) = self.wakeups.as_mut() else {
+            return tokio::time::sleep(poll).await;
+        };
+        tokio::select! {
+            () = tokio::time::sleep(poll) => {}
+            changed = wakeups.changed() => {
+                if changed.is_err() {
+                    // The store is gone: poll only.
+                    self.wakeups = None;
+                }
+            }
         }
+    }
+}
+
+impl PgSource {
+    /// Reads the next part of the current batch.
+    async fn read_batch(&mut self) -> Result<Batch> {
         let pos = match self.pos {
             Some(p) => p,
             None => {
@@ -488,7 +463,13 @@ impl Reader {
             _ => match batch_bounds(&self.pool, b).await? {
                 BatchLookup::Pruned => return Err(history_lost(&self.options.consumer)),
                 // A new tick means there is something to read now; otherwise wait a poll.
-                BatchLookup::NotYet => return Ok(take_tick(&self.pool, false).await? >= b),
+                BatchLookup::NotYet => {
+                    let ticked = take_tick(&self.pool, false).await? >= b;
+                    return Ok(Batch {
+                        events: Vec::new(),
+                        caught_up: !ticked,
+                    });
+                }
                 BatchLookup::Ready(bb) => {
                     self.bounds = Some(bb.clone());
                     bb
@@ -573,8 +554,6 @@ impl Reader {
             // History was pruned under this read: do not step over what may be missing.
             return Err(history_lost(&self.options.consumer));
         }
-        // `fill` runs only on an empty buffer: take the read's allocation instead of copying.
-        self.buffer = VecDeque::from(read);
         let full = count == self.options.batch_size as usize;
         self.pos = Some(if full {
             Position {
@@ -587,50 +566,10 @@ impl Reader {
                 seq: 0,
             }
         });
-        Ok(true)
-    }
-
-    /// Waits a poll interval, or less when a new tick is announced.
-    async fn idle(&mut self, poll: Duration) {
-        let Some(wakeups) = self.wakeups.as_mut() else {
-            return tokio::time::sleep(poll).await;
-        };
-        tokio::select! {
-            () = tokio::time::sleep(poll) => {}
-            changed = wakeups.changed() => {
-                if changed.is_err() {
-                    // The store is gone: poll only.
-                    self.wakeups = None;
-                }
-            }
-        }
-    }
-
-    async fn next(&mut self) -> Option<Result<ChangeEvent>> {
-        let poll = self.options.poll_interval;
-        let mut backoff = poll;
-        loop {
-            if self.done {
-                return None;
-            }
-            if let Some(e) = self.buffer.pop_front() {
-                return Some(Ok(e));
-            }
-            match self.fill().await {
-                Ok(true) => backoff = poll,
-                Ok(false) => self.idle(poll).await,
-                Err(e) if e.is_retryable() => {
-                    // The position is kept in memory: retrying loses and repeats nothing.
-                    tracing::warn!(error = %e, "change stream read failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e));
-                }
-            }
-        }
+        Ok(Batch {
+            events: read,
+            caught_up: false,
+        })
     }
 }
 
@@ -650,34 +589,16 @@ pub(crate) async fn watch(
     options: WatchOptions,
     wakeups: Option<watch::Receiver<u64>>,
 ) -> Result<ChangeStream> {
-    options.validate()?;
-    static OWNERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let owner = format!(
-        "{}-{}-{}",
-        std::process::id(),
-        DocumentId::generate(),
-        OWNERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    );
-    let mut reader = Reader {
+    let source = PgSource {
         pool: pool.clone(),
         table,
         filter: options.filter.lower()?,
-        options,
-        owner,
+        options: options.clone(),
         pos: None,
-        renewed: None,
         bounds: None,
-        buffer: VecDeque::new(),
-        done: false,
         wakeups,
     };
-    if reader.lease().await? {
-        reader.pos = Some(start_position(pool, table, &reader.options).await?);
-    }
-    Ok(Box::pin(stream::unfold(reader, |mut r| async move {
-        let item = r.next().await?;
-        Some((item, r))
-    })))
+    spawn_stream(source, options).await
 }
 
 /// Stores `consumer`'s checkpoint for `table`, unless another process holds its lease.
@@ -689,7 +610,7 @@ pub(crate) async fn checkpoint(
 ) -> Result<()> {
     validate_consumer(consumer)?;
     let position = Position::parse(token)?;
-    let owner = local_owner(consumer, table).unwrap_or_default();
+    let owner = LocalLeases::holder(&lease_key(table, consumer)).unwrap_or_default();
     // One statement: the position must not lie beyond the newest tick (no stream issued it),
     // and only the lease holder may store it.
     let (issued, stored): (bool, bool) = sqlx::query_as(
