@@ -128,7 +128,10 @@ fn new_owner() -> String {
 
 /// The change stream over `source`: validates `options`, takes the lease if it is free and
 /// resolves the start before returning (see the module docs).
-pub async fn spawn_stream<S: ChangeSource>(source: S, options: WatchOptions) -> Result<ChangeStream> {
+pub async fn spawn_stream<S: ChangeSource>(
+    source: S,
+    options: WatchOptions,
+) -> Result<ChangeStream> {
     options.validate()?;
     let key = source.lease_key();
     let mut reader = Reader {

@@ -29,7 +29,11 @@ pub(super) struct Slot {
 }
 
 impl Slot {
-    pub(super) fn new(tokens: &mongodb::Collection<Document>, collection: &str, consumer: &str) -> Slot {
+    pub(super) fn new(
+        tokens: &mongodb::Collection<Document>,
+        collection: &str,
+        consumer: &str,
+    ) -> Slot {
         let id = format!("{collection}/{consumer}");
         Slot {
             key: format!("{}\u{0}{id}", tokens.namespace()),
@@ -66,7 +70,12 @@ impl Slot {
 
     /// Takes or renews the lease for `owner` until `now + ttl`. False when another owner holds
     /// it (an upsert racing a held lease fails with a duplicate key: not acquired either).
-    pub(super) async fn acquire(&self, owner: &str, ttl: Duration, now: DateTime<Utc>) -> Result<bool> {
+    pub(super) async fn acquire(
+        &self,
+        owner: &str,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
         let until = chrono::Duration::from_std(ttl)
             .ok()
             .and_then(|d| now.checked_add_signed(d))
@@ -94,4 +103,3 @@ impl Slot {
         }
     }
 }
-

@@ -134,7 +134,11 @@ impl ChangeSource for MongoSource {
         let events = match decode_event(raw)? {
             Decoded::Change(event) => {
                 self.start = Some(Start::After(token::server_data(&event.token)?));
-                self.filter.accepts(&event).then_some(event).into_iter().collect()
+                self.filter
+                    .accepts(&event)
+                    .then_some(event)
+                    .into_iter()
+                    .collect()
             }
             Decoded::Other { token, operation } => {
                 tracing::debug!(operation = %operation, "skipping a change-stream event");
@@ -230,5 +234,32 @@ impl MongoSource {
         }
         self.stream = Some(opened);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn time_starts_are_clamped_to_the_oplog() {
+        let t = Utc.timestamp_opt(1_700_000_000, 900_000_000).unwrap();
+        let at = Timestamp {
+            time: 1_700_000_000,
+            increment: 0,
+        };
+        assert_eq!(time_start(t, None), at);
+        let older = Timestamp {
+            time: 1_600_000_000,
+            increment: 5,
+        };
+        assert_eq!(time_start(t, Some(older)), at);
+        let newer = Timestamp {
+            time: 1_700_000_000,
+            increment: 7,
+        };
+        assert_eq!(time_start(t, Some(newer)), newer);
+        assert_eq!(time_start(DateTime::<Utc>::UNIX_EPOCH, None).time, 1);
     }
 }

@@ -87,6 +87,8 @@ pub(crate) fn token_data(token: &DriverToken) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::changes::event::fixtures::{TOKEN_INSERT, TOKEN_UPDATE};
+    use datastore_api::ErrorKind;
     use mongodb::bson::{oid::ObjectId, Timestamp};
 
     /// A token in SecantusDB's format.
@@ -148,5 +150,27 @@ mod tests {
             token_data(&driver_token(&data).unwrap()).as_deref(),
             Some(data.as_str())
         );
+    }
+
+    #[test]
+    fn tokens_order_like_their_positions() {
+        // Same event identity, cluster times (t, i): (0x635019A0, 1) < (0x635019A0, 2) <
+        // (0x635019A1, 1).
+        let at = |time: &str, inc: &str| {
+            ResumeToken::from_string(format!(
+                "82{time}{inc}2B042C0100296E5A1004AB1154ACACD849A48C61756D70D3B21F04"
+            ))
+        };
+        let a = at("635019A0", "00000001");
+        let b = at("635019A0", "00000002");
+        let c = at("635019A1", "00000001");
+        assert!(a < b && b < c);
+        assert!(ResumeToken::from_string(TOKEN_UPDATE) < ResumeToken::from_string(TOKEN_INSERT));
+        // Checkpoints accept MongoDB tokens only.
+        assert!(server_data(&a).is_ok());
+        for bad in ["", "0000000000000000001.0000000000000000002", "82zz"] {
+            let err = server_data(&ResumeToken::from_string(bad)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        }
     }
 }
