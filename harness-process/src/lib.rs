@@ -1,6 +1,8 @@
 //! Child-process helpers shared by the test-server harnesses (`pg-harness`, `mongo-harness`),
 //! built on `std` and standard shell tools only (no libc): signals, liveness checks, output
-//! tails and command descriptions for error messages.
+//! tails and command descriptions for error messages; [`docker`] for the Docker lanes.
+
+pub mod docker;
 
 use std::ffi::OsStr;
 use std::path::Path;

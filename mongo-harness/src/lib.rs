@@ -9,10 +9,11 @@
 //!    unset or empty, `MONGODB_URI`. The URI is used as is and nothing is
 //!    started; it should name a replica set whose user may create and drop
 //!    databases.
-//! 2. **Docker** ([`Lane::Docker`]): when a Docker engine answers
-//!    `docker info` within a few seconds, a throwaway `mongo:7` container is
-//!    run as the single-node replica set `rs0` on a free `127.0.0.1` port
-//!    (`mongodb://127.0.0.1:PORT/?replicaSet=rs0&directConnection=true`).
+//! 2. **Docker** ([`Lane::Docker`]), in builds with the cargo feature
+//!    `docker`: when a Docker engine answers `docker info` within a few
+//!    seconds, a throwaway `mongo:7` single-node replica set started through
+//!    [`testcontainers`](https://docs.rs/testcontainers)
+//!    (`mongodb://127.0.0.1:PORT/?replicaSet=rs&directConnection=true`).
 //!    Set `DATASTORE_TEST_MONGODB_NO_DOCKER=1` ([`TestMongo::NO_DOCKER_ENV`])
 //!    to skip this lane.
 //! 3. **Stand-in** ([`Lane::StandIn`]): otherwise a server the harness
@@ -56,8 +57,8 @@
 //! dropped), does not leak a running server. Dropping a [`TestMongo`] or
 //! [`StandInServer`] stops its server right away.
 //!
-//! The crate only uses `std` (plus the `sh`, `kill` and `sleep` commands,
-//! and `docker` for the Docker lane).
+//! Without the `docker` feature the crate only uses `std` (plus the `sh`,
+//! `kill` and `sleep` commands).
 //!
 //! # Example
 //!
@@ -75,6 +76,7 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "docker")]
 mod docker;
 mod error;
 mod kind;

@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::sync::OnceLock;
 
+#[cfg(feature = "docker")]
 use crate::docker::DockerMongo;
 use crate::{HarnessError, StandIn, StandInServer};
 
@@ -15,7 +16,8 @@ pub enum Lane {
     /// A server named by `DATASTORE_TEST_MONGODB_URI` or `MONGODB_URI`;
     /// nothing was started.
     External,
-    /// A throwaway `mongo:7` container (single-node replica set `rs0`).
+    /// A throwaway `mongo:7` container (single-node replica set `rs`), started through
+    /// `testcontainers` (cargo feature `docker`).
     Docker,
     /// A stand-in server started by the harness ([`StandInServer`]).
     StandIn(StandIn),
@@ -25,7 +27,7 @@ impl fmt::Display for Lane {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Lane::External => "external MongoDB (MONGODB_URI)",
-            Lane::Docker => "docker mongo:7",
+            Lane::Docker => "docker mongo:7 (testcontainers)",
             Lane::StandIn(StandIn::SecantusDb) => "SecantusDB stand-in",
             Lane::StandIn(StandIn::Jongodb) => "jongodb stand-in",
         })
@@ -34,8 +36,34 @@ impl fmt::Display for Lane {
 
 /// The server a [`TestMongo`] started and owns.
 enum Owned {
-    Docker(DockerMongo),
+    #[cfg(feature = "docker")]
+    Docker(Box<DockerMongo>),
     StandIn(StandInServer),
+}
+
+/// Which lane [`TestMongo::from_env_or_start`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Choice {
+    External,
+    Docker,
+    StandIn,
+}
+
+/// The lane: an external URI wins; then Docker when the lane is compiled in (feature
+/// `docker`), not switched off, and an engine answers (asked only then); else a stand-in.
+fn choose(
+    external: bool,
+    docker_compiled: bool,
+    docker_disabled: bool,
+    engine: impl FnOnce() -> bool,
+) -> Choice {
+    if external {
+        Choice::External
+    } else if docker_compiled && !docker_disabled && engine() {
+        Choice::Docker
+    } else {
+        Choice::StandIn
+    }
 }
 
 /// The MongoDB server tests should run against, always a replica set (so
@@ -85,11 +113,11 @@ impl TestMongo {
     ///    URI is used as is (it must be a `mongodb://` or `mongodb+srv://`
     ///    URI of a replica set, else [`HarnessError::InvalidUri`]); nothing
     ///    is started.
-    /// 2. **Docker**: when `docker info` succeeds within 5 s (and
-    ///    [`TestMongo::NO_DOCKER_ENV`] is not set), runs `mongo:7` as the
-    ///    single-node replica set `rs0` on a free `127.0.0.1` port and waits
-    ///    (at most 60 s) for a writable primary; the URI is
-    ///    `mongodb://127.0.0.1:PORT/?replicaSet=rs0&directConnection=true`.
+    /// 2. **Docker** (built with the cargo feature `docker`): when `docker
+    ///    info` succeeds within 5 s (and [`TestMongo::NO_DOCKER_ENV`] is not
+    ///    set), runs `mongo:7` as the single-node replica set `rs` through
+    ///    `testcontainers`; the URI is
+    ///    `mongodb://127.0.0.1:PORT/?replicaSet=rs&directConnection=true`.
     ///    A failure here is returned, not skipped over.
     /// 3. **Stand-in**: otherwise [`StandInServer::start`], the stand-in
     ///    named by [`StandIn::SELECT_ENV`] (SecantusDB by default); a missing
@@ -98,29 +126,37 @@ impl TestMongo {
     ///
     /// A server started here is stopped when the returned value is dropped.
     pub fn from_env_or_start() -> Result<TestMongo, HarnessError> {
-        if let Some(uri) = external_uri(|name| std::env::var_os(name))? {
-            return Ok(TestMongo {
+        let external = external_uri(|name| std::env::var_os(name))?;
+        let choice = choose(
+            external.is_some(),
+            cfg!(feature = "docker"),
+            docker_disabled(std::env::var_os(Self::NO_DOCKER_ENV)),
+            harness_process::docker::engine_available,
+        );
+        match (choice, external) {
+            (Choice::External, Some(uri)) => Ok(TestMongo {
                 uri,
                 lane: Lane::External,
                 server: None,
-            });
+            }),
+            #[cfg(feature = "docker")]
+            (Choice::Docker, _) => {
+                let server = DockerMongo::start().map_err(with_docker_hint)?;
+                Ok(TestMongo {
+                    uri: server.uri().to_string(),
+                    lane: Lane::Docker,
+                    server: Some(Owned::Docker(Box::new(server))),
+                })
+            }
+            _ => {
+                let server = StandInServer::start()?;
+                Ok(TestMongo {
+                    uri: server.uri().to_string(),
+                    lane: Lane::StandIn(server.kind()),
+                    server: Some(Owned::StandIn(server)),
+                })
+            }
         }
-        if !docker_disabled(std::env::var_os(Self::NO_DOCKER_ENV))
-            && crate::docker::engine_available()
-        {
-            let server = DockerMongo::start().map_err(with_docker_hint)?;
-            return Ok(TestMongo {
-                uri: server.uri().to_string(),
-                lane: Lane::Docker,
-                server: Some(Owned::Docker(server)),
-            });
-        }
-        let server = StandInServer::start()?;
-        Ok(TestMongo {
-            uri: server.uri().to_string(),
-            lane: Lane::StandIn(server.kind()),
-            server: Some(Owned::StandIn(server)),
-        })
     }
 
     /// One instance per process, created on first use by
@@ -188,6 +224,7 @@ fn external_uri(var: impl Fn(&str) -> Option<OsString>) -> Result<Option<String>
 }
 
 /// Adds to a Docker-lane start failure how to skip that lane.
+#[cfg_attr(not(feature = "docker"), allow(dead_code))]
 fn with_docker_hint(error: HarnessError) -> HarnessError {
     match error {
         HarnessError::StartFailed { message, log_tail } => HarnessError::StartFailed {
@@ -244,6 +281,7 @@ impl fmt::Debug for TestMongo {
             .field("uri", &crate::uri::mask_password(&self.uri))
             .field("lane", &self.lane);
         match &self.server {
+            #[cfg(feature = "docker")]
             Some(Owned::Docker(server)) => debug.field("server", server),
             Some(Owned::StandIn(server)) => debug.field("server", server),
             None => debug.field("server", &"external"),
@@ -316,139 +354,27 @@ mod tests {
         assert!(text.contains("pull access denied"), "{text}");
     }
 
-    /// Environment variable that turns [`fake_docker_child`] into a real
-    /// test body (it is only meant to run as a subprocess).
-    const FAKE_DOCKER_CHILD_ENV: &str = "MONGO_HARNESS_FAKE_DOCKER_CHILD";
-
-    /// A `docker` stand-in script: logs every call to `$FAKE_DOCKER_LOG`,
-    /// fails the first `rs.initiate` as if `mongod` were still starting.
-    const FAKE_DOCKER: &str = r#"#!/bin/sh
-log=$FAKE_DOCKER_LOG
-case "$1" in
-  info) echo "info" >>"$log"; echo 27.0.3 ;;
-  run) echo "run $* -> c$$" >>"$log"; echo "c$$" ;;
-  port) echo "port $2 $3" >>"$log"; echo 127.0.0.1:49153; echo "[::1]:49153" ;;
-  exec)
-    case "$*" in
-      *rs.initiate*)
-        echo "initiate $2" >>"$log"
-        if [ ! -f "$log.started" ]; then
-          touch "$log.started"; echo "MongoNetworkError: connect ECONNREFUSED" >&2; exit 1
-        fi
-        echo "{ ok: 1 }" ;;
-      *isWritablePrimary*) echo "hello $2" >>"$log"; echo true ;;
-    esac ;;
-  rm) echo "rm $2 $3" >>"$log" ;;
-esac
-"#;
-
-    /// Subprocess body for [`docker_lane_with_fake_docker`]: starts two
-    /// instances through the Docker lane, drops the first and exits without
-    /// dropping the second.
     #[test]
-    #[ignore = "helper run as a subprocess by docker_lane_with_fake_docker"]
-    fn fake_docker_child() {
-        if std::env::var_os(FAKE_DOCKER_CHILD_ENV).is_none() {
-            return;
-        }
-        for forget in [false, true] {
-            let mongo = TestMongo::from_env_or_start().expect("docker lane starts");
-            println!("FAKE-DOCKER-CHILD {} {}", mongo.lane(), mongo.uri());
-            if forget {
-                std::mem::forget(mongo);
+    fn lane_choice() {
+        let asked = std::cell::Cell::new(false);
+        let engine = |answer: bool| {
+            let asked = &asked;
+            move || {
+                asked.set(true);
+                answer
             }
-        }
-        std::process::exit(0);
-    }
-
-    #[test]
-    fn docker_lane_with_fake_docker() {
-        use std::io::{BufRead, BufReader};
-        use std::os::unix::fs::PermissionsExt;
-        use std::process::{Command, Stdio};
-        use std::time::{Duration, Instant};
-
-        let dir =
-            std::env::temp_dir().join(format!("mongo-harness-fake-docker-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let docker = dir.join("docker");
-        std::fs::write(&docker, FAKE_DOCKER).unwrap();
-        std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let log = dir.join("calls.log");
-        let path = format!(
-            "{}:{}",
-            dir.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "test_target::tests::fake_docker_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(FAKE_DOCKER_CHILD_ENV, "1")
-            .env("FAKE_DOCKER_LOG", &log)
-            .env("PATH", path)
-            .env_remove(TestMongo::URI_ENV)
-            .env_remove(TestMongo::FALLBACK_URI_ENV)
-            .env_remove(TestMongo::NO_DOCKER_ENV)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reports: Vec<String> = BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .filter_map(|l| {
-                l.find("FAKE-DOCKER-CHILD ")
-                    .map(|i| l[i + 18..].to_string())
-            })
-            .collect();
-        assert!(child.wait().unwrap().success());
-        let expected =
-            "docker mongo:7 mongodb://127.0.0.1:49153/?replicaSet=rs0&directConnection=true";
-        assert_eq!(reports, [expected, expected]);
-
-        // The second container is removed by the watchdog after the child
-        // exited; the first one was removed on drop.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let calls = loop {
-            let calls = std::fs::read_to_string(&log).unwrap_or_default();
-            if calls.matches("rm -f").count() >= 2 || Instant::now() > deadline {
-                break calls;
-            }
-            std::thread::sleep(Duration::from_millis(50));
         };
-        let ids: Vec<&str> = calls
-            .lines()
-            .filter_map(|l| l.strip_prefix("run "))
-            .map(|l| {
-                assert!(
-                    l.starts_with(
-                        "run -d --rm -p 127.0.0.1::27017 mongo:7 --replSet rs0 --bind_ip_all -> "
-                    ),
-                    "{l}"
-                );
-                l.rsplit(' ').next().unwrap()
-            })
-            .collect();
-        assert_eq!(ids.len(), 2, "{calls}");
-        for id in &ids {
-            assert!(calls.contains(&format!("port {id} 27017/tcp")), "{calls}");
-            assert!(calls.contains(&format!("hello {id}")), "{calls}");
-            assert!(calls.contains(&format!("rm -f {id}")), "{calls}");
-        }
-        // The first initiate failed and was retried.
-        assert_eq!(
-            calls.matches(&format!("initiate {}", ids[0])).count(),
-            2,
-            "{calls}"
+        assert_eq!(choose(true, true, false, engine(true)), Choice::External);
+        assert!(!asked.get(), "an external server needs no engine check");
+        assert_eq!(choose(false, true, false, engine(true)), Choice::Docker);
+        assert_eq!(choose(false, true, false, engine(false)), Choice::StandIn);
+        asked.set(false);
+        assert_eq!(choose(false, true, true, engine(true)), Choice::StandIn);
+        assert_eq!(choose(false, false, false, engine(true)), Choice::StandIn);
+        assert!(
+            !asked.get(),
+            "a disabled or absent lane needs no engine check"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -465,7 +391,7 @@ esac
     #[test]
     fn lane_display() {
         assert_eq!(Lane::External.to_string(), "external MongoDB (MONGODB_URI)");
-        assert_eq!(Lane::Docker.to_string(), "docker mongo:7");
+        assert_eq!(Lane::Docker.to_string(), "docker mongo:7 (testcontainers)");
         assert_eq!(
             Lane::StandIn(StandIn::SecantusDb).to_string(),
             "SecantusDB stand-in"

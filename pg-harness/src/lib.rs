@@ -34,6 +34,8 @@
 #![warn(missing_docs)]
 
 mod binaries;
+#[cfg(feature = "docker")]
+mod docker;
 mod error;
 mod process;
 mod server;

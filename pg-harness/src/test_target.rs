@@ -17,7 +17,33 @@ use crate::{HarnessError, PgServer};
 pub struct TestPostgres {
     admin_url: String,
     /// `None` for an external server.
-    server: Option<PgServer>,
+    server: Option<Owned>,
+}
+
+/// The server a [`TestPostgres`] started and owns (held for its `Drop`, which stops it).
+#[derive(Debug)]
+#[allow(dead_code)]
+enum Owned {
+    Local(PgServer),
+    #[cfg(feature = "docker")]
+    Docker(Box<crate::docker::DockerPostgres>),
+}
+
+/// Where a throwaway server comes from when no URL is given: the local binaries, else (built
+/// with the cargo feature `docker`, an engine answering, asked only then) a `postgres:15`
+/// container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Choice {
+    Local,
+    Docker,
+}
+
+fn choose(binaries: bool, docker_compiled: bool, engine: impl FnOnce() -> bool) -> Choice {
+    if !binaries && docker_compiled && engine() {
+        Choice::Docker
+    } else {
+        Choice::Local
+    }
 }
 
 /// Outcome of the one start attempt made by [`TestPostgres::shared`]: the
@@ -45,7 +71,9 @@ impl TestPostgres {
     /// Uses the server named by [`TestPostgres::ENV`] if that variable is set
     /// and non-empty (validating that it is a `postgres://` or
     /// `postgresql://` URL), otherwise starts a throwaway [`PgServer`] that
-    /// lives as long as the returned value.
+    /// lives as long as the returned value; on a machine without the server
+    /// binaries and with a Docker engine, a build with the cargo feature
+    /// `docker` runs a `postgres:15` container instead.
     pub fn from_env_or_start() -> Result<TestPostgres, HarnessError> {
         match std::env::var(Self::ENV) {
             Ok(url) if !url.trim().is_empty() => {
@@ -62,10 +90,25 @@ impl TestPostgres {
                 Self::ENV
             ))),
             _ => {
+                let binaries = crate::binaries::Binaries::locate().is_ok();
+                let choice = choose(
+                    binaries,
+                    cfg!(feature = "docker"),
+                    harness_process::docker::engine_available,
+                );
+                #[cfg(feature = "docker")]
+                if choice == Choice::Docker {
+                    let server = crate::docker::DockerPostgres::start()?;
+                    return Ok(TestPostgres {
+                        admin_url: server.admin_url().to_owned(),
+                        server: Some(Owned::Docker(Box::new(server))),
+                    });
+                }
+                let _ = choice;
                 let server = PgServer::start()?;
                 Ok(TestPostgres {
                     admin_url: server.url("postgres"),
-                    server: Some(server),
+                    server: Some(Owned::Local(server)),
                 })
             }
         }
@@ -144,6 +187,26 @@ mod tests {
             admin_url: url.to_string(),
             server: None,
         }
+    }
+
+    #[test]
+    fn lane_choice() {
+        let asked = std::cell::Cell::new(false);
+        let engine = |answer: bool| {
+            let asked = &asked;
+            move || {
+                asked.set(true);
+                answer
+            }
+        };
+        assert_eq!(choose(true, true, engine(true)), Choice::Local);
+        assert_eq!(choose(false, false, engine(true)), Choice::Local);
+        assert!(
+            !asked.get(),
+            "with binaries, or without the lane, no engine check"
+        );
+        assert_eq!(choose(false, true, engine(true)), Choice::Docker);
+        assert_eq!(choose(false, true, engine(false)), Choice::Local);
     }
 
     #[test]

@@ -208,6 +208,23 @@ impl Xtask {
                 return code;
             }
         }
+        // The Docker lanes (testcontainers) cannot run here (no engine); compile and lint them.
+        let docker_lanes = [
+            "clippy",
+            "-p",
+            "mongo-harness",
+            "-p",
+            "pg-harness",
+            "--features",
+            "mongo-harness/docker,pg-harness/docker",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ];
+        if let Err(code) = run_step(self.cargo(docker_lanes)) {
+            return code;
+        }
         // Rustdoc warnings (broken or ambiguous links) fail the run like clippy's.
         let mut doc = self.cargo(["doc", "--no-deps", "--workspace"]);
         doc.env("RUSTDOCFLAGS", "-D warnings");
