@@ -115,6 +115,14 @@ impl LocalLeases {
     }
 }
 
+/// The error of a checkpoint refused because another process holds the consumer's lease.
+pub fn checkpoint_refused(consumer: &str) -> Error {
+    Error::new(
+        ErrorKind::Conflict,
+        format!("consumer {consumer:?}: another process holds its lease; not checkpointed"),
+    )
+}
+
 /// A fresh owner id: unique to one stream of one process.
 fn new_owner() -> String {
     static OWNERS: AtomicU64 = AtomicU64::new(0);

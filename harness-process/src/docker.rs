@@ -48,8 +48,7 @@ pub fn engine_available() -> bool {
 }
 
 /// Starts a watchdog (its own process group) that runs `docker rm -f <container>` within about
-/// a second after this process exits. Kill it (its group) when the container is removed
-/// otherwise.
+/// a second after this process exits.
 pub fn remove_on_exit(container: &str) -> std::io::Result<Child> {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
@@ -65,10 +64,66 @@ pub fn remove_on_exit(container: &str) -> std::io::Result<Child> {
 }
 
 /// Stops a watchdog of [`remove_on_exit`] (and its `sleep`).
-pub fn stop_watchdog(mut watchdog: Child) {
+#[cfg(feature = "docker")]
+fn stop_watchdog(mut watchdog: Child) {
     crate::send_signal("KILL", &format!("-{}", watchdog.id()));
     let _ = watchdog.kill();
     let _ = watchdog.wait();
+}
+
+/// A container started through `testcontainers` (cargo feature `docker`), removed when
+/// dropped, or by a [`remove_on_exit`] watchdog when the process exits without dropping it.
+#[cfg(feature = "docker")]
+pub struct Started<I: testcontainers::Image> {
+    container: Option<testcontainers::Container<I>>,
+    watchdog: Option<Child>,
+}
+
+#[cfg(feature = "docker")]
+impl<I: testcontainers::Image> Started<I> {
+    /// Starts `request` and returns it with the host port mapped to the container's `port`;
+    /// the error says which step failed, and why.
+    pub fn start(
+        request: impl testcontainers::runners::SyncRunner<I>,
+        port: u16,
+    ) -> Result<(Started<I>, u16), (&'static str, String)> {
+        let container = request
+            .start()
+            .map_err(|e| ("the container did not start", e.to_string()))?;
+        let host_port = container
+            .get_host_port_ipv4(port)
+            .map_err(|e| ("the container's port is not mapped", e.to_string()))?;
+        let watchdog = remove_on_exit(container.id()).map_err(|e| {
+            (
+                "spawning the container watchdog (`sh`) failed",
+                e.to_string(),
+            )
+        })?;
+        let started = Started {
+            container: Some(container),
+            watchdog: Some(watchdog),
+        };
+        Ok((started, host_port))
+    }
+}
+
+#[cfg(feature = "docker")]
+impl<I: testcontainers::Image> Drop for Started<I> {
+    fn drop(&mut self) {
+        // Dropping the container removes it; then the watchdog has nothing left to do.
+        drop(self.container.take());
+        if let Some(watchdog) = self.watchdog.take() {
+            stop_watchdog(watchdog);
+        }
+    }
+}
+
+#[cfg(feature = "docker")]
+impl<I: testcontainers::Image> std::fmt::Debug for Started<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let id = self.container.as_ref().map(|c| c.id().to_owned());
+        f.debug_struct("Started").field("container", &id).finish()
+    }
 }
 
 #[cfg(test)]

@@ -212,6 +212,8 @@ impl Xtask {
         let docker_lanes = [
             "clippy",
             "-p",
+            "harness-process",
+            "-p",
             "mongo-harness",
             "-p",
             "pg-harness",

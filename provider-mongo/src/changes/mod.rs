@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use datastore_api::change::{validate_consumer, ChangeStream, Lag, ResumeToken, WatchOptions};
-use datastore_api::change_reader::{spawn_stream, LocalLeases};
+use datastore_api::change_reader::{checkpoint_refused, spawn_stream, LocalLeases};
 use datastore_api::{Error, ErrorKind, Filter, Result};
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::options::FullDocumentBeforeChangeType;
@@ -193,10 +193,7 @@ impl ChangeSupport {
             Err(e) => return Err(map_err(e)),
         };
         if !stored {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                format!("consumer {consumer:?}: another process holds its lease; not checkpointed"),
-            ));
+            return Err(checkpoint_refused(consumer));
         }
         Ok(())
     }

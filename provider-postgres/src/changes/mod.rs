@@ -14,7 +14,7 @@ use std::time::Duration;
 use datastore_api::change::{
     validate_consumer, ChangeStream, Lag, ResumeToken, RetentionPolicy, WatchOptions,
 };
-use datastore_api::change_reader::{spawn_stream, LocalLeases};
+use datastore_api::change_reader::{checkpoint_refused, spawn_stream, LocalLeases};
 use datastore_api::{Error, ErrorKind, Filter, Lowered, Result};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use tokio::sync::watch;
@@ -133,10 +133,7 @@ pub(crate) async fn checkpoint(
         )));
     }
     if !stored {
-        return Err(Error::new(
-            ErrorKind::Conflict,
-            format!("consumer {consumer:?}: another process holds its lease; not checkpointed"),
-        ));
+        return Err(checkpoint_refused(consumer));
     }
     Ok(())
 }
