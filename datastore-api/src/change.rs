@@ -228,6 +228,11 @@ impl WatchOptions {
                 "watch poll interval must be greater than zero",
             ));
         }
+        if self.lease_ttl.is_zero() {
+            return Err(Error::invalid_input(
+                "watch lease_ttl must be greater than zero (a lease that expires as it is taken lets two readers share a consumer)",
+            ));
+        }
         self.filter.lower().map(|_| ())
     }
 }

@@ -220,17 +220,30 @@ impl<S: ChangeSource> Reader<S> {
         Ok(())
     }
 
+    /// Whether the lease is due for renewal (a fifth of its lifetime has passed).
+    fn renewal_due(&self) -> bool {
+        self.renewed
+            .is_some_and(|t| t.elapsed() >= self.options.lease_ttl / 5)
+    }
+
     async fn next(&mut self) -> Option<Result<ChangeEvent>> {
         let poll = self.options.poll_interval;
         let mut backoff = poll;
         loop {
-            if let Some(e) = self.buffer.pop_front() {
-                return Some(Ok(e));
+            // Buffered events are handed out only while the lease is held: a consumer slower
+            // than the lease lifetime renews it here, or learns that a standby took over.
+            if !self.buffer.is_empty() && !self.renewal_due() {
+                return self.buffer.pop_front().map(Ok);
             }
             if self.done {
                 return None;
             }
-            match self.step().await {
+            let attempt = if self.buffer.is_empty() {
+                self.step().await
+            } else {
+                self.lease().await.map(|_| ())
+            };
+            match attempt {
                 Ok(()) => backoff = poll,
                 Err(e) if e.is_retryable() => {
                     // The source keeps its position: retrying loses and repeats nothing.
@@ -242,10 +255,11 @@ impl<S: ChangeSource> Reader<S> {
                     );
                     self.source.reset();
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF).max(poll);
+                    backoff = backoff.saturating_mul(2).min(MAX_BACKOFF).max(poll);
                 }
                 Err(e) => {
                     self.done = true;
+                    self.buffer.clear();
                     self.source.reset();
                     return Some(Err(e));
                 }

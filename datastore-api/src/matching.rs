@@ -24,9 +24,9 @@ impl Lowered {
             Lowered::Cmp { path, op, value } => {
                 reached(doc, path).any(|v| scalar_order(v, value).is_some_and(|o| op.accepts(o)))
             }
+            // Missing means no value at all (an empty array is a value); null may be an element.
             Lowered::NullOrMissing(path) => {
-                let mut values = reached(doc, path).peekable();
-                values.peek().is_none() || values.any(Value::is_null)
+                values_at(doc, path).is_empty() || reached(doc, path).any(Value::is_null)
             }
             Lowered::Exists(path) => !values_at(doc, path).is_empty(),
             Lowered::Not(inner) => !inner.matches(doc),
@@ -146,7 +146,7 @@ mod tests {
 
     #[test]
     fn comparisons_follow_type_brackets_and_arrays() {
-        let d = doc(json!({"n": 1, "s": "b", "list": [3, "x", {"k": 1}], "z": null}));
+        let d = doc(json!({"n": 1, "s": "b", "list": [3, "x", {"k": 1}], "z": null, "e": []}));
         let yes = [
             Filter::eq("n", 1.0),
             Filter::gt("s", "a"),
@@ -157,6 +157,7 @@ mod tests {
             Filter::eq("missing", Option::<i64>::None),
             Filter::exists("z", true),
             Filter::ne("n", 2),
+            Filter::ne("e", Option::<i64>::None),
         ];
         let no = [
             Filter::gt("n", "a"),
@@ -164,6 +165,7 @@ mod tests {
             Filter::eq("list", 4),
             Filter::exists("missing", true),
             Filter::eq("n", Option::<i64>::None),
+            Filter::eq("e", Option::<i64>::None),
         ];
         for f in yes {
             assert!(f.lower().unwrap().matches(&d), "{f:?}");

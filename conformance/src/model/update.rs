@@ -173,11 +173,11 @@ fn unset(root: &mut Value, segments: &[&str]) -> bool {
 
 /// `a + b`: integers stay integers (and must fit in 64 bits), anything else is a float.
 fn sum(a: &Number, b: &Number) -> Result<Number> {
-    if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
-        return x
-            .checked_add(y)
+    let int = |n: &Number| n.as_i64().map(i128::from).or(n.as_u64().map(i128::from));
+    if let (Some(x), Some(y)) = (int(a), int(b)) {
+        return i64::try_from(x + y)
             .map(Number::from)
-            .ok_or_else(|| Error::invalid_input("integer increment overflows"));
+            .map_err(|_| Error::invalid_input("integer increment overflows"));
     }
     let f = a.as_f64().unwrap_or(f64::NAN) + b.as_f64().unwrap_or(f64::NAN);
     Number::from_f64(f).ok_or_else(|| Error::invalid_input("increment gives no finite number"))

@@ -24,8 +24,8 @@ enum StreamFailure {
     Unsupported,
     /// The position is older than the oplog.
     HistoryLost,
-    /// A required post-image is gone.
-    PostImageMissing,
+    /// A required pre- or post-image is gone.
+    ImageMissing,
 }
 
 fn classify(code: Option<i32>, message: &str) -> Option<StreamFailure> {
@@ -35,8 +35,10 @@ fn classify(code: Option<i32>, message: &str) -> Option<StreamFailure> {
         Some(StreamFailure::HistoryLost)
     } else if in_code(UNSUPPORTED_CODES) {
         Some(StreamFailure::Unsupported)
-    } else if code == Some(NO_MATCHING_DOCUMENT) && m.contains("post-image") {
-        Some(StreamFailure::PostImageMissing)
+    } else if code == Some(NO_MATCHING_DOCUMENT)
+        && (m.contains("pre-image") || m.contains("post-image"))
+    {
+        Some(StreamFailure::ImageMissing)
     } else if m.contains("resume point may no longer be in the oplog") {
         Some(StreamFailure::HistoryLost)
     } else if m.contains("$changestream")
@@ -78,10 +80,10 @@ pub(super) fn stream_error(e: mongodb::error::Error, consumer: &str) -> Error {
             ),
         )
         .with_source(e),
-        Some(StreamFailure::PostImageMissing) => Error::new(
+        Some(StreamFailure::ImageMissing) => Error::new(
             ErrorKind::HistoryLost,
             format!(
-                "consumer {consumer:?}: the post-image of a change is no longer available (post-images \
+                "consumer {consumer:?}: the pre-image of a change is no longer available (pre-images \
                  expired, or were not enabled when the change was written)"
             ),
         )
@@ -141,7 +143,14 @@ mod tests {
                 Some(47),
                 "Change stream was configured to require a post-image for all update events, but the post-image was not found for event: {...}"
             ),
-            Some(PostImageMissing)
+            Some(ImageMissing)
+        );
+        assert_eq!(
+            classify(
+                Some(47),
+                "Change stream was configured to require a pre-image for all update, delete and replace events, but the pre-image was not found for event: {...}"
+            ),
+            Some(ImageMissing)
         );
         assert_eq!(
             classify(

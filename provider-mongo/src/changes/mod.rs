@@ -9,7 +9,8 @@
 //!   so the stream can report them. The resume token (`_id`) is never touched.
 //! - **Full document.** [`ChangeSupport::prepare`] enables `changeStreamPreAndPostImages` on
 //!   the data collections at connect (MongoDB 6.0+, needs the `collMod` privilege), and streams
-//!   ask for each update's pre-image (`fullDocumentBeforeChange: "required"`). The document
+//!   ask for each change's pre-image (`fullDocumentBeforeChange: "whenAvailable"`: deletes and
+//!   replaces do not need theirs; an update without one ends the stream with `HistoryLost`). The document
 //!   delivered with an update is that pre-image with the event's own `updateDescription`
 //!   applied ([`post_image`]): what the server recorded at write time, never a lookup at read
 //!   time (which can give the document of a later change, as SecantusDB's post-images do, or
@@ -239,7 +240,8 @@ impl ChangeSupport {
             .batch_size(1_000)
             .max_await_time(Duration::from_millis(100));
         if decode {
-            action = action.full_document_before_change(FullDocumentBeforeChangeType::Required);
+            action =
+                action.full_document_before_change(FullDocumentBeforeChangeType::WhenAvailable);
         }
         let mut stream = action
             .into_future()

@@ -10,8 +10,9 @@
 //! `updateDescription` follows the server's diff: `truncatedArrays` shrink arrays,
 //! `removedFields` remove fields, `updatedFields` set values by dotted path. A path's
 //! intermediate fields exist in the pre-image (a new subtree is reported whole, at its topmost
-//! new field), so a field name containing a dot is recognised by matching existing names,
-//! longest first; a path that matches nothing names a new field of the container it reached.
+//! new field). Segments are read as nested fields first, as the server's update operators read
+//! them; only where no nested field exists is a field name containing a dot tried; a path that
+//! matches nothing names a new field of the container it reached.
 
 use mongodb::bson::{Bson, Document};
 
@@ -71,7 +72,7 @@ fn mismatch(path: &str, why: &str) -> Error {
 
 fn edit(doc: &mut Document, path: &str, edit: Edit) -> Result<()> {
     let segments: Vec<&str> = path.split('.').collect();
-    if edit_document(doc, &segments, &edit, path)? {
+    if edit_document(doc, &segments, &edit, path, true)? {
         Ok(())
     } else {
         match edit {
@@ -82,10 +83,17 @@ fn edit(doc: &mut Document, path: &str, edit: Edit) -> Result<()> {
     }
 }
 
-/// Applies `edit` at `segments` inside `doc`; false when nothing there matched (only a set
-/// creates fields, always in the deepest container reached).
-fn edit_document(doc: &mut Document, segments: &[&str], edit: &Edit, path: &str) -> Result<bool> {
-    for take in (1..=segments.len()).rev() {
+/// Applies `edit` at `segments` inside `doc`; false when nothing there matched. Only a set
+/// creates a field: one segment in the container reached, or (at the top, `top`) the rest of a
+/// path that matched nothing as a dotted name.
+fn edit_document(
+    doc: &mut Document,
+    segments: &[&str],
+    edit: &Edit,
+    path: &str,
+    top: bool,
+) -> Result<bool> {
+    for take in 1..=segments.len() {
         let key = segments[..take].join(".");
         if take == segments.len() {
             if doc.contains_key(&key) {
@@ -94,7 +102,9 @@ fn edit_document(doc: &mut Document, segments: &[&str], edit: &Edit, path: &str)
             continue;
         }
         let descended = match doc.get_mut(&key) {
-            Some(Bson::Document(child)) => edit_document(child, &segments[take..], edit, path)?,
+            Some(Bson::Document(child)) => {
+                edit_document(child, &segments[take..], edit, path, false)?
+            }
             Some(Bson::Array(items)) => edit_array(items, &segments[take..], edit, path)?,
             _ => false,
         };
@@ -103,7 +113,7 @@ fn edit_document(doc: &mut Document, segments: &[&str], edit: &Edit, path: &str)
         }
     }
     match edit {
-        Edit::Set(value) => {
+        Edit::Set(value) if top || segments.len() == 1 => {
             doc.insert(segments.join("."), value.clone());
             Ok(true)
         }
@@ -133,7 +143,7 @@ fn edit_array(items: &mut Vec<Bson>, segments: &[&str], edit: &Edit, path: &str)
         .map_err(|_| mismatch(path, "a field name inside an array"))?;
     if segments.len() > 1 {
         return match items.get_mut(index) {
-            Some(Bson::Document(child)) => edit_document(child, &segments[1..], edit, path),
+            Some(Bson::Document(child)) => edit_document(child, &segments[1..], edit, path, false),
             Some(Bson::Array(inner)) => edit_array(inner, &segments[1..], edit, path),
             _ => Err(mismatch(
                 path,
@@ -243,18 +253,26 @@ mod tests {
 
     #[test]
     fn dotted_names_and_truncation() {
-        let pre = doc! { "a.b": { "c": 1 }, "a": { "b": 2 }, "list": [1, 2, 3, { "q": [4, 5] }] };
+        // Nested fields first (as `$set: {"a.b.c": 9}` reads its path); a dotted name only
+        // where no nested field exists.
+        let pre = doc! {
+            "a.b": { "c": 1 }, "a": { "b": { "c": 2 } }, "x.y": { "z": 1 },
+            "list": [1, 2, 3, { "q": [4, 5] }],
+        };
         let post = apply(
             pre,
             &doc! {
-                "updatedFields": { "a.b.c": 9, "list.3.q.0": 6, "list.1": 7 },
+                "updatedFields": { "a.b.c": 9, "x.y.z": 8, "list.3.q.0": 6, "list.1": 7 },
                 "truncatedArrays": [{ "field": "list.3.q", "newSize": 1 }],
             },
         )
         .unwrap();
         assert_eq!(
             post,
-            doc! { "a.b": { "c": 9 }, "a": { "b": 2 }, "list": [1, 7, 3, { "q": [6] }] }
+            doc! {
+                "a.b": { "c": 1 }, "a": { "b": { "c": 9 } }, "x.y": { "z": 8 },
+                "list": [1, 7, 3, { "q": [6] }],
+            }
         );
         let pre = doc! { "list": [1, 2, 3] };
         let post = apply(

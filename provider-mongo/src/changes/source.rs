@@ -212,7 +212,7 @@ impl MongoSource {
             .coll
             .watch()
             .pipeline(self.filter.stages.clone())
-            .full_document_before_change(FullDocumentBeforeChangeType::Required)
+            .full_document_before_change(FullDocumentBeforeChangeType::WhenAvailable)
             .batch_size(self.options.batch_size)
             .max_await_time(self.await_time());
         action = match &start {

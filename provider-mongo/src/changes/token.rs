@@ -28,12 +28,20 @@ pub(crate) fn api_token(data: &str) -> ResumeToken {
 pub(crate) fn server_data(token: &ResumeToken) -> Result<String> {
     let t = token.as_str();
     let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
-    let data = match t.split_once('-') {
-        Some((key, data)) if hex(key) && order_key(data).as_deref() == Some(key) => data,
-        None if hex(t) && order_key(t).is_none() => t,
-        _ => "",
+    let data = if t.len() > MAX_TOKEN_LEN {
+        ""
+    } else {
+        match t.split_once('-') {
+            Some((key, data))
+                if hex(key) && hex(data) && order_key(data).as_deref() == Some(key) =>
+            {
+                data
+            }
+            None if hex(t) && order_key(t).is_none() => t,
+            _ => "",
+        }
     };
-    if data.is_empty() || t.len() > MAX_TOKEN_LEN {
+    if data.is_empty() {
         return Err(Error::invalid_input(format!(
             "malformed resume token {t:?}: not a MongoDB change-stream token"
         )));
@@ -45,12 +53,18 @@ pub(crate) fn server_data(token: &ResumeToken) -> Result<String> {
 /// big-endian (integers with the sign bit flipped); `None` for KeyString tokens (and anything
 /// that is not a BSON document).
 fn order_key(data: &str) -> Option<String> {
-    if !data.len().is_multiple_of(2) || data.len() < 10 {
+    let digits = data.as_bytes();
+    if !digits.len().is_multiple_of(2) || digits.len() < 10 {
         return None;
     }
-    let bytes: Vec<u8> = (0..data.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&data[i..i + 2], 16).ok())
+    let nibble = |d: u8| {
+        char::from(d)
+            .to_digit(16)
+            .and_then(|n| u8::try_from(n).ok())
+    };
+    let bytes: Vec<u8> = digits
+        .chunks(2)
+        .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
         .collect::<Option<_>>()?;
     let declared = u32::from_le_bytes(bytes[..4].try_into().ok()?) as usize;
     if declared != bytes.len() {
@@ -137,6 +151,9 @@ mod tests {
             &forged_key,
             &data, // a BSON token without its key
             &format!("ab-{}", "82ab"),
+            "ab-aéaaaaaaa",
+            "+a+a+a+a+a+a",
+            &"a".repeat(MAX_TOKEN_LEN + 2),
         ] {
             let err = server_data(&ResumeToken::from_string(bad)).unwrap_err();
             assert_eq!(err.kind(), datastore_api::ErrorKind::InvalidInput, "{bad}");
