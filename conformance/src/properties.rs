@@ -21,6 +21,7 @@ mod changes;
 mod concurrent;
 mod domain;
 mod hostile;
+mod watchers;
 
 /// Every property, in report order.
 pub const ALL: &[Property] = &[
@@ -89,6 +90,12 @@ pub const ALL: &[Property] = &[
         needs: &[Capability::ChangeStreams],
         narrowed_by: &[Capability::ProviderRetention],
         run: changes::leases_lag_and_retention,
+    },
+    Property {
+        name: "watcher_filters_match_nvsentinel",
+        needs: &[Capability::ChangeStreams],
+        narrowed_by: &[],
+        run: watchers::watcher_filters_match_nvsentinel,
     },
     Property {
         name: "health_event_domain_methods",

@@ -331,8 +331,16 @@ pub mod watchers {
             ))
     }
 
-    /// fault-remediation: updates of the eviction status that leave the event drained and
-    /// quarantined, released-and-drained, or cancelled.
+    /// fault-remediation, as NVSentinel's pipeline: an update that writes the whole eviction
+    /// status (`healtheventstatus.userpodsevictionstatus`, as node-drainer does; a write of its
+    /// `.status` alone does not count) and leaves the event drained (Succeeded or
+    /// AlreadyDrained) and quarantined (Quarantined or AlreadyQuarantined), or released
+    /// (UnQuarantined) with the eviction Succeeded; or an update that writes `Cancelled` to the
+    /// quarantine status; or an insert (the fail-safe path) of an event already in one of those
+    /// three states.
+    ///
+    /// "The value written" is the document's value at a written path: change documents are
+    /// exact (the document right after that change) on every provider.
     pub fn quarantined_and_drained() -> Filter {
         let drained = Filter::is_in(
             full(fields::EVICTION_STATUS),
@@ -345,27 +353,24 @@ pub mod watchers {
         let released = Filter::eq(full(fields::NODE_QUARANTINED), "UnQuarantined")
             .and(Filter::eq(full(fields::EVICTION_STATUS), "Succeeded"));
         let cancelled = Filter::eq(full(fields::NODE_QUARANTINED), "Cancelled");
-        op("update")
-            .and(
-                Filter::eq("updateDescription.updatedFields", fields::EVICTION)
-                    .or(Filter::eq(
-                        "updateDescription.updatedFields",
-                        fields::EVICTION_STATUS,
-                    ))
-                    .or(Filter::eq(
-                        "updateDescription.updatedFields",
-                        fields::NODE_QUARANTINED,
-                    )),
-            )
-            .and(drained.and(quarantined).or(released).or(cancelled))
+        let wrote = |path: &str| Filter::eq("updateDescription.updatedFields", path);
+        let drained_or_released = drained.and(quarantined).or(released);
+        let updates = op("update").and(
+            wrote(fields::EVICTION)
+                .and(drained_or_released.clone())
+                .or(wrote(fields::NODE_QUARANTINED).and(cancelled.clone())),
+        );
+        let inserts = op("insert").and(drained_or_released.or(cancelled));
+        updates.or(inserts)
     }
 
-    /// health-events-analyzer: inserts of non-fatal unhealthy events not produced by the
-    /// analyzer itself, with processing strategy 1, 3 or unset.
+    /// health-events-analyzer, as NVSentinel's pipeline: inserts of unhealthy events not
+    /// produced by the analyzer itself, with processing strategy 1 (EXECUTE_REMEDIATION), 3
+    /// (STORE_AND_ANALYSE) or unset. Fatal or not: the pipeline has no condition on `isfatal`,
+    /// whatever its name says.
     pub fn non_fatal_unhealthy_inserts() -> Filter {
         op("insert")
             .and(Filter::ne(full(fields::AGENT), "health-events-analyzer"))
-            .and(Filter::eq(full(fields::IS_FATAL), false))
             .and(Filter::eq(full(fields::IS_HEALTHY), false))
             .and(
                 Filter::is_in(full(fields::PROCESSING_STRATEGY), [1, 3])

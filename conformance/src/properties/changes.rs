@@ -22,7 +22,7 @@ use crate::Ctx;
 
 const POLL: Duration = Duration::from_millis(20);
 
-fn unique(name: &str) -> String {
+pub(super) fn unique(name: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     format!(
         "{name}-{}-{}",
@@ -31,7 +31,7 @@ fn unique(name: &str) -> String {
     )
 }
 
-fn options(consumer: &str, filter: Filter, start: StartFrom) -> WatchOptions {
+pub(super) fn options(consumer: &str, filter: Filter, start: StartFrom) -> WatchOptions {
     let mut o = WatchOptions::new(consumer).filter(filter).start(start);
     o.poll_interval = POLL;
     o.batch_size = 7; // small, so batches split inside ticks
@@ -71,7 +71,7 @@ fn change_filter(vocab: gen::Vocabulary) -> impl Strategy<Value = Filter> {
 }
 
 /// Reads exactly `n` events (or fails after `deadline`), then checks nothing more arrives soon.
-async fn read_exactly(
+pub(super) async fn read_exactly(
     stream: &mut ChangeStream,
     n: usize,
 ) -> std::result::Result<Vec<ChangeEvent>, String> {

@@ -138,7 +138,7 @@ mod tests {
         assert_eq!(implied(watchers::processable_inserts()), Some(vec!["i"]));
         assert_eq!(
             implied(watchers::quarantined_and_drained()),
-            Some(vec!["u"])
+            Some(vec!["i", "u"])
         );
         let op = |name: &str| Filter::eq("operationType", name);
         assert_eq!(implied(op("insert").or(op("delete"))), Some(vec!["d", "i"]));
