@@ -21,6 +21,7 @@ mod changes;
 mod concurrent;
 mod domain;
 mod hostile;
+mod processor;
 mod watchers;
 
 /// Every property, in report order.
@@ -96,6 +97,12 @@ pub const ALL: &[Property] = &[
         needs: &[Capability::ChangeStreams],
         narrowed_by: &[],
         run: watchers::watcher_filters_match_nvsentinel,
+    },
+    Property {
+        name: "processor_handles_every_change",
+        needs: &[Capability::ChangeStreams],
+        narrowed_by: &[],
+        run: processor::processor_handles_every_change,
     },
     Property {
         name: "health_event_domain_methods",

@@ -33,6 +33,7 @@ mod matching;
 pub mod metrics;
 pub mod model;
 pub mod path;
+pub mod processor;
 pub mod query;
 pub mod store;
 pub mod update;

@@ -54,7 +54,7 @@ pub(super) async fn start_position(
     table: Table,
     options: &WatchOptions,
 ) -> Result<Position> {
-    let (oldest, _) = tick_bounds(pool).await?;
+    let (oldest, newest) = tick_bounds(pool).await?;
     let now = || async {
         let tick = take_tick(pool, true).await?;
         Ok::<_, Error>(Position {
@@ -81,7 +81,12 @@ pub(super) async fn start_position(
                     tick: tick.max(oldest + 1),
                     seq: 0,
                 }),
-                None => now().await,
+                // No tick since `t` yet: the changes committed since are in the batches after
+                // the newest tick (starting after a fresh tick, as `Now` does, skipped them).
+                None => Ok(Position {
+                    tick: newest + 1,
+                    seq: 0,
+                }),
             }
         }
         StartFrom::Checkpoint => match saved_position(pool, table, &options.consumer).await? {

@@ -1,0 +1,270 @@
+//! The event processor ([`datastore_api::processor`]) over a real change stream, with random
+//! handler outcomes and a stop at a random point followed by a restart from the checkpoint.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use datastore_api::processor::{self, ProcessorOptions};
+use datastore_api::{Error, Filter, StartFrom, WatchOptions};
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+use serde_json::json;
+
+use super::changes::unique;
+use super::check_cases;
+use crate::Ctx;
+
+/// What the handler does with an event, on its first attempts.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Ok,
+    /// Fails this many times, then succeeds.
+    FailThenOk(u32),
+    /// Takes this many milliseconds.
+    Slow(u64),
+    /// The first attempt outlives the timeout.
+    TimeoutOnce,
+}
+
+/// What the handlers saw, across both runs.
+#[derive(Default)]
+struct Log {
+    /// Attempts per event.
+    attempts: HashMap<usize, u32>,
+    /// Events handled to success, per run.
+    succeeded: [HashSet<usize>; 2],
+    /// Per run and key, the events in the order their attempts started.
+    starts: [HashMap<String, Vec<usize>>; 2],
+    /// Keys with a running handler.
+    running: HashSet<String>,
+    /// A second handler of a key started while one ran.
+    overlap: Option<String>,
+}
+
+const TIMEOUT: Duration = Duration::from_millis(150);
+
+/// Every matching change is handled to success at least once, never skipped, across a stop at a
+/// random point and a restart from the checkpoint; the restart re-handles at most
+/// `max_in_flight` events; events of one key start in delivery order, never two at once.
+pub(super) fn processor_handles_every_change(ctx: &Ctx<'_>) -> std::result::Result<(), String> {
+    let coll = ctx.store.health_event_collection();
+    let outcome = prop_oneof![
+        4 => Just(Outcome::Ok),
+        2 => (1u32..3).prop_map(Outcome::FailThenOk),
+        2 => (1u64..20).prop_map(Outcome::Slow),
+        1 => Just(Outcome::TimeoutOnce),
+    ];
+    let strategy = (
+        prop::collection::vec((0u8..4, outcome), 1..24),
+        1usize..5,
+        0usize..5,
+        any::<prop::sample::Index>(),
+    );
+    check_cases(
+        (ctx.cases / 8).max(6),
+        shrink_iters_small(),
+        strategy,
+        |(events, concurrency, extra, stop)| {
+            ctx.rt.block_on(async {
+                let run_id = unique("proc");
+                let consumer = unique("processor");
+                let since = coll.server_time().await.map_err(fail)?;
+                for (i, (key, _)) in events.iter().enumerate() {
+                    let doc = json!({"run": run_id, "i": i, "node": format!("node-{key}")});
+                    coll.insert_one(serde_json::from_value(doc).unwrap_or_default())
+                        .await
+                        .map_err(fail)?;
+                }
+                let outcomes: Arc<Vec<Outcome>> =
+                    Arc::new(events.iter().map(|(_, o)| *o).collect());
+                let log = Arc::new(Mutex::new(Log::default()));
+                let options = ProcessorOptions {
+                    concurrency,
+                    max_in_flight: concurrency + extra,
+                    partition_key: Some(processor::by_path("fullDocument.node")),
+                    timeout: TIMEOUT,
+                    retries: 3,
+                    backoff: Duration::from_millis(1),
+                    checkpoint_interval: Duration::from_millis(5),
+                    drain_timeout: Duration::from_secs(5),
+                    ..ProcessorOptions::default()
+                };
+                let stop_after = stop.index(events.len() + 1);
+                let mut checkpointed = false;
+                for run in 0..2usize {
+                    // The restart resumes from the checkpoint; a first run that wrote none left
+                    // the consumer to start over (from the same time).
+                    let start = if checkpointed {
+                        StartFrom::Checkpoint
+                    } else {
+                        StartFrom::Time(since)
+                    };
+                    let target = if run == 0 { stop_after } else { events.len() };
+                    let done = Arc::new(tokio::sync::Notify::new());
+                    let handler = handler(
+                        run,
+                        Arc::clone(&log),
+                        Arc::clone(&outcomes),
+                        Arc::clone(&done),
+                        target,
+                    );
+                    let watch = WatchOptions::new(consumer.clone())
+                        .filter(
+                            Filter::eq("operationType", "insert")
+                                .and(Filter::eq("fullDocument.run", run_id.as_str())),
+                        )
+                        .start(start)
+                        .poll_interval(Duration::from_millis(10));
+                    let shutdown = {
+                        let done = Arc::clone(&done);
+                        let log = Arc::clone(&log);
+                        async move {
+                            if log
+                                .lock()
+                                .map(|l| !reached(&l, run, target))
+                                .unwrap_or(true)
+                            {
+                                let _ =
+                                    tokio::time::timeout(Duration::from_secs(20), done.notified())
+                                        .await;
+                            }
+                        }
+                    };
+                    let summary = processor::run(coll, watch, options.clone(), handler, shutdown)
+                        .await
+                        .map_err(fail)?;
+                    checkpointed |= summary.checkpoints > 0;
+                }
+                let log = log
+                    .lock()
+                    .map_err(|_| TestCaseError::fail("poisoned log"))?;
+                if let Some(key) = &log.overlap {
+                    return Err(TestCaseError::fail(format!(
+                        "two handlers of {key} ran at once"
+                    )));
+                }
+                let all: HashSet<usize> =
+                    log.succeeded[0].union(&log.succeeded[1]).copied().collect();
+                prop_assert_eq!(all.len(), events.len(), "events never handled to success");
+                let again = log.succeeded[1].intersection(&log.succeeded[0]).count();
+                prop_assert!(
+                    again <= options.max_in_flight,
+                    "the restart re-handled {} events, more than max_in_flight {}",
+                    again,
+                    options.max_in_flight
+                );
+                for run in &log.starts {
+                    for (key, order) in run {
+                        prop_assert!(
+                            order.windows(2).all(|w| w[0] <= w[1]),
+                            "events of {} started out of order: {:?}",
+                            key,
+                            order
+                        );
+                    }
+                }
+                Ok(())
+            })
+        },
+    )
+}
+
+/// Whether `run` may stop: the first after `target` successes, the restart once every event
+/// has succeeded in either run.
+fn reached(log: &Log, run: usize, target: usize) -> bool {
+    if run == 0 {
+        log.succeeded[0].len() >= target
+    } else {
+        log.succeeded[0].union(&log.succeeded[1]).count() >= target
+    }
+}
+
+fn shrink_iters_small() -> u32 {
+    super::shrink_iters().min(16)
+}
+
+fn fail(e: Error) -> TestCaseError {
+    TestCaseError::fail(e.to_string())
+}
+
+/// The handler of `run`: records its attempt, checks its key runs alone, acts out the event's
+/// outcome, and wakes `done` once `target` events have succeeded in this run.
+fn handler(
+    run: usize,
+    log: Arc<Mutex<Log>>,
+    outcomes: Arc<Vec<Outcome>>,
+    done: Arc<tokio::sync::Notify>,
+    target: usize,
+) -> impl Fn(
+    datastore_api::ChangeEvent,
+) -> futures::future::BoxFuture<'static, datastore_api::Result<()>>
+       + Send
+       + Sync
+       + 'static {
+    move |event| {
+        let (log, outcomes, done) = (Arc::clone(&log), Arc::clone(&outcomes), Arc::clone(&done));
+        Box::pin(async move {
+            let doc = event.full_document.clone().unwrap_or_default();
+            let i = doc.get("i").and_then(|v| v.as_u64()).unwrap_or(u64::MAX) as usize;
+            let key = doc
+                .get("node")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            let attempt = {
+                let mut l = log.lock().map_err(|_| Error::permanent("poisoned log"))?;
+                if !l.running.insert(key.clone()) {
+                    l.overlap = Some(key.clone());
+                }
+                l.starts[run].entry(key.clone()).or_default().push(i);
+                let a = l.attempts.entry(i).or_default();
+                *a += 1;
+                *a
+            };
+            let result = match outcomes.get(i).copied().unwrap_or(Outcome::Ok) {
+                Outcome::Ok => Ok(()),
+                Outcome::FailThenOk(n) if attempt <= n => Err(Error::transient("planned failure")),
+                Outcome::FailThenOk(_) => Ok(()),
+                Outcome::Slow(ms) => {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    Ok(())
+                }
+                Outcome::TimeoutOnce if attempt == 1 => {
+                    // Outlives the timeout; the processor drops this attempt.
+                    let guard = RunningGuard {
+                        log: Arc::clone(&log),
+                        key: key.clone(),
+                    };
+                    tokio::time::sleep(TIMEOUT * 4).await;
+                    drop(guard);
+                    return Ok(());
+                }
+                Outcome::TimeoutOnce => Ok(()),
+            };
+            let mut l = log.lock().map_err(|_| Error::permanent("poisoned log"))?;
+            l.running.remove(&key);
+            if result.is_ok() {
+                l.succeeded[run].insert(i);
+                if reached(&l, run, target) {
+                    done.notify_one();
+                }
+            }
+            result
+        })
+    }
+}
+
+/// Frees a key when an attempt is dropped by the timeout.
+struct RunningGuard {
+    log: Arc<Mutex<Log>>,
+    key: String,
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        if let Ok(mut l) = self.log.lock() {
+            l.running.remove(&self.key);
+        }
+    }
+}

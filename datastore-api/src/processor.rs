@@ -1,0 +1,425 @@
+//! The event-processing loop every NVSentinel component wraps around its change stream: a
+//! handler per event, run concurrently (events of one partition key one at a time, in order),
+//! reading ahead at most `max_in_flight` events, retrying failures, and checkpointing at the
+//! low-water mark (every event before it is done), so a restart neither skips an event nor
+//! repeats more than the events that were in flight.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use datastore_api::processor::{self, ProcessorOptions};
+//! use datastore_api::{change::watchers, DataStore, WatchOptions};
+//!
+//! # async fn run(store: &dyn DataStore) -> datastore_api::Result<()> {
+//! let options = ProcessorOptions {
+//!     concurrency: 16,
+//!     partition_key: Some(processor::by_path("fullDocument.healthevent.nodename")),
+//!     ..ProcessorOptions::default()
+//! };
+//! let summary = processor::run(
+//!     store.health_event_collection(),
+//!     WatchOptions::new("health-events-analyzer").filter(watchers::non_fatal_unhealthy_inserts()),
+//!     options,
+//!     |event| async move {
+//!         // … analyse event.full_document …
+//!         let _ = event;
+//!         Ok(())
+//!     },
+//!     tokio::time::sleep(Duration::from_secs(3600)), // or a shutdown signal
+//! )
+//! .await?;
+//! println!("handled {}", summary.handled);
+//! # Ok(()) }
+//! ```
+//!
+//! - **Partitions.** With a [`ProcessorOptions::partition_key`], events with the same key are
+//!   handled one at a time in delivery order; events of different keys (or without a key) run
+//!   in parallel, up to [`ProcessorOptions::concurrency`].
+//! - **Read-ahead.** At most [`ProcessorOptions::max_in_flight`] events are read and not yet
+//!   checkpointed; the stream is not read further until the oldest ones finish (backpressure).
+//! - **Checkpoints** are written at the low-water mark only, at most every
+//!   [`ProcessorOptions::checkpoint_interval`] and one at a time, never past an unfinished or
+//!   failed event; after a crash at most `max_in_flight` events are delivered again.
+//! - **Failures.** Each attempt has a [`ProcessorOptions::timeout`]; a failed or timed-out
+//!   attempt is retried up to [`ProcessorOptions::retries`] times with a doubling backoff; then
+//!   [`FailurePolicy::Stop`] (the default) ends the run with the event's id in the error, after
+//!   checkpointing what is done before it, and [`FailurePolicy::Skip`] counts and logs the event
+//!   and goes on.
+//! - **Shutdown.** When `shutdown` completes, reading stops, in-flight handlers get
+//!   [`ProcessorOptions::drain_timeout`] to finish, and the final low-water mark is
+//!   checkpointed.
+//! - **Leases** are the stream's: one active processor per consumer, others wait as standbys.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+
+use crate::change::{ChangeEvent, ResumeToken, WatchOptions};
+use crate::store::Collection;
+use crate::{Error, ErrorKind, Result, Value};
+
+/// How an event's partition key is found (`None`: the event has no key and runs freely).
+pub type PartitionKey = Arc<dyn Fn(&ChangeEvent) -> Option<String> + Send + Sync>;
+
+/// A partition key read from the event's filter document (see
+/// [`ChangeEvent::to_filter_document`]), e.g. `fullDocument.healthevent.nodename`.
+pub fn by_path(path: &str) -> PartitionKey {
+    let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
+    Arc::new(move |event: &ChangeEvent| {
+        let doc = Value::Object(event.to_filter_document());
+        let v = segments.iter().try_fold(&doc, |cur, s| cur.get(s))?;
+        Some(match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    })
+}
+
+/// What to do with an event whose handler failed every attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailurePolicy {
+    /// End the run with an error naming the event (the checkpoint stays before it).
+    #[default]
+    Stop,
+    /// Count it, log it with its id, and go on (the checkpoint moves past it).
+    Skip,
+}
+
+/// Options of [`run`].
+#[derive(Clone)]
+pub struct ProcessorOptions {
+    /// Handlers running at once (at least 1).
+    pub concurrency: usize,
+    /// Events read and not yet checkpointed, at most (at least `concurrency`).
+    pub max_in_flight: usize,
+    /// Events of one key are handled one at a time, in order.
+    pub partition_key: Option<PartitionKey>,
+    /// Time limit of one handler attempt.
+    pub timeout: Duration,
+    /// Attempts after the first failed one.
+    pub retries: u32,
+    /// Wait before the first retry (doubling, up to 30 s).
+    pub backoff: Duration,
+    /// After the last failed attempt.
+    pub on_failure: FailurePolicy,
+    /// Checkpoints are written at most this often.
+    pub checkpoint_interval: Duration,
+    /// How long in-flight handlers may finish after shutdown.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ProcessorOptions {
+    /// 16 handlers, 64 in flight, no partitions, 30 s per attempt, 3 retries from 100 ms,
+    /// stop on failure, checkpoints every 200 ms, 10 s to drain.
+    fn default() -> Self {
+        ProcessorOptions {
+            concurrency: 16,
+            max_in_flight: 64,
+            partition_key: None,
+            timeout: Duration::from_secs(30),
+            retries: 3,
+            backoff: Duration::from_millis(100),
+            on_failure: FailurePolicy::Stop,
+            checkpoint_interval: Duration::from_millis(200),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl std::fmt::Debug for ProcessorOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessorOptions")
+            .field("concurrency", &self.concurrency)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("partitioned", &self.partition_key.is_some())
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .field("on_failure", &self.on_failure)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProcessorOptions {
+    fn validate(&self) -> Result<()> {
+        if self.concurrency == 0 || self.max_in_flight < self.concurrency {
+            return Err(Error::invalid_input(format!(
+                "processor: concurrency must be at least 1 and max_in_flight at least concurrency (got {} and {})",
+                self.concurrency, self.max_in_flight
+            )));
+        }
+        if self.timeout.is_zero() {
+            return Err(Error::invalid_input(
+                "processor: timeout must be greater than zero",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Events handled successfully.
+    pub handled: u64,
+    /// Failed attempts that were retried.
+    pub retried: u64,
+    /// Events skipped after their last attempt ([`FailurePolicy::Skip`]).
+    pub skipped: u64,
+    /// Checkpoints written.
+    pub checkpoints: u64,
+}
+
+type Attempt = Pin<Box<dyn Future<Output = (u64, Result<u32>)> + Send>>;
+
+/// An event between being read and being checkpointed.
+struct Slot {
+    token: ResumeToken,
+    done: bool,
+}
+
+/// Runs `handler` on every change of `collection`'s stream for `watch` until `shutdown`
+/// completes or an event fails for good under [`FailurePolicy::Stop`] (see the module docs).
+pub async fn run<H, F>(
+    collection: &dyn Collection,
+    watch: WatchOptions,
+    options: ProcessorOptions,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Summary>
+where
+    H: Fn(ChangeEvent) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<()>> + Send + 'static,
+{
+    options.validate()?;
+    let consumer = watch.consumer.clone();
+    let mut stream = collection.watch(watch).await?;
+    let handler = Arc::new(handler);
+    let mut state = State::new(options.clone());
+    let mut running: FuturesUnordered<Attempt> = FuturesUnordered::new();
+    let mut last_checkpoint = Instant::now();
+    let mut reading = true;
+    let mut failure: Option<Error> = None;
+    tokio::pin!(shutdown);
+    loop {
+        // Start what may start.
+        while running.len() < options.concurrency {
+            let Some((seq, event)) = state.next_ready() else {
+                break;
+            };
+            running.push(attempt(seq, event, Arc::clone(&handler), &options));
+        }
+        if failure.is_some() || (!reading && running.is_empty()) {
+            break;
+        }
+        let can_read = reading && state.in_flight() < options.max_in_flight;
+        let tick = tokio::time::sleep(options.checkpoint_interval);
+        tokio::select! {
+            () = &mut shutdown, if reading => reading = false,
+            item = stream.next(), if can_read => match item {
+                Some(Ok(event)) => state.push(event),
+                Some(Err(e)) => {
+                    failure = Some(e);
+                }
+                None => reading = false,
+            },
+            Some((seq, outcome)) = running.next(), if !running.is_empty() => {
+                match outcome {
+                    Ok(retries) => {
+                        state.summary.retried += u64::from(retries);
+                        state.summary.handled += 1;
+                        state.finish(seq);
+                    }
+                    Err(e) => {
+                        state.summary.retried += u64::from(options.retries);
+                        let id = state.event_id(seq);
+                        match options.on_failure {
+                            FailurePolicy::Skip => {
+                                tracing::warn!(consumer = %consumer, document = %id, error = %e, "processor: skipping an event that failed every attempt");
+                                state.summary.skipped += 1;
+                                state.finish(seq);
+                            }
+                            FailurePolicy::Stop => {
+                                failure = Some(Error::new(
+                                    e.kind(),
+                                    format!("processor {consumer:?}: the event of document {id} failed every attempt; the checkpoint stays before it: {}", e.message()),
+                                ));
+                            }
+                        }
+                    }
+                }
+            },
+            () = tick => {}
+        }
+        if last_checkpoint.elapsed() >= options.checkpoint_interval {
+            state.checkpoint(collection, &consumer).await?;
+            last_checkpoint = Instant::now();
+        }
+    }
+    // Shutdown or failure: let in-flight handlers finish within the drain time.
+    let deadline = tokio::time::Instant::now() + options.drain_timeout;
+    while let Ok(Some((seq, outcome))) = tokio::time::timeout_at(deadline, running.next()).await {
+        if let Ok(retries) = outcome {
+            state.summary.retried += u64::from(retries);
+            state.summary.handled += 1;
+            state.finish(seq);
+        }
+    }
+    state.checkpoint(collection, &consumer).await?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(state.summary),
+    }
+}
+
+/// One event's attempts: the handler under the timeout, retried with a doubling backoff.
+/// Gives the number of retries, or the last error.
+fn attempt<H, F>(
+    seq: u64,
+    event: ChangeEvent,
+    handler: Arc<H>,
+    options: &ProcessorOptions,
+) -> Attempt
+where
+    H: Fn(ChangeEvent) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<()>> + Send + 'static,
+{
+    let (timeout, retries, mut backoff) = (options.timeout, options.retries, options.backoff);
+    Box::pin(async move {
+        let mut tries = 0;
+        loop {
+            let outcome = match tokio::time::timeout(timeout, handler(event.clone())).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::new(
+                    ErrorKind::Transient,
+                    format!("the handler did not finish within {timeout:?}"),
+                )),
+            };
+            match outcome {
+                Ok(()) => return (seq, Ok(tries)),
+                Err(e) if tries >= retries => return (seq, Err(e)),
+                Err(_) => {
+                    tries += 1;
+                    tokio::time::sleep(backoff).await;
+                    backoff = backoff.saturating_mul(2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    })
+}
+
+/// The events in flight: in delivery order for the low-water mark, and per partition for order.
+struct State {
+    options: ProcessorOptions,
+    /// Events read and not yet checkpointed, oldest first; `base` is the first one's number.
+    slots: VecDeque<Slot>,
+    base: u64,
+    /// Events waiting to start, with their key, in delivery order.
+    waiting: VecDeque<(u64, Option<String>, ChangeEvent)>,
+    /// Keys with a running handler.
+    busy: HashSet<String>,
+    /// The key of each running event.
+    running_keys: HashMap<u64, Option<String>>,
+    /// The document id of each event in flight (for failure messages).
+    ids: HashMap<u64, String>,
+    /// The newest token the checkpoint may move to, and whether it moved since the last write.
+    mark: Option<ResumeToken>,
+    mark_moved: bool,
+    summary: Summary,
+}
+
+impl State {
+    fn new(options: ProcessorOptions) -> State {
+        State {
+            options,
+            slots: VecDeque::new(),
+            base: 0,
+            waiting: VecDeque::new(),
+            busy: HashSet::new(),
+            running_keys: HashMap::new(),
+            ids: HashMap::new(),
+            mark: None,
+            mark_moved: false,
+            summary: Summary::default(),
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn push(&mut self, event: ChangeEvent) {
+        let seq = self.base + self.slots.len() as u64;
+        let key = self.options.partition_key.as_ref().and_then(|k| k(&event));
+        self.slots.push_back(Slot {
+            token: event.token.clone(),
+            done: false,
+        });
+        self.ids.insert(seq, event.document_id.to_string());
+        self.waiting.push_back((seq, key, event));
+    }
+
+    /// The oldest waiting event whose key has no running handler and no older waiting event.
+    fn next_ready(&mut self) -> Option<(u64, ChangeEvent)> {
+        let mut blocked: HashSet<&str> = HashSet::new();
+        let mut pick = None;
+        for (i, (_, key, _)) in self.waiting.iter().enumerate() {
+            match key {
+                None => {
+                    pick = Some(i);
+                    break;
+                }
+                Some(k) if !self.busy.contains(k) && !blocked.contains(k.as_str()) => {
+                    pick = Some(i);
+                    break;
+                }
+                Some(k) => {
+                    blocked.insert(k.as_str());
+                }
+            }
+        }
+        let (seq, key, event) = self.waiting.remove(pick?)?;
+        if let Some(k) = &key {
+            self.busy.insert(k.clone());
+        }
+        self.running_keys.insert(seq, key);
+        Some((seq, event))
+    }
+
+    fn event_id(&self, seq: u64) -> String {
+        self.ids.get(&seq).cloned().unwrap_or_default()
+    }
+
+    /// Marks `seq` done, frees its key and moves the low-water mark over every done event.
+    fn finish(&mut self, seq: u64) {
+        if let Some(Some(k)) = self.running_keys.remove(&seq) {
+            self.busy.remove(&k);
+        }
+        if let Some(slot) = seq
+            .checked_sub(self.base)
+            .and_then(|i| self.slots.get_mut(i as usize))
+        {
+            slot.done = true;
+        }
+        while self.slots.front().is_some_and(|s| s.done) {
+            if let Some(slot) = self.slots.pop_front() {
+                self.ids.remove(&self.base);
+                self.base += 1;
+                self.mark = Some(slot.token);
+                self.mark_moved = true;
+            }
+        }
+    }
+
+    /// Writes the low-water mark if it moved.
+    async fn checkpoint(&mut self, collection: &dyn Collection, consumer: &str) -> Result<()> {
+        if let (true, Some(token)) = (self.mark_moved, &self.mark) {
+            collection.checkpoint(consumer, token).await?;
+            self.mark_moved = false;
+            self.summary.checkpoints += 1;
+        }
+        Ok(())
+    }
+}
