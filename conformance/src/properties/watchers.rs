@@ -142,9 +142,7 @@ pub(super) fn watcher_filters_match_nvsentinel(ctx: &Ctx<'_>) -> std::result::Re
     let store = ctx.store.clone();
     ctx.rt.block_on(async move {
         let coll = store.health_event_collection();
-        coll.delete_many(&Filter::All)
-            .await
-            .map_err(|e| e.to_string())?;
+        // Each property runs on a fresh, empty store.
         let mut streams: Vec<(&str, ChangeStream)> = Vec::new();
         for (name, filter) in watcher_filters() {
             let stream = coll
