@@ -35,7 +35,8 @@
 //!   handled one at a time in delivery order; events of different keys (or without a key) run
 //!   in parallel, up to [`ProcessorOptions::concurrency`].
 //! - **Read-ahead.** At most [`ProcessorOptions::max_in_flight`] events are read and not yet
-//!   checkpointed; the stream is not read further until the oldest ones finish (backpressure).
+//!   covered by a written checkpoint; the stream is not read further until the oldest ones
+//!   finish and are checkpointed (backpressure). A handler that panics counts as failed.
 //! - **Checkpoints** are written at the low-water mark only, at most every
 //!   [`ProcessorOptions::checkpoint_interval`] and one at a time, never past an unfinished or
 //!   failed event; after a crash at most `max_in_flight` events are delivered again.
@@ -44,9 +45,10 @@
 //!   [`FailurePolicy::Stop`] (the default) ends the run with the event's id in the error, after
 //!   checkpointing what is done before it, and [`FailurePolicy::Skip`] counts and logs the event
 //!   and goes on.
-//! - **Shutdown.** When `shutdown` completes, reading stops, in-flight handlers get
-//!   [`ProcessorOptions::drain_timeout`] to finish, and the final low-water mark is
-//!   checkpointed.
+//! - **Shutdown.** When `shutdown` completes, reading stops and nothing new starts; running
+//!   handlers get [`ProcessorOptions::drain_timeout`] to finish, and the final low-water mark is
+//!   checkpointed. Keep the per-attempt timeout (times its attempts) well under the stream's
+//!   lease lifetime: the lease is renewed when the stream is read.
 //! - **Leases** are the stream's: one active processor per consumer, others wait as standbys.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -56,6 +58,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 
 use crate::change::{ChangeEvent, ResumeToken, WatchOptions};
 use crate::store::Collection;
@@ -201,76 +204,59 @@ where
     let mut running: FuturesUnordered<Attempt> = FuturesUnordered::new();
     let mut last_checkpoint = Instant::now();
     let mut reading = true;
+    let mut stopping = false;
     let mut failure: Option<Error> = None;
     tokio::pin!(shutdown);
     loop {
-        // Start what may start.
+        // After a shutdown or a failure nothing new starts: what runs drains below.
+        if stopping || failure.is_some() {
+            break;
+        }
         while running.len() < options.concurrency {
             let Some((seq, event)) = state.next_ready() else {
                 break;
             };
             running.push(attempt(seq, event, Arc::clone(&handler), &options));
         }
-        if failure.is_some() || (!reading && running.is_empty()) {
+        if !reading && running.is_empty() {
             break;
         }
         let can_read = reading && state.in_flight() < options.max_in_flight;
         let tick = tokio::time::sleep(options.checkpoint_interval);
         tokio::select! {
-            () = &mut shutdown, if reading => reading = false,
+            () = &mut shutdown => stopping = true,
             item = stream.next(), if can_read => match item {
                 Some(Ok(event)) => state.push(event),
-                Some(Err(e)) => {
-                    failure = Some(e);
-                }
+                Some(Err(e)) => failure = Some(e),
                 None => reading = false,
             },
             Some((seq, outcome)) = running.next(), if !running.is_empty() => {
-                match outcome {
-                    Ok(retries) => {
-                        state.summary.retried += u64::from(retries);
-                        state.summary.handled += 1;
-                        state.finish(seq);
-                    }
-                    Err(e) => {
-                        state.summary.retried += u64::from(options.retries);
-                        let id = state.event_id(seq);
-                        match options.on_failure {
-                            FailurePolicy::Skip => {
-                                tracing::warn!(consumer = %consumer, document = %id, error = %e, "processor: skipping an event that failed every attempt");
-                                state.summary.skipped += 1;
-                                state.finish(seq);
-                            }
-                            FailurePolicy::Stop => {
-                                failure = Some(Error::new(
-                                    e.kind(),
-                                    format!("processor {consumer:?}: the event of document {id} failed every attempt; the checkpoint stays before it: {}", e.message()),
-                                ));
-                            }
-                        }
-                    }
+                if let Err(e) = state.settle(seq, outcome, &consumer) {
+                    failure = Some(e);
                 }
             },
             () = tick => {}
         }
         if last_checkpoint.elapsed() >= options.checkpoint_interval {
-            state.checkpoint(collection, &consumer).await?;
+            if let Err(e) = state.checkpoint(collection, &consumer).await {
+                failure = Some(e);
+            }
             last_checkpoint = Instant::now();
         }
     }
-    // Shutdown or failure: let in-flight handlers finish within the drain time.
-    let deadline = tokio::time::Instant::now() + options.drain_timeout;
+    // Let in-flight handlers finish within the drain time, then checkpoint what is done.
+    let deadline = tokio::time::Instant::now()
+        .checked_add(options.drain_timeout)
+        .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400));
     while let Ok(Some((seq, outcome))) = tokio::time::timeout_at(deadline, running.next()).await {
-        if let Ok(retries) = outcome {
-            state.summary.retried += u64::from(retries);
-            state.summary.handled += 1;
-            state.finish(seq);
+        if let Err(e) = state.settle(seq, outcome, &consumer) {
+            failure.get_or_insert(e);
         }
     }
-    state.checkpoint(collection, &consumer).await?;
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(state.summary),
+    let last = state.checkpoint(collection, &consumer).await;
+    match (failure, last) {
+        (Some(e), _) | (None, Err(e)) => Err(e),
+        (None, Ok(())) => Ok(state.summary),
     }
 }
 
@@ -290,8 +276,10 @@ where
     Box::pin(async move {
         let mut tries = 0;
         loop {
-            let outcome = match tokio::time::timeout(timeout, handler(event.clone())).await {
-                Ok(r) => r,
+            let call = std::panic::AssertUnwindSafe(handler(event.clone())).catch_unwind();
+            let outcome = match tokio::time::timeout(timeout, call).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Err(Error::permanent("the handler panicked")),
                 Err(_) => Err(Error::new(
                     ErrorKind::Transient,
                     format!("the handler did not finish within {timeout:?}"),
@@ -324,9 +312,10 @@ struct State {
     running_keys: HashMap<u64, Option<String>>,
     /// The document id of each event in flight (for failure messages).
     ids: HashMap<u64, String>,
-    /// The newest token the checkpoint may move to, and whether it moved since the last write.
+    /// The newest token the checkpoint may move to, and how many events it moved over since
+    /// the last write (they count as in flight: a crash would deliver them again).
     mark: Option<ResumeToken>,
-    mark_moved: bool,
+    unwritten: usize,
     summary: Summary,
 }
 
@@ -341,13 +330,45 @@ impl State {
             running_keys: HashMap::new(),
             ids: HashMap::new(),
             mark: None,
-            mark_moved: false,
+            unwritten: 0,
             summary: Summary::default(),
         }
     }
 
     fn in_flight(&self) -> usize {
-        self.slots.len()
+        self.slots.len() + self.unwritten
+    }
+
+    /// Records how `seq`'s attempts ended; an error when the run must stop
+    /// ([`FailurePolicy::Stop`]).
+    fn settle(&mut self, seq: u64, outcome: Result<u32>, consumer: &str) -> Result<()> {
+        match outcome {
+            Ok(retries) => {
+                self.summary.retried += u64::from(retries);
+                self.summary.handled += 1;
+                self.finish(seq);
+                Ok(())
+            }
+            Err(e) => {
+                self.summary.retried += u64::from(self.options.retries);
+                let id = self.event_id(seq);
+                match self.options.on_failure {
+                    FailurePolicy::Skip => {
+                        tracing::warn!(consumer = %consumer, document = %id, error = %e, "processor: skipping an event that failed every attempt");
+                        self.summary.skipped += 1;
+                        self.finish(seq);
+                        Ok(())
+                    }
+                    FailurePolicy::Stop => Err(Error::new(
+                        e.kind(),
+                        format!(
+                            "processor {consumer:?}: the event of document {id} failed every attempt; the checkpoint stays before it: {}",
+                            e.message()
+                        ),
+                    )),
+                }
+            }
+        }
     }
 
     fn push(&mut self, event: ChangeEvent) {
@@ -408,16 +429,16 @@ impl State {
                 self.ids.remove(&self.base);
                 self.base += 1;
                 self.mark = Some(slot.token);
-                self.mark_moved = true;
+                self.unwritten += 1;
             }
         }
     }
 
     /// Writes the low-water mark if it moved.
     async fn checkpoint(&mut self, collection: &dyn Collection, consumer: &str) -> Result<()> {
-        if let (true, Some(token)) = (self.mark_moved, &self.mark) {
+        if let (true, Some(token)) = (self.unwritten > 0, &self.mark) {
             collection.checkpoint(consumer, token).await?;
-            self.mark_moved = false;
+            self.unwritten = 0;
             self.summary.checkpoints += 1;
         }
         Ok(())
