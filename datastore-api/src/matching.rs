@@ -73,41 +73,40 @@ impl Lowered {
                 other => Lowered::Not(Box::new(other)),
             },
             Lowered::And(parts) => {
-                let parts: Vec<Lowered> = parts
-                    .iter()
-                    .map(|p| p.relaxed_as(unknown, positive))
-                    .filter(|p| *p != Lowered::True)
-                    .collect();
-                if parts.contains(&Lowered::False) {
-                    Lowered::False
-                } else {
-                    joined(parts, Lowered::True, Lowered::And)
-                }
+                let parts = parts.iter().map(|p| p.relaxed_as(unknown, positive));
+                joined(parts, Lowered::True, Lowered::False, Lowered::And)
             }
             Lowered::Or(parts) => {
-                let parts: Vec<Lowered> = parts
-                    .iter()
-                    .map(|p| p.relaxed_as(unknown, positive))
-                    .filter(|p| *p != Lowered::False)
-                    .collect();
-                if parts.contains(&Lowered::True) {
-                    Lowered::True
-                } else {
-                    joined(parts, Lowered::False, Lowered::Or)
-                }
+                let parts = parts.iter().map(|p| p.relaxed_as(unknown, positive));
+                joined(parts, Lowered::False, Lowered::True, Lowered::Or)
             }
             other => other.clone(),
         }
     }
 }
 
-/// `empty` for no members, the member itself for one, else `join` of them (`And`/`Or` keep
-/// at least two members).
-fn joined(mut parts: Vec<Lowered>, empty: Lowered, join: fn(Vec<Lowered>) -> Lowered) -> Lowered {
-    match parts.len() {
-        0 => empty,
-        1 => parts.pop().unwrap_or(empty),
-        _ => join(parts),
+/// The conjunction or disjunction of `parts`: `identity` members dropped, `absorbing` if any
+/// member is, `identity` for no members, the member itself for one, else `join` of them
+/// (`And`/`Or` keep at least two members).
+fn joined(
+    parts: impl Iterator<Item = Lowered>,
+    identity: Lowered,
+    absorbing: Lowered,
+    join: fn(Vec<Lowered>) -> Lowered,
+) -> Lowered {
+    let mut kept: Vec<Lowered> = Vec::new();
+    for part in parts {
+        if part == absorbing {
+            return absorbing;
+        }
+        if part != identity {
+            kept.push(part);
+        }
+    }
+    match kept.len() {
+        0 => identity,
+        1 => kept.pop().unwrap_or(identity),
+        _ => join(kept),
     }
 }
 

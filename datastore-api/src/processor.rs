@@ -180,6 +180,8 @@ type Attempt = Pin<Box<dyn Future<Output = (u64, Result<u32>)> + Send>>;
 /// An event between being read and being checkpointed.
 struct Slot {
     token: ResumeToken,
+    /// The changed document's id (for failure messages).
+    document_id: String,
     done: bool,
 }
 
@@ -310,8 +312,6 @@ struct State {
     busy: HashSet<String>,
     /// The key of each running event.
     running_keys: HashMap<u64, Option<String>>,
-    /// The document id of each event in flight (for failure messages).
-    ids: HashMap<u64, String>,
     /// The newest token the checkpoint may move to, and how many events it moved over since
     /// the last write (they count as in flight: a crash would deliver them again).
     mark: Option<ResumeToken>,
@@ -328,7 +328,6 @@ impl State {
             waiting: VecDeque::new(),
             busy: HashSet::new(),
             running_keys: HashMap::new(),
-            ids: HashMap::new(),
             mark: None,
             unwritten: 0,
             summary: Summary::default(),
@@ -351,7 +350,10 @@ impl State {
             }
             Err(e) => {
                 self.summary.retried += u64::from(self.options.retries);
-                let id = self.event_id(seq);
+                let id = self
+                    .slot(seq)
+                    .map(|s| s.document_id.clone())
+                    .unwrap_or_default();
                 match self.options.on_failure {
                     FailurePolicy::Skip => {
                         tracing::warn!(consumer = %consumer, document = %id, error = %e, "processor: skipping an event that failed every attempt");
@@ -376,9 +378,9 @@ impl State {
         let key = self.options.partition_key.as_ref().and_then(|k| k(&event));
         self.slots.push_back(Slot {
             token: event.token.clone(),
+            document_id: event.document_id.to_string(),
             done: false,
         });
-        self.ids.insert(seq, event.document_id.to_string());
         self.waiting.push_back((seq, key, event));
     }
 
@@ -409,8 +411,10 @@ impl State {
         Some((seq, event))
     }
 
-    fn event_id(&self, seq: u64) -> String {
-        self.ids.get(&seq).cloned().unwrap_or_default()
+    /// The slot of `seq`, while it is in flight.
+    fn slot(&mut self, seq: u64) -> Option<&mut Slot> {
+        let index = usize::try_from(seq.checked_sub(self.base)?).ok()?;
+        self.slots.get_mut(index)
     }
 
     /// Marks `seq` done, frees its key and moves the low-water mark over every done event.
@@ -418,15 +422,11 @@ impl State {
         if let Some(Some(k)) = self.running_keys.remove(&seq) {
             self.busy.remove(&k);
         }
-        if let Some(slot) = seq
-            .checked_sub(self.base)
-            .and_then(|i| self.slots.get_mut(i as usize))
-        {
+        if let Some(slot) = self.slot(seq) {
             slot.done = true;
         }
         while self.slots.front().is_some_and(|s| s.done) {
             if let Some(slot) = self.slots.pop_front() {
-                self.ids.remove(&self.base);
                 self.base += 1;
                 self.mark = Some(slot.token);
                 self.unwritten += 1;
