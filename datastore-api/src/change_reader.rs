@@ -22,7 +22,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -30,6 +30,7 @@ use futures::future::BoxFuture;
 use futures::stream;
 
 use crate::change::{ChangeEvent, ChangeStream, StartFrom, WatchOptions};
+use crate::metrics::lag::LagState;
 use crate::{DocumentId, Error, ErrorKind, Result};
 
 /// The longest wait between retries of a failing read.
@@ -143,6 +144,7 @@ pub async fn spawn_stream<S: ChangeSource>(
     options.validate()?;
     let key = source.lease_key();
     let mut reader = Reader {
+        lag: LagState::of(&options.consumer),
         source,
         key,
         owner: new_owner(),
@@ -172,6 +174,9 @@ struct Reader<S: ChangeSource> {
     started: bool,
     buffer: VecDeque<ChangeEvent>,
     done: bool,
+    /// The consumer's lag metrics: fed by every read that finds nothing new and every change
+    /// handed out.
+    lag: Arc<LagState>,
 }
 
 impl<S: ChangeSource> Reader<S> {
@@ -215,6 +220,7 @@ impl<S: ChangeSource> Reader<S> {
         let caught_up = batch.caught_up && batch.events.is_empty();
         self.buffer.extend(batch.events);
         if caught_up {
+            self.lag.caught_up();
             self.source.idle(self.options.poll_interval).await;
         }
         Ok(())
@@ -233,7 +239,9 @@ impl<S: ChangeSource> Reader<S> {
             // Buffered events are handed out only while the lease is held: a consumer slower
             // than the lease lifetime renews it here, or learns that a standby took over.
             if !self.buffer.is_empty() && !self.renewal_due() {
-                return self.buffer.pop_front().map(Ok);
+                let event = self.buffer.pop_front()?;
+                self.lag.delivered(event.commit_time);
+                return Some(Ok(event));
             }
             if self.done {
                 return None;

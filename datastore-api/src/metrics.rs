@@ -5,11 +5,16 @@
 //! |---|---|---|
 //! | `datastore_operations_total` | counter | `provider`, `collection`, `operation`, `outcome` (`ok` or an [`ErrorKind`](crate::ErrorKind) name) |
 //! | `datastore_operation_duration_seconds` | histogram | `provider`, `collection`, `operation` |
+//!
+//! Change-stream lag per consumer: [`lag`]; the event processor's counters:
+//! [`processor`](crate::processor#metrics).
 
 use std::future::Future;
 use std::time::Instant;
 
 use crate::error::Result;
+
+pub mod lag;
 
 /// Counter of store operations.
 pub const OPERATIONS_TOTAL: &str = "datastore_operations_total";

@@ -50,6 +50,16 @@
 //!   checkpointed. Keep the per-attempt timeout (times its attempts) well under the stream's
 //!   lease lifetime: the lease is renewed when the stream is read.
 //! - **Leases** are the stream's: one active processor per consumer, others wait as standbys.
+//!
+//! # Metrics
+//!
+//! Besides the stream's [lag gauges](crate::metrics::lag), per consumer (label `client`):
+//!
+//! | name | kind | labels |
+//! |---|---|---|
+//! | `datastore_processor_events_total` | counter | `client`, `outcome`: `handled`, `retried` (a failed attempt that was retried), `skipped`, `failed` (every attempt failed) |
+//! | `datastore_processor_in_flight` | gauge | `client`: events read and not yet covered by a written checkpoint |
+//! | `datastore_processor_events_behind` | gauge | `client`: matching changes after the checkpoint, sampled every [`ProcessorOptions::events_behind_interval`] |
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -57,10 +67,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::StreamExt;
+use tokio::task::JoinSet;
 use futures::FutureExt;
 
-use crate::change::{ChangeEvent, ResumeToken, WatchOptions};
+use crate::change::{ChangeEvent, ChangeStream, ResumeToken, WatchOptions};
 use crate::store::Collection;
 use crate::{Error, ErrorKind, Result, Value};
 
@@ -68,16 +79,28 @@ use crate::{Error, ErrorKind, Result, Value};
 pub type PartitionKey = Arc<dyn Fn(&ChangeEvent) -> Option<String> + Send + Sync>;
 
 /// A partition key read from the event's filter document (see
-/// [`ChangeEvent::to_filter_document`]), e.g. `fullDocument.healthevent.nodename`.
+/// [`ChangeEvent::to_filter_document`]), e.g. `fullDocument.healthevent.nodename`. A value that
+/// is not a string is keyed by its JSON text; an event without the path has no key.
 pub fn by_path(path: &str) -> PartitionKey {
     let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
     Arc::new(move |event: &ChangeEvent| {
-        let doc = Value::Object(event.to_filter_document());
-        let v = segments.iter().try_fold(&doc, |cur, s| cur.get(s))?;
-        Some(match v {
+        let key = |v: &Value| match v {
             Value::String(s) => s.clone(),
             other => other.to_string(),
-        })
+        };
+        match segments.split_first() {
+            // The common case reads the document in place instead of building the whole
+            // filter document for every event.
+            Some((first, rest)) if first == "fullDocument" => {
+                let (head, tail) = rest.split_first()?;
+                let start = event.full_document.as_ref()?.get(head)?;
+                tail.iter().try_fold(start, |cur, s| cur.get(s)).map(key)
+            }
+            _ => {
+                let doc = Value::Object(event.to_filter_document());
+                segments.iter().try_fold(&doc, |cur, s| cur.get(s)).map(key)
+            }
+        }
     })
 }
 
@@ -112,11 +135,15 @@ pub struct ProcessorOptions {
     pub checkpoint_interval: Duration,
     /// How long in-flight handlers may finish after shutdown.
     pub drain_timeout: Duration,
+    /// How often `datastore_processor_events_behind` is sampled (a count of the changes after
+    /// the checkpoint: one query); `None` never.
+    pub events_behind_interval: Option<Duration>,
 }
 
 impl Default for ProcessorOptions {
     /// 16 handlers, 64 in flight, no partitions, 30 s per attempt, 3 retries from 100 ms,
-    /// stop on failure, checkpoints every 200 ms, 10 s to drain.
+    /// stop on failure, checkpoints every 200 ms, 10 s to drain, events behind sampled every
+    /// 15 s.
     fn default() -> Self {
         ProcessorOptions {
             concurrency: 16,
@@ -128,6 +155,7 @@ impl Default for ProcessorOptions {
             on_failure: FailurePolicy::Stop,
             checkpoint_interval: Duration::from_millis(200),
             drain_timeout: Duration::from_secs(10),
+            events_behind_interval: Some(Duration::from_secs(15)),
         }
     }
 }
@@ -177,6 +205,9 @@ pub struct Summary {
 
 type Attempt = Pin<Box<dyn Future<Output = (u64, Result<u32>)> + Send>>;
 
+/// A finished attempt task: its event's number and outcome.
+type Joined = std::result::Result<(u64, Result<u32>), tokio::task::JoinError>;
+
 /// An event between being read and being checkpointed.
 struct Slot {
     token: ResumeToken,
@@ -199,12 +230,35 @@ where
     F: Future<Output = Result<()>> + Send + 'static,
 {
     options.validate()?;
+    let stream = collection.watch(watch.clone()).await?;
+    run_stream(collection, &watch, stream, options, handler, shutdown).await
+}
+
+/// [`run`] on a stream already opened with `collection.watch(watch)`: for a caller that must
+/// hold its position before something else happens (for example before the first write it
+/// wants to see, with [`StartFrom::Now`](crate::StartFrom::Now)).
+pub async fn run_stream<H, F>(
+    collection: &dyn Collection,
+    watch: &WatchOptions,
+    mut stream: ChangeStream,
+    options: ProcessorOptions,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Summary>
+where
+    H: Fn(ChangeEvent) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<()>> + Send + 'static,
+{
+    options.validate()?;
     let consumer = watch.consumer.clone();
-    let mut stream = collection.watch(watch).await?;
+    let meters = Meters::new(&consumer);
     let handler = Arc::new(handler);
-    let mut state = State::new(options.clone());
-    let mut running: FuturesUnordered<Attempt> = FuturesUnordered::new();
+    let mut state = State::new(options.clone(), meters.clone());
+    // Handlers run as tasks of their own: they keep going (and give back their connections)
+    // while this loop awaits a checkpoint write. Dropping the set aborts what is left.
+    let mut running: JoinSet<(u64, Result<u32>)> = JoinSet::new();
     let mut last_checkpoint = Instant::now();
+    let mut last_behind: Option<Instant> = None;
     let mut reading = true;
     let mut stopping = false;
     let mut failure: Option<Error> = None;
@@ -218,7 +272,7 @@ where
             let Some((seq, event)) = state.next_ready() else {
                 break;
             };
-            running.push(attempt(seq, event, Arc::clone(&handler), &options));
+            running.spawn(attempt(seq, event, Arc::clone(&handler), &options));
         }
         if !reading && running.is_empty() {
             break;
@@ -232,8 +286,8 @@ where
                 Some(Err(e)) => failure = Some(e),
                 None => reading = false,
             },
-            Some((seq, outcome)) = running.next(), if !running.is_empty() => {
-                if let Err(e) = state.settle(seq, outcome, &consumer) {
+            Some(joined) = running.join_next(), if !running.is_empty() => {
+                if let Err(e) = settle_joined(&mut state, joined, &consumer) {
                     failure = Some(e);
                 }
             },
@@ -245,20 +299,41 @@ where
             }
             last_checkpoint = Instant::now();
         }
+        meters.in_flight.set(state.in_flight() as f64);
+        if let Some(every) = options.events_behind_interval {
+            if last_behind.is_none_or(|t| t.elapsed() >= every) {
+                meters.sample_behind(collection, watch).await;
+                last_behind = Some(Instant::now());
+            }
+        }
     }
     // Let in-flight handlers finish within the drain time, then checkpoint what is done.
     let deadline = tokio::time::Instant::now()
         .checked_add(options.drain_timeout)
         .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400));
-    while let Ok(Some((seq, outcome))) = tokio::time::timeout_at(deadline, running.next()).await {
-        if let Err(e) = state.settle(seq, outcome, &consumer) {
+    while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, running.join_next()).await {
+        if let Err(e) = settle_joined(&mut state, joined, &consumer) {
             failure.get_or_insert(e);
         }
     }
+    running.abort_all();
     let last = state.checkpoint(collection, &consumer).await;
+    meters.in_flight.set(state.in_flight() as f64);
     match (failure, last) {
         (Some(e), _) | (None, Err(e)) => Err(e),
         (None, Ok(())) => Ok(state.summary),
+    }
+}
+
+/// Books a finished attempt task. Attempts catch their handler's panics, so a task fails only
+/// if it was cancelled (the runtime is shutting down): the run stops without a checkpoint
+/// past its event.
+fn settle_joined(state: &mut State, joined: Joined, consumer: &str) -> Result<()> {
+    match joined {
+        Ok((seq, outcome)) => state.settle(seq, outcome, consumer),
+        Err(e) => Err(Error::transient(format!(
+            "processor {consumer:?}: a handler task ended abnormally: {e}"
+        ))),
     }
 }
 
@@ -317,12 +392,14 @@ struct State {
     mark: Option<ResumeToken>,
     unwritten: usize,
     summary: Summary,
+    meters: Meters,
 }
 
 impl State {
-    fn new(options: ProcessorOptions) -> State {
+    fn new(options: ProcessorOptions, meters: Meters) -> State {
         State {
             options,
+            meters,
             slots: VecDeque::new(),
             base: 0,
             waiting: VecDeque::new(),
@@ -345,11 +422,17 @@ impl State {
             Ok(retries) => {
                 self.summary.retried += u64::from(retries);
                 self.summary.handled += 1;
+                self.meters.retried.increment(u64::from(retries));
+                self.meters.handled.increment(1);
                 self.finish(seq);
                 Ok(())
             }
             Err(e) => {
                 self.summary.retried += u64::from(self.options.retries);
+                self.meters
+                    .retried
+                    .increment(u64::from(self.options.retries));
+                self.meters.failed.increment(1);
                 let id = self
                     .slot(seq)
                     .map(|s| s.document_id.clone())
@@ -358,6 +441,7 @@ impl State {
                     FailurePolicy::Skip => {
                         tracing::warn!(consumer = %consumer, document = %id, error = %e, "processor: skipping an event that failed every attempt");
                         self.summary.skipped += 1;
+                        self.meters.skipped.increment(1);
                         self.finish(seq);
                         Ok(())
                     }
@@ -442,5 +526,47 @@ impl State {
             self.summary.checkpoints += 1;
         }
         Ok(())
+    }
+}
+
+/// Metric name: events by outcome, per consumer.
+pub const EVENTS_TOTAL: &str = "datastore_processor_events_total";
+/// Metric name: events read and not yet checkpointed, per consumer.
+pub const IN_FLIGHT: &str = "datastore_processor_in_flight";
+/// Metric name: matching changes after the checkpoint, per consumer (sampled).
+pub const EVENTS_BEHIND: &str = "datastore_processor_events_behind";
+
+/// One run's metric handles (see the module docs' table).
+#[derive(Clone)]
+struct Meters {
+    handled: metrics::Counter,
+    retried: metrics::Counter,
+    skipped: metrics::Counter,
+    failed: metrics::Counter,
+    in_flight: metrics::Gauge,
+    behind: metrics::Gauge,
+}
+
+impl Meters {
+    fn new(consumer: &str) -> Meters {
+        let counter = |outcome: &'static str| metrics::counter!(EVENTS_TOTAL, "client" => consumer.to_owned(), "outcome" => outcome);
+        Meters {
+            handled: counter("handled"),
+            retried: counter("retried"),
+            skipped: counter("skipped"),
+            failed: counter("failed"),
+            in_flight: metrics::gauge!(IN_FLIGHT, "client" => consumer.to_owned()),
+            behind: metrics::gauge!(EVENTS_BEHIND, "client" => consumer.to_owned()),
+        }
+    }
+
+    /// A failed sample is logged and leaves the gauge as it was: it must not stop the run.
+    async fn sample_behind(&self, collection: &dyn Collection, watch: &WatchOptions) {
+        match collection.lag(&watch.consumer, &watch.filter).await {
+            Ok(lag) => self.behind.set(lag.events_behind as f64),
+            Err(e) => {
+                tracing::debug!(consumer = %watch.consumer, error = %e, "processor: could not sample the events behind")
+            }
+        }
     }
 }

@@ -7,15 +7,16 @@
 //! * node-drainer watches quarantine-status changes and records a successful drain;
 //! * fault-remediation watches quarantined-and-drained events and marks them remediated.
 //!
-//! The three consumers open their streams from [`StartFrom::Now`] before the first insert,
-//! handle up to [`FlowOptions::concurrency`] events at once and checkpoint as soon as an event
-//! and every event delivered before it are done. At the end the run is verified: every fatal
+//! The three consumers open their streams from [`StartFrom::Now`] before the first insert and
+//! run on the library's [`processor`]: up to [`FlowOptions::concurrency`] events at once, one
+//! at a time per node, checkpointed at the low-water mark. This module keeps only the scenario:
+//! what each component does with a change, and when it is done. At the end the run is verified: every fatal
 //! processable event went through every stage exactly once, the stored documents say so, and no
 //! consumer has a matching change left after its checkpoint.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 use std::io::IsTerminal;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -23,13 +24,12 @@ use datastore::change::watchers;
 use datastore::model::{
     fields, EvictionStatus, OperationStatus, ProcessingStrategy, QuarantineStatus,
 };
+use datastore::processor::{self, ProcessorOptions};
 use datastore::value::{as_date, CREATED_AT_FIELD};
 use datastore::{
-    ChangeEvent, ChangeStream, Collection, DataStore, DocumentId, Filter, ResumeToken, StartFrom,
-    Value, WatchOptions,
+    ChangeEvent, ChangeStream, Collection, DataStore, DocumentId, Filter, StartFrom, Value,
+    WatchOptions,
 };
-use futures::stream::FuturesUnordered;
-use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::watch;
 
@@ -40,8 +40,9 @@ use crate::synth::{per_second, Synth};
 /// A stage that sees no change for this long fails the run.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How many rounds of `concurrency` changes a stage receives past its oldest unfinished one.
-const UNCHECKPOINTED_ROUNDS: usize = 4;
+/// How many rounds of `concurrency` changes a stage reads past its oldest unfinished one
+/// (the processor's `max_in_flight`).
+const READ_AHEAD_ROUNDS: usize = 4;
 
 /// Metadata key (`healthevent.metadata.demoRun`) that marks the events of one run on a shared
 /// database, so that the stages only touch their own events.
@@ -160,8 +161,8 @@ pub struct StageReport {
     pub handled: u64,
     /// Changes delivered more than once.
     pub duplicates: u64,
-    /// Time from each handled event's insert (`createdAt`) to the stage finishing it
-    /// (write and checkpoint done); cumulative over the earlier stages.
+    /// Time from each handled event's insert (`createdAt`) to the stage finishing it (its
+    /// write done); cumulative over the earlier stages.
     pub lag: Option<Percentiles>,
     /// Changes received per second, from the first receipt to the last one finished.
     pub rate: f64,
@@ -276,7 +277,8 @@ pub async fn run(store: Arc<dyn DataStore>, opts: &FlowOptions) -> CliResult<Flo
             .filter(opts.stage_filter(stage))
             .start(StartFrom::Now)
             .poll_interval(opts.poll_interval);
-        streams.push(collection.watch(options).await?);
+        let stream = collection.watch(options.clone()).await?;
+        streams.push((options, stream));
     }
 
     let bars = Bars::new(opts.events);
@@ -285,8 +287,8 @@ pub async fn run(store: Arc<dyn DataStore>, opts: &FlowOptions) -> CliResult<Flo
         .into_iter()
         .zip(streams)
         .enumerate()
-        .map(|(i, (stage, stream))| {
-            let worker = StageWorker {
+        .map(|(i, (stage, (options, stream)))| {
+            let worker = Arc::new(StageWorker {
                 stage,
                 consumer: opts.consumer(stage),
                 store: Arc::clone(&store),
@@ -295,8 +297,10 @@ pub async fn run(store: Arc<dyn DataStore>, opts: &FlowOptions) -> CliResult<Flo
                 clock,
                 stall: opts.stall_timeout,
                 concurrency: opts.concurrency.max(1),
-            };
-            tokio::spawn(worker.run(stream))
+                book: Mutex::new(StageRun::new(stage, &opts.consumer(stage))),
+                last_activity: Mutex::new(Instant::now()),
+            });
+            tokio::spawn(worker.run(options, stream))
         })
         .collect();
 
@@ -557,7 +561,7 @@ async fn ingest(
     Ok(out)
 }
 
-/// One consumer stage, before it runs.
+/// One consumer stage, shared by its handlers: a component written with the processor.
 struct StageWorker {
     stage: Stage,
     consumer: String,
@@ -567,27 +571,33 @@ struct StageWorker {
     clock: ServerClock,
     stall: Duration,
     concurrency: usize,
+    /// What the handlers did so far.
+    book: Mutex<StageRun>,
+    /// When a handler last finished (for the stall check).
+    last_activity: Mutex<Instant>,
 }
 
 /// What one consumer stage saw and did.
 struct StageRun {
     stage: Stage,
     consumer: String,
+    /// Distinct changes handled (acted on or not).
     received: HashSet<DocumentId>,
     duplicates: Vec<DocumentId>,
+    /// Events the stage wrote.
     handled: HashSet<DocumentId>,
-    /// Distinct received changes covered by a stored checkpoint.
-    checkpointed: u64,
     lags: Latencies,
     first_received: Option<Instant>,
     last_finished: Option<Instant>,
+    /// Numbers the quarantine spans.
+    spans: u64,
 }
 
 impl StageRun {
     /// The count the stage's target refers to.
     fn progress(&self) -> u64 {
         match self.stage {
-            Stage::Quarantine => self.checkpointed,
+            Stage::Quarantine => self.received.len() as u64,
             Stage::Drain | Stage::Remediation => self.handled.len() as u64,
         }
     }
@@ -609,175 +619,138 @@ impl StageRun {
     }
 }
 
-/// A received change on its way through the stage, in delivery order.
-struct Slot {
-    token: ResumeToken,
-    /// Set once the stage's handler is done with the change.
-    done: Option<Handled>,
-}
-
-/// What the handler did with one change.
-struct Handled {
-    id: DocumentId,
-    /// Whether the stage wrote the event (quarantined, drained, remediated).
-    acted: bool,
-    /// A redelivery the stage ignored.
-    duplicate: bool,
-    created: DateTime<Utc>,
+/// Why a stage's processor was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Every event of its target is handled.
+    Done,
+    /// Another task failed.
+    Aborted,
+    /// Nothing was handled for the stall time.
+    Stalled,
 }
 
 impl StageWorker {
-    /// Runs the stage until it has handled its target, then drops its stream. On failure it
-    /// tells the other tasks to stop.
-    async fn run(self, stream: ChangeStream) -> Result<StageRun, Failure> {
-        let out = self.consume(stream).await;
+    /// Runs the stage on the processor until it has handled its target. On failure it tells
+    /// the other tasks to stop.
+    async fn run(
+        self: Arc<Self>,
+        watch: WatchOptions,
+        stream: ChangeStream,
+    ) -> Result<StageRun, Failure> {
+        let out = self.process(watch, stream).await;
         if out.is_err() {
             self.signal.send_modify(|s| s.abort = true);
         }
         out
     }
 
-    /// Receives changes in order and hands up to `concurrency` of them to handlers at once.
-    /// The checkpoint only ever covers a prefix of the delivery order whose handlers are all
-    /// done, so a crash never skips a change and redelivers at most the changes received after
-    /// the first unfinished one (bounded: `concurrency * UNCHECKPOINTED_ROUNDS`); one checkpoint
-    /// is stored at a time, covering every change finished meanwhile.
-    async fn consume(&self, mut stream: ChangeStream) -> Result<StageRun, Failure> {
-        let mut updates = self.signal.subscribe();
-        let mut run = StageRun {
-            stage: self.stage,
-            consumer: self.consumer.clone(),
-            received: HashSet::new(),
-            duplicates: Vec::new(),
-            handled: HashSet::new(),
-            checkpointed: 0,
-            lags: Latencies::default(),
-            first_received: None,
-            last_finished: None,
+    /// The processor does the concurrency, the per-node order and the checkpoints; the stage
+    /// only acts on each change and says when it is done.
+    async fn process(
+        self: &Arc<Self>,
+        watch: WatchOptions,
+        stream: ChangeStream,
+    ) -> Result<StageRun, Failure> {
+        let options = ProcessorOptions {
+            concurrency: self.concurrency,
+            max_in_flight: self.concurrency * READ_AHEAD_ROUNDS,
+            partition_key: Some(processor::by_path("fullDocument.healthevent.nodename")),
+            retries: 2,
+            backoff: Duration::from_millis(50),
+            checkpoint_interval: Duration::from_millis(20),
+            ..ProcessorOptions::default()
         };
-        // `order[0]` is delivery number `base`.
-        let mut order: VecDeque<Slot> = VecDeque::new();
-        let mut base = 0u64;
-        let mut handlers = FuturesUnordered::new();
-        // At most one: (the checkpoint write, the changes it covers).
-        let mut checkpoints = FuturesUnordered::new();
-        let mut deadline = tokio::time::Instant::now() + self.stall;
+        let stop = Arc::new(Mutex::new(None));
+        let shutdown = {
+            let (worker, stop) = (Arc::clone(self), Arc::clone(&stop));
+            async move {
+                let why = worker.until_stop().await;
+                *lock(&stop) = Some(why);
+            }
+        };
+        let handler = {
+            let worker = Arc::clone(self);
+            move |event: ChangeEvent| {
+                let worker = Arc::clone(&worker);
+                async move { worker.act(event).await }
+            }
+        };
+        let collection = self.store.health_event_collection();
+        let ran =
+            processor::run_stream(collection, &watch, stream, options, handler, shutdown).await;
+        let stopped = *lock(&stop);
+        ran?;
+        let run = std::mem::replace(
+            &mut *lock(&self.book),
+            StageRun::new(self.stage, &self.consumer),
+        );
+        match stopped {
+            Some(Stop::Done) => Ok(run),
+            Some(Stop::Aborted) => Err(Failure::Aborted),
+            Some(Stop::Stalled) => Err(Failure::Error(CliError::check(format!(
+                "{}: no change handled for {} s ({} of its events done)",
+                self.consumer,
+                self.stall.as_secs(),
+                run.progress()
+            )))),
+            None => Err(Failure::Error(CliError::check(format!(
+                "{}: the change stream ended",
+                self.consumer
+            )))),
+        }
+    }
+
+    /// Completes when the stage is done, another task failed, or nothing happened for the
+    /// stall time.
+    async fn until_stop(&self) -> Stop {
+        let mut updates = self.signal.subscribe();
         loop {
             let signal = *updates.borrow_and_update();
             if signal.abort {
-                return Err(Failure::Aborted);
+                return Stop::Aborted;
             }
             if let Some(t) = signal.targets {
                 let target = match self.stage {
                     Stage::Quarantine => t.processable,
                     Stage::Drain | Stage::Remediation => t.flowing,
                 };
-                if run.progress() >= target && order.is_empty() && checkpoints.is_empty() {
-                    break;
+                if lock(&self.book).progress() >= target {
+                    return Stop::Done;
                 }
             }
-            if checkpoints.is_empty() {
-                // Checkpoint the finished prefix of the delivery order.
-                let mut covered = Vec::new();
-                let mut last = None;
-                while order.front().is_some_and(|slot| slot.done.is_some()) {
-                    let Some(slot) = order.pop_front() else { break };
-                    base += 1;
-                    last = Some(slot.token);
-                    covered.extend(slot.done);
-                }
-                if let Some(token) = last {
-                    let collection = self.store.health_event_collection();
-                    let consumer = self.consumer.as_str();
-                    checkpoints.push(async move {
-                        let stored = collection.checkpoint(consumer, &token).await;
-                        (covered, stored)
-                    });
-                }
+            if lock(&self.last_activity).elapsed() >= self.stall {
+                return Stop::Stalled;
             }
-            // A slow event at the head holds the checkpoint back; receive no further than a few
-            // rounds past it, so that what a crash redelivers (and memory) stays bounded.
-            let receiving = handlers.len() < self.concurrency
-                && order.len() < self.concurrency * UNCHECKPOINTED_ROUNDS;
             tokio::select! {
-                Some((index, outcome)) = handlers.next() => {
-                    let outcome: Result<Handled, Failure> = outcome;
-                    order[(index - base) as usize].done = Some(outcome?);
-                }
-                Some((covered, stored)) = checkpoints.next() => {
-                    let stored: datastore::Result<()> = stored;
-                    stored?;
-                    self.record(&mut run, covered);
-                }
-                item = stream.next(), if receiving => {
-                    let event = match item {
-                        Some(Ok(e)) => e,
-                        Some(Err(e)) => return Err(e.into()),
-                        None => {
-                            return Err(Failure::Error(CliError::check(format!(
-                                "{}: the change stream ended",
-                                self.consumer
-                            ))))
-                        }
-                    };
-                    run.first_received.get_or_insert_with(Instant::now);
-                    let index = base + order.len() as u64;
-                    let id = event.document_id.clone();
-                    if run.received.insert(id.clone()) {
-                        order.push_back(Slot { token: event.token.clone(), done: None });
-                        handlers.push(self.handle(index, event));
-                    } else {
-                        // Delivered again: count it, do not act twice.
-                        run.duplicates.push(id.clone());
-                        order.push_back(Slot {
-                            token: event.token,
-                            done: Some(Handled {
-                                id,
-                                acted: false,
-                                duplicate: true,
-                                created: Utc::now(),
-                            }),
-                        });
-                    }
-                }
-                changed = updates.changed() => {
-                    if changed.is_err() {
-                        return Err(Failure::Aborted);
-                    }
-                    continue;
-                }
-                () = tokio::time::sleep_until(deadline) => {
-                    return Err(Failure::Error(CliError::check(format!(
-                        "{}: no change delivered for {} s ({} of its events done)",
-                        self.consumer,
-                        self.stall.as_secs(),
-                        run.progress()
-                    ))));
-                }
+                changed = updates.changed() => if changed.is_err() { return Stop::Aborted },
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
             }
-            deadline = tokio::time::Instant::now() + self.stall;
         }
-        // Stop watching before reporting.
-        drop(stream);
-        Ok(run)
     }
 
-    /// Acts on one change (the `index`th delivered); the checkpoint comes later.
-    async fn handle(&self, index: u64, event: ChangeEvent) -> (u64, Result<Handled, Failure>) {
-        (index, self.act(index, event).await)
-    }
-
-    async fn act(&self, index: u64, event: ChangeEvent) -> Result<Handled, Failure> {
-        let health = self.store.health_events();
+    /// Acts on one change; a redelivered change is counted and left alone.
+    async fn act(&self, event: ChangeEvent) -> datastore::Result<()> {
         let id = event.document_id;
+        let span = {
+            let mut book = lock(&self.book);
+            book.first_received.get_or_insert_with(Instant::now);
+            if book.received.contains(&id) {
+                book.duplicates.push(id);
+                return Ok(());
+            }
+            book.spans += 1;
+            book.spans
+        };
+        let health = self.store.health_events();
         let doc = event.full_document.as_ref().ok_or_else(|| {
-            CliError::check(format!(
+            datastore::Error::permanent(format!(
                 "{}: the change of {id} has no full document",
                 self.consumer
             ))
         })?;
         let created = doc.get(CREATED_AT_FIELD).and_then(as_date).ok_or_else(|| {
-            CliError::check(format!(
+            datastore::Error::permanent(format!(
                 "{}: the change of {id} has no createdAt",
                 self.consumer
             ))
@@ -790,7 +763,7 @@ impl StageWorker {
                     .and_then(Value::as_bool)
                     .unwrap_or(false);
                 if fatal {
-                    let span = format!("{:016x}", 0xfa_0000_0000_u64 + index);
+                    let span = format!("{:016x}", 0xfa_0000_0000_u64 + span);
                     health
                         .update_node_quarantine_status(&id, QuarantineStatus::Quarantined, &span)
                         .await?;
@@ -811,31 +784,48 @@ impl StageWorker {
                 true
             }
         };
-        Ok(Handled {
-            id,
-            acted,
-            duplicate: false,
-            created,
-        })
+        self.record(id, acted, created);
+        Ok(())
     }
 
-    /// Books the changes a stored checkpoint covers.
-    fn record(&self, run: &mut StageRun, covered: Vec<Handled>) {
+    /// Books a handled change.
+    fn record(&self, id: DocumentId, acted: bool, created: DateTime<Utc>) {
+        *lock(&self.last_activity) = Instant::now();
+        let mut run = lock(&self.book);
         run.last_finished = Some(Instant::now());
-        for h in covered {
-            run.checkpointed += u64::from(!h.duplicate);
-            if h.acted {
-                let lag = self.clock.since(h.created);
-                run.lags.push(lag);
-                run.handled.insert(h.id);
-                self.bar
-                    .set_message(format!("lag {:>6.1} ms", lag.as_secs_f64() * 1000.0));
-            }
-            if h.acted || self.stage == Stage::Quarantine {
-                self.bar.inc(1);
-            }
+        run.received.insert(id.clone());
+        if acted {
+            let lag = self.clock.since(created);
+            run.lags.push(lag);
+            run.handled.insert(id);
+            self.bar
+                .set_message(format!("lag {:>6.1} ms", lag.as_secs_f64() * 1000.0));
+        }
+        if acted || self.stage == Stage::Quarantine {
+            self.bar.inc(1);
         }
     }
+}
+
+impl StageRun {
+    fn new(stage: Stage, consumer: &str) -> StageRun {
+        StageRun {
+            stage,
+            consumer: consumer.to_owned(),
+            received: HashSet::new(),
+            duplicates: Vec::new(),
+            handled: HashSet::new(),
+            lags: Latencies::default(),
+            first_received: None,
+            last_finished: None,
+            spans: 0,
+        }
+    }
+}
+
+/// The stage's book stays usable after a panicking handler (the processor counts the panic).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Checks that every fatal processable event completed every stage exactly once, in the
