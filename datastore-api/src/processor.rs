@@ -37,9 +37,10 @@
 //! - **Read-ahead.** At most [`ProcessorOptions::max_in_flight`] events are read and not yet
 //!   covered by a written checkpoint; the stream is not read further until the oldest ones
 //!   finish and are checkpointed (backpressure). A handler that panics counts as failed.
-//! - **Checkpoints** are written at the low-water mark only, at most every
-//!   [`ProcessorOptions::checkpoint_interval`] and one at a time, never past an unfinished or
-//!   failed event; after a crash at most `max_in_flight` events are delivered again.
+//! - **Checkpoints** are written at the low-water mark only, one at a time, never past an
+//!   unfinished or failed event: every [`ProcessorOptions::checkpoint_interval`], and sooner
+//!   once half of `max_in_flight` is done but unwritten (so the read-ahead keeps reading);
+//!   after a crash at most `max_in_flight` events are delivered again.
 //! - **Failures.** Each attempt has a [`ProcessorOptions::timeout`]; a failed or timed-out
 //!   attempt is retried up to [`ProcessorOptions::retries`] times with a doubling backoff; then
 //!   [`FailurePolicy::Stop`] (the default) ends the run with the event's id in the error, after
@@ -68,8 +69,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::StreamExt;
-use tokio::task::JoinSet;
 use futures::FutureExt;
+use tokio::task::JoinSet;
 
 use crate::change::{ChangeEvent, ChangeStream, ResumeToken, WatchOptions};
 use crate::store::Collection;
@@ -131,7 +132,7 @@ pub struct ProcessorOptions {
     pub backoff: Duration,
     /// After the last failed attempt.
     pub on_failure: FailurePolicy,
-    /// Checkpoints are written at most this often.
+    /// Checkpoints are written this often (sooner when half the read-ahead waits for one).
     pub checkpoint_interval: Duration,
     /// How long in-flight handlers may finish after shutdown.
     pub drain_timeout: Duration,
@@ -293,7 +294,7 @@ where
             },
             () = tick => {}
         }
-        if last_checkpoint.elapsed() >= options.checkpoint_interval {
+        if last_checkpoint.elapsed() >= options.checkpoint_interval || state.read_ahead_spent() {
             if let Err(e) = state.checkpoint(collection, &consumer).await {
                 failure = Some(e);
             }
@@ -413,6 +414,12 @@ impl State {
 
     fn in_flight(&self) -> usize {
         self.slots.len() + self.unwritten
+    }
+
+    /// Half the read-ahead is done but not yet checkpointed: write now rather than at the
+    /// interval, or the bound would cap throughput at `max_in_flight` per interval.
+    fn read_ahead_spent(&self) -> bool {
+        self.unwritten > 0 && self.unwritten * 2 >= self.options.max_in_flight
     }
 
     /// Records how `seq`'s attempts ended; an error when the run must stop

@@ -26,6 +26,7 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use tokio::runtime::Runtime;
 
 mod changes;
+mod read_ahead;
 
 pub use changes::drain_worker;
 
@@ -227,6 +228,7 @@ impl Bench<'_> {
             BenchCase::Lag,
             BenchCase::Backlog,
             BenchCase::Flow,
+            BenchCase::ReadAhead,
         ];
         if change_cases.into_iter().any(selected) {
             changes::run(self).await?;

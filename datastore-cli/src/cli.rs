@@ -107,7 +107,7 @@ pub enum BenchCase {
     Batch,
     /// The index check (`EXPLAIN ANALYZE` of the domain queries).
     Index,
-    /// The four change-stream cases: `capture`, `lag`, `backlog`, `flow`.
+    /// The five change-stream cases: `capture`, `lag`, `backlog`, `flow`, `read-ahead`.
     Changes,
     /// Write throughput with change capture on vs off, 8 writers.
     Capture,
@@ -117,6 +117,8 @@ pub enum BenchCase {
     Backlog,
     /// End-to-end events/s of the flow simulation with `--flow-events` events.
     Flow,
+    /// The processor's read-ahead: concurrency 16 vs 1 with a 5 ms handler.
+    ReadAhead,
 }
 
 impl BenchCase {
@@ -125,10 +127,10 @@ impl BenchCase {
         use BenchCase::*;
         match self {
             All => &[
-                Single, Concurrent, Batch, Index, Capture, Lag, Backlog, Flow,
+                Single, Concurrent, Batch, Index, Capture, Lag, Backlog, Flow, ReadAhead,
             ],
             Writes => &[Single, Concurrent, Batch],
-            Changes => &[Capture, Lag, Backlog, Flow],
+            Changes => &[Capture, Lag, Backlog, Flow, ReadAhead],
             Single => &[Single],
             Concurrent => &[Concurrent],
             Batch => &[Batch],
@@ -137,6 +139,7 @@ impl BenchCase {
             Lag => &[Lag],
             Backlog => &[Backlog],
             Flow => &[Flow],
+            ReadAhead => &[ReadAhead],
         }
     }
 }

@@ -247,7 +247,7 @@ impl FlowReport {
             );
         }
         println!(
-            "  lag = insert (createdAt, server clock) -> the stage has written and checkpointed the event; \
+            "  lag = insert (createdAt, server clock) -> the stage has written the event; \
              cumulative over the stages"
         );
         println!(

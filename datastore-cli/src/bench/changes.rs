@@ -5,7 +5,8 @@
 //! * `lag`: delivery lag of 4 consumers while a paced writer inserts `--rate` events/s;
 //! * `backlog`: one consumer draining `--backlog` captured changes, and its memory (in a
 //!   process of its own, `datastore drain-worker`, so that nothing else is in its RSS);
-//! * `flow`: end-to-end events/s of the flow simulation ([`crate::flow`]).
+//! * `flow`: end-to-end events/s of the flow simulation ([`crate::flow`]) on the processor;
+//! * `read-ahead`: the processor at concurrency 16 vs 1 ([`super::read_ahead`]).
 //!
 //! Figures are compared with their targets and marked PASS or MISS; a missed target is not an
 //! error.
@@ -59,11 +60,11 @@ const DRAIN_RSS_TARGET_MIB: f64 = 64.0;
 const FLOW_RATE_TARGET: f64 = 4_200.0;
 
 /// One line of the change-stream results table.
-struct Figure {
-    case: String,
-    figure: String,
-    target: String,
-    pass: bool,
+pub(super) struct Figure {
+    pub(super) case: String,
+    pub(super) figure: String,
+    pub(super) target: String,
+    pub(super) pass: bool,
 }
 
 /// Runs the selected change-stream cases and prints their table.
@@ -80,6 +81,9 @@ pub(super) async fn run(bench: &Bench<'_>) -> CliResult<()> {
     }
     if bench.args.selected(BenchCase::Flow) {
         figures.push(flow_case(bench).await?);
+    }
+    if bench.args.selected(BenchCase::ReadAhead) {
+        figures.push(super::read_ahead::read_ahead(bench).await?);
     }
     println!();
     println!(
