@@ -19,6 +19,7 @@ use crate::{Capabilities, Capability, Ctx, Property};
 
 mod changes;
 mod concurrent;
+mod consumers;
 mod domain;
 mod hostile;
 mod processor;
@@ -103,6 +104,24 @@ pub const ALL: &[Property] = &[
         needs: &[Capability::ChangeStreams],
         narrowed_by: &[],
         run: processor::processor_handles_every_change,
+    },
+    Property {
+        name: "processor_failure_policies",
+        needs: &[Capability::ChangeStreams],
+        narrowed_by: &[],
+        run: processor::processor_failure_policies,
+    },
+    Property {
+        name: "consumer_admin",
+        needs: &[Capability::ChangeStreams],
+        narrowed_by: &[],
+        run: consumers::consumer_admin,
+    },
+    Property {
+        name: "lag_metric_rises_while_stopped",
+        needs: &[Capability::ChangeStreams],
+        narrowed_by: &[],
+        run: consumers::lag_metric_rises_while_stopped,
     },
     Property {
         name: "health_event_domain_methods",

@@ -276,6 +276,64 @@ pub struct Lag {
     pub oldest_undelivered_age: Option<Duration>,
 }
 
+/// A change-stream consumer as stored (see
+/// [`Collection::consumers`](crate::Collection::consumers)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerInfo {
+    /// The consumer's name.
+    pub consumer: String,
+    /// Whether it has a checkpoint (a watch from [`StartFrom::Checkpoint`] resumes there; without
+    /// one it starts from [`StartFrom::Now`]).
+    pub checkpointed: bool,
+    /// When its checkpoint was last written or reset.
+    pub checkpointed_at: Option<DateTime<Utc>>,
+    /// The stream holding its lease (an owner id `<pid>-<random>-<n>`), while unexpired.
+    pub lease_holder: Option<String>,
+    /// Until when that lease lasts without renewal.
+    pub lease_until: Option<DateTime<Utc>>,
+}
+
+impl ConsumerInfo {
+    /// A consumer's record (for providers).
+    pub fn new(
+        consumer: impl Into<String>,
+        checkpointed: bool,
+        checkpointed_at: Option<DateTime<Utc>>,
+        lease: Option<(String, DateTime<Utc>)>,
+    ) -> ConsumerInfo {
+        let (lease_holder, lease_until) = lease.unzip();
+        ConsumerInfo {
+            consumer: consumer.into(),
+            checkpointed,
+            checkpointed_at,
+            lease_holder,
+            lease_until,
+        }
+    }
+}
+
+/// The error of a consumer-admin call on a consumer whose lease a stream holds.
+pub fn consumer_running(consumer: &str, holder: &str) -> crate::Error {
+    crate::Error::new(
+        crate::ErrorKind::Conflict,
+        format!(
+            "consumer {consumer:?} is running (stream {holder} holds its lease): stop it, or wait \
+             for its lease to expire, then retry"
+        ),
+    )
+}
+
+/// Refuses a reset to [`StartFrom::Checkpoint`] (for providers' `reset_consumer`).
+pub fn validate_reset(to: StartFrom) -> crate::Result<()> {
+    if to == StartFrom::Checkpoint {
+        return Err(crate::Error::invalid_input(
+            "reset_consumer: reset to Now, Beginning or a time; Checkpoint is where it already is",
+        ));
+    }
+    Ok(())
+}
+
 /// A stream of changes. It ends only after an error (which is its last item); dropping it stops
 /// watching.
 pub type ChangeStream = BoxStream<'static, Result<ChangeEvent>>;

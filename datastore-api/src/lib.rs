@@ -40,8 +40,8 @@ pub mod update;
 pub mod value;
 
 pub use change::{
-    ChangeEvent, ChangeStream, Lag, OperationType, ResumeToken, RetentionPolicy, StartFrom,
-    WatchOptions,
+    ChangeEvent, ChangeStream, ConsumerInfo, Lag, OperationType, ResumeToken, RetentionPolicy,
+    StartFrom, WatchOptions,
 };
 pub use config::{ConnectionConfig, DatastoreConfig, PoolConfig, Secret, SslMode};
 pub use domain::{HealthEventStore, MaintenanceEventStore, UpsertOutcome};

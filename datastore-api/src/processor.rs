@@ -317,7 +317,10 @@ where
             failure.get_or_insert(e);
         }
     }
+    // Abandon what is left, and wait until it is gone: nothing of this run may still be
+    // running when the caller starts the next one.
     running.abort_all();
+    while running.join_next().await.is_some() {}
     let last = state.checkpoint(collection, &consumer).await;
     meters.in_flight.set(state.in_flight() as f64);
     match (failure, last) {

@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt};
 
-use crate::change::{ChangeStream, Lag, ResumeToken, RetentionPolicy, WatchOptions};
+use crate::change::{
+    ChangeStream, ConsumerInfo, Lag, ResumeToken, RetentionPolicy, StartFrom, WatchOptions,
+};
 use crate::domain::{HealthEventStore, MaintenanceEventStore};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
@@ -131,6 +133,30 @@ pub trait Collection: Send + Sync {
     /// How far `consumer` (whose stream uses `filter`) is behind its checkpoint.
     async fn lag(&self, consumer: &str, filter: &Filter) -> Result<Lag> {
         let _ = (consumer, filter);
+        Err(unsupported(self.name()))
+    }
+
+    /// The change-stream consumers of this collection (every one with a checkpoint or a lease),
+    /// by name.
+    async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
+        Err(unsupported(self.name()))
+    }
+
+    /// Forgets `consumer`: its checkpoint and lease (a deleted checkpoint no longer holds back
+    /// the change history's retention). False when it did not exist;
+    /// [`Conflict`](crate::ErrorKind::Conflict) while a stream holds its lease (stop it first).
+    async fn delete_consumer(&self, consumer: &str) -> Result<bool> {
+        let _ = consumer;
+        Err(unsupported(self.name()))
+    }
+
+    /// Moves `consumer`'s checkpoint to `to` ([`StartFrom::Now`](crate::StartFrom::Now),
+    /// [`Beginning`](crate::StartFrom::Beginning) or [`Time`](crate::StartFrom::Time), resolved
+    /// as a watch resolves them): its next watch from its checkpoint starts there. Creates the
+    /// consumer if needed. [`Conflict`](crate::ErrorKind::Conflict) while a stream holds its
+    /// lease; `InvalidInput` for `Checkpoint`.
+    async fn reset_consumer(&self, consumer: &str, to: StartFrom) -> Result<()> {
+        let _ = (consumer, to);
         Err(unsupported(self.name()))
     }
 }

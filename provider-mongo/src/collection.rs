@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use datastore_api::change::{ChangeStream, Lag, ResumeToken, WatchOptions};
+use datastore_api::change::{
+    ChangeStream, ConsumerInfo, Lag, ResumeToken, StartFrom, WatchOptions,
+};
 use datastore_api::metrics::observe;
 use datastore_api::query::{sort_documents, validate_idempotency_key};
 use datastore_api::value::{distinct_values, unwrap_arrays, values_at, CREATED_AT_FIELD, ID_FIELD};
@@ -571,6 +573,39 @@ impl Collection for MongoCollection {
         observe(PROVIDER, self.role, "lag", async {
             self.changes.lag(self, consumer, filter).await
         })
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.consumers", skip_all, fields(collection = %self.name))]
+    async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
+        observe(
+            PROVIDER,
+            self.role,
+            "consumers",
+            self.changes.consumers(self),
+        )
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.delete_consumer", skip_all, fields(collection = %self.name, consumer = consumer))]
+    async fn delete_consumer(&self, consumer: &str) -> Result<bool> {
+        observe(
+            PROVIDER,
+            self.role,
+            "delete_consumer",
+            self.changes.delete_consumer(self, consumer),
+        )
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.reset_consumer", skip_all, fields(collection = %self.name, consumer = consumer))]
+    async fn reset_consumer(&self, consumer: &str, to: StartFrom) -> Result<()> {
+        observe(
+            PROVIDER,
+            self.role,
+            "reset_consumer",
+            self.changes.reset_consumer(self, consumer, to),
+        )
         .await
     }
 }

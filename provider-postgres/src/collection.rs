@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use datastore_api::change::{ChangeStream, Lag, ResumeToken, WatchOptions};
+use datastore_api::change::{
+    ChangeStream, ConsumerInfo, Lag, ResumeToken, StartFrom, WatchOptions,
+};
 use datastore_api::metrics::observe;
 use datastore_api::value::{
     date_value, distinct_values, unwrap_arrays, CREATED_AT_FIELD, ID_FIELD,
@@ -168,6 +170,16 @@ fn inserted(row: &PgRow) -> Result<Inserted> {
 }
 
 impl PgCollection {
+    /// The pool, for calls that are not available inside a transaction (consumer admin).
+    fn admin_pool(&self, call: &str) -> Result<&PgPool> {
+        match &self.exec {
+            Exec::Pool(pool) => Ok(pool),
+            Exec::Tx(_) => Err(Error::invalid_input(format!(
+                "{call} is not available inside a transaction"
+            ))),
+        }
+    }
+
     pub(crate) fn new(table: Table, exec: Exec, capture: bool) -> Self {
         PgCollection {
             table,
@@ -471,6 +483,38 @@ impl Collection for PgCollection {
                     "lag is not available inside a transaction",
                 )),
             }
+        })
+        .await
+    }
+
+    async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
+        observe(PROVIDER, self.table.name(), "consumers", async {
+            crate::changes::consumers(self.admin_pool("consumers")?, self.table).await
+        })
+        .await
+    }
+
+    async fn delete_consumer(&self, consumer: &str) -> Result<bool> {
+        observe(PROVIDER, self.table.name(), "delete_consumer", async {
+            crate::changes::delete_consumer(
+                self.admin_pool("delete_consumer")?,
+                self.table,
+                consumer,
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn reset_consumer(&self, consumer: &str, to: StartFrom) -> Result<()> {
+        observe(PROVIDER, self.table.name(), "reset_consumer", async {
+            crate::changes::reset_consumer(
+                self.admin_pool("reset_consumer")?,
+                self.table,
+                consumer,
+                to,
+            )
+            .await
         })
         .await
     }

@@ -35,6 +35,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "take_tick_function",
         sql: include_str!("../migrations/0003_take_tick_function.sql"),
     },
+    Migration {
+        version: 4,
+        name: "consumer_checkpoint_time",
+        sql: include_str!("../migrations/0004_consumer_checkpoint_time.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use datastore_api::processor::{self, ProcessorOptions};
-use datastore_api::{Error, Filter, StartFrom, WatchOptions};
+use datastore_api::processor::{self, FailurePolicy, ProcessorOptions};
+use datastore_api::{Error, ErrorKind, Filter, StartFrom, WatchOptions};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::json;
@@ -282,4 +282,106 @@ impl Drop for RunningGuard {
             l.running.remove(&self.key);
         }
     }
+}
+
+/// An event whose handler always fails: under [`FailurePolicy::Stop`] the run ends with an
+/// error naming its document and the checkpoint stays before it (it and what follows are still
+/// behind, and come first on a restart); under [`FailurePolicy::Skip`] it is counted and the
+/// checkpoint moves past it.
+pub(super) fn processor_failure_policies(ctx: &Ctx<'_>) -> std::result::Result<(), String> {
+    let coll = ctx.store.health_event_collection();
+    ctx.rt.block_on(async {
+        let run_id = unique("poison");
+        let consumer = unique("poisoned");
+        let since = coll.server_time().await.map_err(|e| e.to_string())?;
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let doc = json!({"run": run_id, "i": i});
+            let inserted = coll
+                .insert_one(serde_json::from_value(doc).unwrap_or_default())
+                .await
+                .map_err(|e| e.to_string())?;
+            ids.push(inserted.id.to_string());
+        }
+        let filter = Filter::eq("operationType", "insert").and(Filter::eq("fullDocument.run", run_id.as_str()));
+        let seen = Arc::new(Mutex::new(Vec::<u64>::new()));
+        let handler = |seen: Arc<Mutex<Vec<u64>>>, done: Arc<tokio::sync::Notify>| {
+            move |event: datastore_api::ChangeEvent| {
+                let (seen, done) = (Arc::clone(&seen), Arc::clone(&done));
+                async move {
+                    let i = event.full_document.as_ref().and_then(|d| d.get("i")).and_then(|v| v.as_u64()).unwrap_or(u64::MAX);
+                    if let Ok(mut s) = seen.lock() {
+                        s.push(i);
+                    }
+                    if i == 2 {
+                        return Err(Error::permanent("a poison event"));
+                    }
+                    if i == 4 {
+                        done.notify_one();
+                    }
+                    Ok(())
+                }
+            }
+        };
+        let options = ProcessorOptions {
+            concurrency: 2,
+            max_in_flight: 4,
+            retries: 1,
+            backoff: Duration::from_millis(1),
+            checkpoint_interval: Duration::from_millis(5),
+            ..ProcessorOptions::default()
+        };
+        let watch = |start| {
+            WatchOptions::new(consumer.clone())
+                .filter(filter.clone())
+                .start(start)
+                .poll_interval(Duration::from_millis(10))
+        };
+        let never = Arc::new(tokio::sync::Notify::new());
+        let stopped = tokio::time::timeout(
+            Duration::from_secs(30),
+            processor::run(coll, watch(StartFrom::Time(since)), options.clone(), handler(Arc::clone(&seen), Arc::clone(&never)), std::future::pending()),
+        )
+        .await
+        .map_err(|_| "under Stop, a poison event did not end the run within 30 s".to_owned())?;
+        match stopped {
+            Err(e) if e.kind() == ErrorKind::Permanent && e.message().contains(&ids[2]) => {}
+            other => return Err(format!("under Stop, a poison event ended the run with {other:?}, not a Permanent error naming document {}", ids[2])),
+        }
+        let behind = coll.lag(&consumer, &filter).await.map_err(|e| e.to_string())?;
+        if behind.events_behind != 3 {
+            return Err(format!("under Stop, {} events are behind the checkpoint, not the poison event and the 2 after it", behind.events_behind));
+        }
+
+        if let Ok(mut s) = seen.lock() {
+            s.clear();
+        }
+        let done = Arc::new(tokio::sync::Notify::new());
+        let finished = done.clone();
+        let summary = tokio::time::timeout(
+            Duration::from_secs(30),
+            processor::run(
+                coll,
+                watch(StartFrom::Checkpoint),
+                ProcessorOptions { on_failure: FailurePolicy::Skip, ..options },
+                handler(Arc::clone(&seen), done),
+                async move { finished.notified().await },
+            ),
+        )
+        .await
+        .map_err(|_| "under Skip, the run did not reach the last event within 30 s".to_owned())?
+        .map_err(|e| format!("under Skip, the run failed: {e}"))?;
+        let first = seen.lock().ok().and_then(|s| s.first().copied());
+        if first != Some(2) {
+            return Err(format!("the restart after a Stop began with event {first:?}, not the poison event 2"));
+        }
+        if summary.skipped != 1 || summary.handled != 2 {
+            return Err(format!("under Skip: {summary:?}, expected 1 skipped and 2 handled"));
+        }
+        let behind = coll.lag(&consumer, &filter).await.map_err(|e| e.to_string())?;
+        if behind.events_behind != 0 {
+            return Err(format!("under Skip, {} events are still behind the checkpoint", behind.events_behind));
+        }
+        Ok(())
+    })
 }

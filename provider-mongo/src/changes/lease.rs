@@ -1,6 +1,7 @@
 //! A consumer's checkpoint and lease: one document per (collection, consumer) in the token
 //! collection, `{_id: "<collection>/<consumer>", clientName, collection, resumeToken: {_data},
-//! leaseOwner, leaseExpiresAt, updatedAt}`.
+//! checkpointedAt, leaseOwner, leaseExpiresAt, updatedAt}`. A consumer reset to a time holds
+//! `startAt` (a cluster time) instead of `resumeToken` until its next checkpoint.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use chrono::{DateTime, Utc};
 use datastore_api::{Error, Result};
 use mongodb::bson::{doc, Bson, Document};
 
+use super::source::Start;
 use crate::convert::bson_date;
 use crate::error::{code_of, map_err};
 
@@ -44,27 +46,79 @@ impl Slot {
         }
     }
 
-    /// The checkpointed token's `_data`, if any.
-    pub(super) async fn saved_token(&self) -> Result<Option<String>> {
+    /// Where the checkpoint resumes: right after its token, or at the time a reset stored
+    /// (`startAt`); `None` without a checkpoint.
+    pub(super) async fn saved_start(&self) -> Result<Option<Start>> {
         let saved = self
             .tokens
             .find_one(doc! { "_id": &self.id })
-            .projection(doc! { "resumeToken": 1 })
+            .projection(doc! { "resumeToken": 1, "startAt": 1 })
             .await
             .map_err(map_err)?;
-        match saved.as_ref().and_then(|d| d.get("resumeToken")) {
-            None | Some(Bson::Null) => Ok(None),
-            Some(Bson::Document(t)) => match t.get_str("_data") {
-                Ok(data) => Ok(Some(data.to_owned())),
+        let Some(saved) = saved else { return Ok(None) };
+        match (saved.get("resumeToken"), saved.get("startAt")) {
+            (Some(Bson::Document(t)), _) => match t.get_str("_data") {
+                Ok(data) => Ok(Some(Start::After(data.to_owned()))),
                 Err(_) => Err(Error::permanent(format!(
                     "consumer {:?}: the stored resume token has no _data string",
                     self.consumer
                 ))),
             },
-            Some(_) => Err(Error::permanent(format!(
-                "consumer {:?}: the stored resume token is not a document",
+            (None | Some(Bson::Null), Some(Bson::Timestamp(ts))) => Ok(Some(Start::At(*ts))),
+            (None | Some(Bson::Null), None | Some(Bson::Null)) => Ok(None),
+            _ => Err(Error::permanent(format!(
+                "consumer {:?}: the stored checkpoint is neither a resume token document nor a startAt timestamp",
                 self.consumer
             ))),
+        }
+    }
+
+    /// The lease conditions under which this process may write the slot: the lease is free,
+    /// expired, or `owner`'s.
+    pub(super) fn writable(owner: Option<&str>, now: Bson) -> Vec<Document> {
+        let mut free = vec![
+            doc! { "leaseOwner": Bson::Null },
+            doc! { "leaseExpiresAt": { "$lt": now } },
+        ];
+        if let Some(owner) = owner {
+            free.push(doc! { "leaseOwner": owner });
+        }
+        free
+    }
+
+    /// Writes `checkpoint` (`resumeToken` or `startAt`, the other one removed) if the lease
+    /// lets `owner` write; false when another stream holds the lease.
+    pub(super) async fn store(
+        &self,
+        checkpoint: Document,
+        owner: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let now = bson_date(now);
+        let other = if checkpoint.contains_key("resumeToken") {
+            "startAt"
+        } else {
+            "resumeToken"
+        };
+        let mut set = checkpoint;
+        set.insert("updatedAt", now);
+        set.insert("checkpointedAt", now);
+        let result = self
+            .tokens
+            .update_one(
+                doc! { "_id": &self.id, "$or": Slot::writable(owner, Bson::DateTime(now)) },
+                doc! {
+                    "$set": set,
+                    "$unset": { other: "" },
+                    "$setOnInsert": { "clientName": &self.consumer, "collection": &self.collection },
+                },
+            )
+            .upsert(true)
+            .await;
+        match result {
+            Ok(r) => Ok(r.matched_count > 0 || r.upserted_id.is_some()),
+            Err(e) if is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(map_err(e)),
         }
     }
 

@@ -50,9 +50,8 @@ use mongodb::options::FullDocumentBeforeChangeType;
 use tracing::Instrument;
 
 use crate::collection::MongoCollection;
-use crate::convert::bson_date;
-use crate::error::map_err;
 
+mod consumers;
 mod event;
 mod failure;
 mod lease;
@@ -64,8 +63,8 @@ mod token;
 use event::commit_time;
 pub(crate) use event::{decode_event, Decoded};
 use failure::stream_error;
-use lease::{is_duplicate_key, Slot};
-use source::MongoSource;
+use lease::Slot;
+use source::{MongoSource, Start};
 
 use token::driver_token;
 
@@ -169,30 +168,13 @@ impl ChangeSupport {
         let data = token::server_data(token)?;
         let slot = Slot::new(&self.tokens, &c.name, consumer);
         let owner = LocalLeases::holder(&slot.key);
-        let now = bson_date(c.clock.now());
-        let mut free = vec![
-            doc! { "leaseOwner": Bson::Null },
-            doc! { "leaseExpiresAt": { "$lt": now } },
-        ];
-        if let Some(owner) = owner {
-            free.push(doc! { "leaseOwner": owner });
-        }
-        let result = self
-            .tokens
-            .update_one(
-                doc! { "_id": &slot.id, "$or": free },
-                doc! {
-                    "$set": { "resumeToken": { "_data": data }, "updatedAt": now },
-                    "$setOnInsert": { "clientName": consumer, "collection": &c.name },
-                },
+        let stored = slot
+            .store(
+                doc! { "resumeToken": { "_data": data } },
+                owner.as_deref(),
+                c.clock.now(),
             )
-            .upsert(true)
-            .await;
-        let stored = match result {
-            Ok(r) => r.matched_count > 0 || r.upserted_id.is_some(),
-            Err(e) if is_duplicate_key(&e) => false,
-            Err(e) => return Err(map_err(e)),
-        };
+            .await?;
         if !stored {
             return Err(checkpoint_refused(consumer));
         }
@@ -223,7 +205,7 @@ impl ChangeSupport {
             } });
         }
         let slot = Slot::new(&self.tokens, &c.name, consumer);
-        let Some(token) = slot.saved_token().await? else {
+        let Some(start) = slot.saved_start().await? else {
             return Ok(Lag {
                 events_behind: 0,
                 oldest_undelivered_age: None,
@@ -236,9 +218,13 @@ impl ChangeSupport {
             .inner
             .watch()
             .pipeline(stages)
-            .resume_after(driver_token(&token)?)
             .batch_size(1_000)
             .max_await_time(Duration::from_millis(100));
+        action = match start {
+            Start::After(token) => action.resume_after(driver_token(&token)?),
+            Start::At(ts) => action.start_at_operation_time(ts),
+            Start::Now => action,
+        };
         if decode {
             action =
                 action.full_document_before_change(FullDocumentBeforeChangeType::WhenAvailable);

@@ -19,6 +19,7 @@ use super::lease::Slot;
 use super::token::{self, driver_token, token_data};
 use super::{decode_event, stream_error, Decoded, EventFilter};
 use crate::clock::ServerClock;
+use crate::collection::MongoCollection;
 
 /// Where a server-side stream (re)opens.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +48,33 @@ async fn oldest_oplog_time(client: &mongodb::Client) -> Option<Timestamp> {
             None
         }
     }
+}
+
+/// Where a consumer reset to `to` resumes: for `Now`, right after the token of a stream
+/// opened now (the server's present; the start of the current second if it gives none); for
+/// `Beginning` and `Time`, a cluster time as a watch resolves them.
+pub(super) async fn reset_start(c: &MongoCollection, to: StartFrom) -> Result<Start> {
+    Ok(match to {
+        StartFrom::Now => {
+            let opened = c
+                .inner
+                .watch()
+                .await
+                .map_err(|e| stream_error(e, "reset"))?;
+            // Fresh and idle: reading its token cannot hit the driver's panic.
+            match opened.resume_token().as_ref().and_then(token_data) {
+                Some(data) => Start::After(data),
+                None => Start::At(time_start(c.clock.now(), None)),
+            }
+        }
+        StartFrom::Beginning | StartFrom::Checkpoint => {
+            Start::At(oldest_oplog_time(&c.client).await.unwrap_or(Timestamp {
+                time: 1,
+                increment: 0,
+            }))
+        }
+        StartFrom::Time(t) => Start::At(time_start(t, oldest_oplog_time(&c.client).await)),
+    })
 }
 
 /// The start time of [`StartFrom::Time`]: the second of `t` (so the changes of that whole
@@ -179,10 +207,7 @@ impl MongoSource {
     async fn resolve_start(&mut self, from: StartFrom) -> Result<Start> {
         Ok(match from {
             StartFrom::Now => Start::Now,
-            StartFrom::Checkpoint => match self.slot.saved_token().await? {
-                Some(token) => Start::After(token),
-                None => Start::Now,
-            },
+            StartFrom::Checkpoint => self.slot.saved_start().await?.unwrap_or(Start::Now),
             StartFrom::Beginning => {
                 Start::At(oldest_oplog_time(&self.client).await.unwrap_or(Timestamp {
                     time: 1,

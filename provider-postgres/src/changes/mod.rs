@@ -24,11 +24,13 @@ use crate::compile::push_filter_on;
 use crate::error::map_err;
 use crate::locks::lock_xact;
 
+mod consumers;
 mod events;
 mod position;
 mod source;
 mod ticks;
 
+pub(crate) use consumers::{consumers, delete_consumer, reset_consumer};
 use events::{event_lateral, push_operation_prefilter, EVENTS};
 pub(crate) use position::Position;
 use source::PgSource;
@@ -109,9 +111,10 @@ pub(crate) async fn checkpoint(
     let (issued, stored): (bool, bool) = sqlx::query_as(
         "WITH latest AS (SELECT tick, last_seq FROM datastore_change_ticks ORDER BY tick DESC LIMIT 1), \
          valid AS (SELECT EXISTS (SELECT 1 FROM latest WHERE $5 <= tick AND $6 <= coalesce(last_seq, $6)) AS ok), \
-         stored AS (INSERT INTO datastore_consumers (consumer, collection, token) \
-             SELECT $1, $2, $3 FROM valid WHERE ok \
-             ON CONFLICT (consumer, collection) DO UPDATE SET token = EXCLUDED.token, updated_at = now() \
+         stored AS (INSERT INTO datastore_consumers (consumer, collection, token, checkpointed_at) \
+             SELECT $1, $2, $3, now() FROM valid WHERE ok \
+             ON CONFLICT (consumer, collection) DO UPDATE \
+               SET token = EXCLUDED.token, updated_at = now(), checkpointed_at = now() \
              WHERE datastore_consumers.lease_owner IS NULL OR datastore_consumers.lease_until < now() \
                 OR datastore_consumers.lease_owner = $4 \
              RETURNING 1) \
