@@ -162,6 +162,81 @@ impl std::error::Error for Error {
     }
 }
 
+/// What is wrong with an index the provider relies on (upstream's `ErrIndexMissing`,
+/// `ErrIndexMismatch`, `ErrIndexBuilding`): the source of the [`Error`] that
+/// connecting or [`DataStore::check_ready`](crate::DataStore::check_ready) returns; read it with
+/// [`Error::index_problem`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IndexProblem {
+    /// No index of that key exists. [`ErrorKind::Permanent`].
+    Missing {
+        /// The collection (table).
+        collection: String,
+        /// What the index must be, e.g. `unique (idempotency_key)`.
+        expected: String,
+    },
+    /// An index of that key exists but is not what the provider needs (for example not
+    /// unique). [`ErrorKind::Permanent`].
+    Mismatch {
+        /// The collection (table).
+        collection: String,
+        /// What the index must be.
+        expected: String,
+        /// What was found.
+        found: String,
+    },
+    /// The index is being built and does not enforce its constraint yet.
+    /// [`ErrorKind::Transient`]: ready once the build finishes.
+    Building {
+        /// The collection (table).
+        collection: String,
+        /// The index being built.
+        index: String,
+    },
+}
+
+impl IndexProblem {
+    /// The error a caller receives: transient while building, permanent otherwise, with what
+    /// to do.
+    pub fn into_error(self) -> Error {
+        let (kind, message) = match &self {
+            IndexProblem::Missing { collection, expected } => (
+                ErrorKind::Permanent,
+                format!("{collection}: the index {expected} is missing; duplicates would not be refused. Recreate it (the provider creates it on a fresh database), then reconnect"),
+            ),
+            IndexProblem::Mismatch { collection, expected, found } => (
+                ErrorKind::Permanent,
+                format!("{collection}: the index on that key is {found}, but it must be {expected}; drop it and reconnect so that the provider creates the right one"),
+            ),
+            IndexProblem::Building { collection, index } => (
+                ErrorKind::Transient,
+                format!("{collection}: the index {index} is still being built; retry when the build has finished"),
+            ),
+        };
+        Error::new(kind, message).with_source(self)
+    }
+}
+
+impl fmt::Display for IndexProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IndexProblem::Missing { .. } => f.write_str("index missing"),
+            IndexProblem::Mismatch { .. } => f.write_str("index mismatch"),
+            IndexProblem::Building { .. } => f.write_str("index building"),
+        }
+    }
+}
+
+impl std::error::Error for IndexProblem {}
+
+impl Error {
+    /// The index problem behind this error, if that is what it is.
+    pub fn index_problem(&self) -> Option<&IndexProblem> {
+        self.source.as_ref()?.downcast_ref::<IndexProblem>()
+    }
+}
+
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Error::permanent("document does not decode into the requested type").with_source(e)
@@ -179,5 +254,27 @@ mod tests {
         assert_eq!(e.to_string(), "transient: connection lost: boom");
         assert!(e.is_retryable());
         assert!(std::error::Error::source(&e).is_some());
+        assert!(e.index_problem().is_none());
+    }
+
+    #[test]
+    fn index_problems_are_typed_and_say_what_to_do() {
+        let e = IndexProblem::Building {
+            collection: "health_events".into(),
+            index: "idx".into(),
+        }
+        .into_error();
+        assert!(e.is_retryable());
+        assert!(matches!(
+            e.index_problem(),
+            Some(IndexProblem::Building { .. })
+        ));
+        let e = IndexProblem::Missing {
+            collection: "health_events".into(),
+            expected: "unique (idempotency_key)".into(),
+        }
+        .into_error();
+        assert_eq!(e.kind(), ErrorKind::Permanent);
+        assert!(e.message().contains("Recreate"), "{e}");
     }
 }

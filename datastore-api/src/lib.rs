@@ -45,7 +45,7 @@ pub use change::{
 };
 pub use config::{ConnectionConfig, DatastoreConfig, PoolConfig, Secret, SslMode};
 pub use domain::{HealthEventStore, MaintenanceEventStore, UpsertOutcome};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, IndexProblem, Result};
 pub use filter::{CmpOp, Filter, Lowered, Scalar};
 pub use path::{FieldPath, ReservedField};
 pub use query::{

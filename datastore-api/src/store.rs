@@ -150,8 +150,8 @@ pub trait Collection: Send + Sync {
         Err(unsupported(self.name()))
     }
 
-    /// Moves `consumer`'s checkpoint to `to` ([`StartFrom::Now`](crate::StartFrom::Now),
-    /// [`Beginning`](crate::StartFrom::Beginning) or [`Time`](crate::StartFrom::Time), resolved
+    /// Moves `consumer`'s checkpoint to `to` ([`StartFrom::Now`],
+    /// [`Beginning`](StartFrom::Beginning) or [`Time`](StartFrom::Time), resolved
     /// as a watch resolves them): its next watch from its checkpoint starts there. Creates the
     /// consumer if needed. [`Conflict`](crate::ErrorKind::Conflict) while a stream holds its
     /// lease; `InvalidInput` for `Checkpoint`.
@@ -229,6 +229,13 @@ pub trait DataStore: Send + Sync {
     fn maintenance_event_collection(&self) -> &dyn Collection;
     /// Checks the backend answers.
     async fn ping(&self) -> Result<()>;
+    /// A readiness check a deployment can gate on: the backend answers and every index the
+    /// provider relies on for correctness (the idempotency keys' unique indexes) is present,
+    /// right and built. Its error carries an [`IndexProblem`](crate::IndexProblem) when an index
+    /// is at fault. Connecting runs the same check.
+    async fn check_ready(&self) -> Result<()> {
+        self.ping().await
+    }
     /// Closes connections; later calls fail with a [`Transient`](crate::ErrorKind::Transient) or
     /// [`Permanent`](crate::ErrorKind::Permanent) error.
     async fn close(&self);

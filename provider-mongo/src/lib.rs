@@ -34,6 +34,7 @@ mod collection;
 mod convert;
 mod error;
 mod filter;
+mod indexes;
 mod settings;
 mod update;
 
@@ -45,9 +46,9 @@ use datastore_api::{
 };
 use mongodb::bson::doc;
 use mongodb::options::{
-    Acknowledgment, IndexOptions, ReadConcern, ReadPreference, SelectionCriteria, WriteConcern,
+    Acknowledgment, ReadConcern, ReadPreference, SelectionCriteria, WriteConcern,
 };
-use mongodb::{Client, Database, IndexModel};
+use mongodb::{Client, Database};
 use tokio::sync::Mutex;
 
 pub use collection::MongoCollection;
@@ -108,80 +109,10 @@ impl MongoDataStore {
             client,
             database,
         };
-        store.create_indexes(settings).await?;
+        indexes::create(&store, settings).await?;
+        indexes::verify(&store).await?;
         changes.prepare(&store.database, settings).await;
         Ok(store)
-    }
-
-    /// Creates NVSentinel's indexes (idempotent: `createIndexes` with unchanged definitions is
-    /// a no-op).
-    async fn create_indexes(&self, settings: &MongoSettings) -> Result<()> {
-        let named = |keys, name: &str| {
-            IndexModel::builder()
-                .keys(keys)
-                .options(IndexOptions::builder().name(name.to_owned()).build())
-                .build()
-        };
-        let mut created_at = IndexOptions::builder()
-            .name("createdAt_ttl".to_owned())
-            .build();
-        created_at.expire_after = settings.expiry;
-        if settings.expiry.is_none() {
-            created_at.name = Some("createdAt".to_owned());
-        }
-        let idempotency = || {
-            IndexModel::builder()
-                .keys(doc! { convert::IDEMPOTENCY_FIELD: 1 })
-                .options(
-                    IndexOptions::builder()
-                        .name("idempotency_key_unique".to_owned())
-                        .unique(true)
-                        .partial_filter_expression(
-                            doc! { convert::IDEMPOTENCY_FIELD: { "$exists": true } },
-                        )
-                        .build(),
-                )
-                .build()
-        };
-        let health = vec![
-            IndexModel::builder()
-                .keys(doc! { "createdAt": 1 })
-                .options(created_at)
-                .build(),
-            named(doc! { "createdAt": 1, "_id": 1 }, "createdAt_id"),
-            idempotency(),
-            named(
-                doc! {
-                    "healthevent.nodename": 1,
-                    "healthevent.entitiesimpacted.entitytype": 1,
-                    "healthevent.entitiesimpacted.entityvalue": 1,
-                    "healthevent.generatedtimestamp.seconds": 1,
-                },
-                "node_entities_generated",
-            ),
-            named(
-                doc! { "healtheventstatus.nodequarantined": 1, "createdAt": 1 },
-                "quarantine_status_createdAt",
-            ),
-        ];
-        ensure_indexes(&self.health, health).await?;
-        let maintenance = vec![
-            idempotency(),
-            IndexModel::builder()
-                .keys(doc! { "eventId": 1 })
-                .options(
-                    IndexOptions::builder()
-                        .name("eventId_unique".to_owned())
-                        .unique(true)
-                        .partial_filter_expression(doc! { "eventId": { "$exists": true } })
-                        .build(),
-                )
-                .build(),
-            named(doc! { "createdAt": 1, "_id": 1 }, "createdAt_id"),
-            named(doc! { "scheduledStartTime": 1 }, "scheduledStartTime"),
-            named(doc! { "cspStatus": 1 }, "cspStatus"),
-        ];
-        ensure_indexes(&self.maintenance, maintenance).await
     }
 
     /// The driver's client (for administration and tests).
@@ -193,29 +124,6 @@ impl MongoDataStore {
     pub fn database(&self) -> &Database {
         &self.database
     }
-}
-
-/// Creates each index unless an equivalent one exists. An index on the same keys under
-/// another name or with other options (one a deployment created itself, or a TTL changed since)
-/// is left alone with a warning: connecting must not fail over it.
-async fn ensure_indexes(collection: &MongoCollection, indexes: Vec<IndexModel>) -> Result<()> {
-    for index in indexes {
-        let name = index
-            .options
-            .as_ref()
-            .and_then(|o| o.name.clone())
-            .unwrap_or_default();
-        match collection.inner.create_index(index).await {
-            Ok(_) => {}
-            // IndexOptionsConflict, IndexKeySpecsConflict.
-            Err(e) if matches!(error::code_of(&e), Some(85 | 86)) => {
-                tracing::warn!(collection = %collection.name, index = %name, error = %e,
-                    "an index on the same keys with other options exists; keeping it");
-            }
-            Err(e) => return Err(map_err(e)),
-        }
-    }
-    Ok(())
 }
 
 fn majority() -> WriteConcern {
@@ -255,6 +163,12 @@ impl DataStore for MongoDataStore {
             .await
             .map_err(map_err)?;
         Ok(())
+    }
+
+    #[tracing::instrument(name = "datastore.check_ready", skip_all, fields(provider = "mongodb"))]
+    async fn check_ready(&self) -> Result<()> {
+        self.ping().await?;
+        indexes::verify(self).await
     }
 
     async fn close(&self) {

@@ -240,3 +240,59 @@ async fn cancelled_transactions_leave_no_session_behind() {
     }
     assert_eq!(coll.count(&Filter::exists("k", true)).await.unwrap(), 60);
 }
+
+/// The indexes idempotency depends on are verified by `check_ready` and at connect: missing
+/// and not unique are typed errors; a connect either creates the right index or refuses.
+#[tokio::test]
+async fn idempotency_indexes_are_verified() {
+    use datastore_api::IndexProblem;
+    let (store, settings) = fresh().await;
+    store
+        .check_ready()
+        .await
+        .expect("ready on a fresh database");
+    let health = store.database().collection::<BsonDocument>("HealthEvents");
+    health
+        .drop_index("idempotency_key_unique")
+        .await
+        .expect("drop the index");
+    let e = store.check_ready().await.expect_err("missing index");
+    assert_eq!(e.kind(), ErrorKind::Permanent);
+    assert!(
+        matches!(e.index_problem(), Some(IndexProblem::Missing { .. })),
+        "{e}"
+    );
+
+    health
+        .create_index(
+            mongodb::IndexModel::builder()
+                .keys(doc! { "_idempotencyKey": 1 })
+                .options(
+                    mongodb::options::IndexOptions::builder()
+                        .name("idem_plain".to_owned())
+                        .build(),
+                )
+                .build(),
+        )
+        .await
+        .expect("a plain index");
+    let e = store.check_ready().await.expect_err("non-unique index");
+    match e.index_problem() {
+        Some(IndexProblem::Mismatch { found, .. }) => {
+            assert!(found.contains("not unique"), "{found}")
+        }
+        other => panic!("a non-unique index gave {other:?}"),
+    }
+    // Connecting again creates the right index beside it (servers that allow two indexes of
+    // one key) or refuses with the mismatch; it never connects without a working index.
+    match MongoDataStore::connect_with(&settings).await {
+        Ok(again) => again
+            .check_ready()
+            .await
+            .expect("the connect made the index"),
+        Err(e) => assert!(
+            matches!(e.index_problem(), Some(IndexProblem::Mismatch { .. })),
+            "{e}"
+        ),
+    }
+}

@@ -25,6 +25,7 @@ mod collection;
 mod compile;
 mod connect;
 mod error;
+mod indexes;
 mod locks;
 pub mod migrate;
 mod tls;
@@ -214,6 +215,7 @@ impl PgDataStore {
         });
         let _ = cell.set(Arc::downgrade(&shared));
         migrate(&pg_pool).await?;
+        indexes::verify(&pg_pool).await?;
         Ok(PgDataStore::with_capture(shared, true))
     }
 
@@ -266,6 +268,12 @@ impl DataStore for PgDataStore {
             .await
             .map_err(error::map_err)?;
         Ok(())
+    }
+
+    #[tracing::instrument(name = "datastore.check_ready", skip_all)]
+    async fn check_ready(&self) -> Result<()> {
+        self.ping().await?;
+        indexes::verify(&self.shared.pool).await
     }
 
     async fn close(&self) {

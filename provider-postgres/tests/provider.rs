@@ -529,3 +529,78 @@ async fn a_given_up_call_stops_its_statement_on_the_server() {
     assert_eq!(left, 0, "the given-up statement still waits on the server");
     tx.rollback().await.unwrap();
 }
+
+/// The indexes idempotency depends on are verified at connect and by `check_ready`: missing,
+/// not unique, and still being built (`CREATE INDEX CONCURRENTLY` waiting on an old snapshot)
+/// are typed errors; building is transient and clears when the build ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_indexes_are_verified() {
+    use datastore_api::IndexProblem;
+    let (store, url) = fresh(PoolConfig::default()).await;
+    store
+        .check_ready()
+        .await
+        .expect("ready on a fresh database");
+    let pool = store.pool().clone();
+    let exec = |sql: &'static str| {
+        let pool = pool.clone();
+        async move { sqlx::query(sql).execute(&pool).await.expect(sql) }
+    };
+    let problem = |e: datastore_api::Error| e.index_problem().cloned();
+
+    exec("ALTER TABLE health_events DROP CONSTRAINT health_events_idempotency_key_key").await;
+    let e = store.check_ready().await.expect_err("missing index");
+    assert_eq!(e.kind(), ErrorKind::Permanent);
+    assert!(matches!(problem(e), Some(IndexProblem::Missing { .. })));
+    let Err(e) = PgDataStore::connect_url(&url, PoolConfig::default()).await else {
+        panic!("connect accepted a missing index");
+    };
+    assert!(matches!(problem(e), Some(IndexProblem::Missing { .. })));
+
+    exec("CREATE INDEX health_events_idem_plain ON health_events (idempotency_key)").await;
+    let e = store.check_ready().await.expect_err("non-unique index");
+    match problem(e) {
+        Some(IndexProblem::Mismatch { found, .. }) => {
+            assert!(found.contains("not unique"), "{found}")
+        }
+        other => panic!("a non-unique index gave {other:?}"),
+    }
+    exec("DROP INDEX health_events_idem_plain").await;
+
+    // A concurrent build waits for this old snapshot before it becomes valid.
+    let mut holder = pool.begin().await.expect("begin");
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut *holder)
+        .await
+        .expect("isolation");
+    sqlx::query("SELECT count(*) FROM maintenance_events")
+        .execute(&mut *holder)
+        .await
+        .expect("snapshot");
+    let build = tokio::spawn(exec(
+        "CREATE UNIQUE INDEX CONCURRENTLY health_events_idem_new ON health_events (idempotency_key)",
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match store.check_ready().await {
+            Err(e) if matches!(e.index_problem(), Some(IndexProblem::Building { .. })) => {
+                assert!(e.is_retryable(), "building must be transient: {e}");
+                break;
+            }
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "no Building state seen while a concurrent build waits: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    holder.commit().await.expect("release the snapshot");
+    build.await.expect("the build");
+    store
+        .check_ready()
+        .await
+        .expect("ready once the build is done");
+    PgDataStore::connect_url(&url, PoolConfig::default())
+        .await
+        .expect("connect once the build is done");
+}

@@ -29,7 +29,7 @@ pub const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 /// No observation yet.
 const UNKNOWN: i64 = i64::MIN;
 
-/// What one consumer's streams observed, as epoch microseconds ([`UNKNOWN`] before the first).
+/// What one consumer's streams observed, as epoch microseconds (a sentinel before the first).
 #[derive(Debug)]
 pub struct LagState {
     /// When a read last found nothing new (local clock).
