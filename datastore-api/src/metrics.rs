@@ -57,7 +57,17 @@ mod tests {
     #[derive(Default)]
     struct Seen {
         counters: Mutex<Vec<(String, Arc<AtomicU64>)>>,
+        gauges: Mutex<Vec<(String, Arc<AtomicU64>)>>,
         histograms: Mutex<Vec<String>>,
+    }
+    /// A gauge's value, as `f64` bits.
+    struct Level(Arc<AtomicU64>);
+    impl metrics::GaugeFn for Level {
+        fn increment(&self, _: f64) {}
+        fn decrement(&self, _: f64) {}
+        fn set(&self, v: f64) {
+            self.0.store(v.to_bits(), Ordering::Relaxed);
+        }
     }
     struct Count(Arc<AtomicU64>);
     impl CounterFn for Count {
@@ -94,8 +104,14 @@ mod tests {
                 .push((describe(key), Arc::clone(&cell)));
             Counter::from_arc(Arc::new(Count(cell)))
         }
-        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-            Gauge::noop()
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            let cell = Arc::new(AtomicU64::new(f64::NAN.to_bits()));
+            self.0
+                .gauges
+                .lock()
+                .unwrap()
+                .push((describe(key), Arc::clone(&cell)));
+            Gauge::from_arc(Arc::new(Level(cell)))
         }
         fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
             self.0.histograms.lock().unwrap().push(describe(key));
@@ -140,5 +156,37 @@ mod tests {
             .unwrap()
             .iter()
             .any(|h| h.starts_with(OPERATION_DURATION)));
+    }
+
+    #[test]
+    fn lag_gauges_carry_nvsentinel_names_and_are_absent_until_known() {
+        let seen = Arc::new(Seen::default());
+        let recorder = TestRecorder(Arc::clone(&seen));
+        lag::LagState::of("gauge-test-known")
+            .delivered(chrono::Utc::now() - chrono::Duration::seconds(5));
+        let _unknown = lag::LagState::of("gauge-test-unknown");
+        metrics::with_local_recorder(&recorder, lag::publish);
+        let gauges = seen.gauges.lock().unwrap();
+        let value = |name: &str| {
+            gauges
+                .iter()
+                .rev()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| f64::from_bits(v.load(Ordering::Relaxed)))
+        };
+        assert_eq!(
+            value("change_stream_lag_known{client=gauge-test-known}"),
+            Some(1.0)
+        );
+        let lag = value("change_stream_lag_seconds{client=gauge-test-known}").unwrap();
+        assert!((5.0..60.0).contains(&lag), "{lag}");
+        assert_eq!(
+            value("change_stream_lag_known{client=gauge-test-unknown}"),
+            Some(0.0)
+        );
+        assert_eq!(
+            value("change_stream_lag_seconds{client=gauge-test-unknown}"),
+            None
+        );
     }
 }
