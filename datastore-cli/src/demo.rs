@@ -127,7 +127,7 @@ async fn run_on(store: Arc<dyn DataStore>, args: &DemoArgs, exclusive: bool) -> 
     let options = flow_options(args, exclusive);
     println!(
         "demo: flow simulation: ingest -> {} -> {} -> {} over change streams \
-         (StartFrom::Now, poll every {} ms, checkpoint after every event)",
+         on the library's processor (StartFrom::Now, poll every {} ms, low-water-mark checkpoints)",
         options.consumer(flow::Stage::Quarantine),
         options.consumer(flow::Stage::Drain),
         options.consumer(flow::Stage::Remediation),

@@ -625,8 +625,8 @@ async fn flow_case(bench: &Bench<'_>) -> CliResult<Figure> {
     println!();
     println!(
         "bench: d. flow simulation: {n} events in insert_many batches of {FLOW_BATCH}, three \
-         consumer stages (poll every {} ms, {} events in flight per stage, each checkpointed once \
-         it and every event before it are done)",
+         consumer stages on the processor (poll every {} ms, {} handlers per stage, one at a time \
+         per node, low-water-mark checkpoints)",
         bench.args.poll_ms, bench.args.stage_concurrency
     );
     let (store, db) = bench.fresh_store().await?;
