@@ -103,23 +103,8 @@ impl Slot {
         let mut set = checkpoint;
         set.insert("updatedAt", now);
         set.insert("checkpointedAt", now);
-        let result = self
-            .tokens
-            .update_one(
-                doc! { "_id": &self.id, "$or": Slot::writable(owner, Bson::DateTime(now)) },
-                doc! {
-                    "$set": set,
-                    "$unset": { other: "" },
-                    "$setOnInsert": { "clientName": &self.consumer, "collection": &self.collection },
-                },
-            )
-            .upsert(true)
-            .await;
-        match result {
-            Ok(r) => Ok(r.matched_count > 0 || r.upserted_id.is_some()),
-            Err(e) if is_duplicate_key(&e) => Ok(false),
-            Err(e) => Err(map_err(e)),
-        }
+        self.upsert_if_writable(owner, now, doc! { "$set": set, "$unset": { other: "" } })
+            .await
     }
 
     /// Takes or renews the lease for `owner` until `now + ttl`. False when another owner holds
@@ -135,18 +120,30 @@ impl Slot {
             .and_then(|d| now.checked_add_signed(d))
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
         let now = bson_date(now);
+        let set =
+            doc! { "leaseOwner": owner, "leaseExpiresAt": bson_date(until), "updatedAt": now };
+        self.upsert_if_writable(Some(owner), now, doc! { "$set": set })
+            .await
+    }
+
+    /// Applies `update` (creating the slot if needed) when the lease lets `owner` write; false
+    /// when another stream holds it (an upsert racing a held lease fails with a duplicate key:
+    /// not written either).
+    async fn upsert_if_writable(
+        &self,
+        owner: Option<&str>,
+        now: mongodb::bson::DateTime,
+        mut update: Document,
+    ) -> Result<bool> {
+        update.insert(
+            "$setOnInsert",
+            doc! { "clientName": &self.consumer, "collection": &self.collection },
+        );
         let result = self
             .tokens
             .update_one(
-                doc! { "_id": &self.id, "$or": [
-                    { "leaseOwner": Bson::Null },
-                    { "leaseOwner": owner },
-                    { "leaseExpiresAt": { "$lt": now } },
-                ] },
-                doc! {
-                    "$set": { "leaseOwner": owner, "leaseExpiresAt": bson_date(until), "updatedAt": now },
-                    "$setOnInsert": { "clientName": &self.consumer, "collection": &self.collection },
-                },
+                doc! { "_id": &self.id, "$or": Slot::writable(owner, Bson::DateTime(now)) },
+                update,
             )
             .upsert(true)
             .await;
