@@ -313,13 +313,15 @@ impl ConsumerInfo {
     }
 }
 
-/// The error of a consumer-admin call on a consumer whose lease a stream holds.
-pub fn consumer_running(consumer: &str, holder: &str) -> crate::Error {
+/// The error of a consumer-admin call on a consumer whose lease a stream (`holder`, when
+/// known) holds.
+pub fn consumer_running(consumer: &str, holder: Option<&str>) -> crate::Error {
+    let holder = holder.map_or_else(|| "a stream".to_owned(), |h| format!("stream {h}"));
     crate::Error::new(
         crate::ErrorKind::Conflict,
         format!(
-            "consumer {consumer:?} is running (stream {holder} holds its lease): stop it, or wait \
-             for its lease to expire, then retry"
+            "consumer {consumer:?} is running ({holder} holds its lease): stop it, or wait for \
+             its lease to expire, then retry"
         ),
     )
 }

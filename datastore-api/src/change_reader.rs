@@ -54,9 +54,12 @@ pub trait ChangeSource: Send + 'static {
     /// consumer).
     fn lease_key(&self) -> String;
 
-    /// Takes or renews the consumer's lease for `owner` until `ttl` from now; false when
-    /// another owner holds it.
-    async fn acquire_lease(&mut self, owner: &str, ttl: Duration) -> Result<bool>;
+    /// Takes (`renew` false: the lease is free, expired or already `owner`'s) or renews
+    /// (`renew` true: only while `owner` still holds it, expired or not) the consumer's lease
+    /// until `ttl` from now; false when it is not `owner`'s. A renewal never takes a free lease
+    /// and never re-creates a deleted consumer: a takeover, a reset or a delete in between
+    /// (which free the lease) ended this stream's hold, and its position is stale.
+    async fn acquire_lease(&mut self, owner: &str, ttl: Duration, renew: bool) -> Result<bool>;
 
     /// A future that releases `owner`'s lease if it still holds it (best effort; run in the
     /// background when the stream is dropped).
@@ -116,11 +119,15 @@ impl LocalLeases {
     }
 }
 
-/// The error of a checkpoint refused because another process holds the consumer's lease.
+/// The error of a checkpoint refused because another stream holds the consumer's lease, or
+/// this process's stream lost it.
 pub fn checkpoint_refused(consumer: &str) -> Error {
     Error::new(
         ErrorKind::Conflict,
-        format!("consumer {consumer:?}: another process holds its lease; not checkpointed"),
+        format!(
+            "consumer {consumer:?}: not checkpointed: another stream holds its lease, or this \
+             process's stream lost it (a takeover, a reset or a delete); watch again"
+        ),
     )
 }
 
@@ -187,7 +194,8 @@ impl<S: ChangeSource> Reader<S> {
         if self.renewed.is_some_and(|t| t.elapsed() < ttl / 5) {
             return Ok(true);
         }
-        let held = self.source.acquire_lease(&self.owner, ttl).await?;
+        let renew = self.renewed.is_some();
+        let held = self.source.acquire_lease(&self.owner, ttl, renew).await?;
         match (held, self.renewed) {
             (true, _) => {
                 self.renewed = Some(Instant::now());
@@ -195,13 +203,17 @@ impl<S: ChangeSource> Reader<S> {
                 Ok(true)
             }
             (false, None) => Ok(false),
-            (false, Some(_)) => Err(Error::new(
-                ErrorKind::Conflict,
-                format!(
-                    "consumer {:?}: another process took over the lease; watch again",
-                    self.options.consumer
-                ),
-            )),
+            (false, Some(_)) => {
+                self.lag.forget();
+                Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "consumer {:?}: this stream lost its lease (another stream took over, or \
+                         the consumer was reset or deleted); watch again",
+                        self.options.consumer
+                    ),
+                ))
+            }
         }
     }
 

@@ -47,9 +47,11 @@
 //!   checkpointing what is done before it, and [`FailurePolicy::Skip`] counts and logs the event
 //!   and goes on.
 //! - **Shutdown.** When `shutdown` completes, reading stops and nothing new starts; running
-//!   handlers get [`ProcessorOptions::drain_timeout`] to finish, and the final low-water mark is
-//!   checkpointed. Keep the per-attempt timeout (times its attempts) well under the stream's
-//!   lease lifetime: the lease is renewed when the stream is read.
+//!   handlers get [`ProcessorOptions::drain_timeout`] to finish (the rest are aborted), and the
+//!   final low-water mark is checkpointed. The lease is renewed when the stream is read: a
+//!   handler that holds up a full read-ahead for longer than the lease lifetime lets a standby
+//!   take over (this run then ends with `Conflict` and the new holder handles the events in
+//!   flight again).
 //! - **Leases** are the stream's: one active processor per consumer, others wait as standbys.
 //!
 //! # Metrics
@@ -259,7 +261,13 @@ where
     // while this loop awaits a checkpoint write. Dropping the set aborts what is left.
     let mut running: JoinSet<(u64, Result<u32>)> = JoinSet::new();
     let mut last_checkpoint = Instant::now();
-    let mut last_behind: Option<Instant> = None;
+    let sampler = sample_events_behind(
+        collection,
+        watch,
+        meters.behind.clone(),
+        options.events_behind_interval,
+    );
+    tokio::pin!(sampler);
     let mut reading = true;
     let mut stopping = false;
     let mut failure: Option<Error> = None;
@@ -292,6 +300,7 @@ where
                     failure = Some(e);
                 }
             },
+            () = &mut sampler => {}
             () = tick => {}
         }
         if last_checkpoint.elapsed() >= options.checkpoint_interval || state.read_ahead_spent() {
@@ -301,12 +310,6 @@ where
             last_checkpoint = Instant::now();
         }
         meters.in_flight.set(state.in_flight() as f64);
-        if let Some(every) = options.events_behind_interval {
-            if last_behind.is_none_or(|t| t.elapsed() >= every) {
-                meters.sample_behind(collection, watch).await;
-                last_behind = Some(Instant::now());
-            }
-        }
     }
     // Let in-flight handlers finish within the drain time, then checkpoint what is done.
     let deadline = tokio::time::Instant::now()
@@ -317,15 +320,68 @@ where
             failure.get_or_insert(e);
         }
     }
-    // Abandon what is left, and wait until it is gone: nothing of this run may still be
-    // running when the caller starts the next one.
-    running.abort_all();
-    while running.join_next().await.is_some() {}
+    abandon(&mut running, &mut state, &mut failure, &consumer).await;
     let last = state.checkpoint(collection, &consumer).await;
     meters.in_flight.set(state.in_flight() as f64);
     match (failure, last) {
         (Some(e), _) | (None, Err(e)) => Err(e),
         (None, Ok(())) => Ok(state.summary),
+    }
+}
+
+/// Aborts the attempts still running after the drain time and waits until they are gone, so
+/// nothing of this run still runs when the caller starts the next one; an attempt that
+/// finished meanwhile is booked. A handler stuck in blocking code cannot be aborted: after
+/// [`ABANDON_WAIT`] it is detached, with a warning.
+async fn abandon(
+    running: &mut JoinSet<(u64, Result<u32>)>,
+    state: &mut State,
+    failure: &mut Option<Error>,
+    consumer: &str,
+) {
+    running.abort_all();
+    let gone = tokio::time::Instant::now() + ABANDON_WAIT;
+    while let Ok(Some(joined)) = tokio::time::timeout_at(gone, running.join_next()).await {
+        // An aborted attempt is simply gone; its event stays unfinished.
+        if let Ok((seq, outcome)) = joined {
+            if let Err(e) = state.settle(seq, outcome, consumer) {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    if !running.is_empty() {
+        tracing::warn!(consumer = %consumer, handlers = running.len(), "processor: handlers did not stop within {ABANDON_WAIT:?} of being abandoned (blocking code?); detaching them");
+        running.detach_all();
+    }
+}
+
+/// How long abandoned attempts get to stop.
+const ABANDON_WAIT: Duration = Duration::from_secs(5);
+
+/// Samples `datastore_processor_events_behind` every `every` (each count bounded by the
+/// interval, at most 10 s); never completes. Polled beside the loop, so a slow count (on
+/// MongoDB it reads the backlog) never stalls reading, handling or checkpointing.
+async fn sample_events_behind(
+    collection: &dyn Collection,
+    watch: &WatchOptions,
+    gauge: metrics::Gauge,
+    every: Option<Duration>,
+) {
+    let Some(every) = every else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        let limit = every.min(Duration::from_secs(10));
+        match tokio::time::timeout(limit, collection.lag(&watch.consumer, &watch.filter)).await {
+            Ok(Ok(lag)) => gauge.set(lag.events_behind as f64),
+            Ok(Err(e)) => {
+                tracing::debug!(consumer = %watch.consumer, error = %e, "processor: could not sample the events behind")
+            }
+            Err(_) => {
+                tracing::debug!(consumer = %watch.consumer, "processor: sampling the events behind took longer than {limit:?}")
+            }
+        }
     }
 }
 
@@ -357,7 +413,10 @@ where
     Box::pin(async move {
         let mut tries = 0;
         loop {
-            let call = std::panic::AssertUnwindSafe(handler(event.clone())).catch_unwind();
+            // The call itself inside the guarded future: a handler that panics before it
+            // returns its future counts as failed too.
+            let call =
+                std::panic::AssertUnwindSafe(async { handler(event.clone()).await }).catch_unwind();
             let outcome = match tokio::time::timeout(timeout, call).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(_)) => Err(Error::permanent("the handler panicked")),
@@ -567,16 +626,6 @@ impl Meters {
             failed: counter("failed"),
             in_flight: metrics::gauge!(IN_FLIGHT, "client" => consumer.to_owned()),
             behind: metrics::gauge!(EVENTS_BEHIND, "client" => consumer.to_owned()),
-        }
-    }
-
-    /// A failed sample is logged and leaves the gauge as it was: it must not stop the run.
-    async fn sample_behind(&self, collection: &dyn Collection, watch: &WatchOptions) {
-        match collection.lag(&watch.consumer, &watch.filter).await {
-            Ok(lag) => self.behind.set(lag.events_behind as f64),
-            Err(e) => {
-                tracing::debug!(consumer = %watch.consumer, error = %e, "processor: could not sample the events behind")
-            }
         }
     }
 }

@@ -86,7 +86,8 @@ pub(crate) async fn create(store: &MongoDataStore, settings: &MongoSettings) -> 
 
 /// Creates each index unless an equivalent one exists. An index on the same keys under
 /// another name or with other options (one a deployment created itself, or a TTL changed since)
-/// is left alone with a warning: connecting must not fail over it.
+/// is left alone with a warning: creating indexes must not fail over it. [`verify`] then
+/// refuses it only where correctness depends on it (the unique keys).
 async fn ensure_indexes(collection: &MongoCollection, indexes: Vec<IndexModel>) -> Result<()> {
     for index in indexes {
         let name = index
@@ -124,7 +125,11 @@ pub(crate) async fn verify(store: &MongoDataStore) -> Result<()> {
         let expected = format!("unique {{{field}: 1}}, partial on {{{field}: {{$exists: true}}}}");
         let same_key: Vec<&Document> = specs
             .iter()
-            .filter(|s| spec(s).get_document("key").ok() == Some(&doc! { field: 1 }))
+            .filter(|s| {
+                spec(s)
+                    .get_document("key")
+                    .is_ok_and(|k| ascending_on(k, field))
+            })
             .collect();
         if same_key
             .iter()
@@ -154,6 +159,17 @@ pub(crate) async fn verify(store: &MongoDataStore) -> Result<()> {
         return Err(problem.into_error());
     }
     Ok(())
+}
+
+/// Whether `key` is `{field: 1}`, whatever numeric type the 1 was written with.
+fn ascending_on(key: &Document, field: &str) -> bool {
+    let one = match key.get(field) {
+        Some(Bson::Int32(n)) => i64::from(*n) == 1,
+        Some(Bson::Int64(n)) => *n == 1,
+        Some(Bson::Double(n)) => *n == 1.0,
+        _ => false,
+    };
+    key.len() == 1 && one
 }
 
 /// An index entry's specification (an in-progress build lists it under `spec`).

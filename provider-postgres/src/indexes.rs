@@ -3,6 +3,11 @@
 //! operator can still drop one, replace it with a non-unique one, or be rebuilding it
 //! (`CREATE INDEX CONCURRENTLY`, whose index enforces nothing until it is valid). Run at
 //! connect and by [`check_ready`](datastore_api::DataStore::check_ready).
+//!
+//! A build by another role shows in `pg_stat_progress_create_index` without its table or
+//! index (unless this role has `pg_read_all_stats`), so an invalid index counts as building
+//! while any unreadable build runs in this database: a transient answer, never a permanent
+//! one for an index that is about to become valid.
 
 use datastore_api::{IndexProblem, Result};
 use sqlx::PgPool;
@@ -75,7 +80,9 @@ pub(crate) async fn verify(pool: &PgPool) -> Result<()> {
             "SELECT c.relname::text, pg_get_indexdef(i.indexrelid, 1, true), i.indnkeyatts, \
                     i.indisunique, i.indisvalid AND i.indisready, i.indpred IS NOT NULL, \
                     EXISTS (SELECT 1 FROM pg_stat_progress_create_index p \
-                            WHERE p.index_relid = i.indexrelid) \
+                            WHERE p.index_relid = i.indexrelid \
+                               OR (NOT i.indisvalid AND p.datname = current_database() \
+                                   AND (p.relid = i.indrelid OR p.relid IS NULL))) \
              FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
              WHERE i.indrelid = to_regclass($1)",
         )

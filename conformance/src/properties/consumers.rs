@@ -121,8 +121,26 @@ pub(super) fn consumer_admin(ctx: &Ctx<'_>) -> Outcome {
         if first_from_checkpoint(coll, &name, &of_run).await? != 0 {
             return Err("after a reset to a time, the watch did not start at the first change since".into());
         }
+        // A stream whose lease lapsed cannot undo a reset: once the reset freed its lease, its
+        // checkpoints and its renewal fail.
+        let mut short = options(&name, of_run.clone(), StartFrom::Checkpoint);
+        short.lease_ttl = Duration::from_millis(300);
+        let mut stale = coll.watch(short).await.map_err(|e| e.to_string())?;
+        let old = read_exactly(&mut stale, 3).await?;
+        tokio::time::sleep(Duration::from_millis(700)).await;
         // Reset to now: nothing behind; the next change is the first delivered.
-        coll.reset_consumer(&name, StartFrom::Now).await.map_err(|e| e.to_string())?;
+        coll.reset_consumer(&name, StartFrom::Now)
+            .await
+            .map_err(|e| format!("a reset after the lease lapsed: {e}"))?;
+        match coll.checkpoint(&name, &old[2].token).await {
+            Err(e) if e.kind() == ErrorKind::Conflict => {}
+            other => return Err(format!("a stream whose lease lapsed checkpointed over a reset: {other:?}")),
+        }
+        match tokio::time::timeout(Duration::from_secs(5), stale.next()).await {
+            Ok(Some(Err(e))) if e.kind() == ErrorKind::Conflict => {}
+            other => return Err(format!("a stream whose lease a reset freed went on instead of ending with Conflict: {other:?}")),
+        }
+        drop(stale);
         let behind = coll.lag(&name, &of_run).await.map_err(|e| e.to_string())?;
         if behind.events_behind != 0 {
             return Err(format!("right after a reset to now, lag is {behind:?}"));

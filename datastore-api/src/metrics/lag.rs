@@ -6,11 +6,16 @@
 //! | `change_stream_lag_seconds` | gauge | `client` (the consumer) | seconds since the consumer last had evidence it was caught up: a read that found nothing new, or the commit time of the last change handed to it; absent until known, never negative |
 //! | `change_stream_lag_known` | gauge | `client` | 1 once the lag is known, 0 before |
 //!
-//! Every change stream of this process reports to one [`LagState`] per consumer name, which
-//! outlives the stream: a consumer that stops reading (stopped, wedged or blocked by a slow
-//! handler) shows a lag that keeps rising until it reads again. A background thread publishes
-//! the gauges every [`PUBLISH_INTERVAL`], so they never freeze at a stale value; [`current`]
-//! gives the same figure to a readiness check.
+//! Every change stream of this process reports to one [`LagState`] per consumer name (a name
+//! watched on two collections reports the newer evidence of either), which outlives the
+//! stream: a consumer that stops reading (stopped, wedged or blocked by a slow handler) shows
+//! a lag that keeps rising until it reads again. A stream that loses its lease to another
+//! process, and a deleted consumer, make it unknown again here (the lag is the new holder's
+//! to report). A background thread publishes the gauges every [`PUBLISH_INTERVAL`], so they
+//! never freeze at a stale value; [`current`] gives the same figure to a readiness check.
+//!
+//! As in NVSentinel, a change's commit time is the server's clock and "now" is this host's:
+//! clock skew shifts the figure by the skew (a host behind the server reads low).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -64,6 +69,12 @@ impl LagState {
             .fetch_max(commit_time.timestamp_micros(), Ordering::Relaxed);
     }
 
+    /// Forgets what was observed: the lag is unknown until the next observation.
+    pub fn forget(&self) {
+        self.caught_up.store(UNKNOWN, Ordering::Relaxed);
+        self.last_event.store(UNKNOWN, Ordering::Relaxed);
+    }
+
     /// The lag at `now`: `None` until anything was observed, never negative.
     pub fn lag_at(&self, now: DateTime<Utc>) -> Option<Duration> {
         let observed = self
@@ -82,6 +93,14 @@ impl LagState {
 pub fn current(consumer: &str) -> Option<Duration> {
     let map = registry().lock().unwrap_or_else(|e| e.into_inner());
     map.get(consumer)?.lag_at(Utc::now())
+}
+
+/// Makes `consumer`'s lag unknown in this process (after it was deleted).
+pub fn forget(consumer: &str) {
+    let map = registry().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(state) = map.get(consumer) {
+        state.forget();
+    }
 }
 
 /// Sets the two gauges of every consumer of this process once.

@@ -13,7 +13,7 @@ use datastore::{DataStore, StartFrom, WatchOptions};
 
 use super::changes::Figure;
 use super::{load_events, median, thousands, Bench};
-use crate::error::CliResult;
+use crate::error::{CliError, CliResult};
 use crate::synth::{per_second, Synth};
 
 /// Events each run drains.
@@ -24,6 +24,9 @@ const NODES: usize = 200;
 const HANDLER_SLEEP: Duration = Duration::from_millis(5);
 /// The concurrency compared with 1.
 const CONCURRENCY: usize = 16;
+/// A run that has not drained every event by then fails the case (at concurrency 1 the
+/// handler alone takes 5 s).
+const DRAIN_LIMIT: Duration = Duration::from_secs(120);
 /// Target: throughput at [`CONCURRENCY`] over throughput at 1.
 const RATIO_TARGET: f64 = 12.0;
 
@@ -115,13 +118,22 @@ async fn drain(
     };
     let started = Instant::now();
     let notified = all.notified();
-    processor::run(
+    let run = processor::run(
         store.health_event_collection(),
         watch,
         options,
         handler,
         notified,
-    )
-    .await?;
+    );
+    match tokio::time::timeout(DRAIN_LIMIT, run).await {
+        Ok(summary) => summary?,
+        Err(_) => {
+            return Err(CliError::check(format!(
+                "read-ahead: concurrency {concurrency} handled {} of {EVENTS} events in {} s",
+                handled.load(Ordering::Relaxed),
+                DRAIN_LIMIT.as_secs()
+            )))
+        }
+    };
     Ok(started.elapsed())
 }

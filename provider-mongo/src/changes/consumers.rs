@@ -1,13 +1,15 @@
 //! Consumer admin: list, delete and reset the checkpoint documents of the token collection. A
 //! consumer whose lease a stream holds is left alone (`Conflict`): its stream would overwrite a
-//! reset with its next checkpoint.
+//! reset with its next checkpoint. A reset or delete frees the lease, so a stream whose lease
+//! had lapsed cannot undo it: its renewal and checkpoints fail with `Conflict`.
 
 use datastore_api::change::{consumer_running, validate_consumer, validate_reset};
+use datastore_api::metrics::lag;
 use datastore_api::{ConsumerInfo, Result, StartFrom};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 
-use super::lease::Slot;
+use super::lease::{Slot, Writer};
 use super::source::{reset_start, time_start, Start};
 use super::ChangeSupport;
 use crate::collection::MongoCollection;
@@ -55,22 +57,29 @@ impl ChangeSupport {
     ) -> Result<bool> {
         validate_consumer(consumer)?;
         let slot = Slot::new(&self.tokens, &c.name, consumer);
-        let deleted = self
-            .tokens
-            .delete_one(doc! { "_id": &slot.id, "$or": Slot::writable(None, Bson::DateTime(bson_date(c.clock.now()))) })
-            .await
-            .map_err(map_err)?
-            .deleted_count;
-        if deleted > 0 {
-            return Ok(true);
+        // Twice at most: a lease that expires between the delete and the check is free.
+        for _ in 0..2 {
+            let now = bson_date(c.clock.now());
+            let deleted = self
+                .tokens
+                .find_one_and_delete(Writer::Free.condition(&slot.id, now))
+                .await
+                .map_err(map_err)?;
+            if deleted.is_some() {
+                lag::forget(consumer);
+                return Ok(true);
+            }
+            match self.live_holder(c, &slot).await? {
+                Held::Absent => return Ok(false),
+                Held::By(holder) => return Err(consumer_running(consumer, holder.as_deref())),
+                Held::Free => {}
+            }
         }
-        match self.live_holder(c, &slot).await? {
-            Some(holder) => Err(consumer_running(consumer, &holder)),
-            None => Ok(false),
-        }
+        Err(consumer_running(consumer, None))
     }
 
-    /// Stores where `to` resolves as `consumer`'s checkpoint, unless its lease is held.
+    /// Stores where `to` resolves as `consumer`'s checkpoint and frees its lease, unless the
+    /// lease is held.
     pub(crate) async fn reset_consumer(
         &self,
         c: &MongoCollection,
@@ -80,27 +89,54 @@ impl ChangeSupport {
         validate_consumer(consumer)?;
         validate_reset(to)?;
         let slot = Slot::new(&self.tokens, &c.name, consumer);
-        let checkpoint = match reset_start(c, to).await? {
+        let mut checkpoint = match reset_start(c, consumer, to).await? {
             Start::After(data) => doc! { "resumeToken": { "_data": data } },
             Start::At(ts) => doc! { "startAt": ts },
             Start::Now => doc! { "startAt": time_start(c.clock.now(), None) },
         };
-        if slot.store(checkpoint, None, c.clock.now()).await? {
+        // A stream whose lease lapsed must not renew it and undo the reset.
+        checkpoint.insert("leaseOwner", Bson::Null);
+        checkpoint.insert("leaseExpiresAt", Bson::Null);
+        if slot.store(checkpoint, Writer::Free, c.clock.now()).await? {
             return Ok(());
         }
-        let holder = self.live_holder(c, &slot).await?.unwrap_or_default();
-        Err(consumer_running(consumer, &holder))
+        let holder = match self.live_holder(c, &slot).await? {
+            Held::By(holder) => holder,
+            Held::Absent | Held::Free => None,
+        };
+        Err(consumer_running(consumer, holder.as_deref()))
     }
 
-    /// The holder of `slot`'s lease while it is unexpired.
-    async fn live_holder(&self, c: &MongoCollection, slot: &Slot) -> Result<Option<String>> {
-        let now = bson_date(c.clock.now());
-        let held = self
+    /// Whether `slot` exists and a live lease is held on it (and by whom).
+    async fn live_holder(&self, c: &MongoCollection, slot: &Slot) -> Result<Held> {
+        let found = self
             .tokens
-            .find_one(doc! { "_id": &slot.id, "leaseExpiresAt": { "$gte": now } })
-            .projection(doc! { "leaseOwner": 1 })
+            .find_one(doc! { "_id": &slot.id })
+            .projection(doc! { "leaseOwner": 1, "leaseExpiresAt": 1 })
             .await
             .map_err(map_err)?;
-        Ok(held.and_then(|d| d.get_str("leaseOwner").ok().map(str::to_owned)))
+        let Some(found) = found else {
+            return Ok(Held::Absent);
+        };
+        let live = found
+            .get_datetime("leaseExpiresAt")
+            .ok()
+            .and_then(|t| chrono_date(*t).ok())
+            .is_some_and(|until| until >= c.clock.now());
+        let owner = found.get_str("leaseOwner").ok().map(str::to_owned);
+        Ok(match (live, owner) {
+            (true, Some(owner)) => Held::By(Some(owner)),
+            _ => Held::Free,
+        })
     }
+}
+
+/// A consumer slot's lease, as read.
+enum Held {
+    /// No slot.
+    Absent,
+    /// A slot whose lease is free or expired.
+    Free,
+    /// A live lease, by this holder.
+    By(Option<String>),
 }

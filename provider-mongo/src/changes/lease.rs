@@ -73,25 +73,12 @@ impl Slot {
         }
     }
 
-    /// The lease conditions under which this process may write the slot: the lease is free,
-    /// expired, or `owner`'s.
-    pub(super) fn writable(owner: Option<&str>, now: Bson) -> Vec<Document> {
-        let mut free = vec![
-            doc! { "leaseOwner": Bson::Null },
-            doc! { "leaseExpiresAt": { "$lt": now } },
-        ];
-        if let Some(owner) = owner {
-            free.push(doc! { "leaseOwner": owner });
-        }
-        free
-    }
-
-    /// Writes `checkpoint` (`resumeToken` or `startAt`, the other one removed) if the lease
-    /// lets `owner` write; false when another stream holds the lease.
+    /// Writes `checkpoint` (`resumeToken` or `startAt`, the other one removed, plus any other
+    /// fields given) as `writer` may; false when the lease is not `writer`'s to write under.
     pub(super) async fn store(
         &self,
         checkpoint: Document,
-        owner: Option<&str>,
+        writer: Writer<'_>,
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let now = bson_date(now);
@@ -103,17 +90,19 @@ impl Slot {
         let mut set = checkpoint;
         set.insert("updatedAt", now);
         set.insert("checkpointedAt", now);
-        self.upsert_if_writable(owner, now, doc! { "$set": set, "$unset": { other: "" } })
+        self.write(writer, now, doc! { "$set": set, "$unset": { other: "" } })
             .await
     }
 
-    /// Takes or renews the lease for `owner` until `now + ttl`. False when another owner holds
-    /// it (an upsert racing a held lease fails with a duplicate key: not acquired either).
+    /// Takes (`renew` false) or renews (`renew` true) the lease for `owner` until `now + ttl`;
+    /// false when it is not `owner`'s (see
+    /// [`ChangeSource::acquire_lease`](datastore_api::change_reader::ChangeSource::acquire_lease)).
     pub(super) async fn acquire(
         &self,
         owner: &str,
         ttl: Duration,
         now: DateTime<Utc>,
+        renew: bool,
     ) -> Result<bool> {
         let until = chrono::Duration::from_std(ttl)
             .ok()
@@ -122,35 +111,70 @@ impl Slot {
         let now = bson_date(now);
         let set =
             doc! { "leaseOwner": owner, "leaseExpiresAt": bson_date(until), "updatedAt": now };
-        self.upsert_if_writable(Some(owner), now, doc! { "$set": set })
-            .await
+        let writer = if renew {
+            Writer::Holder(owner)
+        } else {
+            Writer::Taker(owner)
+        };
+        self.write(writer, now, doc! { "$set": set }).await
     }
 
-    /// Applies `update` (creating the slot if needed) when the lease lets `owner` write; false
-    /// when another stream holds it (an upsert racing a held lease fails with a duplicate key:
-    /// not written either).
-    async fn upsert_if_writable(
+    /// Applies `update` when the lease lets `writer` write (creating the slot unless the writer
+    /// is a holder: a deleted consumer stays deleted); false otherwise (an upsert racing a held
+    /// lease fails with a duplicate key: not written either).
+    async fn write(
         &self,
-        owner: Option<&str>,
+        writer: Writer<'_>,
         now: mongodb::bson::DateTime,
         mut update: Document,
     ) -> Result<bool> {
-        update.insert(
-            "$setOnInsert",
-            doc! { "clientName": &self.consumer, "collection": &self.collection },
-        );
+        let upsert = !matches!(writer, Writer::Holder(_));
+        if upsert {
+            update.insert(
+                "$setOnInsert",
+                doc! { "clientName": &self.consumer, "collection": &self.collection },
+            );
+        }
         let result = self
             .tokens
-            .update_one(
-                doc! { "_id": &self.id, "$or": Slot::writable(owner, Bson::DateTime(now)) },
-                update,
-            )
-            .upsert(true)
+            .update_one(writer.condition(&self.id, now), update)
+            .upsert(upsert)
             .await;
         match result {
             Ok(r) => Ok(r.matched_count > 0 || r.upserted_id.is_some()),
             Err(e) if is_duplicate_key(&e) => Ok(false),
             Err(e) => Err(map_err(e)),
+        }
+    }
+}
+
+/// Who writes a consumer's slot, and so under which lease condition.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Writer<'a> {
+    /// No stream of this process (a direct checkpoint, a reset, a delete): only while no live
+    /// lease is held.
+    Free,
+    /// This process's stream `owner`: only while it still holds the lease, expired or not.
+    Holder(&'a str),
+    /// A stream taking the lease: free, expired, or already its own.
+    Taker(&'a str),
+}
+
+impl Writer<'_> {
+    /// The filter selecting slot `id` when this writer may write it.
+    pub(super) fn condition(self, id: &str, now: mongodb::bson::DateTime) -> Document {
+        let free = [
+            doc! { "leaseOwner": Bson::Null },
+            doc! { "leaseExpiresAt": { "$lt": now } },
+        ];
+        match self {
+            Writer::Free => doc! { "_id": id, "$or": free.to_vec() },
+            Writer::Holder(owner) => doc! { "_id": id, "leaseOwner": owner },
+            Writer::Taker(owner) => {
+                let mut any = free.to_vec();
+                any.push(doc! { "leaseOwner": owner });
+                doc! { "_id": id, "$or": any }
+            }
         }
     }
 }

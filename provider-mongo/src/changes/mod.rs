@@ -63,7 +63,7 @@ mod token;
 use event::commit_time;
 pub(crate) use event::{decode_event, Decoded};
 use failure::stream_error;
-use lease::Slot;
+use lease::{Slot, Writer};
 use source::{MongoSource, Start};
 
 use token::driver_token;
@@ -168,10 +168,11 @@ impl ChangeSupport {
         let data = token::server_data(token)?;
         let slot = Slot::new(&self.tokens, &c.name, consumer);
         let owner = LocalLeases::holder(&slot.key);
+        let writer = owner.as_deref().map_or(Writer::Free, Writer::Holder);
         let stored = slot
             .store(
                 doc! { "resumeToken": { "_data": data } },
-                owner.as_deref(),
+                writer,
                 c.clock.now(),
             )
             .await?;
@@ -367,9 +368,18 @@ mod tests {
         assert!(slot.saved_start().await.unwrap().is_none());
 
         // One holder at a time; a racing upsert is "not acquired".
-        assert!(slot.acquire("a", ttl, coll.clock.now()).await.unwrap());
-        assert!(slot.acquire("a", ttl, coll.clock.now()).await.unwrap());
-        assert!(!slot.acquire("b", ttl, coll.clock.now()).await.unwrap());
+        assert!(slot
+            .acquire("a", ttl, coll.clock.now(), false)
+            .await
+            .unwrap());
+        assert!(slot
+            .acquire("a", ttl, coll.clock.now(), true)
+            .await
+            .unwrap());
+        assert!(!slot
+            .acquire("b", ttl, coll.clock.now(), false)
+            .await
+            .unwrap());
         // This process's stream holds it, so this process may checkpoint ...
         LocalLeases::hold(&slot.key, "a");
         let token = ResumeToken::from_string(TOKEN_INSERT);
@@ -386,17 +396,23 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
         assert!(
-            err.message().contains("another process holds its lease"),
+            err.message().contains("another stream holds its lease"),
             "{err}"
         );
         // An expired lease is free for the next holder; the old one then cannot renew.
         assert!(slot
-            .acquire("a", Duration::ZERO, coll.clock.now())
+            .acquire("a", Duration::ZERO, coll.clock.now(), true)
             .await
             .unwrap());
         tokio::time::sleep(Duration::from_millis(5)).await;
-        assert!(slot.acquire("b", ttl, coll.clock.now()).await.unwrap());
-        assert!(!slot.acquire("a", ttl, coll.clock.now()).await.unwrap());
+        assert!(slot
+            .acquire("b", ttl, coll.clock.now(), false)
+            .await
+            .unwrap());
+        assert!(!slot
+            .acquire("a", ttl, coll.clock.now(), true)
+            .await
+            .unwrap());
         // The stored document has the documented shape.
         let stored = support
             .tokens

@@ -50,30 +50,40 @@ async fn oldest_oplog_time(client: &mongodb::Client) -> Option<Timestamp> {
     }
 }
 
-/// Where a consumer reset to `to` resumes: for `Now`, right after the token of a stream
-/// opened now (the server's present; the start of the current second if it gives none); for
-/// `Beginning` and `Time`, a cluster time as a watch resolves them.
-pub(super) async fn reset_start(c: &MongoCollection, to: StartFrom) -> Result<Start> {
-    Ok(match to {
-        StartFrom::Now => {
-            let opened = c
-                .inner
-                .watch()
-                .await
-                .map_err(|e| stream_error(e, "reset"))?;
-            // Fresh and idle: reading its token cannot hit the driver's panic.
-            match opened.resume_token().as_ref().and_then(token_data) {
-                Some(data) => Start::After(data),
-                None => Start::At(time_start(c.clock.now(), None)),
-            }
-        }
-        StartFrom::Beginning | StartFrom::Checkpoint => {
-            Start::At(oldest_oplog_time(&c.client).await.unwrap_or(Timestamp {
-                time: 1,
-                increment: 0,
-            }))
-        }
-        StartFrom::Time(t) => Start::At(time_start(t, oldest_oplog_time(&c.client).await)),
+/// The cluster time a watch from [`StartFrom::Beginning`] (the oldest retained change) or
+/// [`StartFrom::Time`] starts at; `None` for the other starts.
+async fn cluster_time_start(client: &mongodb::Client, from: StartFrom) -> Option<Timestamp> {
+    match from {
+        StartFrom::Beginning => Some(oldest_oplog_time(client).await.unwrap_or(Timestamp {
+            time: 1,
+            increment: 0,
+        })),
+        StartFrom::Time(t) => Some(time_start(t, oldest_oplog_time(client).await)),
+        StartFrom::Now | StartFrom::Checkpoint => None,
+    }
+}
+
+/// Where `consumer` reset to `to` resumes: for `Now`, right after the token of a stream opened
+/// now (the server's present; the start of the current second if it gives none, which may
+/// deliver that second's earlier changes again); otherwise the cluster time a watch from `to`
+/// starts at.
+pub(super) async fn reset_start(
+    c: &MongoCollection,
+    consumer: &str,
+    to: StartFrom,
+) -> Result<Start> {
+    if let Some(at) = cluster_time_start(&c.client, to).await {
+        return Ok(Start::At(at));
+    }
+    let opened = c
+        .inner
+        .watch()
+        .await
+        .map_err(|e| stream_error(e, consumer))?;
+    // Fresh and idle: reading its token cannot hit the driver's panic.
+    Ok(match opened.resume_token().as_ref().and_then(token_data) {
+        Some(data) => Start::After(data),
+        None => Start::At(time_start(c.clock.now(), None)),
     })
 }
 
@@ -110,8 +120,8 @@ impl ChangeSource for MongoSource {
         self.slot.key.clone()
     }
 
-    async fn acquire_lease(&mut self, owner: &str, ttl: Duration) -> Result<bool> {
-        self.slot.acquire(owner, ttl, self.clock.now()).await
+    async fn acquire_lease(&mut self, owner: &str, ttl: Duration, renew: bool) -> Result<bool> {
+        self.slot.acquire(owner, ttl, self.clock.now(), renew).await
     }
 
     fn release_lease(&self, owner: String) -> BoxFuture<'static, ()> {
@@ -208,13 +218,12 @@ impl MongoSource {
         Ok(match from {
             StartFrom::Now => Start::Now,
             StartFrom::Checkpoint => self.slot.saved_start().await?.unwrap_or(Start::Now),
-            StartFrom::Beginning => {
-                Start::At(oldest_oplog_time(&self.client).await.unwrap_or(Timestamp {
-                    time: 1,
-                    increment: 0,
-                }))
+            StartFrom::Beginning | StartFrom::Time(_) => {
+                match cluster_time_start(&self.client, from).await {
+                    Some(at) => Start::At(at),
+                    None => Start::Now,
+                }
             }
-            StartFrom::Time(t) => Start::At(time_start(t, oldest_oplog_time(&self.client).await)),
         })
     }
 

@@ -1,28 +1,17 @@
 //! Consumer admin: list, delete and reset the rows of `datastore_consumers`. A consumer whose
 //! lease a stream holds is left alone (`Conflict`): its stream would overwrite a reset with its
-//! next checkpoint.
+//! next checkpoint. A reset or delete frees the lease, so a stream whose lease had lapsed
+//! cannot undo it: its renewal and checkpoints fail with `Conflict`.
 
 use chrono::{DateTime, Utc};
 use datastore_api::change::{consumer_running, validate_consumer, validate_reset};
+use datastore_api::metrics::lag;
 use datastore_api::{ConsumerInfo, Result, StartFrom, WatchOptions};
 use sqlx::PgPool;
 
 use super::ticks::start_position;
 use crate::collection::Table;
 use crate::error::map_err;
-
-/// The lease holder of `consumer` while its lease is unexpired.
-async fn live_holder(pool: &PgPool, table: Table, consumer: &str) -> Result<Option<String>> {
-    sqlx::query_scalar(
-        "SELECT lease_owner FROM datastore_consumers WHERE consumer = $1 AND collection = $2 \
-         AND lease_owner IS NOT NULL AND lease_until >= now()",
-    )
-    .bind(consumer)
-    .bind(table.name())
-    .fetch_optional(pool)
-    .await
-    .map_err(map_err)
-}
 
 /// Every consumer of `table`, by name.
 pub(crate) async fn consumers(pool: &PgPool, table: Table) -> Result<Vec<ConsumerInfo>> {
@@ -54,26 +43,23 @@ pub(crate) async fn consumers(pool: &PgPool, table: Table) -> Result<Vec<Consume
 /// Deletes `consumer`'s row unless its lease is held.
 pub(crate) async fn delete_consumer(pool: &PgPool, table: Table, consumer: &str) -> Result<bool> {
     validate_consumer(consumer)?;
-    let deleted = sqlx::query(
+    let deleted = guarded(
+        pool,
+        table,
+        consumer,
+        None,
         "DELETE FROM datastore_consumers WHERE consumer = $1 AND collection = $2 \
-         AND (lease_owner IS NULL OR lease_until < now())",
+         AND NOT coalesce((SELECT held FROM target), false) RETURNING 1",
     )
-    .bind(consumer)
-    .bind(table.name())
-    .execute(pool)
-    .await
-    .map_err(map_err)?
-    .rows_affected();
-    if deleted > 0 {
-        return Ok(true);
+    .await?;
+    if deleted {
+        lag::forget(consumer);
     }
-    match live_holder(pool, table, consumer).await? {
-        Some(holder) => Err(consumer_running(consumer, &holder)),
-        None => Ok(false),
-    }
+    Ok(deleted)
 }
 
-/// Stores the position `to` resolves to as `consumer`'s checkpoint, unless its lease is held.
+/// Stores the position `to` resolves to as `consumer`'s checkpoint and frees its lease, unless
+/// the lease is held.
 pub(crate) async fn reset_consumer(
     pool: &PgPool,
     table: Table,
@@ -83,25 +69,53 @@ pub(crate) async fn reset_consumer(
     validate_consumer(consumer)?;
     validate_reset(to)?;
     let position = start_position(pool, table, &WatchOptions::new(consumer).start(to)).await?;
-    let stored: Option<i32> = sqlx::query_scalar(
+    let wrote = guarded(
+        pool,
+        table,
+        consumer,
+        Some(position.token().as_str()),
         "INSERT INTO datastore_consumers (consumer, collection, token, checkpointed_at) \
-         VALUES ($1, $2, $3, now()) \
+         SELECT $1, $2, $3, now() WHERE NOT coalesce((SELECT held FROM target), false) \
          ON CONFLICT (consumer, collection) DO UPDATE \
-           SET token = EXCLUDED.token, checkpointed_at = now(), updated_at = now() \
+           SET token = EXCLUDED.token, checkpointed_at = now(), updated_at = now(), \
+               lease_owner = NULL, lease_until = NULL \
          WHERE datastore_consumers.lease_owner IS NULL OR datastore_consumers.lease_until < now() \
          RETURNING 1",
     )
-    .bind(consumer)
-    .bind(table.name())
-    .bind(position.token().as_str())
-    .fetch_optional(pool)
-    .await
-    .map_err(map_err)?;
-    if stored.is_some() {
-        return Ok(());
+    .await?;
+    if wrote {
+        Ok(())
+    } else {
+        // A stream took the lease between the check and the write.
+        Err(consumer_running(consumer, None))
     }
-    let holder = live_holder(pool, table, consumer)
-        .await?
-        .unwrap_or_default();
-    Err(consumer_running(consumer, &holder))
+}
+
+/// Runs `write` (a data-modifying statement that may read CTE `target`: the consumer's row,
+/// locked, with `held` for a live lease) in one statement with the lease check: a `Conflict`
+/// naming the holder when the lease is held, else whether `write` changed a row.
+async fn guarded(
+    pool: &PgPool,
+    table: Table,
+    consumer: &str,
+    token: Option<&str>,
+    write: &str,
+) -> Result<bool> {
+    let sql = format!(
+        "WITH target AS (SELECT lease_owner, lease_owner IS NOT NULL AND lease_until >= now() AS held \
+                         FROM datastore_consumers WHERE consumer = $1 AND collection = $2 FOR UPDATE), \
+              wrote AS ({write}) \
+         SELECT coalesce((SELECT held FROM target), false), (SELECT lease_owner FROM target), \
+                EXISTS (SELECT 1 FROM wrote)"
+    );
+    let mut query = sqlx::query_as(&sql).bind(consumer).bind(table.name());
+    if let Some(token) = token {
+        query = query.bind(token);
+    }
+    let (held, holder, wrote): (bool, Option<String>, bool) =
+        query.fetch_one(pool).await.map_err(map_err)?;
+    if held {
+        return Err(consumer_running(consumer, holder.as_deref()));
+    }
+    Ok(wrote)
 }

@@ -41,30 +41,37 @@ pub(super) fn lease_key(table: Table, consumer: &str) -> String {
     format!("postgresql\u{0}{}\u{0}{consumer}", table.name())
 }
 
-/// Takes or renews the consumer's lease for `owner`. False when another owner holds it.
+/// Takes (`renew` false) or renews (`renew` true) the consumer's lease for `owner`; false when
+/// it is not `owner`'s (see [`ChangeSource::acquire_lease`](datastore_api::change_reader::ChangeSource::acquire_lease)).
 pub(super) async fn acquire_lease(
     pool: &PgPool,
     table: Table,
     consumer: &str,
     owner: &str,
     ttl: Duration,
+    renew: bool,
 ) -> Result<bool> {
-    let got: Option<i32> = sqlx::query_scalar(
+    let sql = if renew {
+        // An update only: a deleted consumer stays deleted, a freed lease stays free.
+        "UPDATE datastore_consumers SET lease_until = now() + make_interval(secs => $4), updated_at = now() \
+         WHERE consumer = $1 AND collection = $2 AND lease_owner = $3 RETURNING 1"
+    } else {
         "INSERT INTO datastore_consumers (consumer, collection, lease_owner, lease_until) \
          VALUES ($1, $2, $3, now() + make_interval(secs => $4)) \
          ON CONFLICT (consumer, collection) DO UPDATE \
            SET lease_owner = EXCLUDED.lease_owner, lease_until = EXCLUDED.lease_until, updated_at = now() \
          WHERE datastore_consumers.lease_owner IS NULL OR datastore_consumers.lease_owner = EXCLUDED.lease_owner \
             OR datastore_consumers.lease_until < now() \
-         RETURNING 1",
-    )
-    .bind(consumer)
-    .bind(table.name())
-    .bind(owner)
-    .bind(ttl.as_secs_f64())
-    .fetch_optional(pool)
-    .await
-    .map_err(map_err)?;
+         RETURNING 1"
+    };
+    let got: Option<i32> = sqlx::query_scalar(sql)
+        .bind(consumer)
+        .bind(table.name())
+        .bind(owner)
+        .bind(ttl.as_secs_f64())
+        .fetch_optional(pool)
+        .await
+        .map_err(map_err)?;
     Ok(got.is_some())
 }
 
@@ -105,30 +112,38 @@ pub(crate) async fn checkpoint(
 ) -> Result<()> {
     validate_consumer(consumer)?;
     let position = Position::parse(token)?;
-    let owner = LocalLeases::holder(&lease_key(table, consumer)).unwrap_or_default();
-    // One statement: the position must not lie beyond the newest tick (no stream issued it),
-    // and only the lease holder may store it.
-    let (issued, stored): (bool, bool) = sqlx::query_as(
-        "WITH latest AS (SELECT tick, last_seq FROM datastore_change_ticks ORDER BY tick DESC LIMIT 1), \
-         valid AS (SELECT EXISTS (SELECT 1 FROM latest WHERE $5 <= tick AND $6 <= coalesce(last_seq, $6)) AS ok), \
-         stored AS (INSERT INTO datastore_consumers (consumer, collection, token, checkpointed_at) \
+    let owner = LocalLeases::holder(&lease_key(table, consumer));
+    // This process's stream holds the lease: only while it still does (an update: a reset or
+    // delete since then freed it). No stream here: only while no other stream holds it.
+    let store = if owner.is_some() {
+        "stored AS (UPDATE datastore_consumers SET token = $3, updated_at = now(), checkpointed_at = now() \
+             WHERE consumer = $1 AND collection = $2 AND lease_owner = $4 AND (SELECT ok FROM valid) \
+             RETURNING 1) "
+    } else {
+        "stored AS (INSERT INTO datastore_consumers (consumer, collection, token, checkpointed_at) \
              SELECT $1, $2, $3, now() FROM valid WHERE ok \
              ON CONFLICT (consumer, collection) DO UPDATE \
                SET token = EXCLUDED.token, updated_at = now(), checkpointed_at = now() \
              WHERE datastore_consumers.lease_owner IS NULL OR datastore_consumers.lease_until < now() \
-                OR datastore_consumers.lease_owner = $4 \
-             RETURNING 1) \
-         SELECT (SELECT ok FROM valid), EXISTS (SELECT 1 FROM stored)",
-    )
-    .bind(consumer)
-    .bind(table.name())
-    .bind(token.as_str())
-    .bind(owner)
-    .bind(position.tick)
-    .bind(position.seq)
-    .fetch_one(pool)
-    .await
-    .map_err(map_err)?;
+             RETURNING 1) "
+    };
+    // One statement: the position must not lie beyond the newest tick (no stream issued it),
+    // and only the lease holder may store it.
+    let sql = format!(
+        "WITH latest AS (SELECT tick, last_seq FROM datastore_change_ticks ORDER BY tick DESC LIMIT 1), \
+         valid AS (SELECT EXISTS (SELECT 1 FROM latest WHERE $5 <= tick AND $6 <= coalesce(last_seq, $6)) AS ok), \
+         {store}SELECT (SELECT ok FROM valid), EXISTS (SELECT 1 FROM stored)"
+    );
+    let (issued, stored): (bool, bool) = sqlx::query_as(&sql)
+        .bind(consumer)
+        .bind(table.name())
+        .bind(token.as_str())
+        .bind(owner.unwrap_or_default())
+        .bind(position.tick)
+        .bind(position.seq)
+        .fetch_one(pool)
+        .await
+        .map_err(map_err)?;
     if !issued {
         return Err(Error::invalid_input(format!(
             "resume token {:?} lies beyond the newest change: not a token this change stream issued",

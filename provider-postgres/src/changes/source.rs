@@ -43,8 +43,16 @@ impl ChangeSource for PgSource {
         lease_key(self.table, &self.options.consumer)
     }
 
-    async fn acquire_lease(&mut self, owner: &str, ttl: Duration) -> Result<bool> {
-        acquire_lease(&self.pool, self.table, &self.options.consumer, owner, ttl).await
+    async fn acquire_lease(&mut self, owner: &str, ttl: Duration, renew: bool) -> Result<bool> {
+        acquire_lease(
+            &self.pool,
+            self.table,
+            &self.options.consumer,
+            owner,
+            ttl,
+            renew,
+        )
+        .await
     }
 
     fn release_lease(&self, owner: String) -> BoxFuture<'static, ()> {
