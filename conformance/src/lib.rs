@@ -59,6 +59,9 @@ pub struct Capabilities {
     /// [`prune_change_history`](datastore_api::DataStore::prune_change_history) (PostgreSQL);
     /// without it (MongoDB: the server's oplog is the history) pruning is not checked.
     pub provider_retention: bool,
+    /// A `$count` stage over no documents gives no document, as MongoDB's does; without it
+    /// (SecantusDB gives `{count: 0}`) the random pipelines have no `$count`.
+    pub count_of_nothing_is_empty: bool,
 }
 
 impl Capabilities {
@@ -71,6 +74,7 @@ impl Capabilities {
         numeric_equality: true,
         index_fields_in_arrays: true,
         provider_retention: true,
+        count_of_nothing_is_empty: true,
     };
 }
 
@@ -91,6 +95,8 @@ pub enum Capability {
     IndexFieldsInArrays,
     /// See [`Capabilities::provider_retention`].
     ProviderRetention,
+    /// See [`Capabilities::count_of_nothing_is_empty`].
+    CountOfNothingIsEmpty,
 }
 
 impl Capability {
@@ -103,6 +109,7 @@ impl Capability {
             Capability::NumericEquality => caps.numeric_equality,
             Capability::IndexFieldsInArrays => caps.index_fields_in_arrays,
             Capability::ProviderRetention => caps.provider_retention,
+            Capability::CountOfNothingIsEmpty => caps.count_of_nothing_is_empty,
         }
     }
     fn missing_reason(self) -> &'static str {
@@ -121,6 +128,9 @@ impl Capability {
             }
             Capability::IndexFieldsInArrays => {
                 "\"0\" keys in array elements (server reads a.0 on an array as the index only)"
+            }
+            Capability::CountOfNothingIsEmpty => {
+                "$count (server answers {count: 0} for no documents, MongoDB answers nothing)"
             }
         }
     }

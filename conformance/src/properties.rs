@@ -17,6 +17,7 @@ use crate::gen;
 use crate::model::{same_documents, same_outcome, Model};
 use crate::{Capabilities, Capability, Ctx, Property};
 
+mod aggregate;
 mod changes;
 mod concurrent;
 mod consumers;
@@ -122,6 +123,12 @@ pub const ALL: &[Property] = &[
         needs: &[Capability::ChangeStreams],
         narrowed_by: &[],
         run: consumers::lag_metric_rises_while_stopped,
+    },
+    Property {
+        name: "aggregation_matches_evaluator",
+        needs: &[],
+        narrowed_by: &[Capability::CountOfNothingIsEmpty],
+        run: aggregate::aggregation_matches_evaluator,
     },
     Property {
         name: "health_event_domain_methods",

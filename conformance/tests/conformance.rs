@@ -165,6 +165,16 @@ async fn probe(backend: &Mongo) -> Capabilities {
         Err(e) => panic!("probing transactions failed unexpectedly: {e}"),
     };
     let isolated_transactions = transactions && isolates(store.as_ref()).await;
+    // MongoDB's `$count` over nothing gives nothing.
+    let empty_count = datastore_api::aggregate::Pipeline::parse(&serde_json::json!([
+        {"$match": {"probe-absent": "x"}}, {"$count": "c"}
+    ]))
+    .expect("probe pipeline");
+    let count_of_nothing_is_empty = coll
+        .aggregate(&empty_count)
+        .await
+        .expect("probe $count")
+        .is_empty();
     store.close().await;
     Capabilities {
         transactions,
@@ -175,6 +185,7 @@ async fn probe(backend: &Mongo) -> Capabilities {
         index_fields_in_arrays,
         // MongoDB's change history is the oplog, trimmed by the server.
         provider_retention: false,
+        count_of_nothing_is_empty,
     }
 }
 

@@ -22,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+pub mod aggregate;
 pub mod change;
 pub mod change_reader;
 pub mod config;
@@ -35,6 +36,7 @@ pub mod model;
 pub mod path;
 pub mod processor;
 pub mod query;
+mod query_json;
 pub mod store;
 pub mod update;
 pub mod value;

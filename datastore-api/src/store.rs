@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt};
 
+use crate::aggregate::Pipeline;
 use crate::change::{
     ChangeStream, ConsumerInfo, Lag, ResumeToken, RetentionPolicy, StartFrom, WatchOptions,
 };
@@ -134,6 +135,22 @@ pub trait Collection: Send + Sync {
     async fn lag(&self, consumer: &str, filter: &Filter) -> Result<Lag> {
         let _ = (consumer, filter);
         Err(unsupported(self.name()))
+    }
+
+    /// Runs an aggregation `pipeline` (see [`crate::aggregate`]) over this collection. The
+    /// default, used by PostgreSQL: the leading `$match` stages select the candidates through
+    /// [`find`](Collection::find) (so from an index), and the rest runs in the shared evaluator;
+    /// more candidates than [`Pipeline::max_documents`] is `InvalidInput`.
+    async fn aggregate(&self, pipeline: &Pipeline) -> Result<Vec<Document>> {
+        let (filter, first) = pipeline.pushdown();
+        let limit = pipeline.max_documents() as u64;
+        let candidates = self
+            .find(
+                &filter,
+                &FindOptions::default().limit(limit.saturating_add(1)),
+            )
+            .await?;
+        pipeline.run_from(first, candidates)
     }
 
     /// The change-stream consumers of this collection (every one with a checkpoint or a lease),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use datastore_api::aggregate::Pipeline;
 use datastore_api::change::{
     ChangeStream, ConsumerInfo, Lag, ResumeToken, StartFrom, WatchOptions,
 };
@@ -18,7 +19,7 @@ use datastore_api::{
     PageToken, ReservedField, Result, Update, UpdateResult, Value,
 };
 use futures::future::BoxFuture;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{self, doc, Bson};
 use mongodb::{Client, ClientSession};
 use tokio::sync::Mutex;
@@ -26,7 +27,8 @@ use tokio::sync::Mutex;
 use crate::changes::ChangeSupport;
 use crate::clock::ServerClock;
 use crate::convert::{
-    bson_date, chrono_date, from_bson_document, object_id, to_bson_document, IDEMPOTENCY_FIELD,
+    bson_date, chrono_date, from_bson_document, object_id, to_bson, to_bson_document,
+    IDEMPOTENCY_FIELD,
 };
 use crate::error::map_err;
 use crate::filter::{compile, Target};
@@ -173,6 +175,49 @@ impl MongoCollection {
                 .await
                 .map_err(map_err),
         }
+    }
+
+    /// Runs `pipeline` natively (behind a stage that hides the idempotency key), inside the
+    /// collection's transaction when it has one; at most `max` documents come back.
+    async fn aggregate_raw(&self, pipeline: &Pipeline) -> Result<Vec<Document>> {
+        let mut stages = vec![doc! { "$project": { IDEMPOTENCY_FIELD: 0 } }];
+        for (i, stage) in pipeline.stages_json().iter().enumerate() {
+            match to_bson(stage)? {
+                Bson::Document(d) => stages.push(d),
+                _ => {
+                    return Err(Error::invalid_input(format!(
+                        "aggregate: stage {i} is not a document"
+                    )))
+                }
+            }
+        }
+        let max = pipeline.max_documents();
+        let action = self.inner.aggregate(stages);
+        let raw: Vec<bson::Document> = match &self.session {
+            Some(s) => {
+                let mut guard = s.lock().await;
+                let mut cursor = action.session(&mut *guard).await.map_err(map_err)?;
+                cursor
+                    .stream(&mut guard)
+                    .take(max + 1)
+                    .try_collect()
+                    .await
+                    .map_err(map_err)?
+            }
+            None => action
+                .await
+                .map_err(map_err)?
+                .take(max + 1)
+                .try_collect()
+                .await
+                .map_err(map_err)?,
+        };
+        if raw.len() > max {
+            return Err(Error::invalid_input(format!(
+                "aggregate: the pipeline returns more than {max} documents; narrow it (or raise Pipeline::with_max_documents)"
+            )));
+        }
+        raw.into_iter().map(from_bson_document).collect()
     }
 
     async fn find_documents(
@@ -573,6 +618,17 @@ impl Collection for MongoCollection {
         observe(PROVIDER, self.role, "lag", async {
             self.changes.lag(self, consumer, filter).await
         })
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.aggregate", skip_all, fields(collection = %self.name, stages = pipeline.stages_json().len()))]
+    async fn aggregate(&self, pipeline: &Pipeline) -> Result<Vec<Document>> {
+        observe(
+            PROVIDER,
+            self.role,
+            "aggregate",
+            self.aggregate_raw(pipeline),
+        )
         .await
     }
 

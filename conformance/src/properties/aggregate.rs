@@ -1,0 +1,177 @@
+//! Aggregation: a provider's `aggregate` gives what the shared evaluator gives over the same
+//! documents. On PostgreSQL this checks the pushdown of the leading `$match` (the rest is the
+//! evaluator); on MongoDB the pipeline runs natively on the server, so the server is the
+//! independent check of the evaluator's semantics.
+
+use datastore_api::aggregate::Pipeline;
+use datastore_api::{Filter, FindOptions};
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+use serde_json::{json, Value};
+
+use super::changes::unique;
+use super::{check_cases, shrink_iters};
+use crate::Ctx;
+
+/// A document value that may be missing (`None`), null, or of a wrong type.
+fn field() -> impl Strategy<Value = Option<Value>> {
+    prop_oneof![
+        2 => Just(None),
+        1 => Just(Some(Value::Null)),
+        4 => (-2i64..6).prop_map(|i| Some(json!(i))),
+        1 => (-2i64..6).prop_map(|i| Some(json!(i as f64 + 0.5))),
+        1 => "[ab]{1,2}".prop_map(|s| Some(json!(s))),
+    ]
+}
+
+fn document() -> impl Strategy<Value = Value> {
+    (
+        0u8..3,
+        field(),
+        field(),
+        prop::collection::vec("[xyz]", 0..3),
+    )
+        .prop_map(|(node, v, w, tags)| {
+            let mut d = json!({"node": format!("n{node}"), "tags": tags});
+            if let Some(v) = v {
+                d["v"] = v;
+            }
+            if let Some(w) = w {
+                d["w"] = w;
+            }
+            d
+        })
+}
+
+/// A numeric-ish expression over the document's fields.
+fn expression() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(json!("$v")),
+        Just(json!("$w")),
+        (0i64..5).prop_map(|i| json!(i)),
+    ];
+    leaf.prop_recursive(2, 6, 2, |inner| {
+        prop_oneof![
+            (inner.clone(), inner.clone())
+                .prop_map(|(a, b)| json!({"$add": [{"$ifNull": [a, 0]}, {"$ifNull": [b, 0]}]})),
+            (inner.clone(), inner.clone())
+                .prop_map(|(a, b)| json!({"$cond": [{"$gt": [a, 3]}, b, "big"]})),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| json!({"$max": [a, b]})),
+            inner.clone().prop_map(|a| json!({"$ifNull": [a, "none"]})),
+            inner
+                .clone()
+                .prop_map(|a| json!({"$cond": [a, "yes", "no"]})),
+            inner
+                .clone()
+                .prop_map(|a| json!({"$subtract": [{"$ifNull": [a, 0]}, 2]})),
+            (inner.clone(), inner).prop_map(|(a, b)| json!({"$eq": [a, b]})),
+        ]
+    })
+}
+
+fn stage(count: bool) -> BoxedStrategy<Value> {
+    let base = prop_oneof![
+        (0u8..3).prop_map(|n| json!({"$match": {"node": format!("n{n}")}})),
+        (0i64..6).prop_map(|n| json!({"$match": {"v": {"$gte": n}}})),
+        expression().prop_map(|e| json!({"$match": {"$expr": {"$lt": [e, 6]}}})),
+        // The value itself as the condition: MongoDB's truthiness of 0, null, missing, strings.
+        expression().prop_map(|e| json!({"$match": {"$expr": e}})),
+        expression().prop_map(|e| json!({"$addFields": {"e": e}})),
+        any::<bool>()
+            .prop_map(|p| json!({"$unwind": {"path": "$tags", "preserveNullAndEmptyArrays": p}})),
+        expression().prop_map(|e| json!({"$group": {
+            "_id": "$node", "n": {"$sum": 1}, "s": {"$sum": "$v"}, "hi": {"$max": e},
+            "lo": {"$min": "$w"}, "set": {"$addToSet": "$tags"},
+        }})),
+        Just(
+            json!({"$project": {"node": 1, "v": 1, "total": {"$add": [{"$ifNull": ["$v", 0]}, 1]}}})
+        ),
+        Just(json!({"$project": {"tags": 0}})),
+    ]
+    .boxed();
+    if count {
+        prop_oneof![8 => base, 1 => Just(json!({"$count": "c"}))].boxed()
+    } else {
+        base
+    }
+}
+
+/// Numbers as floats, arrays and fields sorted: what the comparison must not depend on (integer widths
+/// differ between servers; `$addToSet` and `$group` order is unspecified).
+fn normalize(v: &Value) -> Value {
+    match v {
+        Value::Number(n) => json!(n.as_f64().unwrap_or(f64::NAN)),
+        Value::Array(items) => {
+            let mut out: Vec<Value> = items.iter().map(normalize).collect();
+            out.sort_by_key(|x| x.to_string());
+            Value::Array(out)
+        }
+        Value::Object(o) => {
+            // Field order is not compared (the servers' and the evaluator's may differ).
+            let sorted: std::collections::BTreeMap<&String, Value> =
+                o.iter().map(|(k, x)| (k, normalize(x))).collect();
+            Value::Object(sorted.into_iter().map(|(k, x)| (k.clone(), x)).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+fn sorted(docs: Vec<datastore_api::Document>) -> Vec<String> {
+    let mut out: Vec<String> = docs
+        .into_iter()
+        .map(|d| normalize(&Value::Object(d)).to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Random pipelines over random documents with missing, null and wrong-type values: the
+/// provider's result equals the evaluator's over the same documents (as a multiset, numbers
+/// compared by value).
+pub(super) fn aggregation_matches_evaluator(ctx: &Ctx<'_>) -> std::result::Result<(), String> {
+    let coll = ctx.store.health_event_collection();
+    let strategy = (
+        prop::collection::vec(document(), 0..12),
+        prop::collection::vec(stage(ctx.capabilities.count_of_nothing_is_empty), 1..5),
+    );
+    check_cases(
+        ctx.cases / 2,
+        shrink_iters(),
+        strategy,
+        |(documents, stages)| {
+            ctx.rt.block_on(async {
+                let run = unique("agg");
+                for mut d in documents {
+                    d["run"] = json!(run);
+                    coll.insert_one(serde_json::from_value(d).unwrap_or_default())
+                        .await
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                }
+                let mut all = vec![json!({"$match": {"run": run}})];
+                all.extend(stages);
+                let pipeline = Pipeline::parse(&Value::Array(all)).map_err(|e| {
+                    TestCaseError::fail(format!("the generator made a bad pipeline: {e}"))
+                })?;
+                let stored = coll
+                    .find(&Filter::eq("run", run.as_str()), &FindOptions::default())
+                    .await
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let expected = pipeline.run(stored);
+                let got = coll.aggregate(&pipeline).await;
+                match (expected, got) {
+                    (Ok(want), Ok(got)) => {
+                        prop_assert_eq!(sorted(got), sorted(want));
+                    }
+                    // An evaluation error (a type error) must be an error on the provider too.
+                    (Err(_), Err(_)) => {}
+                    (want, got) => {
+                        return Err(TestCaseError::fail(format!(
+                            "the evaluator gave {want:?}, the provider {got:?}"
+                        )))
+                    }
+                }
+                Ok(())
+            })
+        },
+    )
+}

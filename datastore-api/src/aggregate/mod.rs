@@ -1,0 +1,624 @@
+//! Aggregation pipelines in MongoDB's JSON form, so that the health-events-analyzer's rules
+//! run as operators wrote them, with one evaluator for every provider that does not run them
+//! natively (and for the conformance model).
+//!
+//! ```
+//! use datastore_api::aggregate::Pipeline;
+//! use serde_json::json;
+//!
+//! let rule = Pipeline::parse(&json!([
+//!     {"$match": {"healthevent.nodename": "this.healthevent.nodename", "healthevent.isfatal": true}},
+//!     {"$group": {"_id": "$healthevent.checkname", "n": {"$sum": 1}}},
+//!     {"$match": {"n": {"$gte": 5}}},
+//! ])).unwrap();
+//! let event = json!({"healthevent": {"nodename": "node-7"}});
+//! let bound = rule.bind_this(event.as_object().unwrap()).unwrap();
+//! assert_eq!(bound.stages_json()[0]["$match"]["healthevent.nodename"], "node-7");
+//! ```
+//!
+//! **Supported stages:** `$match` (query operators as [`Filter::from_query_json`] reads them,
+//! plus `$expr`), `$addFields` / `$set`, `$project` (inclusion, exclusion, computed fields),
+//! `$unset`, `$sort`, `$limit`, `$skip`, `$count`, `$group` (`$sum $avg $min $max $first $last
+//! $push $addToSet $count`), `$unwind` (`path`, `preserveNullAndEmptyArrays`,
+//! `includeArrayIndex`).
+//!
+//! **Supported expressions:** field paths, `$$ROOT $$CURRENT $$NOW $$REMOVE`, `$$this` and
+//! `let` variables; `$literal`; `$and $or $not $eq $ne $gt $gte $lt $lte $cmp $in $cond $ifNull
+//! $switch`; `$add $subtract $multiply $divide $mod $abs` (dates: date − date in ms, date ±
+//! ms); `$toLong $toInt $toDouble $toString $toBool`; `$size $arrayElemAt $first $last
+//! $concatArrays $setUnion $setIntersection $anyElementTrue $allElementsTrue $isArray $filter
+//! $map $reduce`; `$concat $toLower $toUpper`; `$mergeObjects`; `$max $min`; `$let`.
+//!
+//! Anything else (for example `$setWindowFields` and `$lookup`, not yet done) is refused at
+//! parse time with `InvalidInput` naming it and its position.
+//!
+//! **Bounded memory.** A run holds at most [`Pipeline::max_documents`] documents in a stage
+//! (100,000 by default); a pipeline that needs more fails with `InvalidInput` instead.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::filter::{Filter, Lowered};
+use crate::path::FieldPath;
+use crate::query::{sort_documents, Direction};
+use crate::value::{date_value, Document, Value};
+
+mod expr;
+mod group;
+#[cfg(test)]
+mod tests;
+
+use expr::{truthy, walk, Expr};
+use group::Group;
+
+/// Default of [`Pipeline::max_documents`].
+pub const DEFAULT_MAX_DOCUMENTS: usize = 100_000;
+
+/// A parsed pipeline (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    source: Vec<Value>,
+    stages: Vec<Stage>,
+    max_documents: usize,
+}
+
+/// One stage.
+#[derive(Debug, Clone)]
+enum Stage {
+    Match {
+        filter: Option<(Filter, Arc<Lowered>)>,
+        expr: Option<Expr>,
+    },
+    AddFields(Vec<(Vec<String>, Expr)>),
+    Project(Projection),
+    Unset(Vec<Vec<String>>),
+    Sort(Vec<(FieldPath, Direction)>),
+    Limit(usize),
+    Skip(usize),
+    Count(String),
+    Group(Group),
+    Unwind {
+        path: Vec<String>,
+        preserve: bool,
+        index: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Projection {
+    /// Keep these paths (and `_id` unless excluded) and add computed fields.
+    Include {
+        keep: Vec<Vec<String>>,
+        computed: Vec<(Vec<String>, Expr)>,
+        id: bool,
+    },
+    /// Drop these paths.
+    Exclude(Vec<Vec<String>>),
+}
+
+pub(crate) fn bad(at: &str, what: impl std::fmt::Display) -> Error {
+    Error::invalid_input(format!("aggregate: {at}: {what}"))
+}
+
+impl Pipeline {
+    /// Parses MongoDB's JSON form: an array of stage documents.
+    pub fn parse(json: &Value) -> Result<Pipeline> {
+        let Value::Array(list) = json else {
+            return Err(bad("pipeline", "a pipeline is an array of stage documents"));
+        };
+        let stages = list
+            .iter()
+            .enumerate()
+            .map(|(i, s)| parse_stage(s, i))
+            .collect::<Result<_>>()?;
+        Ok(Pipeline {
+            source: list.clone(),
+            stages,
+            max_documents: DEFAULT_MAX_DOCUMENTS,
+        })
+    }
+
+    /// Parses a pipeline from JSON text.
+    pub fn from_json_str(text: &str) -> Result<Pipeline> {
+        let json: Value = serde_json::from_str(text).map_err(|e| {
+            Error::invalid_input(format!("aggregate: the pipeline is not JSON: {e}"))
+        })?;
+        Pipeline::parse(&json)
+    }
+
+    /// The analyzer's placeholders: every string `"this.<path>"` anywhere in the pipeline is
+    /// replaced by the value at `<path>` in `event` (`null` when it has none).
+    pub fn bind_this(&self, event: &Document) -> Result<Pipeline> {
+        let event = Value::Object(event.clone());
+        let bound: Vec<Value> = self.source.iter().map(|s| bind(s, &event)).collect();
+        let mut p = Pipeline::parse(&Value::Array(bound))?;
+        p.max_documents = self.max_documents;
+        Ok(p)
+    }
+
+    /// The stages as JSON (what a provider that runs pipelines natively sends).
+    pub fn stages_json(&self) -> &[Value] {
+        &self.source
+    }
+
+    /// The most documents a stage may hold.
+    pub fn max_documents(&self) -> usize {
+        self.max_documents
+    }
+
+    /// With another bound on the documents a stage may hold.
+    pub fn with_max_documents(mut self, max: usize) -> Pipeline {
+        self.max_documents = max.max(1);
+        self
+    }
+
+    /// The filter of the leading `$match` stages (what a provider can answer from an index)
+    /// and the index of the first stage still to run on what it returns.
+    pub fn pushdown(&self) -> (Filter, usize) {
+        let mut parts = Vec::new();
+        for (i, stage) in self.stages.iter().enumerate() {
+            match stage {
+                Stage::Match { filter, expr } => {
+                    if let Some((f, _)) = filter {
+                        parts.push(f.clone());
+                    }
+                    if expr.is_some() {
+                        return (Filter::And(parts), i);
+                    }
+                }
+                _ => return (Filter::And(parts), i),
+            }
+        }
+        (Filter::And(parts), self.stages.len())
+    }
+
+    /// Runs the whole pipeline over `docs` (the collection's documents, in any order).
+    pub fn run(&self, docs: Vec<Document>) -> Result<Vec<Document>> {
+        self.run_from(0, docs)
+    }
+
+    /// Runs the stages from `first` on (see [`Pipeline::pushdown`]).
+    pub fn run_from(&self, first: usize, mut docs: Vec<Document>) -> Result<Vec<Document>> {
+        let vars = Vars::new(date_value(chrono::Utc::now())?);
+        let max = self.max_documents;
+        self.check_size(docs.len())?;
+        for stage in self.stages.iter().skip(first) {
+            docs = run_stage(stage, docs, &vars, max)?;
+            self.check_size(docs.len())?;
+        }
+        Ok(docs)
+    }
+
+    fn check_size(&self, n: usize) -> Result<()> {
+        if n > self.max_documents {
+            return Err(Error::invalid_input(format!(
+                "aggregate: a stage would hold {n} documents, more than the limit of {}; narrow the leading $match (or raise Pipeline::with_max_documents)",
+                self.max_documents
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn bind(v: &Value, event: &Value) -> Value {
+    match v {
+        Value::String(s) => match s.strip_prefix("this.") {
+            Some(path) => {
+                let path: Vec<String> = path.split('.').map(str::to_owned).collect();
+                walk(Some(event), &path).unwrap_or(Value::Null)
+            }
+            None => v.clone(),
+        },
+        Value::Array(items) => Value::Array(items.iter().map(|i| bind(i, event)).collect()),
+        Value::Object(o) => {
+            Value::Object(o.iter().map(|(k, x)| (k.clone(), bind(x, event))).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+/// The variables of an evaluation.
+#[derive(Debug, Clone)]
+pub(crate) struct Vars {
+    now: Value,
+    bound: Vec<(String, Value)>,
+}
+
+impl Vars {
+    fn new(now: Value) -> Vars {
+        Vars {
+            now,
+            bound: Vec::new(),
+        }
+    }
+
+    /// For constant expressions, which read no variable.
+    pub(crate) fn constant() -> Vars {
+        Vars::new(Value::Null)
+    }
+
+    pub(crate) fn get(&self, name: &str, doc: &Value) -> Result<Option<Value>> {
+        Ok(match name {
+            "ROOT" | "CURRENT" => Some(doc.clone()),
+            "NOW" => Some(self.now.clone()),
+            "REMOVE" => None,
+            _ => match self.bound.iter().rev().find(|(n, _)| n == name) {
+                Some((_, v)) => Some(v.clone()),
+                None => {
+                    return Err(Error::invalid_input(format!(
+                        "aggregate: unknown variable $${name}"
+                    )))
+                }
+            },
+        })
+    }
+
+    pub(crate) fn with(&self, name: &str, value: Value) -> Vars {
+        let mut v = self.clone();
+        v.bound.push((name.to_owned(), value));
+        v
+    }
+}
+
+fn parse_stage(stage: &Value, i: usize) -> Result<Stage> {
+    let Value::Object(o) = stage else {
+        return Err(bad(&format!("stage {i}"), "a stage is a document"));
+    };
+    let (Some((name, spec)), 1) = (o.iter().next(), o.len()) else {
+        return Err(bad(
+            &format!("stage {i}"),
+            "a stage document has exactly one key",
+        ));
+    };
+    let at = format!("stage {i} ({name})");
+    Ok(match name.as_str() {
+        "$match" => parse_match(spec, &at)?,
+        "$addFields" | "$set" => Stage::AddFields(computed_fields(spec, &at)?),
+        "$project" => Stage::Project(parse_projection(spec, &at)?),
+        "$unset" => Stage::Unset(match spec {
+            Value::String(s) => vec![split(s)],
+            Value::Array(list) => list
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(split)
+                        .ok_or_else(|| bad(&at, "field names must be strings"))
+                })
+                .collect::<Result<_>>()?,
+            _ => return Err(bad(&at, "takes a field name or an array of them")),
+        }),
+        "$sort" => {
+            let Value::Object(keys) = spec else {
+                return Err(bad(&at, "takes a document of fields and 1 or -1"));
+            };
+            if keys.is_empty() {
+                return Err(bad(&at, "needs at least one key"));
+            }
+            Stage::Sort(
+                keys.iter()
+                    .map(|(k, d)| {
+                        let dir = match d.as_i64() {
+                            Some(1) => Direction::Ascending,
+                            Some(-1) => Direction::Descending,
+                            _ => {
+                                return Err(bad(&at, format!("{k}: the direction must be 1 or -1")))
+                            }
+                        };
+                        Ok((FieldPath::parse(k)?, dir))
+                    })
+                    .collect::<Result<_>>()?,
+            )
+        }
+        "$limit" | "$skip" => {
+            let n = spec
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| bad(&at, "takes a non-negative integer"))?;
+            if name == "$limit" {
+                if n == 0 {
+                    return Err(bad(&at, "the limit must be positive"));
+                }
+                Stage::Limit(n)
+            } else {
+                Stage::Skip(n)
+            }
+        }
+        "$count" => match spec {
+            Value::String(s) if !s.is_empty() && !s.starts_with('$') && !s.contains('.') => {
+                Stage::Count(s.clone())
+            }
+            _ => return Err(bad(&at, "takes a field name (not empty, no '$' or '.')")),
+        },
+        "$group" => Stage::Group(Group::parse(spec, &at)?),
+        "$unwind" => {
+            let (path, preserve, index) = match spec {
+                Value::String(s) => (s.clone(), false, None),
+                Value::Object(u) => (
+                    u.get("path")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| bad(&at, "needs a \"path\""))?
+                        .to_owned(),
+                    u.get("preserveNullAndEmptyArrays")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
+                    u.get("includeArrayIndex")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                ),
+                _ => return Err(bad(&at, "takes a \"$path\" or {path, …}")),
+            };
+            let path = path
+                .strip_prefix('$')
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| bad(&at, "the path must start with '$'"))?;
+            Stage::Unwind {
+                path: split(path),
+                preserve,
+                index,
+            }
+        }
+        other => return Err(bad(&at, format!("unsupported stage {other}"))),
+    })
+}
+
+fn split(path: &str) -> Vec<String> {
+    path.split('.').map(str::to_owned).collect()
+}
+
+fn parse_match(spec: &Value, at: &str) -> Result<Stage> {
+    let Value::Object(q) = spec else {
+        return Err(bad(at, "takes a query document"));
+    };
+    let mut rest = q.clone();
+    let expr = match rest.remove("$expr") {
+        Some(e) => Some(Expr::parse(&e, &format!("{at}.$expr"))?),
+        None => None,
+    };
+    let filter = if rest.is_empty() {
+        None
+    } else {
+        let f = Filter::from_query_json(&Value::Object(rest)).map_err(|e| bad(at, e.message()))?;
+        let lowered = f.lower().map_err(|e| bad(at, e.message()))?;
+        Some((f, Arc::new(lowered)))
+    };
+    Ok(Stage::Match { filter, expr })
+}
+
+fn computed_fields(spec: &Value, at: &str) -> Result<Vec<(Vec<String>, Expr)>> {
+    let Value::Object(o) = spec else {
+        return Err(bad(at, "takes a document of fields"));
+    };
+    o.iter()
+        .map(|(k, e)| Ok((split(k), Expr::parse(e, &format!("{at}.{k}"))?)))
+        .collect()
+}
+
+fn parse_projection(spec: &Value, at: &str) -> Result<Projection> {
+    let Value::Object(o) = spec else {
+        return Err(bad(at, "takes a document of fields"));
+    };
+    let flag = |v: &Value| match v {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => n.as_f64().map(|f| f != 0.0),
+        _ => None,
+    };
+    let mut keep = Vec::new();
+    let mut drop = Vec::new();
+    let mut computed = Vec::new();
+    let mut id = true;
+    for (k, v) in o {
+        match (k.as_str(), flag(v)) {
+            ("_id", Some(b)) => id = b,
+            (_, Some(true)) => keep.push(split(k)),
+            (_, Some(false)) => drop.push(split(k)),
+            (_, None) => computed.push((split(k), Expr::parse(v, &format!("{at}.{k}"))?)),
+        }
+    }
+    let including = !keep.is_empty() || !computed.is_empty();
+    match (including, drop.is_empty()) {
+        (true, false) => Err(bad(at, "cannot mix inclusion and exclusion (except _id)")),
+        (true, true) => Ok(Projection::Include { keep, computed, id }),
+        (false, _) if drop.is_empty() && o.is_empty() => Err(bad(at, "needs at least one field")),
+        (false, _) => {
+            if !id {
+                drop.push(vec!["_id".into()]);
+            }
+            if drop.is_empty() {
+                // Only `_id: 1`: the documents keep nothing but their id.
+                return Ok(Projection::Include { keep, computed, id });
+            }
+            Ok(Projection::Exclude(drop))
+        }
+    }
+}
+
+fn run_stage(stage: &Stage, docs: Vec<Document>, vars: &Vars, max: usize) -> Result<Vec<Document>> {
+    Ok(match stage {
+        Stage::Match { filter, expr } => {
+            let mut out = Vec::new();
+            for d in docs {
+                if let Some((_, lowered)) = filter {
+                    if !lowered.matches(&d) {
+                        continue;
+                    }
+                }
+                let doc = Value::Object(d);
+                if let Some(e) = expr {
+                    if !truthy(e.eval(&doc, vars)?.as_ref()) {
+                        continue;
+                    }
+                }
+                if let Value::Object(d) = doc {
+                    out.push(d);
+                }
+            }
+            out
+        }
+        Stage::AddFields(fields) => docs
+            .into_iter()
+            .map(|d| {
+                let doc = Value::Object(d);
+                let values = fields
+                    .iter()
+                    .map(|(p, e)| Ok((p, e.eval(&doc, vars)?)))
+                    .collect::<Result<Vec<_>>>()?;
+                let Value::Object(mut d) = doc else {
+                    unreachable_doc()?
+                };
+                for (path, v) in values {
+                    match v {
+                        Some(v) => set_path(&mut d, path, v),
+                        None => remove_path(&mut d, path),
+                    }
+                }
+                Ok(d)
+            })
+            .collect::<Result<_>>()?,
+        Stage::Project(Projection::Exclude(paths)) | Stage::Unset(paths) => docs
+            .into_iter()
+            .map(|mut d| {
+                for p in paths {
+                    remove_path(&mut d, p);
+                }
+                d
+            })
+            .collect(),
+        Stage::Project(Projection::Include { keep, computed, id }) => docs
+            .into_iter()
+            .map(|d| {
+                let doc = Value::Object(d);
+                let mut out = Document::new();
+                if *id {
+                    if let Some(v) = doc.get("_id") {
+                        out.insert("_id".into(), v.clone());
+                    }
+                }
+                for path in keep {
+                    if let Some(v) = walk(Some(&doc), path) {
+                        set_path(&mut out, path, v);
+                    }
+                }
+                for (path, e) in computed {
+                    if let Some(v) = e.eval(&doc, vars)? {
+                        set_path(&mut out, path, v);
+                    }
+                }
+                Ok(out)
+            })
+            .collect::<Result<_>>()?,
+        Stage::Sort(keys) => {
+            let mut docs = docs;
+            sort_documents(&mut docs, keys);
+            docs
+        }
+        Stage::Limit(n) => docs.into_iter().take(*n).collect(),
+        Stage::Skip(n) => docs.into_iter().skip(*n).collect(),
+        Stage::Count(name) => {
+            if docs.is_empty() {
+                Vec::new()
+            } else {
+                let mut d = Document::new();
+                d.insert(name.clone(), Value::from(docs.len()));
+                vec![d]
+            }
+        }
+        Stage::Group(g) => g.run(docs, vars, max)?,
+        Stage::Unwind {
+            path,
+            preserve,
+            index,
+        } => {
+            let mut out = Vec::new();
+            for d in docs {
+                let doc = Value::Object(d);
+                let at = walk_plain(&doc, path).cloned();
+                let Value::Object(d) = doc else {
+                    unreachable_doc()?
+                };
+                match at {
+                    Some(Value::Array(items)) if !items.is_empty() => {
+                        for (i, item) in items.into_iter().enumerate() {
+                            let mut e = d.clone();
+                            set_path(&mut e, path, item);
+                            if let Some(ix) = index {
+                                e.insert(ix.clone(), Value::from(i));
+                            }
+                            out.push(e);
+                            if out.len() > max {
+                                return Err(Error::invalid_input(format!(
+                                    "aggregate: $unwind produces more than {max} documents"
+                                )));
+                            }
+                        }
+                    }
+                    Some(Value::Array(_)) | None | Some(Value::Null) => {
+                        if *preserve {
+                            let mut e = d;
+                            // MongoDB drops an empty array (null stays null).
+                            if matches!(at, Some(Value::Array(_))) {
+                                remove_path(&mut e, path);
+                            }
+                            if let Some(ix) = index {
+                                e.insert(ix.clone(), Value::Null);
+                            }
+                            out.push(e);
+                        }
+                    }
+                    Some(_) => {
+                        let mut e = d;
+                        if let Some(ix) = index {
+                            e.insert(ix.clone(), Value::Null);
+                        }
+                        out.push(e);
+                    }
+                }
+            }
+            out
+        }
+    })
+}
+
+fn unreachable_doc<T>() -> Result<T> {
+    Err(Error::permanent(
+        "aggregate: a document turned into a non-document",
+    ))
+}
+
+/// Follows `path` through objects only.
+fn walk_plain<'a>(doc: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter()
+        .try_fold(doc, |cur, seg| cur.as_object()?.get(seg))
+}
+
+/// Sets `path` in `doc`, creating (or replacing non-document values with) documents on the way.
+fn set_path(doc: &mut Document, path: &[String], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut cur = doc;
+    for seg in parents {
+        let slot = cur
+            .entry(seg.clone())
+            .or_insert_with(|| Value::Object(Document::new()));
+        if !slot.is_object() {
+            *slot = Value::Object(Document::new());
+        }
+        let Value::Object(next) = slot else { return };
+        cur = next;
+    }
+    cur.insert(last.clone(), value);
+}
+
+fn remove_path(doc: &mut Document, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut cur = doc;
+    for seg in parents {
+        match cur.get_mut(seg) {
+            Some(Value::Object(next)) => cur = next,
+            _ => return,
+        }
+    }
+    cur.remove(last);
+}

@@ -1,0 +1,193 @@
+//! Rule-shaped examples with results worked out by hand from MongoDB's documented semantics.
+
+use serde_json::{json, Value};
+
+use super::Pipeline;
+use crate::value::Document;
+
+fn docs(v: Value) -> Vec<Document> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_object().unwrap().clone())
+        .collect()
+}
+
+fn run(pipeline: Value, input: Value) -> Vec<Value> {
+    Pipeline::parse(&pipeline)
+        .unwrap()
+        .run(docs(input))
+        .unwrap()
+        .into_iter()
+        .map(Value::Object)
+        .collect()
+}
+
+fn event(node: &str, xid: &str, gpu: &str, secs: i64, fatal: bool) -> Value {
+    json!({
+        "healthevent": {
+            "nodename": node, "isfatal": fatal, "errorcode": [xid],
+            "entitiesimpacted": [{"entitytype": "GPU", "entityvalue": gpu}],
+            "generatedtimestamp": {"seconds": secs, "nanos": 0},
+        },
+        "healtheventstatus": {"faultremediated": {"value": fatal}},
+    })
+}
+
+#[test]
+fn repeated_fatal_events_on_one_node_within_a_window() {
+    let input = json!([
+        event("n1", "79", "GPU-0", 1_000, true),
+        event("n1", "79", "GPU-1", 2_000, true),
+        event("n1", "48", "GPU-0", 3_000, true),
+        event("n2", "79", "GPU-0", 2_500, true),
+        event("n1", "79", "GPU-0", 900_000, true),
+        event("n1", "13", "GPU-0", 3_500, false),
+    ]);
+    let rule = Pipeline::parse(&json!([
+        {"$match": {"healthevent.nodename": "this.healthevent.nodename", "healthevent.isfatal": true,
+                    "healthevent.generatedtimestamp.seconds": {"$gte": 0}}},
+        {"$match": {"$expr": {"$gte": ["$healthevent.generatedtimestamp.seconds",
+            {"$subtract": ["this.healthevent.generatedtimestamp.seconds", 604_800]}]}}},
+        {"$count": "count"},
+        {"$match": {"count": {"$gte": 3}}},
+    ]))
+    .unwrap();
+    let now = event("n1", "79", "GPU-0", 610_000, true);
+    let out = rule
+        .bind_this(now.as_object().unwrap())
+        .unwrap()
+        .run(docs(input))
+        .unwrap();
+    // Within 7 days before 610,000 s: 900,000 is after, 1,000..3,000 are older than 5,200 s.
+    assert!(out.is_empty(), "{out:?}");
+    let now = event("n1", "79", "GPU-0", 600_000, true);
+    let out = rule
+        .bind_this(now.as_object().unwrap())
+        .unwrap()
+        .run(docs(json!([
+            event("n1", "79", "GPU-0", 1_000, true),
+            event("n1", "79", "GPU-1", 2_000, true),
+            event("n1", "48", "GPU-0", 3_000, true),
+        ])))
+        .unwrap();
+    assert_eq!(Value::Object(out[0].clone()), json!({"count": 3}));
+}
+
+#[test]
+fn same_xid_on_different_gpus_by_set_intersection() {
+    let out = run(
+        json!([
+            {"$match": {"$expr": {"$gt": [{"$size": {"$setIntersection": [
+                "$healthevent.errorcode", ["79"]]}}, 0]}}},
+            {"$unwind": "$healthevent.entitiesimpacted"},
+            {"$group": {"_id": "$healthevent.nodename",
+                        "gpus": {"$addToSet": "$healthevent.entitiesimpacted.entityvalue"},
+                        "n": {"$sum": 1}}},
+            {"$match": {"$expr": {"$gte": [{"$size": "$gpus"}, 2]}}},
+            {"$project": {"_id": 0, "node": "$_id", "n": 1}},
+        ]),
+        json!([
+            event("n1", "79", "GPU-0", 1, true),
+            event("n1", "79", "GPU-1", 2, true),
+            event("n2", "79", "GPU-0", 3, true),
+            event("n2", "79", "GPU-0", 4, true),
+            event("n3", "48", "GPU-5", 5, true),
+        ]),
+    );
+    assert_eq!(out, vec![json!({"node": "n1", "n": 2})]);
+}
+
+#[test]
+fn expressions_follow_mongodb_rules() {
+    let out = run(
+        json!([
+            {"$addFields": {
+                "missingIsNotNull": {"$eq": ["$nope", null]},
+                "nullIfMissing": {"$ifNull": ["$nope", "dflt"]},
+                "typeOrder": {"$lt": [5, "a"]},
+                "mixed": {"$add": [1, 2.5]},
+                "ints": {"$multiply": [3, 4]},
+                "ms": {"$subtract": [{"$date": "2024-01-01T00:00:01Z"}, {"$date": "2024-01-01T00:00:00Z"}]},
+                "later": {"$add": [{"$date": "2024-01-01T00:00:00Z"}, 1000]},
+                "sum": {"$reduce": {"input": [1, 2, 3], "initialValue": 0, "in": {"$add": ["$$value", "$$this"]}}},
+                "big": {"$filter": {"input": [1, 5, 9], "as": "x", "cond": {"$gt": ["$$x", 4]}}},
+                "paths": "$list.k",
+                "sw": {"$switch": {"branches": [{"case": {"$eq": ["$a", 2]}, "then": "two"}], "default": "other"}},
+                "letv": {"$let": {"vars": {"y": {"$add": ["$a", 1]}}, "in": {"$multiply": ["$$y", 2]}}},
+            }},
+            {"$project": {"_id": 0, "list": 0, "a": 0}},
+        ]),
+        json!([{"_id": "x", "a": 2, "list": [{"k": 1}, {"k": 2}, {"j": 3}]}]),
+    );
+    assert_eq!(
+        out,
+        vec![json!({
+            "missingIsNotNull": false, "nullIfMissing": "dflt", "typeOrder": true, "mixed": 3.5,
+            "ints": 12, "ms": 1000, "later": {"$date": "2024-01-01T00:00:01.000Z"}, "sum": 6,
+            "big": [5, 9], "paths": [1, 2], "sw": "two", "letv": 6,
+        })]
+    );
+}
+
+#[test]
+fn size_of_null_is_an_error_and_unsupported_things_are_refused_by_position() {
+    let e = Pipeline::parse(&json!([{"$project": {"n": {"$size": "$x"}}}]))
+        .unwrap()
+        .run(docs(json!([{"x": null}])))
+        .unwrap_err();
+    assert!(e.message().contains("$size requires an array"), "{e}");
+    for (p, names) in [
+        (
+            json!([{"$match": {}}, {"$lookup": {}}]),
+            "stage 1 ($lookup)",
+        ),
+        (
+            json!([{"$project": {"a": {"$regexMatch": {}}}}]),
+            "$regexMatch",
+        ),
+        (json!([{"$match": {"a": {"$regex": "x"}}}]), "$regex"),
+        (
+            json!([{"$group": {"_id": null, "a": {"$stdDevPop": 1}}}]),
+            "$stdDevPop",
+        ),
+        (json!({"$match": {}}), "array"),
+    ] {
+        let e = Pipeline::parse(&p).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
+        assert!(e.message().contains(names), "{e}");
+    }
+}
+
+#[test]
+fn a_stage_holding_too_many_documents_fails_clearly() {
+    let input = json!([{"a": [1, 2, 3]}, {"a": [4, 5, 6]}]);
+    let e = Pipeline::parse(&json!([{"$unwind": "$a"}]))
+        .unwrap()
+        .with_max_documents(4)
+        .run(docs(input))
+        .unwrap_err();
+    assert!(e.message().contains("more than 4"), "{e}");
+}
+
+#[test]
+fn groups_sorts_and_pages() {
+    let out = run(
+        json!([
+            {"$group": {"_id": {"n": "$n"}, "first": {"$first": "$v"}, "last": {"$last": "$v"},
+                        "min": {"$min": "$v"}, "max": {"$max": "$v"}, "all": {"$push": "$v"},
+                        "c": {"$count": {}}, "avg": {"$avg": "$v"}}},
+            {"$sort": {"_id.n": -1}},
+            {"$skip": 1},
+            {"$limit": 1},
+        ]),
+        json!([{"n": 1, "v": 3}, {"n": 2, "v": 1}, {"n": 1, "v": null}, {"n": 1, "v": 5}]),
+    );
+    assert_eq!(
+        out,
+        vec![
+            json!({"_id": {"n": 1}, "first": 3, "last": 5, "min": 3, "max": 5,
+                     "all": [3, null, 5], "c": 3, "avg": 4.0})
+        ]
+    );
+}
