@@ -62,6 +62,9 @@ pub struct Capabilities {
     /// A `$count` stage over no documents gives no document, as MongoDB's does; without it
     /// (SecantusDB gives `{count: 0}`) the random pipelines have no `$count`.
     pub count_of_nothing_is_empty: bool,
+    /// The server runs the aggregation stages, accumulators and operators of the random
+    /// pipelines (jongodb lacks `$group`'s `$max`, among others).
+    pub aggregation: bool,
 }
 
 impl Capabilities {
@@ -75,6 +78,7 @@ impl Capabilities {
         index_fields_in_arrays: true,
         provider_retention: true,
         count_of_nothing_is_empty: true,
+        aggregation: true,
     };
 }
 
@@ -97,6 +101,8 @@ pub enum Capability {
     ProviderRetention,
     /// See [`Capabilities::count_of_nothing_is_empty`].
     CountOfNothingIsEmpty,
+    /// See [`Capabilities::aggregation`].
+    Aggregation,
 }
 
 impl Capability {
@@ -110,6 +116,7 @@ impl Capability {
             Capability::IndexFieldsInArrays => caps.index_fields_in_arrays,
             Capability::ProviderRetention => caps.provider_retention,
             Capability::CountOfNothingIsEmpty => caps.count_of_nothing_is_empty,
+            Capability::Aggregation => caps.aggregation,
         }
     }
     fn missing_reason(self) -> &'static str {
@@ -129,6 +136,7 @@ impl Capability {
             Capability::IndexFieldsInArrays => {
                 "\"0\" keys in array elements (server reads a.0 on an array as the index only)"
             }
+            Capability::Aggregation => "server lacks parts of the aggregation language",
             Capability::CountOfNothingIsEmpty => {
                 "$count (server answers {count: 0} for no documents, MongoDB answers nothing)"
             }

@@ -126,7 +126,7 @@ pub const ALL: &[Property] = &[
     },
     Property {
         name: "aggregation_matches_evaluator",
-        needs: &[],
+        needs: &[Capability::Aggregation],
         narrowed_by: &[Capability::CountOfNothingIsEmpty],
         run: aggregate::aggregation_matches_evaluator,
     },

@@ -170,11 +170,27 @@ async fn probe(backend: &Mongo) -> Capabilities {
         {"$match": {"probe-absent": "x"}}, {"$count": "c"}
     ]))
     .expect("probe pipeline");
-    let count_of_nothing_is_empty = coll
-        .aggregate(&empty_count)
-        .await
-        .expect("probe $count")
-        .is_empty();
+    let count_of_nothing_is_empty = match coll.aggregate(&empty_count).await {
+        Ok(out) => out.is_empty(),
+        Err(e) if e.kind() == datastore_api::ErrorKind::Unsupported => true,
+        Err(e) => panic!("probing $count failed unexpectedly: {e}"),
+    };
+    // Every stage, accumulator and operator the random pipelines use, over one document.
+    let every = datastore_api::aggregate::Pipeline::parse(&serde_json::json!([
+        {"$match": {"$expr": {"$lt": [{"$max": [{"$add": [{"$ifNull": ["$v", 0]}, 1]}, {"$subtract": [1, 2]}]}, 6]}}},
+        {"$addFields": {"e": {"$cond": [{"$eq": ["$v", 1]}, "yes", "no"]}}},
+        {"$unwind": {"path": "$tags", "preserveNullAndEmptyArrays": true}},
+        {"$project": {"node": 1, "v": 1, "tags": 1, "total": {"$add": [{"$ifNull": ["$v", 0]}, 1]}}},
+        {"$group": {"_id": "$node", "n": {"$sum": 1}, "hi": {"$max": "$v"}, "lo": {"$min": "$v"},
+                    "set": {"$addToSet": "$tags"}}},
+        {"$project": {"set": 0}},
+    ]))
+    .expect("probe pipeline");
+    let aggregation = match coll.aggregate(&every).await {
+        Ok(_) => true,
+        Err(e) if e.kind() == datastore_api::ErrorKind::Unsupported => false,
+        Err(e) => panic!("probing aggregation failed unexpectedly: {e}"),
+    };
     store.close().await;
     Capabilities {
         transactions,
@@ -186,6 +202,7 @@ async fn probe(backend: &Mongo) -> Capabilities {
         // MongoDB's change history is the oplog, trimmed by the server.
         provider_retention: false,
         count_of_nothing_is_empty,
+        aggregation,
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use datastore::aggregate::Pipeline;
 use datastore::domain::maintenance_fields as mf;
 use datastore::model::{
     fields, Csp, EvictionStatus, InternalStatus, OperationStatus, ProcessingStrategy,
@@ -689,6 +690,8 @@ impl Demo<'_> {
             t.elapsed(),
         );
 
+        self.analyzer_rules(&prefix).await?;
+
         let (names, t) = timed(
             health
                 .collection()
@@ -701,6 +704,63 @@ impl Demo<'_> {
             format!("{} check names", names?.len()),
             t,
         );
+        Ok(())
+    }
+
+    /// health-events-analyzer's rules: MongoDB pipelines with `this.` placeholders, bound
+    /// from one non-fatal unhealthy event and run through `aggregate` on either provider.
+    async fn analyzer_rules(&mut self, analyzed: &Filter) -> CliResult<()> {
+        let c = "health-events-analyzer";
+        let collection = self.store.health_event_collection();
+        let pick = analyzed
+            .clone()
+            .and(Filter::eq(fields::NODE_NAME, synth::node_name(1).as_str()))
+            .and(Filter::eq(fields::IS_HEALTHY, false));
+        let Some(event) = collection
+            .find(&pick, &FindOptions::default().limit(1))
+            .await?
+            .pop()
+        else {
+            self.step(
+                c,
+                "rules: no unhealthy event on node-1 to analyse",
+                "skipped",
+                Duration::ZERO,
+            );
+            return Ok(());
+        };
+        let rules = [
+            (
+                "rule: same check >= 3 times on the node within 24 h",
+                serde_json::json!([
+                    {"$match": {"healthevent.nodename": "this.healthevent.nodename",
+                                "healthevent.ishealthy": false}},
+                    {"$match": {"$expr": {"$gte": ["$healthevent.generatedtimestamp.seconds",
+                        {"$subtract": ["this.healthevent.generatedtimestamp.seconds", 86_400]}]}}},
+                    {"$group": {"_id": "$healthevent.checkname", "n": {"$sum": 1}}},
+                    {"$match": {"n": {"$gte": 3}}},
+                    {"$sort": {"n": -1}},
+                ]),
+            ),
+            (
+                "rule: the node's errors on >= 2 distinct entities",
+                serde_json::json!([
+                    {"$match": {"healthevent.nodename": "this.healthevent.nodename",
+                                "healthevent.isfatal": false}},
+                    {"$unwind": "$healthevent.entitiesimpacted"},
+                    {"$group": {"_id": "$healthevent.nodename",
+                                "entities": {"$addToSet": "$healthevent.entitiesimpacted.entityvalue"},
+                                "events": {"$sum": 1}}},
+                    {"$match": {"$expr": {"$gte": [{"$size": "$entities"}, 2]}}},
+                ]),
+            ),
+        ];
+        for (what, json) in rules {
+            let pipeline = Pipeline::parse(&json)?.bind_this(&event)?;
+            let (out, t) = timed(collection.aggregate(&pipeline)).await;
+            let out = out?;
+            self.step(c, what, format!("{} result document(s)", out.len()), t);
+        }
         Ok(())
     }
 

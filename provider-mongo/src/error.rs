@@ -140,6 +140,9 @@ fn code_kind(code: i32) -> ErrorKind {
     } else if code == 13 || code == 18 {
         // Unauthorized, AuthenticationFailed.
         ErrorKind::Configuration
+    } else if code == 238 {
+        // NotImplemented: the server cannot do this at all.
+        ErrorKind::Unsupported
     } else {
         ErrorKind::Permanent
     }
@@ -173,5 +176,6 @@ mod tests {
         assert_eq!(code_kind(28), ErrorKind::InvalidInput);
         assert_eq!(code_kind(13), ErrorKind::Configuration);
         assert_eq!(code_kind(1), ErrorKind::Permanent);
+        assert_eq!(code_kind(238), ErrorKind::Unsupported);
     }
 }
