@@ -139,18 +139,20 @@ pub trait Collection: Send + Sync {
 
     /// Runs an aggregation `pipeline` (see [`crate::aggregate`]) over this collection. The
     /// default, used by PostgreSQL: the leading `$match` stages select the candidates through
-    /// [`find`](Collection::find) (so from an index), and the rest runs in the shared evaluator;
-    /// more candidates than [`Pipeline::max_documents`] is `InvalidInput`.
+    /// [`find`](Collection::find) (so from an index), each `$lookup` fetches what its
+    /// pipeline's leading `$match` selects, and the rest runs in the shared evaluator; more
+    /// candidates than [`Pipeline::max_documents`] is `InvalidInput`.
     async fn aggregate(&self, pipeline: &Pipeline) -> Result<Vec<Document>> {
         let (filter, first) = pipeline.pushdown();
-        let limit = pipeline.max_documents() as u64;
-        let candidates = self
-            .find(
-                &filter,
-                &FindOptions::default().limit(limit.saturating_add(1)),
-            )
-            .await?;
-        pipeline.run_from(first, candidates)
+        let options =
+            FindOptions::default().limit((pipeline.max_documents() as u64).saturating_add(1));
+        let candidates = self.find(&filter, &options).await?;
+        let mut foreign = Vec::new();
+        for (from, filter) in pipeline.lookup_sources() {
+            same_collection(self.name(), &from)?;
+            foreign.push(self.find(&filter, &options).await?);
+        }
+        pipeline.run_with(first, candidates, &foreign)
     }
 
     /// The change-stream consumers of this collection (every one with a checkpoint or a lease),
@@ -175,6 +177,19 @@ pub trait Collection: Send + Sync {
     async fn reset_consumer(&self, consumer: &str, to: StartFrom) -> Result<()> {
         let _ = (consumer, to);
         Err(unsupported(self.name()))
+    }
+}
+
+/// A `$lookup`'s `from` must name this collection: by its name here or by NVSentinel's MongoDB
+/// name (`HealthEvents` for `health_events`), so rules run as written.
+fn same_collection(name: &str, from: &str) -> Result<()> {
+    let key = |s: &str| s.replace('_', "").to_ascii_lowercase();
+    if key(name) == key(from) {
+        Ok(())
+    } else {
+        Err(Error::invalid_input(format!(
+            "aggregate: $lookup from {from:?}: only the collection itself ({name}) can be joined"
+        )))
     }
 }
 

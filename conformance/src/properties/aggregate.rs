@@ -87,6 +87,15 @@ fn stage(count: bool) -> BoxedStrategy<Value> {
             json!({"$project": {"node": 1, "v": 1, "total": {"$add": [{"$ifNull": ["$v", 0]}, 1]}}})
         ),
         Just(json!({"$project": {"tags": 0}})),
+        // The other documents of the same node (of this run: `this.run` is bound below).
+        Just(
+            json!({"$lookup": {"from": "HealthEvents", "let": {"n": "$node"}, "as": "same",
+            "pipeline": [
+                {"$match": {"run": "this.run"}},
+                {"$match": {"$expr": {"$eq": ["$node", "$$n"]}}},
+                {"$project": {"_id": 0, "v": 1, "tags": 1}},
+            ]}})
+        ),
     ]
     .boxed();
     if count {
@@ -149,9 +158,20 @@ pub(super) fn aggregation_matches_evaluator(ctx: &Ctx<'_>) -> std::result::Resul
                 }
                 let mut all = vec![json!({"$match": {"run": run}})];
                 all.extend(stages);
-                let pipeline = Pipeline::parse(&Value::Array(all)).map_err(|e| {
-                    TestCaseError::fail(format!("the generator made a bad pipeline: {e}"))
-                })?;
+                let scope = json!({ "run": run });
+                let parsed = Pipeline::parse(&Value::Array(all))
+                    .and_then(|p| p.bind_this(scope.as_object().unwrap_or(&Default::default())));
+                let pipeline = match parsed {
+                    Ok(p) => p,
+                    // A constant sub-expression that cannot be evaluated (`{$add: [1, "x"]}`):
+                    // MongoDB refuses such a pipeline when it optimizes it, so does the parser.
+                    Err(e) if e.kind() == datastore_api::ErrorKind::InvalidInput => return Ok(()),
+                    Err(e) => {
+                        return Err(TestCaseError::fail(format!(
+                            "the generator made a bad pipeline: {e}"
+                        )))
+                    }
+                };
                 let stored = coll
                     .find(&Filter::eq("run", run.as_str()), &FindOptions::default())
                     .await

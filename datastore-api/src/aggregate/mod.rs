@@ -29,8 +29,9 @@
 //! $concatArrays $setUnion $setIntersection $anyElementTrue $allElementsTrue $isArray $filter
 //! $map $reduce`; `$concat $toLower $toUpper`; `$mergeObjects`; `$max $min`; `$let`.
 //!
-//! Anything else (for example `$setWindowFields` and `$lookup`, not yet done) is refused at
-//! parse time with `InvalidInput` naming it and its position.
+//! `$lookup` in pipeline form on the same collection (`from`, `let`, `pipeline`, `as`, with
+//! `$$` variables; not nested). Anything else (for example `$setWindowFields`, not yet done)
+//! is refused at parse time with `InvalidInput` naming it and its position.
 //!
 //! **Bounded memory.** A run holds at most [`Pipeline::max_documents`] documents in a stage
 //! (100,000 by default); a pipeline that needs more fails with `InvalidInput` instead.
@@ -82,6 +83,19 @@ enum Stage {
         preserve: bool,
         index: Option<String>,
     },
+    Lookup(Box<Lookup>),
+}
+
+/// `$lookup` in pipeline form on the same collection: for each document, `stages` run over
+/// the collection with the `let` variables bound, and their output is stored at `as_field`.
+#[derive(Debug, Clone)]
+struct Lookup {
+    /// Which of the pipeline's lookups this is (its fetched documents' index).
+    index: usize,
+    from: String,
+    lets: Vec<(String, Expr)>,
+    stages: Vec<Stage>,
+    as_field: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -106,10 +120,11 @@ impl Pipeline {
         let Value::Array(list) = json else {
             return Err(bad("pipeline", "a pipeline is an array of stage documents"));
         };
+        let mut lookups = 0;
         let stages = list
             .iter()
             .enumerate()
-            .map(|(i, s)| parse_stage(s, i))
+            .map(|(i, s)| parse_stage(s, &format!("stage {i}"), Some(&mut lookups)))
             .collect::<Result<_>>()?;
         Ok(Pipeline {
             source: list.clone(),
@@ -155,35 +170,60 @@ impl Pipeline {
     /// The filter of the leading `$match` stages (what a provider can answer from an index)
     /// and the index of the first stage still to run on what it returns.
     pub fn pushdown(&self) -> (Filter, usize) {
-        let mut parts = Vec::new();
-        for (i, stage) in self.stages.iter().enumerate() {
-            match stage {
-                Stage::Match { filter, expr } => {
-                    if let Some((f, _)) = filter {
-                        parts.push(f.clone());
-                    }
-                    if expr.is_some() {
-                        return (Filter::And(parts), i);
-                    }
-                }
-                _ => return (Filter::And(parts), i),
-            }
-        }
-        (Filter::And(parts), self.stages.len())
+        pushdown(&self.stages)
     }
 
-    /// Runs the whole pipeline over `docs` (the collection's documents, in any order).
+    /// Each `$lookup` stage's `from` and the filter of its sub-pipeline's leading `$match`
+    /// (the documents a provider fetches for it), in stage order.
+    pub fn lookup_sources(&self) -> Vec<(String, Filter)> {
+        self.stages
+            .iter()
+            .filter_map(|s| match s {
+                Stage::Lookup(l) => Some((l.from.clone(), pushdown(&l.stages).0)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Runs the whole pipeline over `docs`, the whole collection (in any order): `$lookup`
+    /// stages read it too.
     pub fn run(&self, docs: Vec<Document>) -> Result<Vec<Document>> {
-        self.run_from(0, docs)
+        // What a provider would fetch for each lookup: the documents its filter selects.
+        let foreign = self
+            .lookup_sources()
+            .iter()
+            .map(|(_, filter)| {
+                let lowered = filter.lower()?;
+                Ok(docs
+                    .iter()
+                    .filter(|d| lowered.matches(d))
+                    .cloned()
+                    .collect())
+            })
+            .collect::<Result<Vec<Vec<Document>>>>()?;
+        self.run_with(0, docs, &foreign)
     }
 
-    /// Runs the stages from `first` on (see [`Pipeline::pushdown`]).
-    pub fn run_from(&self, first: usize, mut docs: Vec<Document>) -> Result<Vec<Document>> {
+    /// Runs the stages from `first` on (see [`Pipeline::pushdown`]) over `docs`, with the
+    /// documents fetched for each `$lookup` (see [`Pipeline::lookup_sources`]).
+    pub fn run_with(
+        &self,
+        first: usize,
+        mut docs: Vec<Document>,
+        foreign: &[Vec<Document>],
+    ) -> Result<Vec<Document>> {
         let vars = Vars::new(date_value(chrono::Utc::now())?);
-        let max = self.max_documents;
+        let ctx = Ctx {
+            vars: &vars,
+            max: self.max_documents,
+            foreign,
+        };
         self.check_size(docs.len())?;
+        for f in foreign {
+            self.check_size(f.len())?;
+        }
         for stage in self.stages.iter().skip(first) {
-            docs = run_stage(stage, docs, &vars, max)?;
+            docs = run_stage(stage, docs, &ctx)?;
             self.check_size(docs.len())?;
         }
         Ok(docs)
@@ -198,6 +238,33 @@ impl Pipeline {
         }
         Ok(())
     }
+}
+
+/// The filter of the leading `$match` stages and the index of the first stage still to run.
+fn pushdown(stages: &[Stage]) -> (Filter, usize) {
+    let mut parts = Vec::new();
+    for (i, stage) in stages.iter().enumerate() {
+        match stage {
+            Stage::Match { filter, expr } => {
+                if let Some((f, _)) = filter {
+                    parts.push(f.clone());
+                }
+                if expr.is_some() {
+                    return (Filter::And(parts), i);
+                }
+            }
+            _ => return (Filter::And(parts), i),
+        }
+    }
+    (Filter::And(parts), stages.len())
+}
+
+/// What every stage of one run sees.
+struct Ctx<'a> {
+    vars: &'a Vars,
+    max: usize,
+    /// The documents fetched for each `$lookup`.
+    foreign: &'a [Vec<Document>],
 }
 
 fn bind(v: &Value, event: &Value) -> Value {
@@ -260,17 +327,16 @@ impl Vars {
     }
 }
 
-fn parse_stage(stage: &Value, i: usize) -> Result<Stage> {
+/// Parses one stage at `place`; `lookups` counts the `$lookup` stages (`None` inside a
+/// `$lookup`'s pipeline, where another `$lookup` is refused).
+fn parse_stage(stage: &Value, place: &str, lookups: Option<&mut usize>) -> Result<Stage> {
     let Value::Object(o) = stage else {
-        return Err(bad(&format!("stage {i}"), "a stage is a document"));
+        return Err(bad(place, "a stage is a document"));
     };
     let (Some((name, spec)), 1) = (o.iter().next(), o.len()) else {
-        return Err(bad(
-            &format!("stage {i}"),
-            "a stage document has exactly one key",
-        ));
+        return Err(bad(place, "a stage document has exactly one key"));
     };
-    let at = format!("stage {i} ({name})");
+    let at = format!("{place} ({name})");
     Ok(match name.as_str() {
         "$match" => parse_match(spec, &at)?,
         "$addFields" | "$set" => Stage::AddFields(computed_fields(spec, &at)?),
@@ -357,7 +423,61 @@ fn parse_stage(stage: &Value, i: usize) -> Result<Stage> {
                 index,
             }
         }
+        "$lookup" => match lookups {
+            Some(n) => {
+                let l = parse_lookup(spec, &at, *n)?;
+                *n += 1;
+                Stage::Lookup(Box::new(l))
+            }
+            None => {
+                return Err(bad(
+                    &at,
+                    "a $lookup inside a $lookup's pipeline is not supported",
+                ))
+            }
+        },
         other => return Err(bad(&at, format!("unsupported stage {other}"))),
+    })
+}
+
+fn parse_lookup(spec: &Value, at: &str, index: usize) -> Result<Lookup> {
+    let Value::Object(o) = spec else {
+        return Err(bad(at, "takes a document"));
+    };
+    if o.contains_key("localField") || o.contains_key("foreignField") {
+        return Err(bad(
+            at,
+            "only the pipeline form (from, let, pipeline, as) is supported",
+        ));
+    }
+    let text = |k: &str| {
+        o.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| bad(at, format!("needs {k:?} (a string)")))
+    };
+    let lets = match o.get("let") {
+        None => Vec::new(),
+        Some(Value::Object(l)) => l
+            .iter()
+            .map(|(k, e)| Ok((k.clone(), Expr::parse(e, &format!("{at}.let.{k}"))?)))
+            .collect::<Result<_>>()?,
+        Some(_) => return Err(bad(at, "\"let\" must be a document")),
+    };
+    let Some(Value::Array(sub)) = o.get("pipeline") else {
+        return Err(bad(at, "needs \"pipeline\" (an array of stages)"));
+    };
+    let stages = sub
+        .iter()
+        .enumerate()
+        .map(|(i, s)| parse_stage(s, &format!("{at}.pipeline[{i}]"), None))
+        .collect::<Result<_>>()?;
+    Ok(Lookup {
+        index,
+        from: text("from")?,
+        lets,
+        stages,
+        as_field: split(&text("as")?),
     })
 }
 
@@ -432,7 +552,8 @@ fn parse_projection(spec: &Value, at: &str) -> Result<Projection> {
     }
 }
 
-fn run_stage(stage: &Stage, docs: Vec<Document>, vars: &Vars, max: usize) -> Result<Vec<Document>> {
+fn run_stage(stage: &Stage, docs: Vec<Document>, ctx: &Ctx<'_>) -> Result<Vec<Document>> {
+    let (vars, max) = (ctx.vars, ctx.max);
     Ok(match stage {
         Stage::Match { filter, expr } => {
             let mut out = Vec::new();
@@ -523,6 +644,7 @@ fn run_stage(stage: &Stage, docs: Vec<Document>, vars: &Vars, max: usize) -> Res
             }
         }
         Stage::Group(g) => g.run(docs, vars, max)?,
+        Stage::Lookup(l) => run_lookup(l, docs, ctx)?,
         Stage::Unwind {
             path,
             preserve,
@@ -576,6 +698,46 @@ fn run_stage(stage: &Stage, docs: Vec<Document>, vars: &Vars, max: usize) -> Res
             out
         }
     })
+}
+
+/// Runs the lookup's stages for each document over the documents fetched for it (from the
+/// first stage its fetch did not already answer), with its `let` variables bound.
+fn run_lookup(l: &Lookup, docs: Vec<Document>, ctx: &Ctx<'_>) -> Result<Vec<Document>> {
+    let foreign = ctx.foreign.get(l.index).ok_or_else(|| {
+        Error::permanent(format!(
+            "aggregate: no documents were fetched for $lookup {}",
+            l.index
+        ))
+    })?;
+    let first = pushdown(&l.stages).1;
+    docs.into_iter()
+        .map(|d| {
+            let doc = Value::Object(d);
+            let mut vars = ctx.vars.clone();
+            for (name, e) in &l.lets {
+                let v = e.eval(&doc, ctx.vars)?.unwrap_or(Value::Null);
+                vars = vars.with(name, v);
+            }
+            let inner = Ctx {
+                vars: &vars,
+                max: ctx.max,
+                foreign: ctx.foreign,
+            };
+            let mut found = foreign.clone();
+            for stage in l.stages.iter().skip(first) {
+                found = run_stage(stage, found, &inner)?;
+            }
+            let Value::Object(mut d) = doc else {
+                return unreachable_doc();
+            };
+            set_path(
+                &mut d,
+                &l.as_field,
+                Value::Array(found.into_iter().map(Value::Object).collect()),
+            );
+            Ok(d)
+        })
+        .collect()
 }
 
 fn unreachable_doc<T>() -> Result<T> {

@@ -191,3 +191,38 @@ fn groups_sorts_and_pages() {
         ]
     );
 }
+
+#[test]
+fn lookup_of_earlier_events_of_the_same_node_with_a_let_binding() {
+    let rule = Pipeline::parse(&json!([
+        {"$match": {"healthevent.nodename": "this.healthevent.nodename",
+                    "healthevent.generatedtimestamp.seconds": "this.healthevent.generatedtimestamp.seconds"}},
+        {"$lookup": {"from": "HealthEvents", "as": "earlier",
+            "let": {"node": "$healthevent.nodename", "t": "$healthevent.generatedtimestamp.seconds"},
+            "pipeline": [
+                {"$match": {"healthevent.isfatal": true}},
+                {"$match": {"$expr": {"$and": [
+                    {"$eq": ["$healthevent.nodename", "$$node"]},
+                    {"$lt": ["$healthevent.generatedtimestamp.seconds", "$$t"]}]}}},
+                {"$project": {"_id": 0, "t": "$healthevent.generatedtimestamp.seconds"}},
+                {"$sort": {"t": 1}},
+            ]}},
+        {"$project": {"_id": 0, "n": {"$size": "$earlier"}, "first": {"$first": "$earlier.t"}}},
+    ]))
+    .unwrap();
+    let now = event("n1", "79", "GPU-0", 50, true);
+    let out = rule
+        .bind_this(now.as_object().unwrap())
+        .unwrap()
+        .run(docs(json!([
+            event("n1", "79", "GPU-0", 10, true),
+            event("n1", "79", "GPU-0", 20, false),
+            event("n1", "79", "GPU-0", 30, true),
+            event("n2", "79", "GPU-0", 5, true),
+            now,
+            event("n1", "79", "GPU-0", 60, true),
+        ])))
+        .unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(Value::Object(out[0].clone()), json!({"n": 2, "first": 10}));
+}
