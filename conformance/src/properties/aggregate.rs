@@ -30,9 +30,11 @@ fn document() -> impl Strategy<Value = Value> {
         field(),
         field(),
         prop::collection::vec("[xyz]", 0..3),
+        0i64..8,
     )
-        .prop_map(|(node, v, w, tags)| {
-            let mut d = json!({"node": format!("n{node}"), "tags": tags});
+        .prop_map(|(node, v, w, tags, t)| {
+            // `t`: always a number, the key of range windows.
+            let mut d = json!({"node": format!("n{node}"), "tags": tags, "t": t});
             if let Some(v) = v {
                 d["v"] = v;
             }
@@ -87,6 +89,20 @@ fn stage(count: bool) -> BoxedStrategy<Value> {
             json!({"$project": {"node": 1, "v": 1, "total": {"$add": [{"$ifNull": ["$v", 0]}, 1]}}})
         ),
         Just(json!({"$project": {"tags": 0}})),
+        // Windows: `_id` orders uniquely (positions and shifts are then defined), `t` has ties.
+        Just(
+            json!({"$setWindowFields": {"partitionBy": "$node", "sortBy": {"_id": 1}, "output": {
+                "prev": {"$shift": {"output": "$v", "by": -1, "default": "none"}},
+                "near": {"$sum": "$v", "window": {"documents": [-1, 1]}},
+                "upto": {"$max": "$w", "window": {"documents": ["unbounded", "current"]}},
+            }}})
+        ),
+        Just(
+            json!({"$setWindowFields": {"partitionBy": "$node", "sortBy": {"t": 1}, "output": {
+                "recent": {"$sum": 1, "window": {"range": [-2, 0]}},
+                "vals": {"$addToSet": "$v", "window": {"range": ["unbounded", 1]}},
+            }}})
+        ),
         // The other documents of the same node (of this run: `this.run` is bound below).
         Just(
             json!({"$lookup": {"from": "HealthEvents", "let": {"n": "$node"}, "as": "same",

@@ -124,7 +124,7 @@ impl Group {
 
 /// One accumulator's running state.
 #[derive(Debug, Default)]
-struct State {
+pub(crate) struct State {
     values: Vec<Value>,
     sum: Option<Value>,
     count: u64,
@@ -132,7 +132,7 @@ struct State {
 }
 
 impl State {
-    fn add(&mut self, acc: Acc, v: Option<Value>) -> Result<()> {
+    pub(crate) fn add(&mut self, acc: Acc, v: Option<Value>) -> Result<()> {
         match acc {
             Acc::Sum | Acc::Count | Acc::Avg => {
                 // Non-numbers are ignored, as MongoDB does.
@@ -188,7 +188,7 @@ impl State {
         Ok(())
     }
 
-    fn finish(self, acc: Acc) -> Value {
+    pub(crate) fn finish(self, acc: Acc) -> Value {
         match acc {
             Acc::Sum | Acc::Count => self.sum.unwrap_or(Value::from(0)),
             Acc::Avg => match (self.sum, self.count) {

@@ -29,9 +29,11 @@
 //! $concatArrays $setUnion $setIntersection $anyElementTrue $allElementsTrue $isArray $filter
 //! $map $reduce`; `$concat $toLower $toUpper`; `$mergeObjects`; `$max $min`; `$let`.
 //!
-//! `$lookup` in pipeline form on the same collection (`from`, `let`, `pipeline`, `as`, with
-//! `$$` variables; not nested). Anything else (for example `$setWindowFields`, not yet done)
-//! is refused at parse time with `InvalidInput` naming it and its position.
+//! `$setWindowFields` (`partitionBy`, `sortBy`, `output` with `$shift` and the accumulators
+//! above over `window: {documents: [lo, hi]}` or `{range: [lo, hi], unit}`; no window: the
+//! whole partition). `$lookup` in pipeline form on the same collection (`from`, `let`,
+//! `pipeline`, `as`, with `$$` variables; not nested). Anything else is refused at parse time
+//! with `InvalidInput` naming it and its position.
 //!
 //! **Bounded memory.** A run holds at most [`Pipeline::max_documents`] documents in a stage
 //! (100,000 by default); a pipeline that needs more fails with `InvalidInput` instead.
@@ -48,9 +50,11 @@ mod expr;
 mod group;
 #[cfg(test)]
 mod tests;
+mod window;
 
 use expr::{truthy, walk, Expr};
 use group::Group;
+use window::Windows;
 
 /// Default of [`Pipeline::max_documents`].
 pub const DEFAULT_MAX_DOCUMENTS: usize = 100_000;
@@ -84,6 +88,7 @@ enum Stage {
         index: Option<String>,
     },
     Lookup(Box<Lookup>),
+    SetWindowFields(Box<Windows>),
 }
 
 /// `$lookup` in pipeline form on the same collection: for each document, `stages` run over
@@ -423,6 +428,7 @@ fn parse_stage(stage: &Value, place: &str, lookups: Option<&mut usize>) -> Resul
                 index,
             }
         }
+        "$setWindowFields" => Stage::SetWindowFields(Box::new(Windows::parse(spec, &at)?)),
         "$lookup" => match lookups {
             Some(n) => {
                 let l = parse_lookup(spec, &at, *n)?;
@@ -481,7 +487,7 @@ fn parse_lookup(spec: &Value, at: &str, index: usize) -> Result<Lookup> {
     })
 }
 
-fn split(path: &str) -> Vec<String> {
+pub(crate) fn split(path: &str) -> Vec<String> {
     path.split('.').map(str::to_owned).collect()
 }
 
@@ -645,6 +651,7 @@ fn run_stage(stage: &Stage, docs: Vec<Document>, ctx: &Ctx<'_>) -> Result<Vec<Do
         }
         Stage::Group(g) => g.run(docs, vars, max)?,
         Stage::Lookup(l) => run_lookup(l, docs, ctx)?,
+        Stage::SetWindowFields(w) => w.run(docs, vars)?,
         Stage::Unwind {
             path,
             preserve,
@@ -753,7 +760,7 @@ fn walk_plain<'a>(doc: &'a Value, path: &[String]) -> Option<&'a Value> {
 }
 
 /// Sets `path` in `doc`, creating (or replacing non-document values with) documents on the way.
-fn set_path(doc: &mut Document, path: &[String], value: Value) {
+pub(crate) fn set_path(doc: &mut Document, path: &[String], value: Value) {
     let Some((last, parents)) = path.split_last() else {
         return;
     };

@@ -226,3 +226,47 @@ fn lookup_of_earlier_events_of_the_same_node_with_a_let_binding() {
     assert_eq!(out.len(), 1);
     assert_eq!(Value::Object(out[0].clone()), json!({"n": 2, "first": 10}));
 }
+
+#[test]
+fn bursts_merged_with_shift_and_range_windows() {
+    let at = |secs: i64| event("n1", "79", "GPU-0", secs, false);
+    let input = json!([
+        at(1000),
+        at(0),
+        at(100),
+        at(60),
+        at(5000),
+        at(1100),
+        event("n2", "79", "GPU-0", 10, false)
+    ]);
+    let windows = json!({"$setWindowFields": {
+    "partitionBy": "$healthevent.nodename",
+    "sortBy": {"healthevent.generatedtimestamp.seconds": 1},
+    "output": {
+        "prev": {"$shift": {"output": "$healthevent.generatedtimestamp.seconds", "by": -1}},
+        "recent": {"$sum": 1, "window": {"range": [-180, 0]}},
+        "seen": {"$push": "$healthevent.generatedtimestamp.seconds",
+                 "window": {"documents": ["unbounded", "current"]}},
+    }}});
+    let out = run(
+        json!([
+            {"$match": {"healthevent.nodename": "n1"}},
+            windows.clone(),
+            {"$addFields": {"start": {"$or": [{"$eq": ["$prev", null]},
+                {"$gt": [{"$subtract": ["$healthevent.generatedtimestamp.seconds", "$prev"]}, 180]}]}}},
+            {"$match": {"start": true}},
+            {"$count": "bursts"},
+        ]),
+        input.clone(),
+    );
+    assert_eq!(out, vec![json!({"bursts": 3})]);
+    let out = run(
+        json!([
+            windows,
+            {"$match": {"healthevent.generatedtimestamp.seconds": 100}},
+            {"$project": {"_id": 0, "recent": 1, "seen": 1}},
+        ]),
+        input,
+    );
+    assert_eq!(out, vec![json!({"recent": 3, "seen": [0, 60, 100]})]);
+}

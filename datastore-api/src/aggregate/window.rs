@@ -1,0 +1,320 @@
+//! `$setWindowFields`: per partition, in `sortBy` order, each output field computed over a
+//! window of neighbouring documents (`documents: [lo, hi]` positions or `range: [lo, hi]` of
+//! the sort key, with a `unit` for dates), or `$shift`ed from another document.
+
+use std::cmp::Ordering;
+
+use super::expr::{compare, Expr};
+use super::group::{Acc, State};
+use super::{bad, set_path, split, Vars};
+use crate::error::{Error, Result};
+use crate::path::FieldPath;
+use crate::query::{sort_value, Direction};
+use crate::value::{as_date, sort_compare, Document, Value};
+
+/// A `$setWindowFields` stage.
+#[derive(Debug, Clone)]
+pub(crate) struct Windows {
+    partition: Option<Expr>,
+    sort: Vec<(FieldPath, Direction)>,
+    outputs: Vec<Output>,
+}
+
+#[derive(Debug, Clone)]
+struct Output {
+    path: Vec<String>,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    /// An accumulator over a window.
+    Window { acc: Acc, arg: Expr, bounds: Bounds },
+    /// `$shift`: `output` of the document `by` positions away, else `default`.
+    Shift {
+        output: Expr,
+        by: i64,
+        default: Expr,
+    },
+}
+
+/// A window's bounds: `None` is unbounded; `Some(0)` the current document (or value).
+#[derive(Debug, Clone, Copy)]
+enum Bounds {
+    Documents(Option<i64>, Option<i64>),
+    /// In sort-key units (milliseconds for dates).
+    Range(Option<f64>, Option<f64>),
+}
+
+impl Windows {
+    pub(crate) fn parse(spec: &Value, at: &str) -> Result<Windows> {
+        let Value::Object(o) = spec else {
+            return Err(bad(at, "takes a document"));
+        };
+        let partition = o
+            .get("partitionBy")
+            .map(|p| Expr::parse(p, &format!("{at}.partitionBy")))
+            .transpose()?;
+        let sort = match o.get("sortBy") {
+            None => Vec::new(),
+            Some(Value::Object(keys)) => keys
+                .iter()
+                .map(|(k, d)| {
+                    let dir = match d.as_i64() {
+                        Some(1) => Direction::Ascending,
+                        Some(-1) => Direction::Descending,
+                        _ => return Err(bad(at, format!("sortBy.{k}: 1 or -1"))),
+                    };
+                    Ok((FieldPath::parse(k)?, dir))
+                })
+                .collect::<Result<_>>()?,
+            Some(_) => return Err(bad(at, "sortBy must be a document")),
+        };
+        let Some(Value::Object(out)) = o.get("output") else {
+            return Err(bad(at, "needs an \"output\" document"));
+        };
+        let outputs = out
+            .iter()
+            .map(|(name, spec)| {
+                let here = format!("{at}.output.{name}");
+                Ok(Output {
+                    path: split(name),
+                    kind: parse_output(spec, &here, &sort)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Windows {
+            partition,
+            sort,
+            outputs,
+        })
+    }
+
+    pub(crate) fn run(&self, docs: Vec<Document>, vars: &Vars) -> Result<Vec<Document>> {
+        // Partitions in first-seen order, each sorted (stably) by sortBy.
+        let mut keys: Vec<Value> = Vec::new();
+        let mut parts: Vec<Vec<Document>> = Vec::new();
+        for d in docs {
+            let key = match &self.partition {
+                Some(p) => p
+                    .eval(&Value::Object(d.clone()), vars)?
+                    .unwrap_or(Value::Null),
+                None => Value::Null,
+            };
+            match keys
+                .iter()
+                .position(|k| compare(Some(k), Some(&key)).is_eq())
+            {
+                Some(i) => parts[i].push(d),
+                None => {
+                    keys.push(key);
+                    parts.push(vec![d]);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for mut part in parts {
+            part.sort_by(|a, b| self.order(a, b));
+            let values: Vec<Value> = part.iter().cloned().map(Value::Object).collect();
+            let mut computed = Vec::with_capacity(part.len());
+            for i in 0..part.len() {
+                let mut fields = Vec::with_capacity(self.outputs.len());
+                for o in &self.outputs {
+                    fields.push(self.compute(o, i, &values, vars)?);
+                }
+                computed.push(fields);
+            }
+            for (mut d, fields) in part.into_iter().zip(computed) {
+                for (o, v) in self.outputs.iter().zip(fields) {
+                    set_path(&mut d, &o.path, v);
+                }
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    fn order(&self, a: &Document, b: &Document) -> Ordering {
+        for (path, dir) in &self.sort {
+            let o = sort_compare(sort_value(a, path), sort_value(b, path));
+            let o = if *dir == Direction::Descending {
+                o.reverse()
+            } else {
+                o
+            };
+            if o != Ordering::Equal {
+                return o;
+            }
+        }
+        Ordering::Equal
+    }
+
+    fn compute(&self, o: &Output, i: usize, part: &[Value], vars: &Vars) -> Result<Value> {
+        match &o.kind {
+            Kind::Shift {
+                output,
+                by,
+                default,
+            } => {
+                let j = i as i64 + by;
+                match usize::try_from(j).ok().and_then(|j| part.get(j)) {
+                    Some(doc) => Ok(output.eval(doc, vars)?.unwrap_or(Value::Null)),
+                    None => Ok(default.eval(&part[i], vars)?.unwrap_or(Value::Null)),
+                }
+            }
+            Kind::Window { acc, arg, bounds } => {
+                let (lo, hi) = self.window(*bounds, i, part)?;
+                let mut state = State::default();
+                for doc in part.iter().take(hi + 1).skip(lo) {
+                    state.add(*acc, arg.eval(doc, vars)?)?;
+                }
+                Ok(state.finish(*acc))
+            }
+        }
+    }
+
+    /// The window of document `i` as an inclusive index range (empty when `lo > hi`).
+    fn window(&self, bounds: Bounds, i: usize, part: &[Value]) -> Result<(usize, usize)> {
+        let n = part.len() as i64;
+        match bounds {
+            Bounds::Documents(lo, hi) => {
+                let lo = lo.map_or(0, |l| (i as i64 + l).max(0));
+                let hi = hi.map_or(n - 1, |h| (i as i64 + h).min(n - 1));
+                Ok(if lo > hi {
+                    (1, 0)
+                } else {
+                    (lo as usize, hi as usize)
+                })
+            }
+            Bounds::Range(lo, hi) => {
+                let key = |d: &Value| -> Result<f64> {
+                    let (path, _) = &self.sort[0];
+                    let v = d.as_object().and_then(|o| sort_value(o, path));
+                    match v {
+                        Some(Value::Number(n)) => Ok(n.as_f64().unwrap_or(0.0)),
+                        Some(v) if as_date(v).is_some() => {
+                            Ok(as_date(v).map_or(0.0, |t| t.timestamp_millis() as f64))
+                        }
+                        _ => Err(Error::invalid_input(
+                            "aggregate: $setWindowFields: a range window needs a number or date sort key in every document",
+                        )),
+                    }
+                };
+                let here = key(&part[i])?;
+                let (from, to) = (lo.map(|l| here + l), hi.map(|h| here + h));
+                let mut first = None;
+                let mut last = None;
+                for (j, d) in part.iter().enumerate() {
+                    let k = key(d)?;
+                    if from.is_none_or(|f| k >= f) && to.is_none_or(|t| k <= t) {
+                        first.get_or_insert(j);
+                        last = Some(j);
+                    }
+                }
+                Ok(match (first, last) {
+                    (Some(a), Some(b)) => (a, b),
+                    _ => (1, 0),
+                })
+            }
+        }
+    }
+}
+
+fn parse_output(spec: &Value, at: &str, sort: &[(FieldPath, Direction)]) -> Result<Kind> {
+    let Value::Object(o) = spec else {
+        return Err(bad(
+            at,
+            "an output is a document like {\"$sum\": 1, \"window\": {…}}",
+        ));
+    };
+    let mut ops = o.iter().filter(|(k, _)| k.as_str() != "window");
+    let (Some((op, arg)), None) = (ops.next(), ops.next()) else {
+        return Err(bad(at, "exactly one window operator"));
+    };
+    if op == "$shift" {
+        if o.contains_key("window") {
+            return Err(bad(at, "$shift takes no window"));
+        }
+        if sort.is_empty() {
+            return Err(bad(at, "$shift needs a sortBy"));
+        }
+        let output = arg
+            .get("output")
+            .ok_or_else(|| bad(at, "$shift needs \"output\""))?;
+        let by = arg
+            .get("by")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| bad(at, "$shift needs an integer \"by\""))?;
+        return Ok(Kind::Shift {
+            output: Expr::parse(output, &format!("{at}.$shift.output"))?,
+            by,
+            default: match arg.get("default") {
+                Some(d) => Expr::parse(d, &format!("{at}.$shift.default"))?,
+                None => Expr::parse(&Value::Null, at)?,
+            },
+        });
+    }
+    let acc = Acc::parse(op, at)?;
+    let arg = if acc == Acc::Count {
+        Expr::parse(&Value::from(1), at)?
+    } else {
+        Expr::parse(arg, &format!("{at}.{op}"))?
+    };
+    let bounds = match o.get("window") {
+        None => Bounds::Documents(None, None),
+        Some(w) => parse_window(w, at, sort)?,
+    };
+    Ok(Kind::Window { acc, arg, bounds })
+}
+
+fn parse_window(w: &Value, at: &str, sort: &[(FieldPath, Direction)]) -> Result<Bounds> {
+    let at = format!("{at}.window");
+    let bound = |v: &Value| -> Result<Option<f64>> {
+        match v {
+            Value::String(s) if s == "unbounded" => Ok(None),
+            Value::String(s) if s == "current" => Ok(Some(0.0)),
+            Value::Number(n) => Ok(n.as_f64()),
+            _ => Err(bad(
+                &at,
+                "a bound is \"unbounded\", \"current\" or a number",
+            )),
+        }
+    };
+    let pair = |v: Option<&Value>| -> Result<(Option<f64>, Option<f64>)> {
+        match v {
+            Some(Value::Array(b)) if b.len() == 2 => Ok((bound(&b[0])?, bound(&b[1])?)),
+            _ => Err(bad(&at, "bounds are a pair [lower, upper]")),
+        }
+    };
+    if let Some(docs) = w.get("documents") {
+        let (lo, hi) = pair(Some(docs))?;
+        if sort.is_empty() && (lo.is_some() || hi.is_some()) {
+            return Err(bad(&at, "a bounded documents window needs a sortBy"));
+        }
+        let int = |b: Option<f64>| b.map(|x| x as i64);
+        return Ok(Bounds::Documents(int(lo), int(hi)));
+    }
+    let (lo, hi) = pair(w.get("range"))?;
+    if sort.len() != 1 || sort[0].1 != Direction::Ascending {
+        return Err(bad(
+            &at,
+            "a range window needs exactly one ascending sortBy key",
+        ));
+    }
+    let scale = match w.get("unit").map(|u| u.as_str()) {
+        None => 1.0,
+        Some(Some("millisecond")) => 1.0,
+        Some(Some("second")) => 1_000.0,
+        Some(Some("minute")) => 60_000.0,
+        Some(Some("hour")) => 3_600_000.0,
+        Some(Some("day")) => 86_400_000.0,
+        Some(Some("week")) => 604_800_000.0,
+        Some(_) => {
+            return Err(bad(
+                &at,
+                "unit: millisecond, second, minute, hour, day or week",
+            ))
+        }
+    };
+    Ok(Bounds::Range(lo.map(|x| x * scale), hi.map(|x| x * scale)))
+}
