@@ -27,6 +27,7 @@ use tokio::runtime::Runtime;
 
 mod changes;
 mod read_ahead;
+mod rules;
 
 pub use changes::drain_worker;
 
@@ -229,6 +230,7 @@ impl Bench<'_> {
             BenchCase::Backlog,
             BenchCase::Flow,
             BenchCase::ReadAhead,
+            BenchCase::Rules,
         ];
         if change_cases.into_iter().any(selected) {
             changes::run(self).await?;

@@ -119,6 +119,8 @@ pub enum BenchCase {
     Flow,
     /// The processor's read-ahead: concurrency 16 vs 1 with a 5 ms handler.
     ReadAhead,
+    /// 20 analyzer-rule pipelines per event over `--rules-events` stored events.
+    Rules,
 }
 
 impl BenchCase {
@@ -127,10 +129,10 @@ impl BenchCase {
         use BenchCase::*;
         match self {
             All => &[
-                Single, Concurrent, Batch, Index, Capture, Lag, Backlog, Flow, ReadAhead,
+                Single, Concurrent, Batch, Index, Capture, Lag, Backlog, Flow, ReadAhead, Rules,
             ],
             Writes => &[Single, Concurrent, Batch],
-            Changes => &[Capture, Lag, Backlog, Flow, ReadAhead],
+            Changes => &[Capture, Lag, Backlog, Flow, ReadAhead, Rules],
             Single => &[Single],
             Concurrent => &[Concurrent],
             Batch => &[Batch],
@@ -140,6 +142,7 @@ impl BenchCase {
             Backlog => &[Backlog],
             Flow => &[Flow],
             ReadAhead => &[ReadAhead],
+            Rules => &[Rules],
         }
     }
 }
@@ -183,6 +186,9 @@ pub struct BenchArgs {
     /// Events each stage of the flow case handles at once (1 = strictly one after the other).
     #[arg(long, default_value_t = DEFAULT_STAGE_CONCURRENCY, value_parser = clap::value_parser!(u64).range(1..=1_024))]
     pub stage_concurrency: u64,
+    /// Stored events of the analyzer-rules case (`rules`).
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1_000..=100_000_000))]
+    pub rules_events: u64,
 }
 
 impl BenchArgs {

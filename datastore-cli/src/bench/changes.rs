@@ -6,7 +6,8 @@
 //! * `backlog`: one consumer draining `--backlog` captured changes, and its memory (in a
 //!   process of its own, `datastore drain-worker`, so that nothing else is in its RSS);
 //! * `flow`: end-to-end events/s of the flow simulation ([`crate::flow`]) on the processor;
-//! * `read-ahead`: the processor at concurrency 16 vs 1 ([`super::read_ahead`]).
+//! * `read-ahead`: the processor at concurrency 16 vs 1 ([`super::read_ahead`]);
+//! * `rules`: 20 analyzer-rule pipelines per event ([`super::rules`]).
 //!
 //! Figures are compared with their targets and marked PASS or MISS; a missed target is not an
 //! error.
@@ -84,6 +85,9 @@ pub(super) async fn run(bench: &Bench<'_>) -> CliResult<()> {
     }
     if bench.args.selected(BenchCase::ReadAhead) {
         figures.push(super::read_ahead::read_ahead(bench).await?);
+    }
+    if bench.args.selected(BenchCase::Rules) {
+        figures.push(super::rules::rules_case(bench).await?);
     }
     println!();
     println!(
