@@ -9,7 +9,7 @@ use serde_json::{Map, Number};
 
 use super::{bad, Vars};
 use crate::error::{Error, Result};
-use crate::value::{as_date, compare_numbers, date_value, type_rank, Value};
+use crate::value::{as_date, date_value, sort_compare, type_rank, Value};
 
 /// A parsed expression.
 #[derive(Debug, Clone, PartialEq)]
@@ -461,33 +461,25 @@ pub(crate) fn truthy(v: Option<&Value>) -> bool {
 /// Total order of values: BSON type order, then within the type (arrays and documents
 /// element by element). Missing sorts with null.
 pub(crate) fn compare(a: Option<&Value>, b: Option<&Value>) -> Ordering {
-    let (ra, rb) = (type_rank(a), type_rank(b));
-    if ra != rb {
-        return ra.cmp(&rb);
+    // Scalars and brackets as sorting orders them; arrays and documents, which sorting
+    // leaves equal within their bracket, element by element.
+    let o = sort_compare(a, b);
+    if o != Ordering::Equal {
+        return o;
     }
     match (a, b) {
-        (Some(Value::Number(x)), Some(Value::Number(y))) => compare_numbers(x, y),
-        (Some(Value::String(x)), Some(Value::String(y))) => x.as_bytes().cmp(y.as_bytes()),
-        (Some(Value::Bool(x)), Some(Value::Bool(y))) => x.cmp(y),
-        (Some(x), Some(y)) if ra == 9 => as_date(x).cmp(&as_date(y)),
-        (Some(Value::Array(x)), Some(Value::Array(y))) => {
-            for (p, q) in x.iter().zip(y) {
-                let o = compare(Some(p), Some(q));
-                if o != Ordering::Equal {
-                    return o;
-                }
-            }
-            x.len().cmp(&y.len())
-        }
-        (Some(Value::Object(x)), Some(Value::Object(y))) => {
-            for ((kp, p), (kq, q)) in x.iter().zip(y) {
-                let o = kp.cmp(kq).then_with(|| compare(Some(p), Some(q)));
-                if o != Ordering::Equal {
-                    return o;
-                }
-            }
-            x.len().cmp(&y.len())
-        }
+        (Some(Value::Array(x)), Some(Value::Array(y))) => x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| compare(Some(p), Some(q)))
+            .find(|o| o.is_ne())
+            .unwrap_or_else(|| x.len().cmp(&y.len())),
+        (Some(Value::Object(x)), Some(Value::Object(y))) if type_rank(a) == 4 => x
+            .iter()
+            .zip(y)
+            .map(|((kp, p), (kq, q))| kp.cmp(kq).then_with(|| compare(Some(p), Some(q))))
+            .find(|o| o.is_ne())
+            .unwrap_or_else(|| x.len().cmp(&y.len())),
         _ => Ordering::Equal,
     }
 }

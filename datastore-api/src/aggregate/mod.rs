@@ -359,26 +359,11 @@ fn parse_stage(stage: &Value, place: &str, lookups: Option<&mut usize>) -> Resul
             _ => return Err(bad(&at, "takes a field name or an array of them")),
         }),
         "$sort" => {
-            let Value::Object(keys) = spec else {
-                return Err(bad(&at, "takes a document of fields and 1 or -1"));
-            };
+            let keys = sort_keys(spec, &at)?;
             if keys.is_empty() {
                 return Err(bad(&at, "needs at least one key"));
             }
-            Stage::Sort(
-                keys.iter()
-                    .map(|(k, d)| {
-                        let dir = match d.as_i64() {
-                            Some(1) => Direction::Ascending,
-                            Some(-1) => Direction::Descending,
-                            _ => {
-                                return Err(bad(&at, format!("{k}: the direction must be 1 or -1")))
-                            }
-                        };
-                        Ok((FieldPath::parse(k)?, dir))
-                    })
-                    .collect::<Result<_>>()?,
-            )
+            Stage::Sort(keys)
         }
         "$limit" | "$skip" => {
             let n = spec
@@ -485,6 +470,23 @@ fn parse_lookup(spec: &Value, at: &str, index: usize) -> Result<Lookup> {
         stages,
         as_field: split(&text("as")?),
     })
+}
+
+/// A `{field: 1 | -1, …}` sort specification.
+pub(crate) fn sort_keys(spec: &Value, at: &str) -> Result<Vec<(FieldPath, Direction)>> {
+    let Value::Object(keys) = spec else {
+        return Err(bad(at, "a sort is a document of fields and 1 or -1"));
+    };
+    keys.iter()
+        .map(|(k, d)| {
+            let dir = match d.as_i64() {
+                Some(1) => Direction::Ascending,
+                Some(-1) => Direction::Descending,
+                _ => return Err(bad(at, format!("{k}: the direction must be 1 or -1"))),
+            };
+            Ok((FieldPath::parse(k)?, dir))
+        })
+        .collect()
 }
 
 pub(crate) fn split(path: &str) -> Vec<String> {

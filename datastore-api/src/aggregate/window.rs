@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 
 use super::expr::{compare, Expr};
 use super::group::{Acc, State};
-use super::{bad, set_path, split, Vars};
+use super::{bad, set_path, sort_keys, split, Vars};
 use crate::error::{Error, Result};
 use crate::path::FieldPath;
 use crate::query::{sort_value, Direction};
@@ -57,18 +57,7 @@ impl Windows {
             .transpose()?;
         let sort = match o.get("sortBy") {
             None => Vec::new(),
-            Some(Value::Object(keys)) => keys
-                .iter()
-                .map(|(k, d)| {
-                    let dir = match d.as_i64() {
-                        Some(1) => Direction::Ascending,
-                        Some(-1) => Direction::Descending,
-                        _ => return Err(bad(at, format!("sortBy.{k}: 1 or -1"))),
-                    };
-                    Ok((FieldPath::parse(k)?, dir))
-                })
-                .collect::<Result<_>>()?,
-            Some(_) => return Err(bad(at, "sortBy must be a document")),
+            Some(spec) => sort_keys(spec, &format!("{at}.sortBy"))?,
         };
         let Some(Value::Object(out)) = o.get("output") else {
             return Err(bad(at, "needs an \"output\" document"));
