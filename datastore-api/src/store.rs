@@ -149,7 +149,7 @@ pub trait Collection: Send + Sync {
         let candidates = self.find(&filter, &options).await?;
         let mut foreign = Vec::new();
         for (from, filter) in pipeline.lookup_sources() {
-            same_collection(self.name(), &from)?;
+            crate::aggregate::check_lookup_from(self.name(), &from)?;
             foreign.push(self.find(&filter, &options).await?);
         }
         pipeline.run_with(first, candidates, &foreign)
@@ -177,19 +177,6 @@ pub trait Collection: Send + Sync {
     async fn reset_consumer(&self, consumer: &str, to: StartFrom) -> Result<()> {
         let _ = (consumer, to);
         Err(unsupported(self.name()))
-    }
-}
-
-/// A `$lookup`'s `from` must name this collection: by its name here or by NVSentinel's MongoDB
-/// name (`HealthEvents` for `health_events`), so rules run as written.
-fn same_collection(name: &str, from: &str) -> Result<()> {
-    let key = |s: &str| s.replace('_', "").to_ascii_lowercase();
-    if key(name) == key(from) {
-        Ok(())
-    } else {
-        Err(Error::invalid_input(format!(
-            "aggregate: $lookup from {from:?}: only the collection itself ({name}) can be joined"
-        )))
     }
 }
 

@@ -177,13 +177,34 @@ impl MongoCollection {
         }
     }
 
+    /// A `$lookup` stage joins this collection only, under its name here, and its documents
+    /// hide the idempotency key too.
+    fn native_lookup(&self, stage: &mut bson::Document) -> Result<()> {
+        let Ok(lookup) = stage.get_document_mut("$lookup") else {
+            return Ok(());
+        };
+        let from = lookup.get_str("from").unwrap_or_default().to_owned();
+        datastore_api::aggregate::check_lookup_from(&self.name, &from)?;
+        lookup.insert("from", self.name.clone());
+        if let Ok(sub) = lookup.get_array_mut("pipeline") {
+            sub.insert(
+                0,
+                Bson::Document(doc! { "$project": { IDEMPOTENCY_FIELD: 0 } }),
+            );
+        }
+        Ok(())
+    }
+
     /// Runs `pipeline` natively (behind a stage that hides the idempotency key), inside the
     /// collection's transaction when it has one; at most `max` documents come back.
     async fn aggregate_raw(&self, pipeline: &Pipeline) -> Result<Vec<Document>> {
         let mut stages = vec![doc! { "$project": { IDEMPOTENCY_FIELD: 0 } }];
         for (i, stage) in pipeline.stages_json().iter().enumerate() {
             match to_bson(stage)? {
-                Bson::Document(d) => stages.push(d),
+                Bson::Document(mut d) => {
+                    self.native_lookup(&mut d)?;
+                    stages.push(d)
+                }
                 _ => {
                     return Err(Error::invalid_input(format!(
                         "aggregate: stage {i} is not a document"
@@ -199,7 +220,7 @@ impl MongoCollection {
                 let mut cursor = action.session(&mut *guard).await.map_err(map_err)?;
                 cursor
                     .stream(&mut guard)
-                    .take(max + 1)
+                    .take(max.saturating_add(1))
                     .try_collect()
                     .await
                     .map_err(map_err)?
@@ -207,7 +228,7 @@ impl MongoCollection {
             None => action
                 .await
                 .map_err(map_err)?
-                .take(max + 1)
+                .take(max.saturating_add(1))
                 .try_collect()
                 .await
                 .map_err(map_err)?,

@@ -463,6 +463,12 @@ pub(crate) fn truthy(v: Option<&Value>) -> bool {
 pub(crate) fn compare(a: Option<&Value>, b: Option<&Value>) -> Ordering {
     // Scalars and brackets as sorting orders them; arrays and documents, which sorting
     // leaves equal within their bracket, element by element.
+    match (a, b) {
+        // In expressions missing sorts before null.
+        (None, Some(Value::Null)) => return Ordering::Less,
+        (Some(Value::Null), None) => return Ordering::Greater,
+        _ => {}
+    }
     let o = sort_compare(a, b);
     if o != Ordering::Equal {
         return o;
@@ -558,9 +564,12 @@ fn date_ms(d: DateTime<Utc>) -> i64 {
     d.timestamp_millis()
 }
 
+fn out_of_range() -> Error {
+    Error::invalid_input("date arithmetic left the representable range")
+}
+
 fn date_of_ms(ms: i64) -> Result<Value> {
-    let d = DateTime::<Utc>::from_timestamp_millis(ms)
-        .ok_or_else(|| Error::invalid_input("date arithmetic left the representable range"))?;
+    let d = DateTime::<Utc>::from_timestamp_millis(ms).ok_or_else(out_of_range)?;
     date_value(d)
 }
 
@@ -901,7 +910,11 @@ fn add(vals: &[Option<Value>]) -> Result<Option<Value>> {
         }
     }
     match date {
-        Some(d) => date_of_ms(date_ms(d) + acc.f().round() as i64).map(Some),
+        Some(d) => date_ms(d)
+            .checked_add(acc.f().round() as i64)
+            .ok_or_else(out_of_range)
+            .and_then(date_of_ms)
+            .map(Some),
         None => Ok(Some(acc.value())),
     }
 }
@@ -934,7 +947,7 @@ fn convert_number(op: Op, v: Option<&Value>) -> Result<Option<Value>> {
     Ok(Some(match op {
         Op::ToDouble => float(n),
         _ => {
-            if !n.is_finite() || n.trunc() > i64::MAX as f64 || n.trunc() < i64::MIN as f64 {
+            if !n.is_finite() || n.trunc() >= i64::MAX as f64 || n.trunc() < i64::MIN as f64 {
                 return Err(Error::invalid_input(format!("{name}: {n} does not fit")));
             }
             Value::from(n.trunc() as i64)

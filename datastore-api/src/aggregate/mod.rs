@@ -227,8 +227,14 @@ impl Pipeline {
         for f in foreign {
             self.check_size(f.len())?;
         }
-        for stage in self.stages.iter().skip(first) {
-            docs = run_stage(stage, docs, &ctx)?;
+        for (i, stage) in self.stages.iter().enumerate().skip(first) {
+            docs = run_stage(stage, docs, &ctx).map_err(|e| {
+                let name = self.source[i]
+                    .as_object()
+                    .and_then(|o| o.keys().next())
+                    .map_or("?", String::as_str);
+                Error::new(e.kind(), format!("stage {i} ({name}): {}", e.message()))
+            })?;
             self.check_size(docs.len())?;
         }
         Ok(docs)
@@ -242,6 +248,20 @@ impl Pipeline {
             )));
         }
         Ok(())
+    }
+}
+
+/// A `$lookup`'s `from` must name the collection being aggregated (`collection`): by that
+/// name or by NVSentinel's MongoDB name (`HealthEvents` for `health_events`), so that rules
+/// run as written on every provider.
+pub fn check_lookup_from(collection: &str, from: &str) -> Result<()> {
+    let key = |s: &str| s.replace('_', "").to_ascii_lowercase();
+    if key(collection) == key(from) {
+        Ok(())
+    } else {
+        Err(Error::invalid_input(format!(
+            "aggregate: $lookup from {from:?}: only the collection itself ({collection}) can be joined"
+        )))
     }
 }
 
@@ -277,7 +297,14 @@ fn bind(v: &Value, event: &Value) -> Value {
         Value::String(s) => match s.strip_prefix("this.") {
             Some(path) => {
                 let path: Vec<String> = path.split('.').map(str::to_owned).collect();
-                walk(Some(event), &path).unwrap_or(Value::Null)
+                let v = walk(Some(event), &path).unwrap_or(Value::Null);
+                // An event's value is data: one that a pipeline could read as a field path,
+                // a variable or an operator is bound as a literal.
+                if expression_like(&v) {
+                    serde_json::json!({ "$literal": v })
+                } else {
+                    v
+                }
             }
             None => v.clone(),
         },
@@ -286,6 +313,17 @@ fn bind(v: &Value, event: &Value) -> Value {
             Value::Object(o.iter().map(|(k, x)| (k.clone(), bind(x, event))).collect())
         }
         other => other.clone(),
+    }
+}
+
+/// Whether `v` would be read as more than data in a pipeline: a `$` string, a document that
+/// is not a date, or an array holding one.
+fn expression_like(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.starts_with('$'),
+        Value::Object(_) => crate::value::as_date(v).is_none(),
+        Value::Array(items) => items.iter().any(expression_like),
+        _ => false,
     }
 }
 
@@ -719,6 +757,7 @@ fn run_lookup(l: &Lookup, docs: Vec<Document>, ctx: &Ctx<'_>) -> Result<Vec<Docu
         ))
     })?;
     let first = pushdown(&l.stages).1;
+    let mut embedded = 0usize;
     docs.into_iter()
         .map(|d| {
             let doc = Value::Object(d);
@@ -735,6 +774,13 @@ fn run_lookup(l: &Lookup, docs: Vec<Document>, ctx: &Ctx<'_>) -> Result<Vec<Docu
             let mut found = foreign.clone();
             for stage in l.stages.iter().skip(first) {
                 found = run_stage(stage, found, &inner)?;
+            }
+            embedded += found.len();
+            if embedded > ctx.max {
+                return Err(Error::invalid_input(format!(
+                    "aggregate: $lookup embeds more than {} documents in all; narrow its pipeline",
+                    ctx.max
+                )));
             }
             let Value::Object(mut d) = doc else {
                 return unreachable_doc();

@@ -270,3 +270,30 @@ fn bursts_merged_with_shift_and_range_windows() {
     );
     assert_eq!(out, vec![json!({"recent": 3, "seen": [0, 60, 100]})]);
 }
+
+#[test]
+fn bound_values_are_data_and_missing_sorts_before_null() {
+    // An event whose node name looks like a field path must not become one.
+    let rule = Pipeline::parse(&json!([
+        {"$match": {"$expr": {"$eq": ["$healthevent.nodename", "this.healthevent.nodename"]}}},
+    ]))
+    .unwrap();
+    let sneaky = json!({"healthevent": {"nodename": "$healthevent.nodename"}});
+    let out = rule
+        .bind_this(sneaky.as_object().unwrap())
+        .unwrap()
+        .run(docs(json!([{"healthevent": {"nodename": "n1"}}])))
+        .unwrap();
+    assert!(out.is_empty(), "{out:?}");
+    let out = run(
+        json!([{"$project": {"_id": 0, "c": {"$cmp": ["$nope", null]}, "g": {"$gte": ["$nope", null]}}}]),
+        json!([{"a": 1}]),
+    );
+    assert_eq!(out, vec![json!({"c": -1, "g": false})]);
+    // Runtime errors name their stage.
+    let e = Pipeline::parse(&json!([{"$match": {}}, {"$project": {"n": {"$size": "$x"}}}]))
+        .unwrap()
+        .run(docs(json!([{"x": 1}])))
+        .unwrap_err();
+    assert!(e.message().contains("stage 1 ($project)"), "{e}");
+}

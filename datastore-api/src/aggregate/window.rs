@@ -101,8 +101,12 @@ impl Windows {
                 }
             }
         }
+        // Output partition by partition, in partition-key order, as MongoDB sorts them.
+        let mut order: Vec<usize> = (0..parts.len()).collect();
+        order.sort_by(|&a, &b| compare(Some(&keys[a]), Some(&keys[b])));
+        let mut slots: Vec<Option<Vec<Document>>> = parts.into_iter().map(Some).collect();
         let mut out = Vec::new();
-        for mut part in parts {
+        for mut part in order.into_iter().filter_map(|i| slots[i].take()) {
             part.sort_by(|a, b| self.order(a, b));
             let values: Vec<Value> = part.iter().cloned().map(Value::Object).collect();
             let mut computed = Vec::with_capacity(part.len());
@@ -145,8 +149,11 @@ impl Windows {
                 by,
                 default,
             } => {
-                let j = i as i64 + by;
-                match usize::try_from(j).ok().and_then(|j| part.get(j)) {
+                let j = (i as i64).checked_add(*by);
+                match j
+                    .and_then(|j| usize::try_from(j).ok())
+                    .and_then(|j| part.get(j))
+                {
                     Some(doc) => Ok(output.eval(doc, vars)?.unwrap_or(Value::Null)),
                     None => Ok(default.eval(&part[i], vars)?.unwrap_or(Value::Null)),
                 }
@@ -167,8 +174,8 @@ impl Windows {
         let n = part.len() as i64;
         match bounds {
             Bounds::Documents(lo, hi) => {
-                let lo = lo.map_or(0, |l| (i as i64 + l).max(0));
-                let hi = hi.map_or(n - 1, |h| (i as i64 + h).min(n - 1));
+                let lo = lo.map_or(0, |l| (i as i64).saturating_add(l).max(0));
+                let hi = hi.map_or(n - 1, |h| (i as i64).saturating_add(h).min(n - 1));
                 Ok(if lo > hi {
                     (1, 0)
                 } else {
