@@ -63,6 +63,8 @@ fn expression() -> impl Strategy<Value = Value> {
             inner
                 .clone()
                 .prop_map(|a| json!({"$cond": [a, "yes", "no"]})),
+            inner.clone().prop_map(|a| json!({"$toString": a})),
+            inner.clone().prop_map(|a| json!({"$toLong": a})),
             inner
                 .clone()
                 .prop_map(|a| json!({"$subtract": [{"$ifNull": [a, 0]}, 2]})),

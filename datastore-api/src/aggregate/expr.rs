@@ -708,7 +708,12 @@ fn eval_op(op: Op, args: &[Expr], doc: &Value, vars: &Vars) -> Result<Option<Val
         Op::ToString => Ok(match arg(0) {
             None | Some(Value::Null) => Some(Value::Null),
             Some(Value::String(s)) => Some(Value::String(s.clone())),
-            Some(Value::Number(n)) => Some(Value::String(n.to_string())),
+            // Doubles as MongoDB prints them: 1.0 is "1".
+            Some(Value::Number(n)) => Some(Value::String(match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => i.to_string(),
+                (None, Some(f)) => f.to_string(),
+                (None, None) => n.to_string(),
+            })),
             Some(Value::Bool(x)) => Some(Value::String(x.to_string())),
             Some(v) => match as_date(v) {
                 Some(d) => Some(Value::String(
@@ -919,6 +924,9 @@ fn add(vals: &[Option<Value>]) -> Result<Option<Value>> {
     }
 }
 
+/// `$toLong`, `$toInt`, `$toDouble` with MongoDB's `$convert` rules: strings must be in the
+/// target's format (`"1.5"` is no integer), dates convert to milliseconds for long and double
+/// only, and a value outside the target's range is an error, never a saturated one.
 fn convert_number(op: Op, v: Option<&Value>) -> Result<Option<Value>> {
     let name = match op {
         Op::ToLong => "$toLong",
@@ -928,29 +936,37 @@ fn convert_number(op: Op, v: Option<&Value>) -> Result<Option<Value>> {
     let Some(v) = v else {
         return Ok(Some(Value::Null));
     };
-    let n: f64 = match v {
+    let fail = |why: String| Err(Error::invalid_input(format!("{name}: {why}")));
+    let n: Num = match v {
         Value::Null => return Ok(Some(Value::Null)),
-        Value::Bool(x) => f64::from(u8::from(*x)),
-        Value::Number(n) => match (n.as_i64(), op) {
-            (Some(i), Op::ToLong | Op::ToInt) => return Ok(Some(Value::from(i))),
-            _ => n.as_f64().unwrap_or(0.0),
+        Value::Bool(x) => Num::Int(i64::from(*x)),
+        Value::Number(_) => Num::of(v).unwrap_or(Num::Float(f64::NAN)),
+        Value::String(s) => match (op, s.parse::<i64>(), s.parse::<f64>()) {
+            (Op::ToDouble, _, Ok(f)) => Num::Float(f),
+            (_, Ok(i), _) => Num::Int(i),
+            _ => return fail(format!("{s:?} is not in the format of the target type")),
         },
-        Value::String(s) => s
-            .trim()
-            .parse::<f64>()
-            .map_err(|_| Error::invalid_input(format!("{name}: {s:?} is not a number")))?,
-        v => match as_date(v) {
-            Some(d) => date_ms(d) as f64,
-            None => return Err(type_error(name, "a number, string, bool or date", v)),
+        v => match (as_date(v), op) {
+            (Some(_), Op::ToInt) => return fail("a date does not convert to an int".into()),
+            (Some(d), _) => Num::Int(date_ms(d)),
+            (None, _) => return Err(type_error(name, "a number, string, bool or date", v)),
         },
     };
-    Ok(Some(match op {
-        Op::ToDouble => float(n),
-        _ => {
-            if !n.is_finite() || n.trunc() >= i64::MAX as f64 || n.trunc() < i64::MIN as f64 {
-                return Err(Error::invalid_input(format!("{name}: {n} does not fit")));
+    let (lo, hi) = match op {
+        Op::ToInt => (f64::from(i32::MIN), f64::from(i32::MAX)),
+        _ => (i64::MIN as f64, i64::MAX as f64),
+    };
+    Ok(Some(match (op, n) {
+        (Op::ToDouble, n) => float(n.f()),
+        (Op::ToInt, Num::Int(i)) if i32::try_from(i).is_err() => {
+            return fail(format!("{i} is outside the int range"))
+        }
+        (_, Num::Int(i)) => Value::from(i),
+        (_, Num::Float(f)) => {
+            if !f.is_finite() || f.trunc() >= hi || f.trunc() < lo {
+                return fail(format!("{f} is outside the target range"));
             }
-            Value::from(n.trunc() as i64)
+            Value::from(f.trunc() as i64)
         }
     }))
 }

@@ -297,3 +297,26 @@ fn bound_values_are_data_and_missing_sorts_before_null() {
         .unwrap_err();
     assert!(e.message().contains("stage 1 ($project)"), "{e}");
 }
+
+#[test]
+fn conversions_follow_convert_rules() {
+    let out = run(
+        json!([{"$project": {"_id": 0,
+            "l": {"$toLong": "42"}, "d": {"$toDouble": "1.5"}, "t": {"$toLong": 2.9},
+            "s": {"$toString": 1.0}, "ms": {"$toLong": {"$date": "1970-01-01T00:00:01Z"}}}}]),
+        json!([{"a": 1}]),
+    );
+    assert_eq!(
+        out,
+        vec![json!({"l": 42, "d": 1.5, "t": 2, "s": "1", "ms": 1000})]
+    );
+    for bad in [
+        json!({"$toLong": "1.5"}),
+        json!({"$toInt": 3_000_000_000i64}),
+        json!({"$toInt": {"$date": "1970-01-01T00:00:01Z"}}),
+        json!({"$toLong": 1e300}),
+    ] {
+        let e = Pipeline::parse(&json!([{"$project": {"x": bad}}])).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidInput, "{bad}");
+    }
+}
