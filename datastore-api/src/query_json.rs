@@ -69,10 +69,15 @@ fn query_at(query: &Value, at: &str, depth: usize) -> Result<Filter> {
         };
         parts.push(part);
     }
-    Ok(match parts.len() {
+    Ok(all_of(parts))
+}
+
+/// The conjunction of `parts` (one part as itself).
+fn all_of(mut parts: Vec<Filter>) -> Filter {
+    match parts.len() {
         1 => parts.pop().unwrap_or(Filter::All),
         _ => Filter::And(parts),
-    })
+    }
 }
 
 /// `{path: value}` or `{path: {$op: value, …}}`.
@@ -87,10 +92,7 @@ fn field_condition(path: &str, value: &Value, at: &str) -> Result<Filter> {
                 let here = format!("{at}.{op}");
                 parts.push(operator(path, op, arg, &here)?);
             }
-            Ok(match parts.len() {
-                1 => parts.pop().unwrap_or(Filter::All),
-                _ => Filter::And(parts),
-            })
+            Ok(all_of(parts))
         }
         v => Ok(Filter::Eq(path.to_owned(), scalar(v, at)?)),
     }

@@ -580,22 +580,24 @@ fn parse_projection(spec: &Value, at: &str) -> Result<Projection> {
             (_, None) => computed.push((split(k), Expr::parse(v, &format!("{at}.{k}"))?)),
         }
     }
-    let including = !keep.is_empty() || !computed.is_empty();
-    match (including, drop.is_empty()) {
-        (true, false) => Err(bad(at, "cannot mix inclusion and exclusion (except _id)")),
-        (true, true) => Ok(Projection::Include { keep, computed, id }),
-        (false, _) if drop.is_empty() && o.is_empty() => Err(bad(at, "needs at least one field")),
-        (false, _) => {
-            if !id {
-                drop.push(vec!["_id".into()]);
-            }
-            if drop.is_empty() {
-                // Only `_id: 1`: the documents keep nothing but their id.
-                return Ok(Projection::Include { keep, computed, id });
-            }
-            Ok(Projection::Exclude(drop))
+    if !keep.is_empty() || !computed.is_empty() {
+        if !drop.is_empty() {
+            return Err(bad(at, "cannot mix inclusion and exclusion (except _id)"));
         }
+        return Ok(Projection::Include { keep, computed, id });
     }
+    if o.is_empty() {
+        return Err(bad(at, "needs at least one field"));
+    }
+    if !id {
+        drop.push(vec!["_id".into()]);
+    }
+    Ok(if drop.is_empty() {
+        // Only `_id: 1`: the documents keep nothing but their id.
+        Projection::Include { keep, computed, id }
+    } else {
+        Projection::Exclude(drop)
+    })
 }
 
 fn run_stage(stage: &Stage, docs: Vec<Document>, ctx: &Ctx<'_>) -> Result<Vec<Document>> {
