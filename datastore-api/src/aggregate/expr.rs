@@ -7,7 +7,8 @@ use std::cmp::Ordering;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Number};
 
-use super::{bad, Vars};
+use super::strings::{self, Compiled};
+use super::{bad, objects, Vars};
 use crate::error::{Error, Result};
 use crate::value::{as_date, date_value, sort_compare, type_rank, Value};
 
@@ -50,6 +51,15 @@ pub(crate) enum Expr {
         branches: Vec<(Expr, Expr)>,
         default: Option<Box<Expr>>,
     },
+    /// `$regexMatch`; the pattern is compiled once when it and the options are constant.
+    RegexMatch {
+        input: Box<Expr>,
+        regex: Box<Expr>,
+        options: Box<Expr>,
+        compiled: Option<Compiled>,
+    },
+    /// `$getField`: a literal key of `input`.
+    GetField { field: String, input: Box<Expr> },
 }
 
 /// Operators taking a list of evaluated arguments.
@@ -95,6 +105,10 @@ pub(crate) enum Op {
     MergeObjects,
     Max,
     Min,
+    Substr,
+    SubstrCp,
+    ObjectToArray,
+    ArrayToObject,
 }
 
 impl Op {
@@ -141,6 +155,10 @@ impl Op {
             "$mergeObjects" => (Op::MergeObjects, Any),
             "$max" => (Op::Max, Any),
             "$min" => (Op::Min, Any),
+            "$substr" | "$substrBytes" => (Op::Substr, Exactly(3)),
+            "$substrCP" => (Op::SubstrCp, Exactly(3)),
+            "$objectToArray" => (Op::ObjectToArray, Exactly(1)),
+            "$arrayToObject" => (Op::ArrayToObject, Exactly(1)),
             _ => return None,
         })
     }
@@ -246,6 +264,27 @@ impl Expr {
                         ))
                     }
                 }
+            }
+            Expr::RegexMatch {
+                input,
+                regex,
+                options,
+                compiled,
+            } => {
+                let input = input.eval(doc, vars)?;
+                match compiled {
+                    Some(r) => strings::regex_match(input.as_ref(), Some(r))?,
+                    None => {
+                        let r = strings::compile(
+                            regex.eval(doc, vars)?.as_ref(),
+                            options.eval(doc, vars)?.as_ref(),
+                        )?;
+                        strings::regex_match(input.as_ref(), r.as_ref())?
+                    }
+                }
+            }
+            Expr::GetField { field, input } => {
+                objects::get_field(field, input.eval(doc, vars)?.as_ref())?
             }
         })
     }
@@ -365,6 +404,49 @@ fn operator(name: &str, arg: &Value, at: &str, d: usize) -> Result<Expr> {
                 .collect::<Result<_>>()?;
             let default = arg.get("default").map(|v| sub(v, "default")).transpose()?;
             Expr::Switch { branches, default }
+        }
+        "$regexMatch" => {
+            let Value::Object(_) = arg else {
+                return Err(bad(at, "takes a document {input, regex, options}"));
+            };
+            let optional = |key: &str| match arg.get(key) {
+                Some(v) => sub(v, key),
+                None => Ok(Box::new(Expr::Literal(Value::Null))),
+            };
+            let (regex, options) = (sub(named("regex")?, "regex")?, optional("options")?);
+            let compiled = match (&*regex, &*options) {
+                (Expr::Literal(r), Expr::Literal(o)) => {
+                    strings::compile(Some(r), Some(o)).map_err(|e| bad(at, e.message()))?
+                }
+                _ => None,
+            };
+            Expr::RegexMatch {
+                input: sub(named("input")?, "input")?,
+                regex,
+                options,
+                compiled,
+            }
+        }
+        "$getField" => {
+            let (field, input) = match arg {
+                Value::Object(o) if o.contains_key("field") => (
+                    named("field")?,
+                    match o.get("input") {
+                        Some(v) => sub(v, "input")?,
+                        None => Box::new(Expr::Var("CURRENT".into(), Vec::new())),
+                    },
+                ),
+                v => (v, Box::new(Expr::Var("CURRENT".into(), Vec::new()))),
+            };
+            let field = match field {
+                Value::String(f) if !f.starts_with('$') => f.clone(),
+                Value::Object(o) => match o.get("$literal") {
+                    Some(Value::String(f)) if o.len() == 1 => f.clone(),
+                    _ => return Err(bad(at, "\"field\" must be a constant string")),
+                },
+                _ => return Err(bad(at, "\"field\" must be a constant string")),
+            };
+            Expr::GetField { field, input }
         }
         "$cond" if arg.is_object() => Expr::Op(
             Op::Cond,
@@ -705,23 +787,7 @@ fn eval_op(op: Op, args: &[Expr], doc: &Value, vars: &Vars) -> Result<Option<Val
             },
         },
         Op::ToLong | Op::ToInt | Op::ToDouble => convert_number(op, arg(0)),
-        Op::ToString => Ok(match arg(0) {
-            None | Some(Value::Null) => Some(Value::Null),
-            Some(Value::String(s)) => Some(Value::String(s.clone())),
-            // Doubles as MongoDB prints them: 1.0 is "1".
-            Some(Value::Number(n)) => Some(Value::String(match (n.as_i64(), n.as_f64()) {
-                (Some(i), _) => i.to_string(),
-                (None, Some(f)) => f.to_string(),
-                (None, None) => n.to_string(),
-            })),
-            Some(Value::Bool(x)) => Some(Value::String(x.to_string())),
-            Some(v) => match as_date(v) {
-                Some(d) => Some(Value::String(
-                    d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
-                )),
-                None => return Err(type_error("$toString", "a scalar", v)),
-            },
-        }),
+        Op::ToString => strings::to_string(arg(0)),
         Op::ToBool => Ok(match arg(0) {
             None | Some(Value::Null) => Some(Value::Null),
             v => Some(Value::Bool(truthy(v))),
@@ -876,6 +942,19 @@ fn eval_op(op: Op, args: &[Expr], doc: &Value, vars: &Vars) -> Result<Option<Val
                 });
             Ok(Some(pick.cloned().unwrap_or(Value::Null)))
         }
+        Op::Substr | Op::SubstrCp => strings::substr(
+            if op == Op::Substr {
+                "$substrBytes"
+            } else {
+                "$substrCP"
+            },
+            op == Op::SubstrCp,
+            arg(0),
+            arg(1),
+            arg(2),
+        ),
+        Op::ObjectToArray => objects::object_to_array(arg(0)),
+        Op::ArrayToObject => objects::array_to_object(arg(0)),
         Op::And | Op::Or | Op::Cond | Op::IfNull => unreachable_op(op),
     }
 }

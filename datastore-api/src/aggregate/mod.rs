@@ -27,7 +27,10 @@
 //! $switch`; `$add $subtract $multiply $divide $mod $abs` (dates: date − date in ms, date ±
 //! ms); `$toLong $toInt $toDouble $toString $toBool`; `$size $arrayElemAt $first $last
 //! $concatArrays $setUnion $setIntersection $anyElementTrue $allElementsTrue $isArray $filter
-//! $map $reduce`; `$concat $toLower $toUpper`; `$mergeObjects`; `$max $min`; `$let`.
+//! $map $reduce`; `$concat $toLower $toUpper $substr $substrBytes $substrCP $regexMatch`
+//! (options `i m s x`; the `regex` crate's syntax, so no lookaround or backreferences, and
+//! `\d \w \s` are Unicode-aware); `$mergeObjects $objectToArray $arrayToObject $getField`;
+//! `$max $min`; `$let`.
 //!
 //! `$setWindowFields` (`partitionBy`, `sortBy`, `output` with `$shift` and the accumulators
 //! above over `window: {documents: [lo, hi]}` or `{range: [lo, hi], unit}`; no window: the
@@ -48,6 +51,8 @@ use crate::value::{date_value, Document, Value};
 
 mod expr;
 mod group;
+mod objects;
+mod strings;
 #[cfg(test)]
 mod tests;
 mod window;
