@@ -3,7 +3,7 @@
 
 use chrono::{TimeZone, Utc};
 use datastore_api::value::date_value;
-use datastore_api::{Document, Filter, FindOptions, Scalar, Sort, Update, UpdateOp, Value};
+use datastore_api::{CmpOp, Document, Filter, FindOptions, Scalar, Sort, Update, UpdateOp, Value};
 use proptest::prelude::*;
 use serde_json::{json, Map};
 
@@ -69,6 +69,9 @@ pub struct Vocabulary {
     /// The key `"0"` in objects inside arrays (see
     /// [`Capabilities::index_fields_in_arrays`](crate::Capabilities::index_fields_in_arrays)).
     pub index_fields: bool,
+    /// `Filter::ExprCmp` in random filters (see
+    /// [`Capabilities::expression_array_paths`](crate::Capabilities::expression_array_paths)).
+    pub expr_cmp: bool,
 }
 
 impl Vocabulary {
@@ -77,6 +80,7 @@ impl Vocabulary {
         floats: true,
         push: true,
         index_fields: true,
+        expr_cmp: true,
     };
 }
 
@@ -86,6 +90,7 @@ impl From<crate::Capabilities> for Vocabulary {
             floats: c.numeric_equality,
             push: c.push_update,
             index_fields: c.index_fields_in_arrays,
+            expr_cmp: c.expression_array_paths,
         }
     }
 }
@@ -210,6 +215,26 @@ fn path() -> impl Strategy<Value = String> {
     prop::sample::select(PATHS).prop_map(str::to_owned)
 }
 
+fn cmp_op() -> impl Strategy<Value = CmpOp> {
+    prop::sample::select(vec![
+        CmpOp::Eq,
+        CmpOp::Gt,
+        CmpOp::Gte,
+        CmpOp::Lt,
+        CmpOp::Lte,
+    ])
+}
+
+/// A number for `Filter::ExprCmp` (a float only where the vocabulary has floats).
+fn number(v: Vocabulary) -> BoxedStrategy<Scalar> {
+    let ints = (-2i64..4).prop_map(Scalar::Int);
+    if v.floats {
+        prop_oneof![3 => ints, 1 => Just(Scalar::Float(1.5))].boxed()
+    } else {
+        ints.boxed()
+    }
+}
+
 /// A random filter tree.
 pub fn filter(v: Vocabulary) -> impl Strategy<Value = Filter> {
     let scalar = || scalar(v);
@@ -225,6 +250,15 @@ pub fn filter(v: Vocabulary) -> impl Strategy<Value = Filter> {
         (path(), any::<bool>()).prop_map(|(p, b)| Filter::Exists(p, b)),
         Just(Filter::All),
     ];
+    let leaf = if v.expr_cmp {
+        prop_oneof![
+            10 => leaf,
+            1 => (path(), cmp_op(), number(v)).prop_map(|(p, op, n)| Filter::ExprCmp(p, op, n)),
+        ]
+        .boxed()
+    } else {
+        leaf.boxed()
+    };
     leaf.prop_recursive(3, 12, 3, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..3).prop_map(Filter::And),

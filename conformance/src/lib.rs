@@ -65,6 +65,10 @@ pub struct Capabilities {
     /// The server runs the aggregation stages, accumulators and operators of the random
     /// pipelines (jongodb lacks `$group`'s `$max`, among others).
     pub aggregation: bool,
+    /// An expression's field path through an array reads the array of the elements' fields
+    /// (`"$b.a"` over `[{a: 1}]` is `[1]`), as MongoDB's does; without it (SecantusDB reads it
+    /// as missing) the random filters have no `Filter::ExprCmp`.
+    pub expression_array_paths: bool,
 }
 
 impl Capabilities {
@@ -79,6 +83,7 @@ impl Capabilities {
         provider_retention: true,
         count_of_nothing_is_empty: true,
         aggregation: true,
+        expression_array_paths: true,
     };
 }
 
@@ -103,6 +108,8 @@ pub enum Capability {
     CountOfNothingIsEmpty,
     /// See [`Capabilities::aggregation`].
     Aggregation,
+    /// See [`Capabilities::expression_array_paths`].
+    ExpressionArrayPaths,
 }
 
 impl Capability {
@@ -117,6 +124,7 @@ impl Capability {
             Capability::ProviderRetention => caps.provider_retention,
             Capability::CountOfNothingIsEmpty => caps.count_of_nothing_is_empty,
             Capability::Aggregation => caps.aggregation,
+            Capability::ExpressionArrayPaths => caps.expression_array_paths,
         }
     }
     fn missing_reason(self) -> &'static str {
@@ -137,6 +145,9 @@ impl Capability {
                 "\"0\" keys in array elements (server reads a.0 on an array as the index only)"
             }
             Capability::Aggregation => "server lacks parts of the aggregation language",
+            Capability::ExpressionArrayPaths => {
+                "Filter::ExprCmp (server's expression paths do not read through arrays)"
+            }
             Capability::CountOfNothingIsEmpty => {
                 "$count (server answers {count: 0} for no documents, MongoDB answers nothing)"
             }

@@ -165,6 +165,16 @@ async fn probe(backend: &Mongo) -> Capabilities {
         Err(e) => panic!("probing transactions failed unexpectedly: {e}"),
     };
     let isolated_transactions = transactions && isolates(store.as_ref()).await;
+    // MongoDB's expression paths: "$probe_e.a" over [{a: 1}] is [1], an array, above 0.
+    coll.insert_one(
+        serde_json::from_value(serde_json::json!({"probe_e": [{"a": 1}]})).expect("doc"),
+    )
+    .await
+    .expect("probe insert");
+    let expression_array_paths = coll
+        .count(&Filter::expr_cmp("probe_e.a", datastore_api::CmpOp::Gt, 0))
+        .await
+        .is_ok_and(|n| n == 1);
     // MongoDB's `$count` over nothing gives nothing.
     let empty_count = datastore_api::aggregate::Pipeline::parse(&serde_json::json!([
         {"$match": {"probe-absent": "x"}}, {"$count": "c"}
@@ -203,6 +213,7 @@ async fn probe(backend: &Mongo) -> Capabilities {
         provider_retention: false,
         count_of_nothing_is_empty,
         aggregation,
+        expression_array_paths,
     }
 }
 

@@ -109,6 +109,13 @@ pub enum Filter {
     And(Vec<Filter>),
     /// At least one sub-filter matches.
     Or(Vec<Filter>),
+    /// `{$expr: {$<op>: ["$<path>", <number>]}}`: the value an aggregation expression reads at
+    /// the path compares with a number in BSON type order, without type brackets or array
+    /// matching. Missing and `null` sort before every number; strings, documents, arrays
+    /// (also one met on the way: `"$a.b"` over an array `a` is an array), booleans and dates
+    /// after. What an aggregation's `$expr` time window pushes down (see
+    /// [`crate::aggregate::Pipeline::pushdown`]); the value must be a finite number.
+    ExprCmp(String, CmpOp, Scalar),
 }
 
 impl Filter {
@@ -175,6 +182,10 @@ impl Filter {
             f => Filter::Or(vec![f, other]),
         }
     }
+    /// `{$expr: {$<op>: ["$<path>", value]}}` (see [`Filter::ExprCmp`]).
+    pub fn expr_cmp(path: impl Into<String>, op: CmpOp, value: impl Into<Scalar>) -> Filter {
+        Filter::ExprCmp(path.into(), op, value.into())
+    }
     /// Negation.
     #[allow(clippy::should_implement_trait)]
     pub fn not(self) -> Filter {
@@ -206,6 +217,18 @@ impl Filter {
             Filter::Exists(p, true) => Lowered::Exists(FieldPath::parse(p)?),
             Filter::Exists(p, false) => not(Lowered::Exists(FieldPath::parse(p)?)),
             Filter::Not(f) => not(f.lower_at(d)?),
+            Filter::ExprCmp(p, op, v) => match checked(v)? {
+                value @ (Scalar::Int(_) | Scalar::Float(_)) => Lowered::ExprCmp {
+                    path: FieldPath::parse(p)?,
+                    op: *op,
+                    value,
+                },
+                other => {
+                    return Err(Error::invalid_input(format!(
+                        "Filter::ExprCmp on '{p}' compares with numbers only, not {other:?}"
+                    )))
+                }
+            },
             Filter::And(fs) => {
                 let mut out = Vec::with_capacity(fs.len());
                 for f in fs {
@@ -309,6 +332,16 @@ pub enum Lowered {
     NullOrMissing(FieldPath),
     /// The path resolves to at least one value (`null` included).
     Exists(FieldPath),
+    /// [`Filter::ExprCmp`]: the value an aggregation expression reads at `path` compares to
+    /// the number `value` (an `Int` or a finite `Float`) in BSON type order.
+    ExprCmp {
+        /// The field.
+        path: FieldPath,
+        /// The comparison.
+        op: CmpOp,
+        /// The number compared against.
+        value: Scalar,
+    },
     /// Negation.
     Not(Box<Lowered>),
     /// Conjunction (at least two members).

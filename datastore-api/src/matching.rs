@@ -29,6 +29,9 @@ impl Lowered {
                 values_at(doc, path).is_empty() || reached(doc, path).any(Value::is_null)
             }
             Lowered::Exists(path) => !values_at(doc, path).is_empty(),
+            Lowered::ExprCmp { path, op, value } => {
+                op.accepts(crate::aggregate::compare_at(doc, path, value))
+            }
             Lowered::Not(inner) => !inner.matches(doc),
             Lowered::And(parts) => parts.iter().all(|p| p.matches(doc)),
             Lowered::Or(parts) => parts.iter().any(|p| p.matches(doc)),
@@ -39,9 +42,10 @@ impl Lowered {
     pub fn mentions(&self, pick: &dyn Fn(&FieldPath) -> bool) -> bool {
         match self {
             Lowered::True | Lowered::False => false,
-            Lowered::Cmp { path, .. } | Lowered::NullOrMissing(path) | Lowered::Exists(path) => {
-                pick(path)
-            }
+            Lowered::Cmp { path, .. }
+            | Lowered::ExprCmp { path, .. }
+            | Lowered::NullOrMissing(path)
+            | Lowered::Exists(path) => pick(path),
             Lowered::Not(inner) => inner.mentions(pick),
             Lowered::And(parts) | Lowered::Or(parts) => parts.iter().any(|p| p.mentions(pick)),
         }
@@ -62,7 +66,10 @@ impl Lowered {
             Lowered::False
         };
         match self {
-            Lowered::Cmp { path, .. } | Lowered::NullOrMissing(path) | Lowered::Exists(path)
+            Lowered::Cmp { path, .. }
+            | Lowered::ExprCmp { path, .. }
+            | Lowered::NullOrMissing(path)
+            | Lowered::Exists(path)
                 if unknown(path) =>
             {
                 open

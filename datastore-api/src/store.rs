@@ -138,21 +138,23 @@ pub trait Collection: Send + Sync {
     }
 
     /// Runs an aggregation `pipeline` (see [`crate::aggregate`]) over this collection. The
-    /// default, used by PostgreSQL: the leading `$match` stages select the candidates through
-    /// [`find`](Collection::find) (so from an index), each `$lookup` fetches what its
-    /// pipeline's leading `$match` selects, and the rest runs in the shared evaluator; more
-    /// candidates than [`Pipeline::max_documents`] is `InvalidInput`.
+    /// default, used by PostgreSQL, is [`aggregate_by_find`](crate::aggregate::aggregate_by_find):
+    /// the leading `$match` stages select the candidates through [`find`](Collection::find)
+    /// (so from an index), each `$lookup` fetches what its pipeline's leading `$match`
+    /// selects, and the rest runs in the shared evaluator; more candidates than
+    /// [`Pipeline::max_documents`] is `InvalidInput`.
     async fn aggregate(&self, pipeline: &Pipeline) -> Result<Vec<Document>> {
-        let (filter, first) = pipeline.pushdown();
-        let options =
-            FindOptions::default().limit((pipeline.max_documents() as u64).saturating_add(1));
-        let candidates = self.find(&filter, &options).await?;
-        let mut foreign = Vec::new();
-        for (from, filter) in pipeline.lookup_sources() {
-            crate::aggregate::check_lookup_from(self.name(), &from)?;
-            foreign.push(self.find(&filter, &options).await?);
-        }
-        pipeline.run_with(first, candidates, &foreign)
+        crate::aggregate::aggregate_by_find(self, pipeline).await
+    }
+
+    /// Runs several pipelines (an analyzer's rules, bound to one event): one result per
+    /// pipeline, in order, each what [`aggregate`](Collection::aggregate) would give. A
+    /// pipeline's own error (see [`own_outcome`](crate::aggregate::own_outcome)) is its entry;
+    /// any other error fails the call. The default, used by
+    /// PostgreSQL, is [`aggregate_each_by_find`](crate::aggregate::aggregate_each_by_find):
+    /// one `find` for all of them.
+    async fn aggregate_each(&self, pipelines: &[Pipeline]) -> Result<Vec<Result<Vec<Document>>>> {
+        crate::aggregate::aggregate_each_by_find(self, pipelines).await
     }
 
     /// The change-stream consumers of this collection (every one with a checkpoint or a lease),

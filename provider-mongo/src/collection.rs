@@ -30,7 +30,7 @@ use crate::convert::{
     bson_date, chrono_date, from_bson_document, object_id, to_bson, to_bson_document,
     IDEMPOTENCY_FIELD,
 };
-use crate::error::map_err;
+use crate::error::{map_aggregate_err, map_err};
 use crate::filter::{compile, Target};
 use crate::update::compile_update;
 
@@ -217,21 +217,24 @@ impl MongoCollection {
         let raw: Vec<bson::Document> = match &self.session {
             Some(s) => {
                 let mut guard = s.lock().await;
-                let mut cursor = action.session(&mut *guard).await.map_err(map_err)?;
+                let mut cursor = action
+                    .session(&mut *guard)
+                    .await
+                    .map_err(map_aggregate_err)?;
                 cursor
                     .stream(&mut guard)
                     .take(max.saturating_add(1))
                     .try_collect()
                     .await
-                    .map_err(map_err)?
+                    .map_err(map_aggregate_err)?
             }
             None => action
                 .await
-                .map_err(map_err)?
+                .map_err(map_aggregate_err)?
                 .take(max.saturating_add(1))
                 .try_collect()
                 .await
-                .map_err(map_err)?,
+                .map_err(map_aggregate_err)?,
         };
         if raw.len() > max {
             return Err(Error::invalid_input(format!(
@@ -651,6 +654,18 @@ impl Collection for MongoCollection {
             self.aggregate_raw(pipeline),
         )
         .await
+    }
+
+    #[tracing::instrument(name = "datastore.aggregate_each", skip_all, fields(collection = %self.name, pipelines = pipelines.len()))]
+    async fn aggregate_each(&self, pipelines: &[Pipeline]) -> Result<Vec<Result<Vec<Document>>>> {
+        // Each runs natively: the server reads its own candidates from its indexes.
+        let mut out = Vec::with_capacity(pipelines.len());
+        for p in pipelines {
+            out.push(datastore_api::aggregate::own_outcome(
+                self.aggregate(p).await,
+            )?);
+        }
+        Ok(out)
     }
 
     #[tracing::instrument(name = "datastore.consumers", skip_all, fields(collection = %self.name))]

@@ -106,6 +106,19 @@ pub(crate) fn map_err(e: MongoError) -> Error {
     Error::new(kind, message).with_source(e)
 }
 
+/// [`map_err`] for running an aggregation: a server command error that is no other kind (a
+/// type error met in the data, an operator refused) is the pipeline's fault, `InvalidInput`,
+/// as the evaluator reports the same failures.
+pub(crate) fn map_aggregate_err(e: MongoError) -> Error {
+    let command = matches!(e.kind.as_ref(), Mk::Command(_));
+    let mapped = map_err(e);
+    if command && mapped.kind() == ErrorKind::Permanent {
+        Error::invalid_input(format!("aggregate: {}", mapped.message()))
+    } else {
+        mapped
+    }
+}
+
 /// Certificate problems seen in a connection failure, which retrying cannot fix. The driver
 /// reports them only as text (a server selection error quotes each server's I/O error), so the
 /// rustls messages are recognised by their wording.

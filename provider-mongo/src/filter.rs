@@ -53,6 +53,9 @@ pub(crate) fn compile(filter: &Lowered, target: Target) -> Result<Document> {
             { path.as_str(): { "$type": "null" } },
         ] },
         Lowered::Exists(path) => doc! { path.as_str(): { "$exists": true } },
+        Lowered::ExprCmp { path, op, value } => doc! {
+            "$expr": { operator(*op): [format!("${}", path.as_str()), scalar_to_bson(value)] }
+        },
         Lowered::Not(inner) => doc! { "$nor": [compile(inner, target)?] },
         Lowered::And(parts) => doc! { "$and": compile_all(parts, target)? },
         Lowered::Or(parts) => doc! { "$or": compile_all(parts, target)? },

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use datastore_api::aggregate::Pipeline;
 use datastore_api::change::{
     ChangeStream, ConsumerInfo, Lag, ResumeToken, StartFrom, WatchOptions,
 };
@@ -472,6 +473,28 @@ impl Collection for PgCollection {
                 )),
             }
         })
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.aggregate", skip_all, fields(collection = self.table.name(), stages = pipeline.stages_json().len()))]
+    async fn aggregate(&self, pipeline: &Pipeline) -> Result<Vec<Document>> {
+        observe(
+            PROVIDER,
+            self.table.name(),
+            "aggregate",
+            datastore_api::aggregate::aggregate_by_find(self, pipeline),
+        )
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.aggregate_each", skip_all, fields(collection = self.table.name(), pipelines = pipelines.len()))]
+    async fn aggregate_each(&self, pipelines: &[Pipeline]) -> Result<Vec<Result<Vec<Document>>>> {
+        observe(
+            PROVIDER,
+            self.table.name(),
+            "aggregate_each",
+            datastore_api::aggregate::aggregate_each_by_find(self, pipelines),
+        )
         .await
     }
 

@@ -57,6 +57,7 @@ pub(crate) fn push_filter_on(
                 qb.push(")");
             }
         },
+        Lowered::ExprCmp { path, op, value } => push_expr_cmp(qb, path, *op, value, target),
         Lowered::Exists(path) => match reserved_in(path, target) {
             Some((_, top)) => {
                 qb.push(if top { "TRUE" } else { "FALSE" });
@@ -176,6 +177,56 @@ fn push_cmp(
         (None, value) => push_path_exists(qb, target, cmp_jsonpaths(path, op, value)?),
     }
     Ok(())
+}
+
+/// The paths migration 0005 indexes `datastore_expr_number` on. A comparison on one of them
+/// names the path as a literal (this code's constant, never input) so that the planner matches
+/// the index expression; any other path is a bound parameter.
+const INDEXED_EXPR_PATHS: &[(&str, &str)] = &[(
+    "healthevent.generatedtimestamp.seconds",
+    "'{healthevent,generatedtimestamp,seconds}'::text[]",
+)];
+
+/// `Lowered::ExprCmp`: `datastore_expr_number(doc, path) <op> value`, where the function
+/// (migration 0005) maps what an expression reads to a number ordered as BSON orders it
+/// against numbers. The `_id` string and the `createdAt` date sort after every number; a path
+/// below them is missing, before every number.
+fn push_expr_cmp(
+    qb: &mut QueryBuilder<'_, Postgres>,
+    path: &FieldPath,
+    op: CmpOp,
+    value: &Scalar,
+    target: Target,
+) {
+    if let Some((_, top)) = reserved_in(path, target) {
+        let order = if top {
+            std::cmp::Ordering::Greater
+        } else {
+            std::cmp::Ordering::Less
+        };
+        qb.push(if op.accepts(order) { "TRUE" } else { "FALSE" });
+        return;
+    }
+    qb.push(format!("datastore_expr_number({}, ", target.doc));
+    match INDEXED_EXPR_PATHS.iter().find(|(p, _)| *p == path.as_str()) {
+        Some((_, literal)) => {
+            qb.push(*literal);
+        }
+        None => {
+            qb.push_bind(path.segments().to_vec());
+            qb.push("::text[]");
+        }
+    }
+    let number = match value {
+        Scalar::Int(i) => i.to_string(),
+        Scalar::Float(f) => float_literal(*f),
+        // Lowering admits numbers only.
+        _ => "NaN".to_owned(),
+    };
+    qb.push(")")
+        .push(sql_op(op))
+        .push_bind(number)
+        .push("::numeric");
 }
 
 /// Appends `doc @? $n::jsonpath` for one path, `doc @? ANY($n::jsonpath[])` for several: true

@@ -40,6 +40,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "consumer_checkpoint_time",
         sql: include_str!("../migrations/0004_consumer_checkpoint_time.sql"),
     },
+    Migration {
+        version: 5,
+        name: "expression_numbers",
+        sql: include_str!("../migrations/0005_expression_numbers.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

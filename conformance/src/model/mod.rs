@@ -48,9 +48,39 @@ pub fn matches(filter: &Lowered, doc: &Document) -> bool {
             vals.is_empty() || candidates(vals).any(Value::is_null)
         }
         Lowered::Exists(path) => !values_at(doc, path).is_empty(),
+        Lowered::ExprCmp { path, op, value } => op.accepts(expression_order(doc, path, value)),
         Lowered::Not(inner) => !matches(inner, doc),
         Lowered::And(parts) => parts.iter().all(|p| matches(p, doc)),
         Lowered::Or(parts) => parts.iter().any(|p| matches(p, doc)),
+    }
+}
+
+/// How the value an aggregation expression reads at `path` orders against the number `n`:
+/// BSON type order puts missing and null below every number, every other type above; an
+/// array met anywhere on the path makes the value an array.
+fn expression_order(doc: &Document, path: &FieldPath, n: &Scalar) -> Ordering {
+    let mut here: Option<&Value> = None;
+    for (i, seg) in path.segments().iter().enumerate() {
+        let next = if i == 0 {
+            doc.get(seg)
+        } else {
+            match here {
+                Some(Value::Object(o)) if as_date(here.unwrap_or(&Value::Null)).is_none() => {
+                    o.get(seg)
+                }
+                Some(Value::Array(_)) => return Ordering::Greater,
+                _ => None,
+            }
+        };
+        match next {
+            Some(v) => here = Some(v),
+            None => return Ordering::Less,
+        }
+    }
+    match here {
+        None | Some(Value::Null) => Ordering::Less,
+        Some(v @ Value::Number(_)) => compare(v, n).unwrap_or(Ordering::Less),
+        Some(_) => Ordering::Greater,
     }
 }
 

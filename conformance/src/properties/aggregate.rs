@@ -174,6 +174,28 @@ fn sorted(docs: Vec<datastore_api::Document>) -> Vec<String> {
     out
 }
 
+/// The provider's outcome equals the evaluator's: the same documents (as a multiset, numbers
+/// by value), or an error on both sides (an evaluation error, a type error).
+fn same_outcome(
+    want: &datastore_api::Result<Vec<datastore_api::Document>>,
+    got: datastore_api::Result<Vec<datastore_api::Document>>,
+    call: &str,
+) -> std::result::Result<(), TestCaseError> {
+    match (want, got) {
+        (Ok(want), Ok(got)) => {
+            let (want, got) = (sorted(want.clone()), sorted(got));
+            prop_assert_eq!(got, want, "{}", call);
+        }
+        (Err(_), Err(_)) => {}
+        (want, got) => {
+            return Err(TestCaseError::fail(format!(
+                "{call}: the evaluator gave {want:?}, the provider {got:?}"
+            )))
+        }
+    }
+    Ok(())
+}
+
 /// Random pipelines over random documents with missing, null and wrong-type values: the
 /// provider's result equals the evaluator's over the same documents (as a multiset, numbers
 /// compared by value).
@@ -184,6 +206,8 @@ pub(super) fn aggregation_matches_evaluator(ctx: &Ctx<'_>) -> std::result::Resul
         prop::collection::vec(stage(ctx.capabilities.count_of_nothing_is_empty), 1..5),
         // Often one more: nine kinds of string and document expression share that stage.
         prop::option::of((texts_and_documents(), texts_and_documents())),
+        // A second pipeline, run with the first by `aggregate_each`.
+        prop::collection::vec(stage(ctx.capabilities.count_of_nothing_is_empty), 1..3),
     );
     // Pipelines the parser refuses are discarded; most must be compared.
     let compared = std::sync::atomic::AtomicU32::new(0);
@@ -192,7 +216,7 @@ pub(super) fn aggregation_matches_evaluator(ctx: &Ctx<'_>) -> std::result::Resul
         cases,
         shrink_iters(),
         strategy,
-        |(documents, stages, texts)| {
+        |(documents, stages, texts, others)| {
             ctx.rt.block_on(async {
                 let run = unique("agg");
                 for mut d in documents {
@@ -206,15 +230,23 @@ pub(super) fn aggregation_matches_evaluator(ctx: &Ctx<'_>) -> std::result::Resul
                 if let Some((x, y)) = texts {
                     all.push(json!({"$addFields": {"x": x, "y": y}}));
                 }
+                let mut second = vec![json!({"$match": {"run": run}})];
+                second.extend(others);
                 let scope = json!({ "run": run });
-                let parsed = Pipeline::parse(&Value::Array(all))
-                    .and_then(|p| p.bind_this(scope.as_object().unwrap_or(&Default::default())));
-                let pipeline = match parsed {
-                    Ok(p) => p,
+                let parse = |stages: Vec<Value>| {
+                    Pipeline::parse(&Value::Array(stages))
+                        .and_then(|p| p.bind_this(scope.as_object().unwrap_or(&Default::default())))
+                };
+                let pipelines = match (parse(all), parse(second)) {
+                    (Ok(p), Ok(q)) => [p, q],
                     // A constant sub-expression that cannot be evaluated (`{$add: [1, "x"]}`):
                     // MongoDB refuses such a pipeline when it optimizes it, so does the parser.
-                    Err(e) if e.kind() == datastore_api::ErrorKind::InvalidInput => return Ok(()),
-                    Err(e) => {
+                    (Err(e), _) | (_, Err(e))
+                        if e.kind() == datastore_api::ErrorKind::InvalidInput =>
+                    {
+                        return Ok(())
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
                         return Err(TestCaseError::fail(format!(
                             "the generator made a bad pipeline: {e}"
                         )))
@@ -225,19 +257,20 @@ pub(super) fn aggregation_matches_evaluator(ctx: &Ctx<'_>) -> std::result::Resul
                     .find(&Filter::eq("run", run.as_str()), &FindOptions::default())
                     .await
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                let expected = pipeline.run(stored);
-                let got = coll.aggregate(&pipeline).await;
-                match (expected, got) {
-                    (Ok(want), Ok(got)) => {
-                        prop_assert_eq!(sorted(got), sorted(want));
-                    }
-                    // An evaluation error (a type error) must be an error on the provider too.
-                    (Err(_), Err(_)) => {}
-                    (want, got) => {
-                        return Err(TestCaseError::fail(format!(
-                            "the evaluator gave {want:?}, the provider {got:?}"
-                        )))
-                    }
+                let expected: Vec<_> = pipelines.iter().map(|p| p.run(stored.clone())).collect();
+                same_outcome(
+                    &expected[0],
+                    coll.aggregate(&pipelines[0]).await,
+                    "aggregate",
+                )?;
+                // Both at once (on PostgreSQL, one fetch for the two).
+                let each = coll
+                    .aggregate_each(&pipelines)
+                    .await
+                    .map_err(|e| TestCaseError::fail(format!("aggregate_each failed: {e}")))?;
+                prop_assert_eq!(each.len(), 2);
+                for (want, got) in expected.iter().zip(each) {
+                    same_outcome(want, got, "aggregate_each")?;
                 }
                 Ok(())
             })

@@ -10,6 +10,8 @@ use serde_json::{Map, Number};
 use super::strings::{self, Compiled};
 use super::{bad, objects, Vars};
 use crate::error::{Error, Result};
+use crate::filter::{CmpOp, Filter, Scalar};
+use crate::path::FieldPath;
 use crate::value::{as_date, date_value, sort_compare, type_rank, Value};
 
 /// A parsed expression.
@@ -509,6 +511,59 @@ fn constant(e: &Expr) -> bool {
         Expr::Object(fields) => fields.iter().all(|(_, e)| constant(e)),
         Expr::Op(_, args) => args.iter().all(constant),
         _ => false,
+    }
+}
+
+/// The conditions `e` (a `$match`'s `$expr`) implies that [`Filter::ExprCmp`] can state: its
+/// comparisons of a field path with a constant number, alone or under `$and`.
+pub(crate) fn numeric_bounds(e: &Expr) -> Vec<Filter> {
+    let cmp = |op: Op| match op {
+        Op::Eq => Some(CmpOp::Eq),
+        Op::Gt => Some(CmpOp::Gt),
+        Op::Gte => Some(CmpOp::Gte),
+        Op::Lt => Some(CmpOp::Lt),
+        Op::Lte => Some(CmpOp::Lte),
+        _ => None,
+    };
+    let flipped = |op: CmpOp| match op {
+        CmpOp::Gt => CmpOp::Lt,
+        CmpOp::Gte => CmpOp::Lte,
+        CmpOp::Lt => CmpOp::Gt,
+        CmpOp::Lte => CmpOp::Gte,
+        CmpOp::Eq => CmpOp::Eq,
+    };
+    let number = |c: &Expr| -> Option<Scalar> {
+        if !constant(c) {
+            return None;
+        }
+        match c.eval(&Value::Null, &Vars::constant()).ok()?? {
+            Value::Number(n) => Some(match n.as_i64() {
+                Some(i) => Scalar::Int(i),
+                None => Scalar::Float(n.as_f64().filter(|f| f.is_finite())?),
+            }),
+            _ => None,
+        }
+    };
+    let bound = |path: &[String], op: CmpOp, c: &Expr| {
+        let path = path.join(".");
+        FieldPath::parse(&path).ok()?;
+        Some(Filter::ExprCmp(path, op, number(c)?))
+    };
+    match e {
+        Expr::Op(Op::And, args) => args.iter().flat_map(numeric_bounds).collect(),
+        Expr::Op(op, args) if args.len() == 2 => {
+            let Some(op) = cmp(*op) else {
+                return Vec::new();
+            };
+            match (&args[0], &args[1]) {
+                (Expr::Field(p), c) => bound(p, op, c),
+                (c, Expr::Field(p)) => bound(p, flipped(op), c),
+                _ => None,
+            }
+            .into_iter()
+            .collect()
+        }
+        _ => Vec::new(),
     }
 }
 

@@ -50,6 +50,7 @@ use crate::query::{sort_documents, Direction};
 use crate::value::{date_value, Document, Value};
 
 mod expr;
+mod fetch;
 mod group;
 mod objects;
 mod strings;
@@ -58,6 +59,7 @@ mod tests;
 mod window;
 
 use expr::{truthy, walk, Expr};
+pub use fetch::{aggregate_by_find, aggregate_each_by_find, own_outcome};
 use group::Group;
 use window::Windows;
 
@@ -178,7 +180,9 @@ impl Pipeline {
     }
 
     /// The filter of the leading `$match` stages (what a provider can answer from an index)
-    /// and the index of the first stage still to run on what it returns.
+    /// and the index of the first stage still to run on what it returns. A `$match` with
+    /// `$expr` adds the comparisons of a field path with a constant number it implies (a rule's
+    /// time window, as [`Filter::ExprCmp`]) and is still run.
     pub fn pushdown(&self) -> (Filter, usize) {
         pushdown(&self.stages)
     }
@@ -271,22 +275,47 @@ pub fn check_lookup_from(collection: &str, from: &str) -> Result<()> {
 }
 
 /// The filter of the leading `$match` stages and the index of the first stage still to run.
+/// The leading `$match` stages as one filter, and the first stage it does not decide: a
+/// `$match` with `$expr` contributes the comparisons of a field path with a number its
+/// filter holds (as [`Filter::ExprCmp`], which an index answers) but is still run, and so is
+/// all after it.
 fn pushdown(stages: &[Stage]) -> (Filter, usize) {
     let mut parts = Vec::new();
+    let mut first = stages.len();
     for (i, stage) in stages.iter().enumerate() {
-        match stage {
-            Stage::Match { filter, expr } => {
-                if let Some((f, _)) = filter {
-                    parts.push(f.clone());
-                }
-                if expr.is_some() {
-                    return (Filter::And(parts), i);
-                }
-            }
-            _ => return (Filter::And(parts), i),
+        let Stage::Match { filter, expr } = stage else {
+            first = first.min(i);
+            break;
+        };
+        if let Some((f, _)) = filter {
+            parts.push(f.clone());
+        }
+        if expr.is_some() {
+            first = first.min(i);
         }
     }
-    (Filter::And(parts), stages.len())
+    (Filter::And(parts), first)
+}
+
+/// How the value an expression reads at `path` in `doc` orders against the number `value`
+/// (what [`Filter::ExprCmp`] compares).
+pub(crate) fn compare_at(
+    doc: &Document,
+    path: &FieldPath,
+    value: &crate::filter::Scalar,
+) -> std::cmp::Ordering {
+    let number = match value {
+        crate::filter::Scalar::Int(i) => Value::from(*i),
+        crate::filter::Scalar::Float(f) => {
+            serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+        }
+        _ => Value::Null,
+    };
+    let segments = path.segments();
+    let here = segments
+        .split_first()
+        .and_then(|(head, rest)| walk(doc.get(head), rest));
+    expr::compare(here.as_ref(), Some(&number))
 }
 
 /// What every stage of one run sees.
@@ -545,12 +574,24 @@ fn parse_match(spec: &Value, at: &str) -> Result<Stage> {
         Some(e) => Some(Expr::parse(&e, &format!("{at}.$expr"))?),
         None => None,
     };
-    let filter = if rest.is_empty() {
-        None
-    } else {
-        let f = Filter::from_query_json(&Value::Object(rest)).map_err(|e| bad(at, e.message()))?;
-        let lowered = f.lower().map_err(|e| bad(at, e.message()))?;
-        Some((f, Arc::new(lowered)))
+    let mut parts = Vec::new();
+    if !rest.is_empty() {
+        parts
+            .push(Filter::from_query_json(&Value::Object(rest)).map_err(|e| bad(at, e.message()))?);
+    }
+    // As MongoDB rewrites `$expr`: its comparisons of a field path with a constant number
+    // are checked first, so a document they exclude never evaluates the rest (nor its errors).
+    parts.extend(expr.iter().flat_map(expr::numeric_bounds));
+    let filter = match parts.len() {
+        0 => None,
+        _ => {
+            let f = match parts.len() {
+                1 => parts.remove(0),
+                _ => Filter::And(parts),
+            };
+            let lowered = f.lower().map_err(|e| bad(at, e.message()))?;
+            Some((f, Arc::new(lowered)))
+        }
     };
     Ok(Stage::Match { filter, expr })
 }
