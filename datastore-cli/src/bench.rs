@@ -724,7 +724,7 @@ async fn explain(pool: &PgPool, q: &Explained) -> CliResult<Vec<String>> {
 /// Inserts `total` events from `synth` through `insert_many` batches of `batch`, with a progress
 /// bar, then prints the load rate (`what` qualifies the events in that line).
 async fn load_events(
-    store: &PgDataStore,
+    store: &dyn DataStore,
     synth: &mut Synth,
     total: u64,
     batch: usize,

@@ -252,6 +252,8 @@ pub struct Synth {
     hot: Vec<usize>,
     checks: WeightedIndex<u32>,
     clock: DateTime<Utc>,
+    /// The generated timestamps advance by 1 to this many milliseconds per event.
+    max_gap_ms: i64,
 }
 
 impl Synth {
@@ -281,7 +283,16 @@ impl Synth {
             hot,
             checks,
             clock: start,
+            max_gap_ms: 200,
         }
+    }
+
+    /// The same generator with `events` events spread over about `span` (the generated
+    /// timestamps of a long history instead of a burst).
+    pub fn spread(mut self, events: u64, span: chrono::Duration) -> Self {
+        let per_event = span.num_milliseconds() / i64::try_from(events.max(1)).unwrap_or(i64::MAX);
+        self.max_gap_ms = (2 * per_event).max(2);
+        self
     }
 
     /// Number of nodes in the fleet.
@@ -360,7 +371,7 @@ impl Synth {
             force: false,
             skip: true,
         });
-        self.clock += chrono::Duration::milliseconds(rng.gen_range(1..200));
+        self.clock += chrono::Duration::milliseconds(rng.gen_range(1..self.max_gap_ms));
         let event = HealthEvent {
             version: 1,
             agent: check.agent.to_owned(),

@@ -63,6 +63,12 @@ pub(crate) async fn create(store: &MongoDataStore, settings: &MongoSettings) -> 
             doc! { "healtheventstatus.nodequarantined": 1, "createdAt": 1 },
             "quarantine_status_createdAt",
         ),
+        // The analyzer's rules: one node's events in a time window (as PostgreSQL's
+        // migration 0005 indexes the window).
+        named(
+            doc! { "healthevent.nodename": 1, "healthevent.generatedtimestamp.seconds": 1 },
+            "node_generated",
+        ),
     ];
     ensure_indexes(&store.health, health).await?;
     let maintenance = vec![

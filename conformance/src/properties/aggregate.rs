@@ -208,6 +208,8 @@ pub(super) fn aggregation_matches_evaluator(ctx: &Ctx<'_>) -> std::result::Resul
         prop::option::of((texts_and_documents(), texts_and_documents())),
         // A second pipeline, run with the first by `aggregate_each`.
         prop::collection::vec(stage(ctx.capabilities.count_of_nothing_is_empty), 1..3),
+        // Time windows on `t` leading each (as the analyzer's rules have).
+        (prop::option::of(0i64..8), prop::option::of(0i64..8)),
     );
     // Pipelines the parser refuses are discarded; most must be compared.
     let compared = std::sync::atomic::AtomicU32::new(0);
@@ -216,7 +218,7 @@ pub(super) fn aggregation_matches_evaluator(ctx: &Ctx<'_>) -> std::result::Resul
         cases,
         shrink_iters(),
         strategy,
-        |(documents, stages, texts, others)| {
+        |(documents, stages, texts, others, windows)| {
             ctx.rt.block_on(async {
                 let run = unique("agg");
                 for mut d in documents {
@@ -225,12 +227,17 @@ pub(super) fn aggregation_matches_evaluator(ctx: &Ctx<'_>) -> std::result::Resul
                         .await
                         .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 }
+                let window = |since: Option<i64>| {
+                    since.map(|k| json!({"$match": {"$expr": {"$gte": ["$t", {"$add": [k, 0]}]}}}))
+                };
                 let mut all = vec![json!({"$match": {"run": run}})];
+                all.extend(window(windows.0));
                 all.extend(stages);
                 if let Some((x, y)) = texts {
                     all.push(json!({"$addFields": {"x": x, "y": y}}));
                 }
                 let mut second = vec![json!({"$match": {"run": run}})];
+                second.extend(window(windows.1));
                 second.extend(others);
                 let scope = json!({ "run": run });
                 let parse = |stages: Vec<Value>| {

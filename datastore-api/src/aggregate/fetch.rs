@@ -4,7 +4,7 @@
 
 use super::{check_lookup_from, Pipeline};
 use crate::error::{ErrorKind, Result};
-use crate::filter::Filter;
+use crate::filter::{CmpOp, Filter, Scalar};
 use crate::query::FindOptions;
 use crate::store::Collection;
 use crate::value::Document;
@@ -78,7 +78,7 @@ pub async fn aggregate_each_by_find<C: Collection + ?Sized>(
         Vec::new()
     } else {
         let options = FindOptions::default().limit(limit);
-        collection.find(&Filter::Or(union), &options).await?
+        collection.find(&hull(union), &options).await?
     };
     let mut out = Vec::with_capacity(pipelines.len());
     for (pipeline, plan) in pipelines.iter().zip(planned) {
@@ -108,6 +108,79 @@ pub async fn aggregate_each_by_find<C: Collection + ?Sized>(
     Ok(out)
 }
 
+/// One filter that matches whatever any of `filters` matches, and that an index answers: the
+/// conditions all of them share, plus for each path that every one bounds from below the
+/// lowest bound (as [`Filter::ExprCmp`] `>=`). An analyzer's rules for one event share the
+/// node and differ in their time windows, so this is "the node's events in the widest
+/// window", one index range instead of one per rule. Without a shared condition it is their
+/// `Or`.
+fn hull(filters: Vec<Filter>) -> Filter {
+    let parts: Vec<Vec<Filter>> = filters.iter().map(conjuncts).collect();
+    let Some((first, rest)) = parts.split_first() else {
+        return Filter::Or(filters);
+    };
+    let mut shared: Vec<Filter> = first
+        .iter()
+        .filter(|c| !matches!(c, Filter::All) && rest.iter().all(|r| r.contains(c)))
+        .cloned()
+        .collect();
+    let mut paths: Vec<&str> = first
+        .iter()
+        .filter_map(|c| lower_bound(c).map(|b| b.0))
+        .collect();
+    paths.sort_unstable();
+    paths.dedup();
+    for path in paths {
+        // Each filter's tightest bound on the path, then the loosest of those.
+        let lowest = parts
+            .iter()
+            .map(|p| {
+                p.iter()
+                    .filter_map(lower_bound)
+                    .filter(|(q, _)| *q == path)
+                    .map(|(_, v)| v)
+                    .reduce(|a, b| if b.1 > a.1 { b } else { a })
+            })
+            .try_fold(None, |low: Option<(&Scalar, f64)>, b| {
+                b.map(|b| Some(low.map_or(b, |l| if b.1 < l.1 { b } else { l })))
+            });
+        if let Some(Some((value, _))) = lowest {
+            shared.push(Filter::ExprCmp(path.to_owned(), CmpOp::Gte, value.clone()));
+        }
+    }
+    if shared.is_empty() {
+        Filter::Or(filters)
+    } else {
+        Filter::And(shared)
+    }
+}
+
+/// The members of nested `And`s.
+fn conjuncts(f: &Filter) -> Vec<Filter> {
+    match f {
+        Filter::And(parts) => parts.iter().flat_map(conjuncts).collect(),
+        other => vec![other.clone()],
+    }
+}
+
+/// `(path, n)` when `f` implies that the value an expression reads at `path` is at least the
+/// number `n`: an `ExprCmp` `>`, `>=` or `==`, or a query `==`, `>`, `>=` on a number (a number
+/// that matches is at least `n`; an array that matches reads as an array, above every number).
+/// The number comes with its value as a float, exact: integers past 2^53 give no bound.
+fn lower_bound(f: &Filter) -> Option<(&str, (&Scalar, f64))> {
+    let (path, value) = match f {
+        Filter::ExprCmp(p, CmpOp::Gt | CmpOp::Gte | CmpOp::Eq, v) => (p, v),
+        Filter::Eq(p, v) | Filter::Gt(p, v) | Filter::Gte(p, v) => (p, v),
+        _ => return None,
+    };
+    let exact = match value {
+        Scalar::Int(i) if i.unsigned_abs() <= 1 << 53 => *i as f64,
+        Scalar::Float(x) if x.is_finite() => *x,
+        _ => return None,
+    };
+    Some((path.as_str(), (value, exact)))
+}
+
 /// One pipeline's entry of [`Collection::aggregate_each`]: its result, or its own error (bad
 /// input, or a part the server lacks); any other error (the server unreachable, a timeout)
 /// fails the whole call.
@@ -115,5 +188,41 @@ pub fn own_outcome(result: Result<Vec<Document>>) -> Result<Result<Vec<Document>
     match result {
         Err(e) if !matches!(e.kind(), ErrorKind::InvalidInput | ErrorKind::Unsupported) => Err(e),
         r => Ok(r),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hull_keeps_shared_conditions_and_the_widest_window() {
+        let node = || Filter::eq("n", "node-7");
+        let rules = vec![
+            Filter::And(vec![
+                node(),
+                Filter::eq("h", false),
+                Filter::expr_cmp("t", CmpOp::Gte, 100),
+            ]),
+            Filter::And(vec![
+                Filter::And(vec![node(), Filter::eq("f", true)]),
+                Filter::expr_cmp("t", CmpOp::Gt, 40),
+                Filter::expr_cmp("t", CmpOp::Gte, 20),
+            ]),
+            Filter::And(vec![node(), Filter::eq("t", 70)]),
+        ];
+        assert_eq!(
+            hull(rules),
+            Filter::And(vec![node(), Filter::expr_cmp("t", CmpOp::Gte, 40)])
+        );
+        // No shared condition: their disjunction.
+        let apart = vec![Filter::eq("a", 1), Filter::eq("b", 1)];
+        assert_eq!(hull(apart.clone()), Filter::Or(apart));
+        // An integer a float cannot hold exactly gives no bound.
+        let big = vec![
+            Filter::And(vec![node(), Filter::expr_cmp("t", CmpOp::Gte, i64::MAX)]),
+            Filter::And(vec![node(), Filter::expr_cmp("t", CmpOp::Gte, 1)]),
+        ];
+        assert_eq!(hull(big), Filter::And(vec![node()]));
     }
 }

@@ -320,3 +320,59 @@ fn conversions_follow_convert_rules() {
         assert_eq!(e.kind(), crate::ErrorKind::InvalidInput, "{bad}");
     }
 }
+
+#[test]
+fn expr_time_windows_push_down_and_are_checked_first() {
+    use crate::filter::{CmpOp, Filter};
+    let rule = Pipeline::parse(&json!([
+        {"$match": {"n": "x"}},
+        {"$match": {"$expr": {"$and": [
+            {"$gte": ["$t", {"$subtract": [100, 30]}]},
+            {"$lt": [5, "$u"]},
+            {"$gt": [{"$toLong": "$s"}, 0]},
+        ]}}},
+        {"$group": {"_id": null, "c": {"$sum": 1}}},
+    ]))
+    .unwrap();
+    let (filter, first) = rule.pushdown();
+    assert_eq!(first, 1, "the $expr stage still runs");
+    assert_eq!(
+        filter,
+        Filter::And(vec![
+            Filter::eq("n", "x"),
+            Filter::And(vec![
+                Filter::expr_cmp("t", CmpOp::Gte, 70),
+                Filter::expr_cmp("u", CmpOp::Gt, 5),
+            ]),
+        ])
+    );
+    // "zz" does not convert, but its document is outside the window: never evaluated, as
+    // MongoDB's rewrite of `$expr` checks the comparison first.
+    let out = run(
+        rule.stages_json().to_vec().into(),
+        json!([
+            {"n": "x", "t": 80, "u": 6, "s": "1"},
+            {"n": "x", "t": 10, "u": 6, "s": "zz"},
+        ]),
+    );
+    assert_eq!(out, [json!({"_id": null, "c": 1})]);
+}
+
+#[test]
+fn expr_comparisons_order_by_bson_type() {
+    use crate::filter::{CmpOp, Filter};
+    let docs = docs(json!([
+        {"t": 5}, {"t": 50}, {"t": "late"}, {"t": [1]}, {"t": null}, {}, {"a": [{"t": 1}]},
+        {"t": {"$date": "2026-01-01T00:00:00.000Z"}},
+    ]));
+    let hits = |f: Filter| {
+        let l = f.lower().unwrap();
+        docs.iter().filter(|d| l.matches(d)).count()
+    };
+    // Above 10: 50, the string, the array, the date (missing and null sort below numbers).
+    assert_eq!(hits(Filter::expr_cmp("t", CmpOp::Gt, 10)), 4);
+    assert_eq!(hits(Filter::expr_cmp("t", CmpOp::Lt, 10)), 4);
+    // "$a.t" over an array is an array: above every number.
+    assert_eq!(hits(Filter::expr_cmp("a.t", CmpOp::Gt, 1_000)), 1);
+    assert!(Filter::expr_cmp("t", CmpOp::Gt, "x").lower().is_err());
+}

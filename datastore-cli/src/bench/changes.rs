@@ -87,7 +87,7 @@ pub(super) async fn run(bench: &Bench<'_>) -> CliResult<()> {
         figures.push(super::read_ahead::read_ahead(bench).await?);
     }
     if bench.args.selected(BenchCase::Rules) {
-        figures.push(super::rules::rules_case(bench).await?);
+        figures.extend(super::rules::rules_case(bench).await?);
     }
     println!();
     println!(
