@@ -356,7 +356,9 @@ async fn end_to_end(
     };
     let run = async { tokio::try_join!(analyzer, writer) };
     match tokio::time::timeout(END_TO_END_LIMIT, run).await {
-        Ok(done) => drop(done?),
+        Ok(done) => {
+            done?;
+        }
         Err(_) => {
             return Err(CliError::check(format!(
                 "rules end to end: {} of {expected} events analysed in {} s",
