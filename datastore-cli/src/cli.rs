@@ -191,7 +191,7 @@ pub struct BenchArgs {
     pub rules_events: u64,
     /// Stored events of the analyzer-rules case's MongoDB lane, on the SecantusDB stand-in
     /// (0 skips the lane; it loads far slower than PostgreSQL).
-    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
     pub rules_mongodb_events: u64,
 }
 

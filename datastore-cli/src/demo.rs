@@ -755,12 +755,31 @@ impl Demo<'_> {
                 ]),
             ),
         ];
+        let mut bound = Vec::with_capacity(rules.len());
+        let mut each = Vec::with_capacity(rules.len());
         for (what, json) in rules {
             let pipeline = Pipeline::parse(&json)?.bind_this(&event)?;
             let (out, t) = timed(collection.aggregate(&pipeline)).await;
             let out = out?;
             self.step(c, what, format!("{} result document(s)", out.len()), t);
+            bound.push(pipeline);
+            each.push(out);
         }
+        let (together, t) = timed(collection.aggregate_each(&bound)).await;
+        let together = together?
+            .into_iter()
+            .collect::<datastore::Result<Vec<_>>>()?;
+        if together != each {
+            return Err(CliError::check(
+                "health-events-analyzer: aggregate_each gave other documents than aggregate",
+            ));
+        }
+        self.step(
+            c,
+            "both rules at once: aggregate_each (one fetch on PostgreSQL)",
+            "the same result documents",
+            t,
+        );
         Ok(())
     }
 

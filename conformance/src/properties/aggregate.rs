@@ -113,6 +113,9 @@ fn stage(count: bool) -> BoxedStrategy<Value> {
             json!({"$project": {"node": 1, "v": 1, "total": {"$add": [{"$ifNull": ["$v", 0]}, 1]}}})
         ),
         Just(json!({"$project": {"tags": 0}})),
+        // A nested specification: dotted paths, merged into what is there. (SecantusDB reads
+        // a nested `$project` document as an expression, not as MongoDB's dotted inclusion.)
+        Just(json!({"$addFields": {"o": {"p": "$v", "q": {"r": "$w"}}}})),
         // Windows: `_id` orders uniquely (positions and shifts are then defined), `t` has ties.
         Just(
             json!({"$setWindowFields": {"partitionBy": "$node", "sortBy": {"_id": 1}, "output": {

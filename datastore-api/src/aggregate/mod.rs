@@ -275,8 +275,8 @@ pub fn check_lookup_from(collection: &str, from: &str) -> Result<()> {
 }
 
 /// The filter of the leading `$match` stages and the index of the first stage still to run.
-/// The leading `$match` stages as one filter, and the first stage it does not decide: a
-/// `$match` with `$expr` contributes the comparisons of a field path with a number its
+/// The leading `$match` stages as one filter, and the first stage it does not decide: the
+/// first `$match` with `$expr` contributes the comparisons of a field path with a number its
 /// filter holds (as [`Filter::ExprCmp`], which an index answers) but is still run, and so is
 /// all after it.
 fn pushdown(stages: &[Stage]) -> (Filter, usize) {
@@ -290,8 +290,11 @@ fn pushdown(stages: &[Stage]) -> (Filter, usize) {
         if let Some((f, _)) = filter {
             parts.push(f.clone());
         }
+        // A later stage's filter would skip documents before this `$expr` evaluates them
+        // (and fails on some): the candidates end here.
         if expr.is_some() {
-            first = first.min(i);
+            first = i;
+            break;
         }
     }
     (Filter::And(parts), first)
@@ -600,9 +603,31 @@ fn computed_fields(spec: &Value, at: &str) -> Result<Vec<(Vec<String>, Expr)>> {
     let Value::Object(o) = spec else {
         return Err(bad(at, "takes a document of fields"));
     };
-    o.iter()
+    flattened(o, at)?
+        .iter()
         .map(|(k, e)| Ok((split(k), Expr::parse(e, &format!("{at}.{k}"))?)))
         .collect()
+}
+
+/// A `$project` / `$addFields` specification with its nested field documents as dotted
+/// paths, as MongoDB reads them: `{a: {b: 1}}` is `{"a.b": 1}` (an operator document such as
+/// `{a: {$size: "$x"}}` is a value; an empty nested document is an error).
+fn flattened(spec: &serde_json::Map<String, Value>, at: &str) -> Result<Vec<(String, Value)>> {
+    let mut out = Vec::with_capacity(spec.len());
+    for (k, v) in spec {
+        match v {
+            Value::Object(inner) if inner.is_empty() => {
+                return Err(bad(at, format!("{k}: an empty nested specification")))
+            }
+            Value::Object(inner) if !inner.keys().any(|key| key.starts_with('$')) => {
+                for (path, value) in flattened(inner, &format!("{at}.{k}"))? {
+                    out.push((format!("{k}.{path}"), value));
+                }
+            }
+            _ => out.push((k.clone(), v.clone())),
+        }
+    }
+    Ok(out)
 }
 
 fn parse_projection(spec: &Value, at: &str) -> Result<Projection> {
@@ -618,7 +643,7 @@ fn parse_projection(spec: &Value, at: &str) -> Result<Projection> {
     let mut drop = Vec::new();
     let mut computed = Vec::new();
     let mut id = true;
-    for (k, v) in o {
+    for (k, v) in &flattened(o, at)? {
         match (k.as_str(), flag(v)) {
             ("_id", Some(b)) => id = b,
             (_, Some(true)) => keep.push(split(k)),
@@ -683,7 +708,11 @@ fn run_stage(stage: &Stage, docs: Vec<Document>, ctx: &Ctx<'_>) -> Result<Vec<Do
                 for (path, v) in values {
                     match v {
                         Some(v) => set_path(&mut d, path, v),
-                        None => remove_path(&mut d, path),
+                        None => {
+                            // The documents on the way exist even when the value is missing.
+                            documents_along(&mut d, &path[..path.len() - 1]);
+                            remove_path(&mut d, path);
+                        }
                     }
                 }
                 Ok(d)
@@ -708,14 +737,17 @@ fn run_stage(stage: &Stage, docs: Vec<Document>, ctx: &Ctx<'_>) -> Result<Vec<Do
                         out.insert("_id".into(), v.clone());
                     }
                 }
-                for path in keep {
-                    if let Some(v) = walk(Some(&doc), path) {
-                        set_path(&mut out, path, v);
+                if let Value::Object(src) = &doc {
+                    for path in keep {
+                        keep_path(&mut out, src, path);
                     }
                 }
                 for (path, e) in computed {
-                    if let Some(v) = e.eval(&doc, vars)? {
-                        set_path(&mut out, path, v);
+                    match e.eval(&doc, vars)? {
+                        Some(v) => set_path(&mut out, path, v),
+                        None => {
+                            documents_along(&mut out, &path[..path.len() - 1]);
+                        }
                     }
                 }
                 Ok(out)
@@ -860,18 +892,72 @@ pub(crate) fn set_path(doc: &mut Document, path: &[String], value: Value) {
     let Some((last, parents)) = path.split_last() else {
         return;
     };
-    let mut cur = doc;
-    for seg in parents {
-        let slot = cur
-            .entry(seg.clone())
-            .or_insert_with(|| Value::Object(Document::new()));
-        if !slot.is_object() {
-            *slot = Value::Object(Document::new());
-        }
-        let Value::Object(next) = slot else { return };
-        cur = next;
+    if let Some(parent) = documents_along(doc, parents) {
+        parent.insert(last.clone(), value);
     }
-    cur.insert(last.clone(), value);
+}
+
+/// The document at `path`, made (replacing whatever is not a document on the way) if needed
+/// (always `Some`).
+fn documents_along<'a>(doc: &'a mut Document, path: &[String]) -> Option<&'a mut Document> {
+    let Some((first, rest)) = path.split_first() else {
+        return Some(doc);
+    };
+    let slot = doc
+        .entry(first.clone())
+        .or_insert_with(|| Value::Object(Document::new()));
+    if !slot.is_object() {
+        *slot = Value::Object(Document::new());
+    }
+    documents_along(slot.as_object_mut()?, rest)
+}
+
+/// An inclusion projection of `path` from `src` into `out`, as MongoDB's: the documents on
+/// the way are kept (empty if nothing below them is), an array on the way is projected
+/// element by element (elements that are not documents dropped), anything else ends it.
+fn keep_path(out: &mut Document, src: &Document, path: &[String]) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    let Some(v) = src.get(first) else {
+        return;
+    };
+    if rest.is_empty() {
+        out.insert(first.clone(), v.clone());
+        return;
+    }
+    if let Some(kept) = keep_below(out.get(first), v, rest) {
+        out.insert(first.clone(), kept);
+    }
+}
+
+/// What [`keep_path`] keeps of `v` for the rest of the path, merged into `already` (what an
+/// earlier kept path put there).
+fn keep_below(already: Option<&Value>, v: &Value, rest: &[String]) -> Option<Value> {
+    match v {
+        Value::Object(inner) if crate::value::as_date(v).is_none() => {
+            let mut o = match already {
+                Some(Value::Object(o)) => o.clone(),
+                _ => Document::new(),
+            };
+            keep_path(&mut o, inner, rest);
+            Some(Value::Object(o))
+        }
+        Value::Array(items) => {
+            let before = match already {
+                Some(Value::Array(a)) => a.as_slice(),
+                _ => &[],
+            };
+            let kept = items
+                .iter()
+                .filter(|i| i.is_object() || i.is_array())
+                .enumerate()
+                .filter_map(|(n, i)| keep_below(before.get(n), i, rest))
+                .collect();
+            Some(Value::Array(kept))
+        }
+        _ => None,
+    }
 }
 
 fn remove_path(doc: &mut Document, path: &[String]) {

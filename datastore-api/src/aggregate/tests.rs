@@ -376,3 +376,31 @@ fn expr_comparisons_order_by_bson_type() {
     assert_eq!(hits(Filter::expr_cmp("a.t", CmpOp::Gt, 1_000)), 1);
     assert!(Filter::expr_cmp("t", CmpOp::Gt, "x").lower().is_err());
 }
+
+#[test]
+fn nested_specifications_are_dotted_paths() {
+    let out = run(
+        json!([
+            {"$addFields": {"a": {"b": 5, "d": {"e": "$x"}}}},
+            {"$project": {"_id": 0, "a": {"b": 1, "c": 1, "d": {"e": 1}}}},
+        ]),
+        json!([{"_id": "1", "x": 7, "a": {"c": 2, "z": 3}}]),
+    );
+    assert_eq!(out, [json!({"a": {"b": 5, "c": 2, "d": {"e": 7}}})]);
+    assert!(Pipeline::parse(&json!([{"$project": {"a": {}}}])).is_err());
+}
+
+#[test]
+fn inclusion_keeps_documents_on_the_way_and_projects_arrays_element_by_element() {
+    let out = run(
+        json!([
+            {"$project": {"_id": 0, "a.b": 1, "a.c": 1, "m.n": 1, "s.t": 1}},
+            {"$addFields": {"x.y": "$nope"}},
+        ]),
+        json!([{"_id": "1", "a": [{"b": 1, "z": 0}, 5, {"z": 0}, [{"c": 2}]], "m": {"k": 1}, "s": 3}]),
+    );
+    assert_eq!(
+        out,
+        [json!({"a": [{"b": 1}, {}, [{"c": 2}]], "m": {}, "x": {}})]
+    );
+}

@@ -49,8 +49,8 @@ const POSTGRES: Size = Size {
     end_to_end: 2_000,
 };
 const STAND_IN: Size = Size {
-    analysed: 5,
-    end_to_end: 100,
+    analysed: 3,
+    end_to_end: 10,
 };
 /// Target: all 20 rules for one event, p50, ms (NVSentinel on MongoDB: 17.67 ms).
 const P50_TARGET_MS: f64 = 1.8;
