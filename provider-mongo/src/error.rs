@@ -111,13 +111,23 @@ pub(crate) fn map_err(e: MongoError) -> Error {
 /// as the evaluator reports the same failures.
 pub(crate) fn map_aggregate_err(e: MongoError) -> Error {
     let command = matches!(e.kind.as_ref(), Mk::Command(_));
-    let mapped = map_err(e);
-    if command && mapped.kind() == ErrorKind::Permanent {
-        Error::invalid_input(format!("aggregate: {}", mapped.message()))
+    let code = code_of(&e);
+    let mapped = map_err(e.clone());
+    let server_side = code.is_some_and(|c| NOT_THE_PIPELINE_CODES.contains(&c));
+    if command && !server_side && mapped.kind() == ErrorKind::Permanent {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("aggregate: {}", mapped.message()),
+        )
+        .with_source(e)
     } else {
         mapped
     }
 }
+
+/// Command errors of an aggregation that are the server's, not the pipeline's: CursorNotFound,
+/// QueryPlanKilled, CursorKilled, StaleConfig.
+const NOT_THE_PIPELINE_CODES: &[i32] = &[43, 175, 237, 13_388];
 
 /// Certificate problems seen in a connection failure, which retrying cannot fix. The driver
 /// reports them only as text (a server selection error quotes each server's I/O error), so the

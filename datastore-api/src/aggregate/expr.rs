@@ -537,9 +537,11 @@ pub(crate) fn numeric_bounds(e: &Expr) -> Vec<Filter> {
             return None;
         }
         match c.eval(&Value::Null, &Vars::constant()).ok()?? {
+            // An integer past i64 would round as a float: no bound for it.
             Value::Number(n) => Some(match n.as_i64() {
                 Some(i) => Scalar::Int(i),
-                None => Scalar::Float(n.as_f64().filter(|f| f.is_finite())?),
+                None if n.is_f64() => Scalar::Float(n.as_f64().filter(|f| f.is_finite())?),
+                None => return None,
             }),
             _ => None,
         }

@@ -55,8 +55,8 @@ fn fetches(collection: &str, pipeline: &Pipeline) -> Result<Fetches> {
 
 /// What [`Collection::aggregate_each`] does by default: one `find` for the union of every
 /// pipeline's (and lookup's) pushed-down filter, each pipeline's candidates picked from it in
-/// memory by its own filter, then the evaluator per pipeline. When the union holds more than
-/// all the pipelines' bounds together, each pipeline fetches on its own instead.
+/// memory by its own filter, then the evaluator per pipeline. When the pipelines share no
+/// condition, or the shared fetch holds more than one pipeline may, each fetches on its own.
 pub async fn aggregate_each_by_find<C: Collection + ?Sized>(
     collection: &C,
     pipelines: &[Pipeline],
@@ -70,15 +70,20 @@ pub async fn aggregate_each_by_find<C: Collection + ?Sized>(
         .flatten()
         .flat_map(|f| f.sources.iter().cloned())
         .collect();
+    // More than one pipeline may hold: then each fetches on its own (as it does when the
+    // pipelines share no condition), so the shared fetch never outgrows a single one.
     let limit = pipelines
         .iter()
         .map(|p| bound(p.max_documents()))
-        .fold(0u64, u64::saturating_add);
-    let fetched = if union.is_empty() {
-        Vec::new()
-    } else {
-        let options = FindOptions::default().limit(limit);
-        collection.find(&hull(union), &options).await?
+        .max()
+        .unwrap_or(0);
+    let shared = if union.is_empty() { None } else { hull(&union) };
+    let fetched = match &shared {
+        Some(filter) => {
+            let options = FindOptions::default().limit(limit);
+            collection.find(filter, &options).await?
+        }
+        None => Vec::new(),
     };
     let mut out = Vec::with_capacity(pipelines.len());
     for (pipeline, plan) in pipelines.iter().zip(planned) {
@@ -89,7 +94,7 @@ pub async fn aggregate_each_by_find<C: Collection + ?Sized>(
                 continue;
             }
         };
-        if fetched.len() as u64 >= limit {
+        if shared.is_none() || fetched.len() as u64 >= limit {
             out.push(own_outcome(aggregate_by_find(collection, pipeline).await)?);
             continue;
         }
@@ -112,13 +117,10 @@ pub async fn aggregate_each_by_find<C: Collection + ?Sized>(
 /// conditions all of them share, plus for each path that every one bounds from below the
 /// lowest bound (as [`Filter::ExprCmp`] `>=`). An analyzer's rules for one event share the
 /// node and differ in their time windows, so this is "the node's events in the widest
-/// window", one index range instead of one per rule. Without a shared condition it is their
-/// `Or`.
-fn hull(filters: Vec<Filter>) -> Filter {
+/// window", one index range instead of one per rule. `None` without a shared condition.
+fn hull(filters: &[Filter]) -> Option<Filter> {
     let parts: Vec<Vec<Filter>> = filters.iter().map(conjuncts).collect();
-    let Some((first, rest)) = parts.split_first() else {
-        return Filter::Or(filters);
-    };
+    let (first, rest) = parts.split_first()?;
     let mut shared: Vec<Filter> = first
         .iter()
         .filter(|c| !matches!(c, Filter::All) && rest.iter().all(|r| r.contains(c)))
@@ -148,11 +150,7 @@ fn hull(filters: Vec<Filter>) -> Filter {
             shared.push(Filter::ExprCmp(path.to_owned(), CmpOp::Gte, value.clone()));
         }
     }
-    if shared.is_empty() {
-        Filter::Or(filters)
-    } else {
-        Filter::And(shared)
-    }
+    (!shared.is_empty()).then_some(Filter::And(shared))
 }
 
 /// The members of nested `And`s.
@@ -212,17 +210,19 @@ mod tests {
             Filter::And(vec![node(), Filter::eq("t", 70)]),
         ];
         assert_eq!(
-            hull(rules),
-            Filter::And(vec![node(), Filter::expr_cmp("t", CmpOp::Gte, 40)])
+            hull(&rules),
+            Some(Filter::And(vec![
+                node(),
+                Filter::expr_cmp("t", CmpOp::Gte, 40)
+            ]))
         );
-        // No shared condition: their disjunction.
-        let apart = vec![Filter::eq("a", 1), Filter::eq("b", 1)];
-        assert_eq!(hull(apart.clone()), Filter::Or(apart));
+        // No shared condition: none (each pipeline fetches on its own).
+        assert_eq!(hull(&[Filter::eq("a", 1), Filter::eq("b", 1)]), None);
         // An integer a float cannot hold exactly gives no bound.
         let big = vec![
             Filter::And(vec![node(), Filter::expr_cmp("t", CmpOp::Gte, i64::MAX)]),
             Filter::And(vec![node(), Filter::expr_cmp("t", CmpOp::Gte, 1)]),
         ];
-        assert_eq!(hull(big), Filter::And(vec![node()]));
+        assert_eq!(hull(&big), Some(Filter::And(vec![node()])));
     }
 }

@@ -710,7 +710,7 @@ fn run_stage(stage: &Stage, docs: Vec<Document>, ctx: &Ctx<'_>) -> Result<Vec<Do
                         Some(v) => set_path(&mut d, path, v),
                         None => {
                             // The documents on the way exist even when the value is missing.
-                            documents_along(&mut d, &path[..path.len() - 1]);
+                            parents_of_missing(&mut d, path);
                             remove_path(&mut d, path);
                         }
                     }
@@ -745,9 +745,7 @@ fn run_stage(stage: &Stage, docs: Vec<Document>, ctx: &Ctx<'_>) -> Result<Vec<Do
                 for (path, e) in computed {
                     match e.eval(&doc, vars)? {
                         Some(v) => set_path(&mut out, path, v),
-                        None => {
-                            documents_along(&mut out, &path[..path.len() - 1]);
-                        }
+                        None => parents_of_missing(&mut out, path),
                     }
                 }
                 Ok(out)
@@ -897,6 +895,24 @@ pub(crate) fn set_path(doc: &mut Document, path: &[String], value: Value) {
     }
 }
 
+/// What a computed field whose value is missing leaves: the documents on the way to it,
+/// made where missing. An array or other value on the way is left as it is.
+fn parents_of_missing(doc: &mut Document, path: &[String]) {
+    let Some((_, parents)) = path.split_last() else {
+        return;
+    };
+    let mut cur = doc;
+    for seg in parents {
+        let slot = cur
+            .entry(seg.clone())
+            .or_insert_with(|| Value::Object(Document::new()));
+        match slot {
+            Value::Object(next) if !next.contains_key("$date") => cur = next,
+            _ => return,
+        }
+    }
+}
+
 /// The document at `path`, made (replacing whatever is not a document on the way) if needed
 /// (always `Some`).
 fn documents_along<'a>(doc: &'a mut Document, path: &[String]) -> Option<&'a mut Document> {
@@ -950,7 +966,7 @@ fn keep_below(already: Option<&Value>, v: &Value, rest: &[String]) -> Option<Val
             };
             let kept = items
                 .iter()
-                .filter(|i| i.is_object() || i.is_array())
+                .filter(|i| i.is_array() || (i.is_object() && crate::value::as_date(i).is_none()))
                 .enumerate()
                 .filter_map(|(n, i)| keep_below(before.get(n), i, rest))
                 .collect();

@@ -62,6 +62,14 @@ pub(crate) fn substr(
             ))),
         }
     };
+    // `$substrCP` wants integral numbers; `$substrBytes` truncates.
+    if code_points {
+        for (v, what) in [(start, "starting index"), (length, "length")] {
+            if v.and_then(Value::as_f64).is_some_and(|f| f.fract() != 0.0) {
+                return fail(&format!("{what} must be an integral value"));
+            }
+        }
+    }
     let start = integer(start, "starting index")?;
     let length = integer(length, "length")?;
     if start < 0 {

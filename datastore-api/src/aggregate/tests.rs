@@ -404,3 +404,16 @@ fn inclusion_keeps_documents_on_the_way_and_projects_arrays_element_by_element()
         [json!({"a": [{"b": 1}, {}, [{"c": 2}]], "m": {}, "x": {}})]
     );
 }
+
+#[test]
+fn missing_values_leave_arrays_alone_and_dates_are_not_documents() {
+    let out = run(
+        json!([
+            {"$set": {"a.b": "$nope"}},
+            {"$project": {"_id": 0, "a.c": 1, "d.e": 1, "d.f": 1}},
+        ]),
+        json!([{"_id": "1", "a": [{"c": 1}],
+                "d": [{"$date": "2026-01-01T00:00:00.000Z"}, {"e": 1, "f": 2}]}]),
+    );
+    assert_eq!(out, [json!({"a": [{"c": 1}], "d": [{"e": 1, "f": 2}]})]);
+}
