@@ -35,6 +35,9 @@ pub enum Command {
     /// Applies pending schema migrations to the server configured by the `DATASTORE_*`
     /// environment variables and prints the schema version.
     Migrate,
+    /// Lists, deletes or resets the change-stream consumers of a collection on the server
+    /// configured by the `DATASTORE_*` environment variables (or `DATASTORE_CONFIG_FILE`).
+    Consumers(ConsumersArgs),
     /// Benchmarks the provider against a bare-SQL baseline on a throwaway PostgreSQL, checks
     /// that the domain queries use indexes, and measures the change streams (capture cost,
     /// delivery lag, backlog drain, the flow simulation).
@@ -43,6 +46,51 @@ pub enum Command {
     /// its memory is measured alone. Prints one `drain-worker-result {json}` line.
     #[command(hide = true)]
     DrainWorker(DrainWorkerArgs),
+}
+
+/// Arguments of `datastore consumers`.
+#[derive(Debug, Clone, Args)]
+pub struct ConsumersArgs {
+    /// The collection whose consumers these are.
+    #[arg(long, value_enum, default_value_t = Target::HealthEvents)]
+    pub collection: Target,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: ConsumerAction,
+}
+
+/// A collection named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Target {
+    /// Health events (NVSentinel's `HealthEvents`).
+    HealthEvents,
+    /// Maintenance events (NVSentinel's `MaintenanceEvents`).
+    MaintenanceEvents,
+}
+
+/// What `datastore consumers` does.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ConsumerAction {
+    /// Every consumer with a checkpoint or a lease: checkpoint age, lease holder and expiry.
+    List,
+    /// Forgets a consumer (its checkpoint and lease; the change history it held back may then
+    /// be pruned). Refused while a stream holds its lease: stop that component first.
+    Delete {
+        /// The consumer's name (NVSentinel's component name, e.g. `fault-quarantine`).
+        consumer: String,
+    },
+    /// Moves a consumer's checkpoint: its next watch from its checkpoint starts there.
+    /// Refused while a stream holds its lease.
+    Reset {
+        /// The consumer's name.
+        consumer: String,
+        /// `now`, `beginning` (the oldest retained change) or an RFC 3339 time.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 /// Arguments of the hidden `datastore drain-worker`.

@@ -19,6 +19,7 @@
 
 mod bench;
 mod cli;
+mod consumers;
 mod demo;
 mod error;
 mod flow;
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
     let name = match &cli.command {
         Command::Demo(_) => "demo",
         Command::Migrate => "migrate",
+        Command::Consumers(_) => "consumers",
         Command::Bench(_) => "bench",
         Command::DrainWorker(_) => "drain-worker",
     };
@@ -61,6 +63,7 @@ fn run(command: Command) -> Result<(), CliError> {
     match command {
         Command::Demo(args) => demo::run(&rt, &args),
         Command::Migrate => rt.block_on(migrate::run()),
+        Command::Consumers(args) => rt.block_on(consumers::run(&args)),
         Command::Bench(args) => bench::run(&rt, &args),
         Command::DrainWorker(args) => rt.block_on(bench::drain_worker(&args)),
     }
