@@ -999,17 +999,7 @@ fn eval_op(op: Op, args: &[Expr], doc: &Value, vars: &Vars) -> Result<Option<Val
                 });
             Ok(Some(pick.cloned().unwrap_or(Value::Null)))
         }
-        Op::Substr | Op::SubstrCp => strings::substr(
-            if op == Op::Substr {
-                "$substrBytes"
-            } else {
-                "$substrCP"
-            },
-            op == Op::SubstrCp,
-            arg(0),
-            arg(1),
-            arg(2),
-        ),
+        Op::Substr | Op::SubstrCp => strings::substr(op == Op::SubstrCp, arg(0), arg(1), arg(2)),
         Op::ObjectToArray => objects::object_to_array(arg(0)),
         Op::ArrayToObject => objects::array_to_object(arg(0)),
         Op::And | Op::Or | Op::Cond | Op::IfNull => unreachable_op(op),

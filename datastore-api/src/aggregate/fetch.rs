@@ -15,15 +15,26 @@ pub async fn aggregate_by_find<C: Collection + ?Sized>(
     collection: &C,
     pipeline: &Pipeline,
 ) -> Result<Vec<Document>> {
-    let (filter, first) = pipeline.pushdown();
+    let (first, sources) = sources(collection.name(), pipeline)?;
     let options = FindOptions::default().limit(bound(pipeline.max_documents()));
-    let candidates = collection.find(&filter, &options).await?;
-    let mut foreign = Vec::new();
-    for (from, filter) in pipeline.lookup_sources() {
-        check_lookup_from(collection.name(), &from)?;
-        foreign.push(collection.find(&filter, &options).await?);
+    let mut fetched = Vec::with_capacity(sources.len());
+    for filter in &sources {
+        fetched.push(collection.find(filter, &options).await?);
     }
-    pipeline.run_with(first, candidates, &foreign)
+    let candidates = fetched.remove(0);
+    pipeline.run_with(first, candidates, &fetched)
+}
+
+/// The first stage left to run, and the filters a pipeline fetches by: its own, then its
+/// lookups' (each checked to read this collection).
+fn sources(collection: &str, pipeline: &Pipeline) -> Result<(usize, Vec<Filter>)> {
+    let (filter, first) = pipeline.pushdown();
+    let mut sources = vec![filter];
+    for (from, filter) in pipeline.lookup_sources() {
+        check_lookup_from(collection, &from)?;
+        sources.push(filter);
+    }
+    Ok((first, sources))
 }
 
 /// One more than `max` documents: fetching that many shows that a stage would hold too many.
@@ -39,12 +50,7 @@ struct Fetches {
 }
 
 fn fetches(collection: &str, pipeline: &Pipeline) -> Result<Fetches> {
-    let (filter, first) = pipeline.pushdown();
-    let mut sources = vec![filter];
-    for (from, filter) in pipeline.lookup_sources() {
-        check_lookup_from(collection, &from)?;
-        sources.push(filter);
-    }
+    let (first, sources) = sources(collection, pipeline)?;
     let filters = sources.iter().map(Filter::lower).collect::<Result<_>>()?;
     Ok(Fetches {
         first,

@@ -180,9 +180,9 @@ impl Pipeline {
     }
 
     /// The filter of the leading `$match` stages (what a provider can answer from an index)
-    /// and the index of the first stage still to run on what it returns. A `$match` with
-    /// `$expr` adds the comparisons of a field path with a constant number it implies (a rule's
-    /// time window, as [`Filter::ExprCmp`]) and is still run.
+    /// and the index of the first stage still to run on what it returns. The first `$match`
+    /// with `$expr` adds the comparisons of a field path with a constant number it implies (a
+    /// rule's time window, as [`Filter::ExprCmp`]); it and every stage after it still run.
     pub fn pushdown(&self) -> (Filter, usize) {
         pushdown(&self.stages)
     }
@@ -274,7 +274,6 @@ pub fn check_lookup_from(collection: &str, from: &str) -> Result<()> {
     }
 }
 
-/// The filter of the leading `$match` stages and the index of the first stage still to run.
 /// The leading `$match` stages as one filter, and the first stage it does not decide: the
 /// first `$match` with `$expr` contributes the comparisons of a field path with a number its
 /// filter holds (as [`Filter::ExprCmp`], which an index answers) but is still run, and so is
@@ -284,7 +283,7 @@ fn pushdown(stages: &[Stage]) -> (Filter, usize) {
     let mut first = stages.len();
     for (i, stage) in stages.iter().enumerate() {
         let Stage::Match { filter, expr } = stage else {
-            first = first.min(i);
+            first = i;
             break;
         };
         if let Some((f, _)) = filter {
@@ -890,9 +889,18 @@ pub(crate) fn set_path(doc: &mut Document, path: &[String], value: Value) {
     let Some((last, parents)) = path.split_last() else {
         return;
     };
-    if let Some(parent) = documents_along(doc, parents) {
-        parent.insert(last.clone(), value);
+    let mut cur = doc;
+    for seg in parents {
+        let slot = cur
+            .entry(seg.clone())
+            .or_insert_with(|| Value::Object(Document::new()));
+        if !slot.is_object() {
+            *slot = Value::Object(Document::new());
+        }
+        let Value::Object(next) = slot else { return };
+        cur = next;
     }
+    cur.insert(last.clone(), value);
 }
 
 /// What a computed field whose value is missing leaves: the documents on the way to it,
@@ -913,21 +921,6 @@ fn parents_of_missing(doc: &mut Document, path: &[String]) {
     }
 }
 
-/// The document at `path`, made (replacing whatever is not a document on the way) if needed
-/// (always `Some`).
-fn documents_along<'a>(doc: &'a mut Document, path: &[String]) -> Option<&'a mut Document> {
-    let Some((first, rest)) = path.split_first() else {
-        return Some(doc);
-    };
-    let slot = doc
-        .entry(first.clone())
-        .or_insert_with(|| Value::Object(Document::new()));
-    if !slot.is_object() {
-        *slot = Value::Object(Document::new());
-    }
-    documents_along(slot.as_object_mut()?, rest)
-}
-
 /// An inclusion projection of `path` from `src` into `out`, as MongoDB's: the documents on
 /// the way are kept (empty if nothing below them is), an array on the way is projected
 /// element by element (elements that are not documents dropped), anything else ends it.
@@ -942,37 +935,48 @@ fn keep_path(out: &mut Document, src: &Document, path: &[String]) {
         out.insert(first.clone(), v.clone());
         return;
     }
-    if let Some(kept) = keep_below(out.get(first), v, rest) {
+    // A scalar below the path ends it (and leaves what an earlier path kept there).
+    if is_container(v) {
+        // Taken in place (not removed), so the field keeps its position.
+        let already = out.get_mut(first).map(std::mem::take);
+        let kept = keep_below(already, v, rest);
         out.insert(first.clone(), kept);
     }
 }
 
-/// What [`keep_path`] keeps of `v` for the rest of the path, merged into `already` (what an
-/// earlier kept path put there).
-fn keep_below(already: Option<&Value>, v: &Value, rest: &[String]) -> Option<Value> {
+/// A document (not a date) or an array: what an inclusion projection descends into.
+fn is_container(v: &Value) -> bool {
+    v.is_array() || (v.is_object() && crate::value::as_date(v).is_none())
+}
+
+/// What [`keep_path`] keeps of the container `v` for the rest of the path, merged into
+/// `already` (what an earlier kept path put there).
+fn keep_below(already: Option<Value>, v: &Value, rest: &[String]) -> Value {
     match v {
-        Value::Object(inner) if crate::value::as_date(v).is_none() => {
+        Value::Array(items) => {
+            let mut before = match already {
+                Some(Value::Array(a)) => a.into_iter(),
+                _ => Vec::new().into_iter(),
+            };
+            // Each kept element takes its turn of `before`, in order.
+            Value::Array(
+                items
+                    .iter()
+                    .filter(|i| is_container(i))
+                    .map(|i| keep_below(before.next(), i, rest))
+                    .collect(),
+            )
+        }
+        _ => {
             let mut o = match already {
-                Some(Value::Object(o)) => o.clone(),
+                Some(Value::Object(o)) => o,
                 _ => Document::new(),
             };
-            keep_path(&mut o, inner, rest);
-            Some(Value::Object(o))
+            if let Value::Object(inner) = v {
+                keep_path(&mut o, inner, rest);
+            }
+            Value::Object(o)
         }
-        Value::Array(items) => {
-            let before = match already {
-                Some(Value::Array(a)) => a.as_slice(),
-                _ => &[],
-            };
-            let kept = items
-                .iter()
-                .filter(|i| i.is_array() || (i.is_object() && crate::value::as_date(i).is_none()))
-                .enumerate()
-                .filter_map(|(n, i)| keep_below(before.get(n), i, rest))
-                .collect();
-            Some(Value::Array(kept))
-        }
-        _ => None,
     }
 }
 

@@ -38,12 +38,16 @@ pub(crate) fn to_string(v: Option<&Value>) -> Result<Option<Value>> {
 /// string (null and missing are `""`), a start and a length; a negative length means "to the
 /// end" for bytes and is an error for code points, as is a negative start for both.
 pub(crate) fn substr(
-    name: &str,
     code_points: bool,
     input: Option<&Value>,
     start: Option<&Value>,
     length: Option<&Value>,
 ) -> Result<Option<Value>> {
+    let name = if code_points {
+        "$substrCP"
+    } else {
+        "$substrBytes"
+    };
     let fail = |why: &str| Err(Error::invalid_input(format!("{name}: {why}")));
     let s = match input {
         None | Some(Value::Null) => String::new(),
@@ -171,43 +175,25 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn sub(name: &str, cp: bool, s: Value, a: i64, b: i64) -> Result<Option<Value>> {
-        substr(name, cp, Some(&s), Some(&json!(a)), Some(&json!(b)))
+    fn sub(cp: bool, s: Value, a: i64, b: i64) -> Result<Option<Value>> {
+        substr(cp, Some(&s), Some(&json!(a)), Some(&json!(b)))
     }
 
     #[test]
     fn substr_counts_bytes_or_code_points() {
+        assert_eq!(sub(false, json!("héllo"), 0, 1).unwrap(), Some(json!("h")));
+        assert!(sub(false, json!("héllo"), 2, 1).is_err());
+        assert!(sub(false, json!("héllo"), 1, 1).is_err());
+        assert_eq!(sub(false, json!("héllo"), 1, 2).unwrap(), Some(json!("é")));
+        assert_eq!(sub(true, json!("héllo"), 1, 2).unwrap(), Some(json!("él")));
+        assert_eq!(sub(false, json!("abc"), 1, -1).unwrap(), Some(json!("bc")));
+        assert_eq!(sub(false, json!("abc"), 9, 2).unwrap(), Some(json!("")));
+        assert_eq!(sub(false, json!(12.5), 0, 2).unwrap(), Some(json!("12")));
+        assert!(sub(false, json!("abc"), -1, 2).is_err());
+        assert!(sub(true, json!("abc"), 0, -1).is_err());
+        assert!(sub(false, json!(true), 0, 1).is_err());
         assert_eq!(
-            sub("$substr", false, json!("héllo"), 0, 1).unwrap(),
-            Some(json!("h"))
-        );
-        assert!(sub("$substr", false, json!("héllo"), 2, 1).is_err());
-        assert!(sub("$substr", false, json!("héllo"), 1, 1).is_err());
-        assert_eq!(
-            sub("$substr", false, json!("héllo"), 1, 2).unwrap(),
-            Some(json!("é"))
-        );
-        assert_eq!(
-            sub("$substrCP", true, json!("héllo"), 1, 2).unwrap(),
-            Some(json!("él"))
-        );
-        assert_eq!(
-            sub("$substr", false, json!("abc"), 1, -1).unwrap(),
-            Some(json!("bc"))
-        );
-        assert_eq!(
-            sub("$substr", false, json!("abc"), 9, 2).unwrap(),
-            Some(json!(""))
-        );
-        assert_eq!(
-            sub("$substr", false, json!(12.5), 0, 2).unwrap(),
-            Some(json!("12"))
-        );
-        assert!(sub("$substr", false, json!("abc"), -1, 2).is_err());
-        assert!(sub("$substrCP", true, json!("abc"), 0, -1).is_err());
-        assert!(sub("$substr", false, json!(true), 0, 1).is_err());
-        assert_eq!(
-            substr("$substr", false, None, Some(&json!(0)), Some(&json!(1))).unwrap(),
+            substr(false, None, Some(&json!(0)), Some(&json!(1))).unwrap(),
             Some(json!(""))
         );
     }
