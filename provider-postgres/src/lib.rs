@@ -25,6 +25,7 @@ mod collection;
 mod compile;
 mod connect;
 mod error;
+mod idle;
 mod indexes;
 mod locks;
 pub mod migrate;
@@ -131,6 +132,8 @@ struct Shared {
     pool: PgPool,
     /// None with pools too small to give a connection to listening.
     wakeups: Option<Arc<wakeup::TickWakeups>>,
+    /// Runs while the store lives.
+    _idle_trimmer: idle::IdleTrimmer,
 }
 
 /// The PostgreSQL [`DataStore`].
@@ -165,7 +168,8 @@ impl PgDataStore {
     ///
     /// All three pool settings are applied: `max_connections` caps the pool,
     /// `connection_max_lifetime` retires old connections, and a released connection is closed
-    /// instead of kept when `max_idle_connections` are already idle.
+    /// instead of kept when `max_idle_connections` are already idle (what releases racing each
+    /// other kept beyond that is closed within half a second).
     pub async fn connect_with(options: PgConnectOptions, pool: PoolConfig) -> Result<Self> {
         if matches!(
             options.get_ssl_mode(),
@@ -199,10 +203,8 @@ impl PgDataStore {
             .acquire_timeout(Duration::from_secs(30))
             .after_connect(|conn, _meta| Box::pin(checkout::prepare_session(conn)))
             .after_release(move |_conn, _meta| {
-                let keep = match hook_cell.get().and_then(Weak::upgrade) {
-                    Some(shared) => shared.pool.num_idle() < max_idle,
-                    None => true,
-                };
+                let shared = hook_cell.get().and_then(Weak::upgrade);
+                let keep = idle::keep_released(shared.as_ref().map(|s| &s.pool), max_idle);
                 Box::pin(async move { Ok(keep) })
             })
             .connect_lazy_with(plan.options.clone());
@@ -210,6 +212,7 @@ impl PgDataStore {
         plan.probe().await?;
         let shared = Arc::new(Shared {
             pool: pg_pool.clone(),
+            _idle_trimmer: idle::IdleTrimmer::start(pg_pool.clone(), max_idle),
             wakeups: (pool.max_connections >= wakeup::MIN_POOL_SIZE)
                 .then(|| wakeup::TickWakeups::new(pg_pool.clone(), pool.connection_max_lifetime)),
         });
