@@ -25,10 +25,10 @@ mod collection;
 mod compile;
 mod connect;
 mod error;
-mod idle;
 mod indexes;
 mod locks;
 pub mod migrate;
+mod pool_limits;
 mod tls;
 mod wakeup;
 
@@ -133,7 +133,7 @@ struct Shared {
     /// None with pools too small to give a connection to listening.
     wakeups: Option<Arc<wakeup::TickWakeups>>,
     /// Runs while the store lives.
-    _idle_trimmer: idle::IdleTrimmer,
+    _idle_trimmer: pool_limits::IdleTrimmer,
 }
 
 /// The PostgreSQL [`DataStore`].
@@ -167,9 +167,10 @@ impl PgDataStore {
     /// [`PgDataStore::connect`] for TLS) and pool settings, then migrates.
     ///
     /// All three pool settings are applied: `max_connections` caps the pool,
-    /// `connection_max_lifetime` retires old connections, and a released connection is closed
-    /// instead of kept when `max_idle_connections` are already idle (what releases racing each
-    /// other kept beyond that is closed within half a second).
+    /// `connection_max_lifetime` retires old connections (an expired one is never handed out),
+    /// and a released connection is closed instead of kept when `max_idle_connections` are
+    /// already idle (what releases racing each other kept beyond that is closed within half a
+    /// second).
     pub async fn connect_with(options: PgConnectOptions, pool: PoolConfig) -> Result<Self> {
         if matches!(
             options.get_ssl_mode(),
@@ -194,6 +195,7 @@ impl PgDataStore {
     async fn connect_planned(mut plan: Plan, pool: PoolConfig) -> Result<Self> {
         let cell: Arc<OnceLock<Weak<Shared>>> = Arc::new(OnceLock::new());
         let max_idle = pool.max_idle_connections as usize;
+        let max_lifetime = pool.connection_max_lifetime;
         let hook_cell = Arc::clone(&cell);
         let pg_pool = PgPoolOptions::new()
             .max_connections(pool.max_connections)
@@ -202,9 +204,12 @@ impl PgDataStore {
             .idle_timeout(Some(Duration::from_secs(600)))
             .acquire_timeout(Duration::from_secs(30))
             .after_connect(|conn, _meta| Box::pin(checkout::prepare_session(conn)))
+            .before_acquire(move |_conn, meta| {
+                Box::pin(async move { Ok(pool_limits::usable_idle(&meta, max_lifetime)) })
+            })
             .after_release(move |_conn, _meta| {
                 let shared = hook_cell.get().and_then(Weak::upgrade);
-                let keep = idle::keep_released(shared.as_ref().map(|s| &s.pool), max_idle);
+                let keep = pool_limits::keep_released(shared.as_ref().map(|s| &s.pool), max_idle);
                 Box::pin(async move { Ok(keep) })
             })
             .connect_lazy_with(plan.options.clone());
@@ -212,7 +217,7 @@ impl PgDataStore {
         plan.probe().await?;
         let shared = Arc::new(Shared {
             pool: pg_pool.clone(),
-            _idle_trimmer: idle::IdleTrimmer::start(pg_pool.clone(), max_idle),
+            _idle_trimmer: pool_limits::IdleTrimmer::start(pg_pool.clone(), max_idle),
             wakeups: (pool.max_connections >= wakeup::MIN_POOL_SIZE)
                 .then(|| wakeup::TickWakeups::new(pg_pool.clone(), pool.connection_max_lifetime)),
         });

@@ -1,11 +1,17 @@
-//! `max_idle_connections`, which sqlx does not have: a released connection is closed instead of
-//! kept when enough are idle, and a trimmer closes what concurrent releases kept beyond that.
+//! The pool limits sqlx does not enforce exactly.
 //!
-//! The release hook alone cannot be exact: sqlx pings a released connection after the hook said
-//! keep and only then counts it idle, so releases racing each other all see the same count.
+//! - `max_idle_connections`, which sqlx does not have: a released connection is closed instead
+//!   of kept when enough are idle, and a trimmer closes what concurrent releases kept beyond
+//!   that. The release hook alone cannot be exact: sqlx pings a released connection after the
+//!   hook said keep and only then counts it idle, so releases racing each other all see the same
+//!   count.
+//! - `connection_max_lifetime`: sqlx checks it on release and in a reaper that runs once per
+//!   lifetime, so an idle connection could be handed out up to a lifetime late; checking on
+//!   acquire makes it exact, as in Go's `database/sql`.
 
 use std::time::Duration;
 
+use sqlx::pool::PoolConnectionMetadata;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
@@ -16,6 +22,11 @@ const TRIM_PERIOD: Duration = Duration::from_millis(500);
 /// (and always before the pool is known).
 pub(crate) fn keep_released(pool: Option<&PgPool>, max_idle: usize) -> bool {
     pool.is_none_or(|pool| pool.num_idle() < max_idle)
+}
+
+/// The `before_acquire` decision: an idle connection past `max_lifetime` is closed, not used.
+pub(crate) fn usable_idle(meta: &PoolConnectionMetadata, max_lifetime: Duration) -> bool {
+    meta.age <= max_lifetime
 }
 
 /// Closes idle connections beyond `max_idle` every [`TRIM_PERIOD`] until dropped.
