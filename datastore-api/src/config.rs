@@ -450,7 +450,8 @@ fn existing_file(var: &str, path: PathBuf) -> Result<PathBuf> {
     }
 }
 
-/// Parses `250ms`, `5s`, `30m`, `1h`, `1h30m` or a bare number of seconds.
+/// Parses `250ms`, `5s`, `30m`, `1h`, `1h30m`, `7d` or a bare number of seconds (Go's
+/// `time.ParseDuration` units for whole amounts, plus days).
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     if let Ok(secs) = s.parse::<u64>() {
@@ -476,6 +477,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
             "s" => Duration::from_secs(n),
             "m" => Duration::from_secs(n.checked_mul(60)?),
             "h" => Duration::from_secs(n.checked_mul(3600)?),
+            "d" => Duration::from_secs(n.checked_mul(86_400)?),
             _ => return None,
         };
         total = total.checked_add(part)?;
@@ -722,6 +724,7 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_duration("2d12h"), Some(Duration::from_secs(216_000)));
         assert_eq!(parse_duration("x"), None);
         assert_eq!(parse_duration(""), None);
     }

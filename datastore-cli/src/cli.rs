@@ -38,6 +38,12 @@ pub enum Command {
     /// Lists, deletes or resets the change-stream consumers of a collection on the server
     /// configured by the `DATASTORE_*` environment variables (or `DATASTORE_CONFIG_FILE`).
     Consumers(ConsumersArgs),
+    /// Tails a collection's changes as JSON lines until Ctrl-C, on the server configured by
+    /// the `DATASTORE_*` environment variables (or `DATASTORE_CONFIG_FILE`).
+    Watch(WatchArgs),
+    /// Deletes change history (PostgreSQL's change log) by the retention policy, on the
+    /// configured server.
+    Prune(PruneArgs),
     /// Benchmarks the provider against a bare-SQL baseline on a throwaway PostgreSQL, checks
     /// that the domain queries use indexes, and measures the change streams (capture cost,
     /// delivery lag, backlog drain, the flow simulation).
@@ -60,6 +66,45 @@ pub struct ConsumersArgs {
     /// What to do.
     #[command(subcommand)]
     pub action: ConsumerAction,
+}
+
+/// Arguments of `datastore watch`.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// The collection to watch.
+    #[arg(long, value_enum, default_value_t = Target::HealthEvents)]
+    pub collection: Target,
+    /// Read as this consumer: from its checkpoint, checkpointing each change printed (waits
+    /// while another process holds its lease). Without it the tail reads under a name of its
+    /// own and moves no component's position.
+    #[arg(long, value_name = "NAME")]
+    pub consumer: Option<String>,
+    /// Where to start: `now` (the default without `--consumer`), `beginning` (the oldest
+    /// retained change) or an RFC 3339 time.
+    #[arg(long, value_name = "now|beginning|TIME")]
+    pub from: Option<String>,
+    /// Only changes matching this MongoDB query over change documents, e.g.
+    /// `{"operationType": "insert", "fullDocument.healthevent.isfatal": true}`.
+    #[arg(long, value_name = "JSON")]
+    pub filter: Option<String>,
+    /// Stop after this many changes.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+}
+
+/// Arguments of `datastore prune`.
+#[derive(Debug, Clone, Args)]
+pub struct PruneArgs {
+    /// Changes older than this are deleted, even if a consumer still needs them (that consumer
+    /// then fails with a history-lost error instead of skipping them): e.g. `7d`, `36h`.
+    #[arg(long, value_name = "DURATION")]
+    pub max_age: String,
+    /// Changes younger than this are kept even when every consumer is past them.
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub min_age: String,
+    /// JSON instead of a sentence.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A collection named on the command line.

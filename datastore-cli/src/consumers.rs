@@ -3,11 +3,12 @@
 //! calls, as a table or, with `--json`, as JSON.
 
 use chrono::{DateTime, Utc};
-use datastore::{ConsumerInfo, DataStore, StartFrom};
+use datastore::{ConsumerInfo, DataStore};
 use serde_json::{json, Value};
 
-use crate::cli::{ConsumerAction, ConsumersArgs, Target};
-use crate::error::{CliError, CliResult};
+use crate::cli::{ConsumerAction, ConsumersArgs};
+use crate::error::CliResult;
+use crate::select;
 
 /// Opens the configured store, runs the action, prints its output.
 pub async fn run(args: &ConsumersArgs) -> CliResult<()> {
@@ -24,10 +25,7 @@ pub async fn run_on(
     args: &ConsumersArgs,
     now: DateTime<Utc>,
 ) -> CliResult<String> {
-    let collection = match args.collection {
-        Target::HealthEvents => store.health_event_collection(),
-        Target::MaintenanceEvents => store.maintenance_event_collection(),
-    };
+    let collection = select::collection(store, args.collection);
     let name = collection.name().to_owned();
     Ok(match &args.action {
         ConsumerAction::List => {
@@ -50,7 +48,7 @@ pub async fn run_on(
             }
         }
         ConsumerAction::Reset { consumer, to } => {
-            let start = start_from(to)?;
+            let start = select::start_from("--to", to)?;
             collection.reset_consumer(consumer, start).await?;
             if args.json {
                 format!("{}\n", json!({"consumer": consumer, "reset_to": to}))
@@ -62,22 +60,6 @@ pub async fn run_on(
             }
         }
     })
-}
-
-/// `now`, `beginning` or an RFC 3339 time.
-fn start_from(to: &str) -> CliResult<StartFrom> {
-    match to {
-        "now" => Ok(StartFrom::Now),
-        "beginning" => Ok(StartFrom::Beginning),
-        t => DateTime::parse_from_rfc3339(t)
-            .map(|t| StartFrom::Time(t.with_timezone(&Utc)))
-            .map_err(|e| {
-                CliError::Datastore(datastore::Error::invalid_input(format!(
-                    "--to {t:?}: not `now`, `beginning` or an RFC 3339 time such as \
-                     2026-12-01T10:00:00Z ({e})"
-                )))
-            }),
-    }
 }
 
 fn as_json(c: &ConsumerInfo) -> Value {
@@ -131,7 +113,9 @@ fn age(d: chrono::Duration) -> String {
 mod tests {
     use std::time::Duration;
 
-    use datastore::{ChangeEvent, Collection, WatchOptions};
+    use datastore::{ChangeEvent, Collection, StartFrom, WatchOptions};
+
+    use crate::cli::Target;
     use futures::StreamExt;
 
     use super::*;

@@ -9,6 +9,9 @@
 //!   `DATASTORE_HOST` / `DATASTORE_CONFIG_FILE` it starts a throwaway embedded PostgreSQL
 //!   (deleted at exit).
 //! * `datastore migrate` applies the schema migrations to the configured server.
+//! * `datastore consumers list|delete|reset` administers change-stream consumers.
+//! * `datastore watch` tails a collection's changes as JSON lines.
+//! * `datastore prune` deletes change history by the retention policy.
 //! * `datastore bench` compares the provider's write throughput with a bare-SQL baseline on a
 //!   throwaway server, checks that the domain queries are served by indexes, and measures the
 //!   change streams: capture cost, delivery lag, backlog drain, the flow simulation.
@@ -24,9 +27,12 @@ mod demo;
 mod error;
 mod flow;
 mod migrate;
+mod prune;
+mod select;
 mod server;
 mod stats;
 mod synth;
+mod watch;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -44,6 +50,8 @@ fn main() -> ExitCode {
         Command::Demo(_) => "demo",
         Command::Migrate => "migrate",
         Command::Consumers(_) => "consumers",
+        Command::Watch(_) => "watch",
+        Command::Prune(_) => "prune",
         Command::Bench(_) => "bench",
         Command::DrainWorker(_) => "drain-worker",
     };
@@ -64,6 +72,8 @@ fn run(command: Command) -> Result<(), CliError> {
         Command::Demo(args) => demo::run(&rt, &args),
         Command::Migrate => rt.block_on(migrate::run()),
         Command::Consumers(args) => rt.block_on(consumers::run(&args)),
+        Command::Watch(args) => rt.block_on(watch::run(&args)),
+        Command::Prune(args) => rt.block_on(prune::run(&args)),
         Command::Bench(args) => bench::run(&rt, &args),
         Command::DrainWorker(args) => rt.block_on(bench::drain_worker(&args)),
     }

@@ -1,0 +1,126 @@
+//! `datastore prune`: deletes change history on the configured server by the library's
+//! retention policy (`DataStore::prune_change_history`).
+
+use std::time::Duration;
+
+use datastore::config::parse_duration;
+use datastore::{DataStore, RetentionPolicy};
+use serde_json::json;
+
+use crate::cli::PruneArgs;
+use crate::error::{CliError, CliResult};
+
+/// Opens the configured store, prunes, prints what was deleted.
+pub async fn run(args: &PruneArgs) -> CliResult<()> {
+    let store = datastore::open_from_env().await?;
+    let out = run_on(store.as_ref(), args).await;
+    store.close().await;
+    print!("{}", out?);
+    Ok(())
+}
+
+/// Prunes `store` by `args`; returns what to print.
+pub async fn run_on(store: &dyn DataStore, args: &PruneArgs) -> CliResult<String> {
+    let policy = RetentionPolicy {
+        max_age: age("--max-age", &args.max_age)?,
+        min_age: age("--min-age", &args.min_age)?,
+    };
+    if policy.min_age > policy.max_age {
+        return Err(invalid(format!(
+            "--min-age {} is longer than --max-age {}: nothing could be both; give a --min-age \
+             up to the --max-age",
+            args.min_age, args.max_age
+        )));
+    }
+    let deleted = store.prune_change_history(&policy).await?;
+    Ok(if args.json {
+        format!(
+            "{}\n",
+            json!({
+                "deleted": deleted,
+                "max_age_seconds": policy.max_age.as_secs(),
+                "min_age_seconds": policy.min_age.as_secs(),
+            })
+        )
+    } else {
+        format!(
+            "deleted {deleted} changes: those older than {}, and those older than {} that every \
+             consumer had checkpointed past\n",
+            args.max_age, args.min_age
+        )
+    })
+}
+
+fn age(flag: &str, text: &str) -> CliResult<Duration> {
+    parse_duration(text).ok_or_else(|| {
+        invalid(format!(
+            "{flag} {text:?} is not a duration: give e.g. 7d, 36h, 90m or 1h30m"
+        ))
+    })
+}
+
+fn invalid(message: String) -> CliError {
+    CliError::Datastore(datastore::Error::invalid_input(message))
+}
+
+#[cfg(test)]
+mod tests {
+    use datastore::{StartFrom, WatchOptions};
+    use futures::StreamExt;
+    use serde_json::Value;
+
+    use super::*;
+
+    fn args(max_age: &str, min_age: &str, json: bool) -> PruneArgs {
+        PruneArgs {
+            max_age: max_age.into(),
+            min_age: min_age.into(),
+            json,
+        }
+    }
+
+    #[test]
+    fn prune_on_postgresql() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let server = crate::server::start_embedded().expect("PostgreSQL");
+        rt.block_on(async {
+            let (store, _) = crate::server::connect_embedded(&server)
+                .await
+                .expect("store");
+            let collection = store.health_event_collection();
+            for n in 0..3 {
+                let doc = serde_json::from_value(json!({ "n": n })).expect("doc");
+                collection.insert_one(doc).await.expect("insert");
+            }
+            // History is pruned up to the newest tick a reader took: read once.
+            let options = WatchOptions::new("reader").start(StartFrom::Now);
+            let mut stream = collection.watch(options).await.expect("watch");
+            let _ = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
+            drop(stream);
+            // The changes are seconds old: a long max-age keeps them, a zero one deletes them.
+            let kept = run_on(&store, &args("7d", "1h", true))
+                .await
+                .expect("prune");
+            let kept: Value = serde_json::from_str(&kept).expect("json");
+            assert_eq!(kept["deleted"], 0);
+            assert_eq!(kept["max_age_seconds"], 7 * 86_400);
+            let out = run_on(&store, &args("0s", "0s", false))
+                .await
+                .expect("prune");
+            assert!(out.starts_with("deleted 3 changes"), "{out}");
+            let options = WatchOptions::new("late").start(StartFrom::Beginning);
+            let mut stream = collection.watch(options).await.expect("watch");
+            let next = tokio::time::timeout(Duration::from_millis(500), stream.next());
+            assert!(next.await.is_err(), "nothing is left to read");
+
+            for (bad, says) in [
+                (args("a week", "1h", false), "--max-age"),
+                (args("1h", "2h", false), "--min-age"),
+            ] {
+                let e = run_on(&store, &bad).await.expect_err("refused");
+                assert!(e.to_string().contains(says), "{e}");
+            }
+            store.close().await;
+        });
+    }
+}
