@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use datastore::config::parse_duration;
-use datastore::{DataStore, RetentionPolicy};
+use datastore::{DataStore, ProviderKind, RetentionPolicy};
 use serde_json::json;
 
 use crate::cli::PruneArgs;
@@ -33,10 +33,18 @@ pub async fn run_on(store: &dyn DataStore, args: &PruneArgs) -> CliResult<String
         )));
     }
     let deleted = store.prune_change_history(&policy).await?;
+    if store.provider() == ProviderKind::Mongodb && !args.json {
+        return Ok(
+            "nothing to prune: MongoDB keeps change history in its oplog, whose size the \
+                   server bounds (replSetResizeOplog)\n"
+                .to_owned(),
+        );
+    }
     Ok(if args.json {
         format!(
             "{}\n",
             json!({
+                "provider": store.provider().as_str(),
                 "deleted": deleted,
                 "max_age_seconds": policy.max_age.as_secs(),
                 "min_age_seconds": policy.min_age.as_secs(),
@@ -120,6 +128,30 @@ mod tests {
                 let e = run_on(&store, &bad).await.expect_err("refused");
                 assert!(e.to_string().contains(says), "{e}");
             }
+            store.close().await;
+        });
+    }
+
+    #[test]
+    fn prune_on_mongodb_says_the_oplog_keeps_history() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let server = crate::server::start_mongo_stand_in().expect("the MongoDB stand-in");
+        rt.block_on(async {
+            let store = crate::server::connect_mongo_stand_in(&server)
+                .await
+                .expect("store");
+            let out = run_on(store.as_ref(), &args("0s", "0s", false))
+                .await
+                .expect("prune");
+            assert!(out.contains("oplog"), "{out}");
+            let out = run_on(store.as_ref(), &args("0s", "0s", true))
+                .await
+                .expect("prune");
+            let out: Value = serde_json::from_str(&out).expect("json");
+            assert_eq!(
+                (out["provider"].as_str(), out["deleted"].as_u64()),
+                (Some("mongodb"), Some(0))
+            );
             store.close().await;
         });
     }
