@@ -37,6 +37,7 @@ pub mod path;
 pub mod processor;
 pub mod query;
 mod query_json;
+pub mod stats;
 pub mod store;
 pub mod update;
 pub mod value;
@@ -54,6 +55,7 @@ pub use query::{
     Direction, FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Page, PageRequest,
     PageToken, Sort, SortKey, UpdateResult,
 };
+pub use stats::{ChangeHistoryStats, CollectionStats, IndexStats, StoreStats};
 pub use store::{
     batches, prepare_insert, prepare_inserts, with_transaction, Collection, CollectionExt,
     DataStore, ProviderKind, Transaction,

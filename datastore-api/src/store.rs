@@ -271,6 +271,15 @@ pub trait DataStore: Send + Sync {
         ))
     }
 
+    /// Sizes and usage of both collections and of the change history, as the server reports
+    /// them (one round of catalog queries: for operators and sampled metrics, not hot paths).
+    async fn stats(&self) -> Result<crate::stats::StoreStats> {
+        Err(Error::new(
+            crate::ErrorKind::Unsupported,
+            "this provider does not report statistics",
+        ))
+    }
+
     /// Starts a transaction spanning both stores. Dropping it without
     /// [`commit`](Transaction::commit) rolls it back.
     async fn begin(&self) -> Result<Box<dyn Transaction>>;

@@ -44,6 +44,9 @@ pub enum Command {
     /// Deletes change history (PostgreSQL's change log) by the retention policy, on the
     /// configured server.
     Prune(PruneArgs),
+    /// Sizes and usage of the configured store: rows, table and index sizes, index use, and
+    /// the change history's size and oldest change.
+    Stats(StatsArgs),
     /// Benchmarks the provider against a bare-SQL baseline on a throwaway PostgreSQL, checks
     /// that the domain queries use indexes, and measures the change streams (capture cost,
     /// delivery lag, backlog drain, the flow simulation).
@@ -103,6 +106,14 @@ pub struct PruneArgs {
     #[arg(long, value_name = "DURATION", default_value = "1h")]
     pub min_age: String,
     /// JSON instead of a sentence.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `datastore stats`.
+#[derive(Debug, Clone, Args)]
+pub struct StatsArgs {
+    /// JSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }

@@ -99,7 +99,7 @@ fn table(collection: &str, consumers: &[ConsumerInfo], now: DateTime<Utc>) -> St
 }
 
 /// A duration as the largest whole unit (`3 s`, `5 min`, `2 h`, `4 d`).
-fn age(d: chrono::Duration) -> String {
+pub fn age(d: chrono::Duration) -> String {
     let s = d.num_seconds().max(0);
     match s {
         0..=119 => format!("{s} s"),

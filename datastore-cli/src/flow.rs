@@ -34,7 +34,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::watch;
 
 use crate::error::{CliError, CliResult};
-use crate::stats::{Latencies, Percentiles};
+use crate::measure::{Latencies, Percentiles};
 use crate::synth::{per_second, Synth};
 
 /// A stage that sees no change for this long fails the run.

@@ -12,6 +12,7 @@
 //! * `datastore consumers list|delete|reset` administers change-stream consumers.
 //! * `datastore watch` tails a collection's changes as JSON lines.
 //! * `datastore prune` deletes change history by the retention policy.
+//! * `datastore stats` reports rows, sizes, index use and the change history's size and age.
 //! * `datastore bench` compares the provider's write throughput with a bare-SQL baseline on a
 //!   throwaway server, checks that the domain queries are served by indexes, and measures the
 //!   change streams: capture cost, delivery lag, backlog drain, the flow simulation.
@@ -26,6 +27,7 @@ mod consumers;
 mod demo;
 mod error;
 mod flow;
+mod measure;
 mod migrate;
 mod prune;
 mod select;
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Command::Consumers(_) => "consumers",
         Command::Watch(_) => "watch",
         Command::Prune(_) => "prune",
+        Command::Stats(_) => "stats",
         Command::Bench(_) => "bench",
         Command::DrainWorker(_) => "drain-worker",
     };
@@ -74,6 +77,7 @@ fn run(command: Command) -> Result<(), CliError> {
         Command::Consumers(args) => rt.block_on(consumers::run(&args)),
         Command::Watch(args) => rt.block_on(watch::run(&args)),
         Command::Prune(args) => rt.block_on(prune::run(&args)),
+        Command::Stats(args) => rt.block_on(stats::run(&args)),
         Command::Bench(args) => bench::run(&rt, &args),
         Command::DrainWorker(args) => rt.block_on(bench::drain_worker(&args)),
     }

@@ -1,116 +1,180 @@
-//! Latency samples and their percentiles, and the process's resident memory.
+//! `datastore stats`: sizes and usage of the configured store ([`DataStore::stats`]): rows,
+//! table and index sizes, index use, and the change history's size and age.
 
-use std::time::Duration;
+use chrono::{DateTime, Utc};
+use datastore::{DataStore, StoreStats};
+use serde_json::json;
 
-/// Latency samples, in milliseconds.
-#[derive(Debug, Clone, Default)]
-pub struct Latencies {
-    samples: Vec<f64>,
+use crate::cli::StatsArgs;
+use crate::error::CliResult;
+
+/// Opens the configured store and prints its statistics.
+pub async fn run(args: &StatsArgs) -> CliResult<()> {
+    let store = datastore::open_from_env().await?;
+    let out = run_on(store.as_ref(), args, Utc::now()).await;
+    store.close().await;
+    print!("{}", out?);
+    Ok(())
 }
 
-/// Nearest-rank percentiles of a set of latencies, in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Percentiles {
-    /// Number of samples.
-    pub count: usize,
-    /// Median.
-    pub p50: f64,
-    /// 99th percentile.
-    pub p99: f64,
-    /// Largest sample.
-    pub max: f64,
-}
-
-impl Latencies {
-    /// Records one latency.
-    pub fn push(&mut self, d: Duration) {
-        self.push_ms(d.as_secs_f64() * 1000.0);
-    }
-
-    /// Records one latency given in milliseconds.
-    pub fn push_ms(&mut self, ms: f64) {
-        self.samples.push(ms);
-    }
-
-    /// Adds every sample of `other`.
-    pub fn extend(&mut self, other: &Latencies) {
-        self.samples.extend_from_slice(&other.samples);
-    }
-
-    /// The percentiles, or `None` without samples.
-    pub fn percentiles(&self) -> Option<Percentiles> {
-        if self.samples.is_empty() {
-            return None;
-        }
-        let mut v = self.samples.clone();
-        v.sort_by(f64::total_cmp);
-        let rank = |p: f64| {
-            let i = ((p / 100.0) * v.len() as f64).ceil() as usize;
-            v[i.clamp(1, v.len()) - 1]
-        };
-        Some(Percentiles {
-            count: v.len(),
-            p50: rank(50.0),
-            p99: rank(99.0),
-            max: v[v.len() - 1],
-        })
-    }
-}
-
-impl Percentiles {
-    /// `p50 1.2 ms, p99 3.4 ms` (or `no samples`).
-    pub fn describe(p: Option<Percentiles>) -> String {
-        match p {
-            Some(p) => format!("p50 {:.1} ms, p99 {:.1} ms", p.p50, p.p99),
-            None => "no samples".to_owned(),
-        }
-    }
-}
-
-/// A field of `/proc/self/status` in bytes (`VmRSS`, `VmHWM`); `None` where the file or the
-/// field does not exist (not Linux).
-pub fn proc_status_bytes(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status.lines().find_map(|line| {
-        let rest = line.strip_prefix(field)?.strip_prefix(':')?;
-        let kib: u64 = rest.trim().strip_suffix("kB")?.trim().parse().ok()?;
-        Some(kib * 1024)
+/// The statistics of `store` as text or JSON (`now` ages the oldest change).
+pub async fn run_on(
+    store: &dyn DataStore,
+    args: &StatsArgs,
+    now: DateTime<Utc>,
+) -> CliResult<String> {
+    let stats = store.stats().await?;
+    Ok(if args.json {
+        format!(
+            "{}\n",
+            json!({"provider": store.provider().as_str(), "stats": stats})
+        )
+    } else {
+        text(&stats, now)
     })
 }
 
-/// Bytes as MiB.
-pub fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
+fn text(stats: &StoreStats, now: DateTime<Utc>) -> String {
+    let mut out = format!(
+        "{:<40} {:>12} {:>10} {:>10}\n",
+        "collection / index", "rows / scans", "data", "indexes"
+    );
+    for c in &stats.collections {
+        out.push_str(&format!(
+            "{:<40} {:>12} {:>10} {:>10}\n",
+            c.name,
+            c.documents,
+            bytes(c.data_bytes),
+            bytes(c.index_bytes)
+        ));
+        for i in &c.indexes {
+            out.push_str(&format!(
+                "  {:<38} {:>12} {:>10}\n",
+                i.name,
+                i.scans.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+                bytes(i.bytes)
+            ));
+        }
+    }
+    match &stats.change_history {
+        Some(h) => {
+            let oldest = h.oldest.map_or_else(
+                || "none".to_owned(),
+                |t| {
+                    format!(
+                        "{} ({} ago)",
+                        t.to_rfc3339(),
+                        crate::consumers::age(now - t)
+                    )
+                },
+            );
+            out.push_str(&format!(
+                "change history ({}): {} changes, {}, oldest {oldest}\n",
+                h.source,
+                h.changes,
+                bytes(h.bytes)
+            ));
+        }
+        None => out.push_str("change history: not reported by the server\n"),
+    }
+    out
+}
+
+/// Bytes in the largest binary unit that keeps a number ≥ 1 (`?` when unknown).
+fn bytes(n: Option<u64>) -> String {
+    let Some(n) = n else {
+        return "?".to_owned();
+    };
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < units.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", units[unit])
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
-    #[test]
-    fn nearest_rank_percentiles() {
-        let mut l = Latencies::default();
-        assert!(l.percentiles().is_none());
-        for ms in (1..=100).rev() {
-            l.push_ms(f64::from(ms));
+    async fn exercise(store: &dyn DataStore) -> Value {
+        let collection = store.health_event_collection();
+        for n in 0..3 {
+            let doc = serde_json::from_value(json!({ "n": n })).expect("doc");
+            collection.insert_one(doc).await.expect("insert");
         }
-        let p = l.percentiles().unwrap();
-        assert_eq!((p.count, p.p50, p.p99, p.max), (100, 50.0, 99.0, 100.0));
-        let mut one = Latencies::default();
-        one.push(Duration::from_millis(7));
-        let p = one.percentiles().unwrap();
-        assert_eq!((p.p50, p.p99), (7.0, 7.0));
-        l.extend(&one);
-        assert_eq!(l.percentiles().unwrap().count, 101);
+        let now = Utc::now();
+        let out = run_on(store, &StatsArgs { json: false }, now)
+            .await
+            .expect("stats");
+        assert!(out.contains(collection.name()), "{out}");
+        let out = run_on(store, &StatsArgs { json: true }, now)
+            .await
+            .expect("stats --json");
+        let out: Value = serde_json::from_str(&out).expect("json");
+        let collections = out["stats"]["collections"].as_array().expect("collections");
+        assert_eq!(collections.len(), 2);
+        assert_eq!(collections[0]["name"], collection.name());
+        assert_eq!(collections[0]["documents"], 3);
+        assert_eq!(collections[1]["documents"], 0);
+        assert!(
+            !collections[0]["indexes"]
+                .as_array()
+                .expect("indexes")
+                .is_empty(),
+            "{out}"
+        );
+        out
     }
 
     #[test]
-    fn reads_own_memory() {
-        if cfg!(target_os = "linux") {
-            assert!(proc_status_bytes("VmRSS").unwrap() > 0);
-            assert!(proc_status_bytes("VmHWM").unwrap() > 0);
-        }
-        assert_eq!(proc_status_bytes("NoSuchField"), None);
-        assert_eq!(mib(3 * 1024 * 1024), 3.0);
+    fn stats_on_postgresql() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let server = crate::server::start_embedded().expect("PostgreSQL");
+        rt.block_on(async {
+            let (store, _) = crate::server::connect_embedded(&server)
+                .await
+                .expect("store");
+            let out = exercise(&store).await;
+            let history = &out["stats"]["change_history"];
+            assert_eq!(history["changes"], 3, "{out}");
+            assert!(history["oldest"].is_string(), "{out}");
+            let index = &out["stats"]["collections"][0]["indexes"][0];
+            assert!(
+                index["bytes"].as_u64() > Some(0) && index["scans"].is_u64(),
+                "{out}"
+            );
+            store.close().await;
+        });
+    }
+
+    #[test]
+    fn stats_on_mongodb() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let server = crate::server::start_mongo_stand_in().expect("the MongoDB stand-in");
+        rt.block_on(async {
+            let store = crate::server::connect_mongo_stand_in(&server)
+                .await
+                .expect("store");
+            let out = exercise(store.as_ref()).await;
+            println!("{out}");
+            store.close().await;
+        });
+    }
+
+    #[test]
+    fn sizes_read_in_binary_units() {
+        assert_eq!(bytes(Some(512)), "512 B");
+        assert_eq!(bytes(Some(1536)), "1.5 KiB");
+        assert_eq!(bytes(Some(3 << 30)), "3.0 GiB");
+        assert_eq!(bytes(None), "?");
     }
 }

@@ -36,6 +36,7 @@ mod error;
 mod filter;
 mod indexes;
 mod settings;
+mod stats;
 mod update;
 
 use std::sync::Arc;
@@ -182,6 +183,11 @@ impl DataStore for MongoDataStore {
     async fn prune_change_history(&self, policy: &RetentionPolicy) -> Result<u64> {
         let _ = policy;
         Ok(0)
+    }
+
+    #[tracing::instrument(name = "datastore.stats", skip_all, fields(provider = "mongodb"))]
+    async fn stats(&self) -> Result<datastore_api::StoreStats> {
+        stats::stats(self).await
     }
 
     #[tracing::instrument(name = "datastore.begin", skip_all, fields(provider = "mongodb"))]

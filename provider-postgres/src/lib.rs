@@ -29,6 +29,7 @@ mod indexes;
 mod locks;
 pub mod migrate;
 mod pool_limits;
+mod stats;
 mod tls;
 mod wakeup;
 
@@ -291,6 +292,11 @@ impl DataStore for PgDataStore {
     #[tracing::instrument(name = "datastore.prune_change_history", skip_all)]
     async fn prune_change_history(&self, policy: &RetentionPolicy) -> Result<u64> {
         changes::prune(&self.shared.pool, policy).await
+    }
+
+    #[tracing::instrument(name = "datastore.stats", skip_all)]
+    async fn stats(&self) -> Result<datastore_api::StoreStats> {
+        stats::stats(&self.shared.pool).await
     }
 
     #[tracing::instrument(name = "datastore.begin", skip_all)]

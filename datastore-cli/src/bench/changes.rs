@@ -27,7 +27,7 @@ use super::{join_error, load_events, median, thousands, Bench, Events, BENCH_NOD
 use crate::cli::{BenchCase, DrainWorkerArgs};
 use crate::error::{CliError, CliResult};
 use crate::flow::{self, FlowOptions};
-use crate::stats::{mib, proc_status_bytes, Latencies, Percentiles};
+use crate::measure::{mib, proc_status_bytes, Latencies, Percentiles};
 use crate::synth::{per_second, Synth};
 
 /// Consumers of the delivery-lag case.

@@ -26,8 +26,8 @@ use serde_json::json;
 use super::changes::Figure;
 use super::{load_events, thousands, Bench};
 use crate::error::{CliError, CliResult, SqlContext};
+use crate::measure::{Latencies, Percentiles};
 use crate::server;
-use crate::stats::{Latencies, Percentiles};
 use crate::synth::{per_second, Synth};
 
 /// Nodes the events come from.

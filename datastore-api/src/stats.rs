@@ -1,0 +1,58 @@
+//! Sizes and usage of a store, as its server reports them: what `datastore stats` prints and
+//! the size metrics sample ([`DataStore::stats`](crate::DataStore::stats)).
+//!
+//! A figure the server does not report (a test server without storage statistics, an oplog
+//! the user may not read) is `None`, never a guess.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// Sizes and usage of a store's collections and change history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoreStats {
+    /// The health events and maintenance events collections.
+    pub collections: Vec<CollectionStats>,
+    /// The change history streams read (`None` when the server does not say).
+    pub change_history: Option<ChangeHistoryStats>,
+}
+
+/// One collection (a PostgreSQL table, a MongoDB collection).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CollectionStats {
+    /// The collection's name.
+    pub name: String,
+    /// Documents stored (counted, not estimated).
+    pub documents: u64,
+    /// Bytes of the documents on disk (PostgreSQL: table and TOAST; MongoDB: storage size).
+    pub data_bytes: Option<u64>,
+    /// Bytes of all its indexes.
+    pub index_bytes: Option<u64>,
+    /// Its indexes, by name.
+    pub indexes: Vec<IndexStats>,
+}
+
+/// One index.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IndexStats {
+    /// The index's name.
+    pub name: String,
+    /// Bytes on disk.
+    pub bytes: Option<u64>,
+    /// Times it was used since the server's statistics were last reset (PostgreSQL) or the
+    /// server started (MongoDB).
+    pub scans: Option<u64>,
+}
+
+/// The change history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChangeHistoryStats {
+    /// Where it lives: `datastore_changes` (PostgreSQL) or `local.oplog.rs` (MongoDB, shared
+    /// by every database of the server).
+    pub source: String,
+    /// Changes retained (MongoDB: oplog entries of the whole server, estimated).
+    pub changes: u64,
+    /// When the oldest retained change was committed.
+    pub oldest: Option<DateTime<Utc>>,
+    /// Bytes on disk.
+    pub bytes: Option<u64>,
+}
