@@ -76,8 +76,14 @@ fn table(collection: &str, consumers: &[ConsumerInfo], now: DateTime<Utc>) -> St
     if consumers.is_empty() {
         return format!("{collection} has no change-stream consumers\n");
     }
+    let width = consumers
+        .iter()
+        .map(|c| c.consumer.len())
+        .max()
+        .unwrap_or(0)
+        .max(8);
     let mut out = format!(
-        "{:<32} {:<26} {:<28} {}\n",
+        "{:<width$}  {:<22}  {:<28}  {}\n",
         "consumer", "checkpoint", "lease holder", "lease until"
     );
     for c in consumers {
@@ -87,7 +93,7 @@ fn table(collection: &str, consumers: &[ConsumerInfo], now: DateTime<Utc>) -> St
             (true, None) => "yes".to_owned(),
         };
         out.push_str(&format!(
-            "{:<32} {:<26} {:<28} {}\n",
+            "{:<width$}  {:<22}  {:<28}  {}\n",
             c.consumer,
             checkpoint,
             c.lease_holder.as_deref().unwrap_or("-"),

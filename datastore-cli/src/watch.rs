@@ -92,8 +92,12 @@ fn filter(text: &str) -> CliResult<Filter> {
              '{{\"operationType\": \"insert\", \"fullDocument.healthevent.isfatal\": true}}'"
         )))
     })?;
-    Filter::from_query_json(&query)
-        .map_err(|e| CliError::Datastore(datastore::Error::invalid_input(format!("--filter: {e}"))))
+    Filter::from_query_json(&query).map_err(|e| {
+        CliError::Datastore(datastore::Error::invalid_input(format!(
+            "--filter: {}",
+            e.message()
+        )))
+    })
 }
 
 /// The tail's own consumer name: unique per process and start.

@@ -331,7 +331,8 @@ async fn insert_n(
 
 /// One reader per consumer (a second waits as a standby and takes over, from the checkpoint,
 /// when the first stops); `lag` counts the matching changes after the checkpoint; pruning keeps
-/// what a consumer still needs within the maximum age and reports `HistoryLost` past it.
+/// what a consumer still needs within the maximum age and what is younger than the minimum age,
+/// and reports `HistoryLost` past the maximum age.
 pub(super) fn leases_lag_and_retention(ctx: &Ctx<'_>) -> std::result::Result<(), String> {
     let store = ctx.store.clone();
     ctx.rt.block_on(async move {
@@ -414,7 +415,26 @@ pub(super) fn leases_lag_and_retention(ctx: &Ctx<'_>) -> std::result::Result<(),
         {
             return Err("pruning removed changes a consumer still needed".into());
         }
+        coll.checkpoint(&slow, &rest[4].token)
+            .await
+            .map_err(|e| e.to_string())?;
         drop(s);
+
+        // Changes younger than the minimum age stay, even when every consumer is past them.
+        let young = datastore_api::RetentionPolicy {
+            max_age: Duration::from_secs(3600),
+            min_age: Duration::from_secs(3600),
+        };
+        let deleted = store
+            .prune_change_history(&young)
+            .await
+            .map_err(|e| e.to_string())?;
+        if deleted != 0 {
+            return Err(format!(
+                "pruning deleted {deleted} changes younger than the minimum age"
+            ));
+        }
+        insert_n(coll, 1, "d").await?;
 
         // Past the age limit the history is gone, and the consumer is told so (where the
         // provider, not the server, decides what history to keep).

@@ -226,13 +226,17 @@ pub(crate) async fn prune(pool: &PgPool, policy: &RetentionPolicy) -> Result<u64
     let mut tx = pool.begin().await.map_err(map_err)?;
     lock_xact(&mut tx, TICK_LOCK).await?;
     // The newest tick to become the new base: everything older than max_age, or, among ticks
-    // older than min_age, everything before the slowest consumer's checkpoint.
+    // older than min_age, everything before the slowest consumer's checkpoint. LEAST and
+    // GREATEST skip NULLs, so "no tick older than min_age" must stay NULL explicitly (else the
+    // slowest checkpoint alone would prune young changes).
     let target: Option<i64> = sqlx::query_scalar(
         "SELECT GREATEST( \
             (SELECT max(tick) FROM datastore_change_ticks WHERE created_at < now() - make_interval(secs => $1)), \
-            LEAST( \
-              (SELECT max(tick) FROM datastore_change_ticks WHERE created_at < now() - make_interval(secs => $2)), \
-              (SELECT min(split_part(token, '.', 1)::bigint) - 1 FROM datastore_consumers WHERE token IS NOT NULL)))",
+            (SELECT CASE WHEN young.tick IS NOT NULL THEN LEAST(young.tick, passed.tick) END \
+               FROM (SELECT max(tick) AS tick FROM datastore_change_ticks \
+                      WHERE created_at < now() - make_interval(secs => $2)) young, \
+                    (SELECT min(split_part(token, '.', 1)::bigint) - 1 AS tick \
+                       FROM datastore_consumers WHERE token IS NOT NULL) passed))",
     )
     .bind(policy.max_age.as_secs_f64())
     .bind(policy.min_age.as_secs_f64())
