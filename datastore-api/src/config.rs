@@ -487,10 +487,16 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 fn yaml_values(text: &str) -> Result<HashMap<&'static str, String>> {
-    let doc: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
-        Error::configuration("the datastore config file is not valid YAML").with_source(e)
-    })?;
-    if !doc.is_mapping() && !doc.is_null() {
+    // The file is read as JSON's data model: a Helm values file is plain mappings, lists and
+    // scalars, and serde-saphyr's budgets bound what a hostile file can cost.
+    let doc: serde_json::Value = if text.trim().is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_saphyr::from_str(text).map_err(|e| {
+            Error::configuration("the datastore config file is not valid YAML").with_source(e)
+        })?
+    };
+    if !doc.is_object() && !doc.is_null() {
         return Err(Error::configuration(
             "the datastore config file must be a YAML mapping (global.datastore.…), not a list or a scalar",
         ));
@@ -507,10 +513,10 @@ fn yaml_values(text: &str) -> Result<HashMap<&'static str, String>> {
             node = node.and_then(|n| n.get(part));
         }
         let text = match node {
-            Some(serde_yaml::Value::String(s)) => s.clone(),
-            Some(serde_yaml::Value::Number(n)) => n.to_string(),
-            Some(serde_yaml::Value::Bool(b)) => b.to_string(),
-            Some(serde_yaml::Value::Null) | None => continue,
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            Some(serde_json::Value::Bool(b)) => b.to_string(),
+            Some(serde_json::Value::Null) | None => continue,
             Some(_) => {
                 return Err(Error::configuration(format!(
                     "config file: {key} must be a scalar value"
@@ -708,6 +714,24 @@ mod tests {
             .unwrap_err();
             assert!(e.to_string().contains(var), "{e}");
         }
+    }
+
+    #[test]
+    fn whole_helm_values_files_are_read() {
+        // Other charts' sections, anchors, integer keys, comments and an empty file.
+        let c = DatastoreConfig::from_yaml(
+            "defaults: &pool\n  maxConnections: \"7\"\n  maxIdleConnections: 2\nports:\n  8080: http\nglobal:\n  image: {tag: v1}\n  datastore:\n    provider: postgresql # the new one\n    connection:\n      host: db\n      port: 6543\n      username: u\n    options: *pool\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.connection.host.as_str(), c.connection.port),
+            ("db", 6543)
+        );
+        assert_eq!(c.pool.max_connections, 7);
+        let e = DatastoreConfig::from_yaml("").unwrap_err();
+        assert!(e.to_string().contains("DATASTORE_PROVIDER"), "{e}");
+        let e = DatastoreConfig::from_yaml("global: [unclosed\n").unwrap_err();
+        assert!(e.to_string().contains("not valid YAML"), "{e}");
     }
 
     #[test]
