@@ -101,6 +101,12 @@ struct LaunchFailure {
 }
 
 impl PgServer {
+    /// Whether the server binaries [`PgServer::start`] needs are found (`$PG_BIN_DIR`, else
+    /// Debian's `/usr/lib/postgresql/*/bin`), so that a tool can install them first.
+    pub fn binaries_installed() -> bool {
+        crate::binaries::Binaries::locate().is_ok()
+    }
+
     /// Creates a fresh cluster (initdb) and starts PostgreSQL on a free port,
     /// waiting until it accepts connections.
     ///

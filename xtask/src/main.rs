@@ -20,6 +20,8 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+mod install;
+
 use mongo_harness::{StandIn, TestMongo};
 use pg_harness::{PgServer, TestPostgres};
 
@@ -97,7 +99,7 @@ fn main() -> ExitCode {
         Task::Test { skip_demo } => Xtask::new().test(skip_demo),
         Task::Conformance { provider } => Xtask::new().conformance(&provider),
         Task::Bench(args) => Xtask::new().datastore_cli("bench", &args),
-        Task::Demo(args) => Xtask::new().datastore_cli("demo", &args),
+        Task::Demo(args) => Xtask::new().demo(&args),
     };
     ExitCode::from(code)
 }
@@ -150,6 +152,11 @@ fn parse(args: Vec<OsString>) -> Result<Task, String> {
         Some("demo") => Ok(Task::Demo(rest)),
         _ => Err(format!("unknown command {command:?}")),
     }
+}
+
+/// Whether the environment variable `name` is set and not empty.
+fn set(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| !v.is_empty())
 }
 
 /// Runs child commands from the workspace root.
@@ -234,6 +241,9 @@ impl Xtask {
             return code;
         }
 
+        if let Err(code) = install::ensure(&self.test_packages(skip_demo)) {
+            return code;
+        }
         if let Err(code) = self.ensure_mongo_stand_in() {
             return code;
         }
@@ -299,21 +309,38 @@ impl Xtask {
         0
     }
 
-    /// Installs the chosen MongoDB stand-in when the tests will need it: no MongoDB URI is
-    /// given, no binary is named by its variable, and it is not installed yet. SecantusDB goes
-    /// into a Python venv, jongodb into an npm prefix, both under `target/`.
-    fn ensure_mongo_stand_in(&self) -> Result<(), u8> {
-        let set = |v: &str| std::env::var_os(v).is_some_and(|s| !s.is_empty());
+    /// The MongoDB stand-in this run must install: the tests or the demo will need it (no
+    /// MongoDB URI is given, no binary is named by its variable) and it is not installed yet.
+    fn stand_in_to_install(&self) -> Result<Option<StandIn>, u8> {
         if set(TestMongo::URI_ENV) || set(TestMongo::FALLBACK_URI_ENV) {
-            return Ok(());
+            return Ok(None);
         }
         let kind = StandIn::from_env().map_err(|e| {
             eprintln!("xtask: {e}");
             USAGE_ERROR
         })?;
         if set(kind.bin_env()) || kind.default_binary().is_file() {
-            return Ok(());
+            return Ok(None);
         }
+        Ok(Some(kind))
+    }
+
+    /// Installs the chosen MongoDB stand-in when it is needed and missing, with the Debian
+    /// packages it needs first: SecantusDB goes into a Python venv, jongodb into an npm
+    /// prefix, both under `target/`.
+    fn ensure_mongo_stand_in(&self) -> Result<(), u8> {
+        let Some(kind) = self.stand_in_to_install()? else {
+            return Ok(());
+        };
+        if kind == StandIn::SecantusDb
+            && !install::succeeds(Command::new("python3").args(["-c", "import ensurepip, venv"]))
+        {
+            install::ensure(&[install::PYTHON_VENV])?;
+        }
+        println!(
+            "==> installing the MongoDB stand-in {kind} ({})",
+            kind.install_command()
+        );
         let commands = match kind {
             StandIn::SecantusDb => {
                 let venv = self.root.join("target/secantusdb");
@@ -337,13 +364,49 @@ impl Xtask {
             cmd.current_dir(&self.root);
             run_step(cmd).inspect_err(|_| {
                 eprintln!(
-                    "xtask: could not install the {kind} stand-in; install it with `{}` (Debian's python3 needs the python3-venv package) or set {} to a MongoDB replica set",
+                    "xtask: could not install the {kind} stand-in; install it with `{}` or set {} to a MongoDB replica set",
                     kind.install_command(),
                     TestMongo::URI_ENV
                 );
             })?;
         }
         Ok(())
+    }
+
+    /// The Debian packages `cargo xtask test` needs and this machine lacks.
+    fn test_packages(&self, skip_demo: bool) -> Vec<install::Package> {
+        let mut packages = Vec::new();
+        // The demo always starts its own server; the tests do unless given one.
+        let given_a_server = set(TestPostgres::ENV) && skip_demo;
+        if !(PgServer::binaries_installed() || given_a_server) {
+            packages.push(install::POSTGRESQL);
+        }
+        if !install::succeeds(Command::new("socat").arg("-V")) {
+            packages.push(install::SOCAT);
+        }
+        packages
+    }
+
+    /// `cargo xtask demo`: installs what the demo's own server needs when the environment
+    /// names none (as `DatastoreConfig::env_names_a_server` decides), then runs it.
+    fn demo(&self, args: &[OsString]) -> u8 {
+        let names_a_server = ["DATASTORE_HOST", "DATASTORE_CONFIG_FILE", "MONGODB_URI"]
+            .into_iter()
+            .any(set);
+        if !names_a_server {
+            let mongodb = std::env::var("DATASTORE_PROVIDER").is_ok_and(|p| p == "mongodb");
+            let ready = if mongodb {
+                self.ensure_mongo_stand_in()
+            } else if PgServer::binaries_installed() {
+                Ok(())
+            } else {
+                install::ensure(&[install::POSTGRESQL])
+            };
+            if let Err(code) = ready {
+                return code;
+            }
+        }
+        self.datastore_cli("demo", args)
     }
 
     /// `cargo xtask conformance --provider …`.
@@ -412,8 +475,7 @@ impl TestServer {
 /// Starts one throwaway PostgreSQL unless `DATASTORE_TEST_POSTGRES_URL` is
 /// set (non-empty).
 fn start_postgres() -> Result<TestServer, u8> {
-    let external = std::env::var_os(TestPostgres::ENV).is_some_and(|v| !v.is_empty());
-    if external {
+    if set(TestPostgres::ENV) {
         println!(
             "==> using the external PostgreSQL named by {}",
             TestPostgres::ENV
