@@ -55,7 +55,7 @@ pub use query::{
     Direction, FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Page, PageRequest,
     PageToken, Sort, SortKey, UpdateResult,
 };
-pub use stats::{ChangeHistoryStats, CollectionStats, IndexStats, StoreStats};
+pub use stats::{ChangeHistoryStats, CollectionStats, IndexStats, PoolStats, StoreStats};
 pub use store::{
     batches, prepare_insert, prepare_inserts, with_transaction, Collection, CollectionExt,
     DataStore, ProviderKind, Transaction,

@@ -6,8 +6,10 @@
 //! | `datastore_operations_total` | counter | `provider`, `collection`, `operation`, `outcome` (`ok` or an [`ErrorKind`](crate::ErrorKind) name) |
 //! | `datastore_operation_duration_seconds` | histogram | `provider`, `collection`, `operation` |
 //!
-//! Change-stream lag per consumer: [`lag`]; the event processor's counters:
-//! [`processor`](crate::processor#metrics).
+//! | `datastore_errors_total` | counter | `provider`, `operation`, `kind` (an [`ErrorKind`](crate::ErrorKind) name) |
+//!
+//! Change-stream lag per consumer: [`lag`]; sampled pool, size and backlog gauges: [`sample`];
+//! the event processor's counters: [`processor`](crate::processor#metrics).
 
 use std::future::Future;
 use std::time::Instant;
@@ -15,11 +17,14 @@ use std::time::Instant;
 use crate::error::Result;
 
 pub mod lag;
+pub mod sample;
 
 /// Counter of store operations.
 pub const OPERATIONS_TOTAL: &str = "datastore_operations_total";
 /// Histogram of store-operation latency.
 pub const OPERATION_DURATION: &str = "datastore_operation_duration_seconds";
+/// Counter of failed store operations by error kind.
+pub const ERRORS_TOTAL: &str = "datastore_errors_total";
 
 /// Runs `fut` and records its outcome and duration.
 pub async fn observe<T>(
@@ -32,7 +37,12 @@ pub async fn observe<T>(
     let out = fut.await;
     let outcome = match &out {
         Ok(_) => "ok",
-        Err(e) => e.kind().as_str(),
+        Err(e) => {
+            let kind = e.kind().as_str();
+            metrics::counter!(ERRORS_TOTAL, "provider" => provider, "operation" => operation, "kind" => kind)
+                .increment(1);
+            kind
+        }
     };
     metrics::counter!(OPERATIONS_TOTAL, "provider" => provider, "collection" => collection, "operation" => operation, "outcome" => outcome)
         .increment(1);

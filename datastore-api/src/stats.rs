@@ -10,7 +10,7 @@ use serde::Serialize;
 /// Sizes and usage of a store's collections and change history.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StoreStats {
-    /// The health events and maintenance events collections.
+    /// The health events collection, then the maintenance events collection.
     pub collections: Vec<CollectionStats>,
     /// The change history streams read (`None` when the server does not say).
     pub change_history: Option<ChangeHistoryStats>,
@@ -55,4 +55,17 @@ pub struct ChangeHistoryStats {
     pub oldest: Option<DateTime<Utc>>,
     /// Bytes on disk.
     pub bytes: Option<u64>,
+}
+
+/// A connection pool's state (providers that pool connections themselves).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PoolStats {
+    /// Open connections (idle and in use).
+    pub size: u32,
+    /// Idle connections.
+    pub idle: u32,
+    /// The pool's cap (`max_connections`).
+    pub max: u32,
+    /// How long a checkout took when this was sampled, in seconds (`None` when it failed).
+    pub acquire_seconds: Option<f64>,
 }

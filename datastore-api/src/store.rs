@@ -271,6 +271,12 @@ pub trait DataStore: Send + Sync {
         ))
     }
 
+    /// The connection pool's state, with one probe checkout timed (`None` where the driver
+    /// keeps its pool to itself, as MongoDB's does).
+    async fn pool_stats(&self) -> Option<crate::stats::PoolStats> {
+        None
+    }
+
     /// Sizes and usage of both collections and of the change history, as the server reports
     /// them (one round of catalog queries: for operators and sampled metrics, not hot paths).
     async fn stats(&self) -> Result<crate::stats::StoreStats> {

@@ -47,6 +47,9 @@ pub enum Command {
     /// Sizes and usage of the configured store: rows, table and index sizes, index use, and
     /// the change history's size and oldest change.
     Stats(StatsArgs),
+    /// Serves Prometheus metrics for the configured store (operations, pool, table sizes,
+    /// change history, every consumer's backlog), sampling every `--interval`, until Ctrl-C.
+    ServeMetrics(ServeMetricsArgs),
     /// Benchmarks the provider against a bare-SQL baseline on a throwaway PostgreSQL, checks
     /// that the domain queries use indexes, and measures the change streams (capture cost,
     /// delivery lag, backlog drain, the flow simulation).
@@ -116,6 +119,18 @@ pub struct StatsArgs {
     /// JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `datastore serve-metrics`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeMetricsArgs {
+    /// Where to serve `/metrics` (default: `DATASTORE_METRICS_ADDR`, else 127.0.0.1:9464;
+    /// `0.0.0.0:9464` to be scraped from other hosts).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: Option<String>,
+    /// How often to sample sizes and backlogs (each sample is one round of catalog queries).
+    #[arg(long, value_name = "DURATION", default_value = "15s")]
+    pub interval: String,
 }
 
 /// A collection named on the command line.

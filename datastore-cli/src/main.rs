@@ -13,6 +13,7 @@
 //! * `datastore watch` tails a collection's changes as JSON lines.
 //! * `datastore prune` deletes change history by the retention policy.
 //! * `datastore stats` reports rows, sizes, index use and the change history's size and age.
+//! * `datastore serve-metrics` serves Prometheus metrics of the store, sampled.
 //! * `datastore bench` compares the provider's write throughput with a bare-SQL baseline on a
 //!   throwaway server, checks that the domain queries are served by indexes, and measures the
 //!   change streams: capture cost, delivery lag, backlog drain, the flow simulation.
@@ -31,7 +32,9 @@ mod measure;
 mod migrate;
 mod prune;
 mod select;
+mod serve_metrics;
 mod server;
+mod shutdown;
 mod stats;
 mod synth;
 mod watch;
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Watch(_) => "watch",
         Command::Prune(_) => "prune",
         Command::Stats(_) => "stats",
+        Command::ServeMetrics(_) => "serve-metrics",
         Command::Bench(_) => "bench",
         Command::DrainWorker(_) => "drain-worker",
     };
@@ -78,6 +82,7 @@ fn run(command: Command) -> Result<(), CliError> {
         Command::Watch(args) => rt.block_on(watch::run(&args)),
         Command::Prune(args) => rt.block_on(prune::run(&args)),
         Command::Stats(args) => rt.block_on(stats::run(&args)),
+        Command::ServeMetrics(args) => rt.block_on(serve_metrics::run(&args)),
         Command::Bench(args) => bench::run(&rt, &args),
         Command::DrainWorker(args) => rt.block_on(bench::drain_worker(&args)),
     }

@@ -17,29 +17,21 @@ use serde_json::Value;
 
 use crate::cli::WatchArgs;
 use crate::error::{CliError, CliResult};
-use crate::select;
+use crate::{select, shutdown};
 
 /// Opens the configured store and tails it to stdout until Ctrl-C or SIGTERM, `--limit` or a
 /// closed pipe.
 pub async fn run(args: &WatchArgs) -> CliResult<()> {
     let store = datastore::open_from_env().await?;
-    let outcome = tail(store.as_ref(), args, &mut std::io::stdout(), stopped()).await;
+    let outcome = tail(
+        store.as_ref(),
+        args,
+        &mut std::io::stdout(),
+        shutdown::stopped(),
+    )
+    .await;
     store.close().await;
     outcome.map(|_| ())
-}
-
-/// Resolves on Ctrl-C or (Unix) SIGTERM, so that `kill` and `kubectl` stops clean up too.
-async fn stopped() {
-    #[cfg(unix)]
-    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        return;
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Tails `store` into `out` until `stop` resolves, `--limit` changes were printed, the stream

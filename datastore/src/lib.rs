@@ -29,11 +29,30 @@ pub struct ReadmeDoctests;
 
 use std::sync::Arc;
 
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
+
 pub use datastore_api::*;
 
 /// Opens the configured provider (connecting, and applying schema migrations where the
-/// provider has them).
+/// provider has them). With the cargo feature `prometheus` and `DATASTORE_METRICS_ADDR` set,
+/// it also serves the process's metrics there and samples the store's pool while it lives.
 pub async fn open(config: &DatastoreConfig) -> Result<Arc<dyn DataStore>> {
+    #[cfg(feature = "prometheus")]
+    let exporting = prometheus::install_from_env()?.is_some();
+    let store = connect(config).await?;
+    #[cfg(feature = "prometheus")]
+    if exporting {
+        metrics::sample::spawn(
+            &store,
+            metrics::sample::Sampled::Pool,
+            prometheus::POOL_SAMPLE_INTERVAL,
+        );
+    }
+    Ok(store)
+}
+
+async fn connect(config: &DatastoreConfig) -> Result<Arc<dyn DataStore>> {
     match config.provider {
         #[cfg(feature = "postgresql")]
         ProviderKind::Postgresql => Ok(Arc::new(provider_postgres::PgDataStore::connect(config).await?)),

@@ -294,6 +294,19 @@ impl DataStore for PgDataStore {
         changes::prune(&self.shared.pool, policy).await
     }
 
+    async fn pool_stats(&self) -> Option<datastore_api::PoolStats> {
+        let pool = &self.shared.pool;
+        let (size, idle) = (pool.size(), pool.num_idle());
+        let started = std::time::Instant::now();
+        let probe = tokio::time::timeout(Duration::from_secs(5), pool.acquire()).await;
+        Some(datastore_api::PoolStats {
+            size,
+            idle: u32::try_from(idle).unwrap_or(u32::MAX),
+            max: pool.options().get_max_connections(),
+            acquire_seconds: matches!(probe, Ok(Ok(_))).then(|| started.elapsed().as_secs_f64()),
+        })
+    }
+
     #[tracing::instrument(name = "datastore.stats", skip_all)]
     async fn stats(&self) -> Result<datastore_api::StoreStats> {
         stats::stats(&self.shared.pool).await
