@@ -20,8 +20,8 @@
 //! | `datastore_sample_errors_total` | `provider`, `sample` (`stats`, `consumers`) | samples the server refused |
 //!
 //! `collection` is `health_events` or `maintenance_events` on every provider, whatever the
-//! collections are named. Where a server does not report a figure (see
-//! [`StoreStats`](crate::StoreStats)), its gauge is not set. The consumer gauges use `client`, NVSentinel's label for a consumer, like
+//! collections are named. Where a server does not report a figure (see [`StoreStats`]), its
+//! gauge is not set. The consumer gauges use `client`, NVSentinel's label for a consumer, like
 //! [`lag`](super::lag).
 
 use std::sync::{Arc, Weak};
