@@ -7,8 +7,8 @@ use datastore::{ConsumerInfo, DataStore};
 use serde_json::{json, Value};
 
 use crate::cli::{ConsumerAction, ConsumersArgs};
-use crate::error::CliResult;
 use crate::select;
+use datastore_cli::error::CliResult;
 
 /// Opens the configured store, runs the action, prints its output.
 pub async fn run(args: &ConsumersArgs) -> CliResult<()> {
@@ -204,9 +204,9 @@ mod tests {
     #[test]
     fn consumers_on_postgresql() {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let server = crate::server::start_embedded().expect("PostgreSQL");
+        let server = datastore_cli::server::start_embedded().expect("PostgreSQL");
         rt.block_on(async {
-            let (store, _) = crate::server::connect_embedded(&server)
+            let (store, _) = datastore_cli::server::connect_embedded(&server)
                 .await
                 .expect("store");
             exercise(&store).await;
@@ -217,9 +217,9 @@ mod tests {
     #[test]
     fn consumers_on_mongodb() {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let server = crate::server::start_mongo_stand_in().expect("the MongoDB stand-in");
+        let server = datastore_cli::server::start_mongo_stand_in().expect("the MongoDB stand-in");
         rt.block_on(async {
-            let store = crate::server::connect_mongo_stand_in(&server)
+            let store = datastore_cli::server::connect_mongo_stand_in(&server)
                 .await
                 .expect("store");
             exercise(store.as_ref()).await;

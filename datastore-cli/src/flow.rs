@@ -1,4 +1,4 @@
-//! The NVSentinel flow simulation, shared by `datastore demo` and `datastore bench`.
+//! The NVSentinel flow simulation, shared by `datastore demo` and `datastore-bench`.
 //!
 //! Four stages run concurrently, each in its own tokio task:
 //!
@@ -36,6 +36,10 @@ use tokio::sync::watch;
 use crate::error::{CliError, CliResult};
 use crate::measure::{Latencies, Percentiles};
 use crate::synth::{per_second, Synth};
+
+/// Events a flow stage handles at once by default: enough to keep a stage busy while its
+/// writes and checkpoints wait on round trips, like node-drainer's worker queue.
+pub const DEFAULT_STAGE_CONCURRENCY: u64 = 16;
 
 /// A stage that sees no change for this long fails the run.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);

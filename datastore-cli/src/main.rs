@@ -14,43 +14,34 @@
 //! * `datastore prune` deletes change history by the retention policy.
 //! * `datastore stats` reports rows, sizes, index use and the change history's size and age.
 //! * `datastore serve-metrics` serves Prometheus metrics of the store, sampled.
-//! * `datastore bench` compares the provider's write throughput with a bare-SQL baseline on a
-//!   throwaway server, checks that the domain queries are served by indexes, and measures the
-//!   change streams: capture cost, delivery lag, backlog drain, the flow simulation.
+//!
+//! Benchmarks live in the `datastore-bench` crate (`cargo xtask bench`).
 //!
 //! `--log <filter>` (or `RUST_LOG`) enables tracing output on stderr.
 
 #![warn(missing_docs)]
 
-mod bench;
 mod cli;
 mod consumers;
 mod demo;
-mod error;
-mod flow;
-mod measure;
 mod migrate;
 mod prune;
 mod select;
 mod serve_metrics;
-mod server;
 mod shutdown;
 mod stats;
-mod synth;
 mod watch;
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
-use crate::error::CliError;
+use datastore_cli::error::CliError;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log.as_deref());
+    datastore_cli::logging::init(cli.log.as_deref());
     let name = match &cli.command {
         Command::Demo(_) => "demo",
         Command::Migrate => "migrate",
@@ -59,8 +50,6 @@ fn main() -> ExitCode {
         Command::Prune(_) => "prune",
         Command::Stats(_) => "stats",
         Command::ServeMetrics(_) => "serve-metrics",
-        Command::Bench(_) => "bench",
-        Command::DrainWorker(_) => "drain-worker",
     };
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -83,26 +72,5 @@ fn run(command: Command) -> Result<(), CliError> {
         Command::Prune(args) => rt.block_on(prune::run(&args)),
         Command::Stats(args) => rt.block_on(stats::run(&args)),
         Command::ServeMetrics(args) => rt.block_on(serve_metrics::run(&args)),
-        Command::Bench(args) => bench::run(&rt, &args),
-        Command::DrainWorker(args) => rt.block_on(bench::drain_worker(&args)),
-    }
-}
-
-/// Installs a stderr fmt subscriber when `--log` or `RUST_LOG` asks for one.
-fn init_tracing(flag: Option<&str>) {
-    let filter = match flag {
-        Some(f) => EnvFilter::try_new(f),
-        None => match std::env::var("RUST_LOG") {
-            Ok(f) if !f.trim().is_empty() => EnvFilter::try_new(f),
-            _ => return,
-        },
-    };
-    match filter {
-        Ok(filter) => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::stderr().is_terminal())
-            .init(),
-        Err(e) => eprintln!("warning: ignoring the log filter: {e}"),
     }
 }

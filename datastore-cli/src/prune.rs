@@ -8,7 +8,7 @@ use datastore::{DataStore, ProviderKind, RetentionPolicy};
 use serde_json::json;
 
 use crate::cli::PruneArgs;
-use crate::error::{CliError, CliResult};
+use datastore_cli::error::{CliError, CliResult};
 
 /// Opens the configured store, prunes, prints what was deleted.
 pub async fn run(args: &PruneArgs) -> CliResult<()> {
@@ -90,9 +90,9 @@ mod tests {
     #[test]
     fn prune_on_postgresql() {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let server = crate::server::start_embedded().expect("PostgreSQL");
+        let server = datastore_cli::server::start_embedded().expect("PostgreSQL");
         rt.block_on(async {
-            let (store, _) = crate::server::connect_embedded(&server)
+            let (store, _) = datastore_cli::server::connect_embedded(&server)
                 .await
                 .expect("store");
             let collection = store.health_event_collection();
@@ -135,9 +135,9 @@ mod tests {
     #[test]
     fn prune_on_mongodb_says_the_oplog_keeps_history() {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let server = crate::server::start_mongo_stand_in().expect("the MongoDB stand-in");
+        let server = datastore_cli::server::start_mongo_stand_in().expect("the MongoDB stand-in");
         rt.block_on(async {
-            let store = crate::server::connect_mongo_stand_in(&server)
+            let store = datastore_cli::server::connect_mongo_stand_in(&server)
                 .await
                 .expect("store");
             let out = run_on(store.as_ref(), &args("0s", "0s", false))

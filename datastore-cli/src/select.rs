@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use datastore::{Collection, DataStore, StartFrom};
 
 use crate::cli::Target;
-use crate::error::{CliError, CliResult};
+use datastore_cli::error::{CliError, CliResult};
 
 /// The collection `target` names.
 pub fn collection(store: &dyn DataStore, target: Target) -> &dyn Collection {

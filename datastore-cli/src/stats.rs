@@ -6,7 +6,7 @@ use datastore::{DataStore, StoreStats};
 use serde_json::json;
 
 use crate::cli::StatsArgs;
-use crate::error::CliResult;
+use datastore_cli::error::CliResult;
 
 /// Opens the configured store and prints its statistics.
 pub async fn run(args: &StatsArgs) -> CliResult<()> {
@@ -138,9 +138,9 @@ mod tests {
     #[test]
     fn stats_on_postgresql() {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let server = crate::server::start_embedded().expect("PostgreSQL");
+        let server = datastore_cli::server::start_embedded().expect("PostgreSQL");
         rt.block_on(async {
-            let (store, _) = crate::server::connect_embedded(&server)
+            let (store, _) = datastore_cli::server::connect_embedded(&server)
                 .await
                 .expect("store");
             let out = exercise(&store).await;
@@ -159,9 +159,9 @@ mod tests {
     #[test]
     fn stats_on_mongodb() {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let server = crate::server::start_mongo_stand_in().expect("the MongoDB stand-in");
+        let server = datastore_cli::server::start_mongo_stand_in().expect("the MongoDB stand-in");
         rt.block_on(async {
-            let store = crate::server::connect_mongo_stand_in(&server)
+            let store = datastore_cli::server::connect_mongo_stand_in(&server)
                 .await
                 .expect("store");
             let out = exercise(store.as_ref()).await;

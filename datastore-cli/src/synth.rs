@@ -17,6 +17,9 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
+/// The default RNG seed, so that runs are repeatable unless `--seed` says otherwise.
+pub const DEFAULT_SEED: u64 = 42;
+
 /// Share of fatal events.
 pub const FATAL_SHARE: f64 = 0.30;
 /// Share of healthy reports among the non-fatal events.

@@ -16,8 +16,8 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use crate::cli::WatchArgs;
-use crate::error::{CliError, CliResult};
 use crate::{select, shutdown};
+use datastore_cli::error::{CliError, CliResult};
 
 /// Opens the configured store and tails it to stdout until Ctrl-C or SIGTERM, `--limit` or a
 /// closed pipe.
@@ -241,9 +241,9 @@ mod tests {
     #[test]
     fn watch_on_postgresql() {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let server = crate::server::start_embedded().expect("PostgreSQL");
+        let server = datastore_cli::server::start_embedded().expect("PostgreSQL");
         rt.block_on(async {
-            let (store, _) = crate::server::connect_embedded(&server)
+            let (store, _) = datastore_cli::server::connect_embedded(&server)
                 .await
                 .expect("store");
             exercise(&store).await;
@@ -254,9 +254,9 @@ mod tests {
     #[test]
     fn watch_on_mongodb() {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let server = crate::server::start_mongo_stand_in().expect("the MongoDB stand-in");
+        let server = datastore_cli::server::start_mongo_stand_in().expect("the MongoDB stand-in");
         rt.block_on(async {
-            let store = crate::server::connect_mongo_stand_in(&server)
+            let store = datastore_cli::server::connect_mongo_stand_in(&server)
                 .await
                 .expect("store");
             exercise(store.as_ref()).await;

@@ -8,7 +8,7 @@
 //!   one throwaway PostgreSQL and the MongoDB lane `mongo-harness` picks,
 //!   then the demo on each provider.
 //! * `conformance [--provider postgresql|mongodb|all]`: the conformance suite.
-//! * `bench [args…]`: `cargo run --release -p datastore-cli -- bench args…`.
+//! * `bench [args…]`: `cargo run --release -p datastore-bench -- args…`.
 //! * `demo [args…]`: `cargo run --release -p datastore-cli -- demo args…`.
 //! * `help`: usage.
 //!
@@ -39,7 +39,7 @@ commands:
                           and on MongoDB (unless --skip-demo)
   conformance [--provider postgresql|mongodb|all]
                           run the conformance suite (default: all)
-  bench [args...]         cargo run --release -p datastore-cli -- bench [args...]
+  bench [args...]         cargo run --release -p datastore-bench -- [args...]
   demo [args...]          cargo run --release -p datastore-cli -- demo [args...]
   help                    show this text
 
@@ -98,7 +98,7 @@ fn main() -> ExitCode {
         }
         Task::Test { skip_demo } => Xtask::new().test(skip_demo),
         Task::Conformance { provider } => Xtask::new().conformance(&provider),
-        Task::Bench(args) => Xtask::new().datastore_cli("bench", &args),
+        Task::Bench(args) => Xtask::new().bench(&args),
         Task::Demo(args) => Xtask::new().demo(&args),
     };
     ExitCode::from(code)
@@ -436,6 +436,16 @@ impl Xtask {
         ]);
         cmd.env("CONFORMANCE_PROVIDERS", provider);
         server.export(&mut cmd);
+        match run_step(cmd) {
+            Ok(()) => 0,
+            Err(code) => code,
+        }
+    }
+
+    /// `cargo run --release -p datastore-bench -- args…`.
+    fn bench(&self, args: &[OsString]) -> u8 {
+        let mut cmd = self.cargo(["run", "--release", "-p", "datastore-bench", "--"]);
+        cmd.args(args);
         match run_step(cmd) {
             Ok(()) => 0,
             Err(code) => code,

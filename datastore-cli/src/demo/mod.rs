@@ -1,4 +1,4 @@
-//! `datastore demo`: the NVSentinel flow simulation over change streams (see [`crate::flow`]),
+//! `datastore demo`: the NVSentinel flow simulation over change streams (see [`datastore_cli::flow`]),
 //! then (unless `--skip-queries`) a second ingest on which the queries of every NVSentinel
 //! component (reference §3.4) run, each one timed.
 
@@ -33,11 +33,11 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::runtime::Runtime;
 
 use crate::cli::DemoArgs;
-use crate::error::{CliError, CliResult};
-use crate::flow::{self, FlowOptions, FlowReport};
-use crate::server;
-use crate::synth::{self, per_second, Synth, CLUSTER};
 use datastore::ErrorKind;
+use datastore_cli::error::{CliError, CliResult};
+use datastore_cli::flow::{self, FlowOptions, FlowReport};
+use datastore_cli::server;
+use datastore_cli::synth::{self, per_second, Synth, CLUSTER};
 
 /// Nodes whose events go through the quarantine → drain → remediation flows.
 const SAMPLE_NODES: usize = 10;

@@ -1,4 +1,4 @@
-//! `datastore bench`: write throughput of the provider against a bare-SQL baseline measured in
+//! `datastore-bench`: write throughput of the provider against a bare-SQL baseline measured in
 //! the same run on the same throwaway server, an index check of the domain queries, and the
 //! change-stream cases ([`changes`]). `--cases` selects what runs.
 //!
@@ -32,9 +32,9 @@ mod rules;
 pub use changes::drain_worker;
 
 use crate::cli::{BenchArgs, BenchCase};
-use crate::error::{CliError, CliResult, SqlContext};
-use crate::server;
-use crate::synth::{self, per_second, Synth};
+use datastore_cli::error::{CliError, CliResult, SqlContext};
+use datastore_cli::server;
+use datastore_cli::synth::{self, per_second, Synth};
 
 /// Concurrent writers of case (b) and of the capture on/off case.
 const WRITERS: usize = 8;
@@ -318,7 +318,8 @@ impl Bench<'_> {
     async fn fresh_store(&self) -> CliResult<(PgDataStore, String)> {
         let db = provider_postgres::fresh_test_database(&self.admin_url()).await?;
         let store =
-            PgDataStore::connect_url(&self.pg.url(&db), crate::server::throwaway_pool()).await?;
+            PgDataStore::connect_url(&self.pg.url(&db), datastore_cli::server::throwaway_pool())
+                .await?;
         Ok((store, db))
     }
 

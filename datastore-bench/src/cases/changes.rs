@@ -1,11 +1,11 @@
-//! The change-stream cases of `datastore bench`, each on a fresh database of the throwaway
+//! The change-stream cases of `datastore-bench`, each on a fresh database of the throwaway
 //! server:
 //!
 //! * `capture`: 8 writers inserting one event at a time, change capture on vs off;
 //! * `lag`: delivery lag of 4 consumers while a paced writer inserts `--rate` events/s;
 //! * `backlog`: one consumer draining `--backlog` captured changes, and its memory (in a
-//!   process of its own, `datastore drain-worker`, so that nothing else is in its RSS);
-//! * `flow`: end-to-end events/s of the flow simulation ([`crate::flow`]) on the processor;
+//!   process of its own, `datastore-bench drain-worker`, so that nothing else is in its RSS);
+//! * `flow`: end-to-end events/s of the flow simulation ([`datastore_cli::flow`]) on the processor;
 //! * `read-ahead`: the processor at concurrency 16 vs 1 ([`super::read_ahead`]);
 //! * `rules`: 20 analyzer-rule pipelines per event ([`super::rules`]).
 //!
@@ -25,10 +25,10 @@ use tokio::sync::watch;
 
 use super::{join_error, load_events, median, thousands, Bench, Events, BENCH_NODES, WRITERS};
 use crate::cli::{BenchCase, DrainWorkerArgs};
-use crate::error::{CliError, CliResult};
-use crate::flow::{self, FlowOptions};
-use crate::measure::{mib, proc_status_bytes, Latencies, Percentiles};
-use crate::synth::{per_second, Synth};
+use datastore_cli::error::{CliError, CliResult};
+use datastore_cli::flow::{self, FlowOptions};
+use datastore_cli::measure::{mib, proc_status_bytes, Latencies, Percentiles};
+use datastore_cli::synth::{per_second, Synth};
 
 /// Consumers of the delivery-lag case.
 const LAG_CONSUMERS: usize = 4;
@@ -352,7 +352,7 @@ async fn delivery_lag_on(
 }
 
 /// c. Backlog drain: `--backlog` captured inserts, then one consumer from the beginning, in a
-/// process of its own (`datastore drain-worker`) so that its memory is measured alone.
+/// process of its own (`datastore-bench drain-worker`) so that its memory is measured alone.
 async fn backlog(bench: &Bench<'_>) -> CliResult<Vec<Figure>> {
     let n = bench.args.backlog;
     println!();
@@ -442,7 +442,7 @@ struct DrainResult {
     quarter_peaks: [u64; 4],
 }
 
-/// Runs `datastore drain-worker` on the backlog database and reads its result line.
+/// Runs `datastore-bench drain-worker` on the backlog database and reads its result line.
 async fn run_drain_worker(url: String, n: u64, poll_ms: u64) -> CliResult<DrainResult> {
     let exe = std::env::current_exe()?;
     let output = tokio::task::spawn_blocking(move || {
@@ -510,10 +510,11 @@ impl DrainResult {
     }
 }
 
-/// `datastore drain-worker`: drains `--events` changes from the beginning with one consumer,
+/// `datastore-bench drain-worker`: drains `--events` changes from the beginning with one consumer,
 /// sampling this process's memory, and prints the result line.
 pub async fn drain_worker(args: &DrainWorkerArgs) -> CliResult<()> {
-    let store = PgDataStore::connect_url(&args.url, crate::server::throwaway_pool()).await?;
+    let store =
+        PgDataStore::connect_url(&args.url, datastore_cli::server::throwaway_pool()).await?;
     let out = drain(&store, args).await;
     store.close().await;
     println!("{RESULT_PREFIX}{}", out?.to_json());

@@ -25,10 +25,10 @@ use serde_json::json;
 
 use super::changes::Figure;
 use super::{load_events, thousands, Bench};
-use crate::error::{CliError, CliResult, SqlContext};
-use crate::measure::{Latencies, Percentiles};
-use crate::server;
-use crate::synth::{per_second, Synth};
+use datastore_cli::error::{CliError, CliResult, SqlContext};
+use datastore_cli::measure::{Latencies, Percentiles};
+use datastore_cli::server;
+use datastore_cli::synth::{per_second, Synth};
 
 /// Nodes the events come from.
 const NODES: usize = 1_000;
