@@ -55,7 +55,10 @@ pub use query::{
     Direction, FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Page, PageRequest,
     PageToken, Sort, SortKey, UpdateResult,
 };
-pub use stats::{ChangeHistoryStats, CollectionStats, IndexStats, PoolStats, StoreStats};
+pub use stats::{
+    ChangeHistoryStats, CollectionStats, IndexStats, PoolStats, SchemaVersion, ServerInfo,
+    StoreStats, TlsState,
+};
 pub use store::{
     batches, prepare_insert, prepare_inserts, with_transaction, Collection, CollectionExt,
     DataStore, ProviderKind, Transaction,

@@ -69,3 +69,46 @@ pub struct PoolStats {
     /// How long a checkout took when this was sampled, in seconds (`None` when it failed).
     pub acquire_seconds: Option<f64>,
 }
+
+/// What the server says about itself and this session ([`DataStore::server_info`](crate::DataStore::server_info)),
+/// for `datastore doctor`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerInfo {
+    /// The server's version string (PostgreSQL's `version()`, MongoDB's `buildInfo`).
+    pub version: String,
+    /// This session's encryption, as the server sees it.
+    pub tls: TlsState,
+    /// Connections the server accepts in all (`None` when it does not say).
+    pub max_connections: Option<u64>,
+    /// The schema version applied on the server, and the newest this build knows (`None` for
+    /// providers without a versioned schema).
+    pub schema: Option<SchemaVersion>,
+}
+
+/// A session's encryption.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum TlsState {
+    /// Encrypted, as the server reports it.
+    Encrypted {
+        /// The protocol version (`TLSv1.3`).
+        version: Option<String>,
+        /// The cipher suite.
+        cipher: Option<String>,
+        /// The client certificate's distinguished name, when one was presented.
+        client_dn: Option<String>,
+    },
+    /// Not encrypted.
+    Plaintext,
+    /// The server does not report it.
+    Unknown,
+}
+
+/// A versioned schema's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SchemaVersion {
+    /// The newest version applied on the server.
+    pub applied: i64,
+    /// The newest version this build embeds.
+    pub latest: i64,
+}

@@ -271,6 +271,15 @@ pub trait DataStore: Send + Sync {
         ))
     }
 
+    /// The server's version, this session's encryption, the server's connection limit and the
+    /// schema version, for diagnostics.
+    async fn server_info(&self) -> Result<crate::stats::ServerInfo> {
+        Err(Error::new(
+            crate::ErrorKind::Unsupported,
+            "this provider does not describe its server",
+        ))
+    }
+
     /// The connection pool's state, with one probe checkout timed (`None` where the driver
     /// keeps its pool to itself, as MongoDB's does).
     async fn pool_stats(&self) -> Option<crate::stats::PoolStats> {

@@ -40,6 +40,10 @@ pub enum Command {
     /// Sizes and usage of the configured store: rows, table and index sizes, index use, and
     /// the change history's size and oldest change.
     Stats(StatsArgs),
+    /// Checks the configured store end to end (settings, certificates, connection, TLS,
+    /// schema, indexes, consumers, change history, pool): one ✓ / ⚠ / ✗ line each, exit code
+    /// 1 on any ✗.
+    Doctor(DoctorArgs),
     /// Serves Prometheus metrics for the configured store (operations, pool, table sizes,
     /// change history, every consumer's backlog), sampling every `--interval`, until Ctrl-C.
     ServeMetrics(ServeMetricsArgs),
@@ -102,6 +106,18 @@ pub struct PruneArgs {
 #[derive(Debug, Clone, Args)]
 pub struct StatsArgs {
     /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `datastore doctor`.
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    /// A consumer whose oldest unprocessed change waits longer than this is reported as
+    /// lagging.
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub max_lag: String,
+    /// JSON instead of lines.
     #[arg(long)]
     pub json: bool,
 }

@@ -13,6 +13,7 @@
 //! * `datastore watch` tails a collection's changes as JSON lines.
 //! * `datastore prune` deletes change history by the retention policy.
 //! * `datastore stats` reports rows, sizes, index use and the change history's size and age.
+//! * `datastore doctor` checks the configured store end to end (✓ / ⚠ / ✗).
 //! * `datastore serve-metrics` serves Prometheus metrics of the store, sampled.
 //!
 //! Benchmarks live in the `datastore-bench` crate (`cargo xtask bench`).
@@ -24,6 +25,7 @@
 mod cli;
 mod consumers;
 mod demo;
+mod doctor;
 mod migrate;
 mod prune;
 mod select;
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::Prune(_) => "prune",
         Command::Stats(_) => "stats",
         Command::ServeMetrics(_) => "serve-metrics",
+        Command::Doctor(_) => "doctor",
     };
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -72,5 +75,6 @@ fn run(command: Command) -> Result<(), CliError> {
         Command::Prune(args) => rt.block_on(prune::run(&args)),
         Command::Stats(args) => rt.block_on(stats::run(&args)),
         Command::ServeMetrics(args) => rt.block_on(serve_metrics::run(&args)),
+        Command::Doctor(args) => rt.block_on(doctor::run(&args)),
     }
 }

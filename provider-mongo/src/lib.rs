@@ -185,6 +185,11 @@ impl DataStore for MongoDataStore {
         Ok(0)
     }
 
+    #[tracing::instrument(name = "datastore.server_info", skip_all, fields(provider = "mongodb"))]
+    async fn server_info(&self) -> Result<datastore_api::ServerInfo> {
+        stats::server_info(self).await
+    }
+
     #[tracing::instrument(name = "datastore.stats", skip_all, fields(provider = "mongodb"))]
     async fn stats(&self) -> Result<datastore_api::StoreStats> {
         stats::stats(self).await

@@ -6,7 +6,9 @@
 //! `local`) is left out (`None`) instead of failing the whole report.
 
 use chrono::{DateTime, Utc};
-use datastore_api::{ChangeHistoryStats, CollectionStats, IndexStats, Result, StoreStats};
+use datastore_api::{
+    ChangeHistoryStats, CollectionStats, IndexStats, Result, ServerInfo, StoreStats, TlsState,
+};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::Database;
@@ -106,4 +108,27 @@ fn count(value: &Bson) -> Option<u64> {
         Bson::Double(n) if n.is_finite() && *n >= 0.0 => Some(*n as u64),
         _ => None,
     }
+}
+
+/// `buildInfo`'s version and `serverStatus`'s connection limit. The server does not report this
+/// session's TLS to the client.
+pub(crate) async fn server_info(store: &MongoDataStore) -> Result<ServerInfo> {
+    let admin = store.client.database("admin");
+    let build = admin
+        .run_command(doc! { "buildInfo": 1 })
+        .await
+        .map_err(map_err)?;
+    let version = build.get_str("version").unwrap_or("unknown").to_owned();
+    let status = admin.run_command(doc! { "serverStatus": 1 }).await.ok();
+    let connections = status
+        .as_ref()
+        .and_then(|s| s.get_document("connections").ok());
+    let max_connections =
+        connections.and_then(|c| Some(count(c.get("current")?)? + count(c.get("available")?)?));
+    Ok(ServerInfo {
+        version: format!("MongoDB {version}"),
+        tls: TlsState::Unknown,
+        max_connections,
+        schema: None,
+    })
 }

@@ -307,6 +307,11 @@ impl DataStore for PgDataStore {
         })
     }
 
+    #[tracing::instrument(name = "datastore.server_info", skip_all)]
+    async fn server_info(&self) -> Result<datastore_api::ServerInfo> {
+        stats::server_info(&self.shared.pool).await
+    }
+
     #[tracing::instrument(name = "datastore.stats", skip_all)]
     async fn stats(&self) -> Result<datastore_api::StoreStats> {
         stats::stats(&self.shared.pool).await
