@@ -30,6 +30,7 @@ pub mod domain;
 pub mod error;
 pub mod filter;
 mod guard;
+pub mod import;
 mod matching;
 pub mod metrics;
 pub mod model;
@@ -50,6 +51,7 @@ pub use config::{ConnectionConfig, DatastoreConfig, PoolConfig, Secret, SslMode}
 pub use domain::{HealthEventStore, MaintenanceEventStore, UpsertOutcome};
 pub use error::{Error, ErrorKind, IndexProblem, Result};
 pub use filter::{CmpOp, Filter, Lowered, Scalar};
+pub use import::{ImportDocument, Imported};
 pub use path::{FieldPath, ReservedField};
 pub use query::{
     Direction, FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Page, PageRequest,

@@ -91,6 +91,19 @@ pub trait Collection: Send + Sync {
         documents: Vec<KeyedDocument>,
     ) -> Result<Vec<IdempotentOutcome>>;
 
+    /// Writes documents that keep their own `_id` and `createdAt` (a migration from another
+    /// store; see [`import`](crate::import)): idempotent by `_id`; each document written is an
+    /// insert to change streams.
+    async fn import(
+        &self,
+        documents: Vec<crate::import::ImportDocument>,
+    ) -> Result<crate::import::Imported> {
+        let _ = documents;
+        Err(Error::new(
+            crate::ErrorKind::Unsupported,
+            "this provider does not import documents",
+        ))
+    }
     /// Documents matching `filter`, ordered, skipped and limited per `options`.
     async fn find(&self, filter: &Filter, options: &FindOptions) -> Result<Vec<Document>>;
 

@@ -40,6 +40,10 @@ pub enum Command {
     /// Sizes and usage of the configured store: rows, table and index sizes, index use, and
     /// the change history's size and oldest change.
     Stats(StatsArgs),
+    /// Imports `mongoexport` output (JSON lines or `--jsonArray`, canonical or relaxed
+    /// Extended JSON) into the configured store, keeping `_id` and `createdAt`; idempotent and
+    /// resumable. `--verify` compares the file with the store instead.
+    Import(ImportArgs),
     /// Checks the configured store end to end (settings, certificates, connection, TLS,
     /// schema, indexes, consumers, change history, pool): one ✓ / ⚠ / ✗ line each, exit code
     /// 1 on any ✗.
@@ -108,6 +112,37 @@ pub struct StatsArgs {
     /// JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `datastore import`.
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// The `mongoexport` file.
+    pub file: std::path::PathBuf,
+    /// The collection the file was exported from.
+    #[arg(long, value_enum, default_value_t = ImportTarget::HealthEvents)]
+    pub collection: ImportTarget,
+    /// Documents per write.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch: u32,
+    /// Compare the file with the store (counts and each document's checksum) instead of
+    /// importing; prints the differences.
+    #[arg(long)]
+    pub verify: bool,
+    /// The summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `datastore import` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportTarget {
+    /// `HealthEvents`.
+    HealthEvents,
+    /// `MaintenanceEvents`.
+    MaintenanceEvents,
+    /// `ResumeTokens`: reported as not portable.
+    ResumeTokens,
 }
 
 /// Arguments of `datastore doctor`.

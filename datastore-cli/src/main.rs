@@ -13,6 +13,7 @@
 //! * `datastore watch` tails a collection's changes as JSON lines.
 //! * `datastore prune` deletes change history by the retention policy.
 //! * `datastore stats` reports rows, sizes, index use and the change history's size and age.
+//! * `datastore import` reads `mongoexport` output into the store (`--verify` compares).
 //! * `datastore doctor` checks the configured store end to end (✓ / ⚠ / ✗).
 //! * `datastore serve-metrics` serves Prometheus metrics of the store, sampled.
 //!
@@ -26,6 +27,7 @@ mod cli;
 mod consumers;
 mod demo;
 mod doctor;
+mod import;
 mod migrate;
 mod prune;
 mod select;
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Stats(_) => "stats",
         Command::ServeMetrics(_) => "serve-metrics",
         Command::Doctor(_) => "doctor",
+        Command::Import(_) => "import",
     };
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -76,5 +79,6 @@ fn run(command: Command) -> Result<(), CliError> {
         Command::Stats(args) => rt.block_on(stats::run(&args)),
         Command::ServeMetrics(args) => rt.block_on(serve_metrics::run(&args)),
         Command::Doctor(args) => rt.block_on(doctor::run(&args)),
+        Command::Import(args) => rt.block_on(import::run(&args)),
     }
 }

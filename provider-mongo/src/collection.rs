@@ -15,8 +15,9 @@ use datastore_api::query::{sort_documents, validate_idempotency_key};
 use datastore_api::value::{distinct_values, unwrap_arrays, values_at, CREATED_AT_FIELD, ID_FIELD};
 use datastore_api::{
     prepare_insert, prepare_inserts, Collection, Direction, Document, DocumentId, Error, ErrorKind,
-    FieldPath, Filter, FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Page, PageRequest,
-    PageToken, ReservedField, Result, Update, UpdateResult, Value,
+    FieldPath, Filter, FindOptions, IdempotentOutcome, ImportDocument, Imported, Inserted,
+    KeyedDocument, Page, PageRequest, PageToken, ReservedField, Result, Update, UpdateResult,
+    Value,
 };
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
@@ -290,6 +291,32 @@ impl MongoCollection {
         }
     }
 
+    /// Inserts imported documents unordered; a duplicate key (the `_id` or another unique
+    /// index) leaves the stored document alone and counts as present.
+    async fn import_prepared(&self, docs: Vec<bson::Document>) -> Result<Imported> {
+        let total = docs.len() as u64;
+        match run!(self, self.inner.insert_many(docs).ordered(false)) {
+            Ok(done) => Ok(Imported {
+                inserted: done.inserted_ids.len() as u64,
+                present: total - done.inserted_ids.len() as u64,
+            }),
+            Err(e) => {
+                let mongodb::error::ErrorKind::InsertMany(failure) = e.kind.as_ref() else {
+                    return Err(map_err(e));
+                };
+                let errors = failure.write_errors.as_deref().unwrap_or_default();
+                if failure.write_concern_error.is_some() || errors.iter().any(|w| w.code != 11000) {
+                    return Err(map_err(e));
+                }
+                let present = errors.len() as u64;
+                Ok(Imported {
+                    inserted: total.saturating_sub(present),
+                    present,
+                })
+            }
+        }
+    }
+
     async fn update_inner(
         &self,
         filter: &Filter,
@@ -468,6 +495,21 @@ impl Collection for MongoCollection {
                     .await?;
             }
             Ok(out)
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.import", skip_all, fields(collection = %self.name, count = documents.len()))]
+    async fn import(&self, documents: Vec<ImportDocument>) -> Result<Imported> {
+        observe(PROVIDER, self.role, "import", async {
+            let stored = documents
+                .iter()
+                .map(|d| Self::stored(&d.id, &d.body, d.created_at))
+                .collect::<Result<Vec<_>>>()?;
+            if stored.is_empty() {
+                return Ok(Imported::default());
+            }
+            self.import_prepared(stored).await
         })
         .await
     }

@@ -16,9 +16,9 @@ use datastore_api::value::{
 };
 use datastore_api::{
     prepare_insert, prepare_inserts, query::validate_idempotency_key, Collection, Direction,
-    Document, DocumentId, Error, FieldPath, Filter, FindOptions, IdempotentOutcome, Inserted,
-    KeyedDocument, Lowered, Page, PageRequest, PageToken, Result, Update, UpdateResult,
-    ValidUpdate, Value,
+    Document, DocumentId, Error, FieldPath, Filter, FindOptions, IdempotentOutcome, ImportDocument,
+    Imported, Inserted, KeyedDocument, Lowered, Page, PageRequest, PageToken, Result, Update,
+    UpdateResult, ValidUpdate, Value,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row};
@@ -254,6 +254,44 @@ async fn insert_rows(
         .collect()
 }
 
+/// Writes imported rows with their own ids and insert times, skipping any that a unique key
+/// (the id, a maintenance event's `eventId`, an idempotency key) already holds. Each row
+/// written is an insert to change streams, as MongoDB's oplog records an imported document.
+async fn import_rows(
+    conn: &mut PgConnection,
+    table: Table,
+    capture_sql: String,
+    documents: Vec<ImportDocument>,
+) -> Result<Imported> {
+    let total = documents.len() as u64;
+    let mut ids = Vec::with_capacity(documents.len());
+    let mut times = Vec::with_capacity(documents.len());
+    let mut bodies = Vec::with_capacity(documents.len());
+    for d in documents {
+        ids.push(d.id.to_string());
+        times.push(d.created_at);
+        bodies.push(Value::Object(d.body));
+    }
+    let sql = format!(
+        "WITH ins AS (INSERT INTO {t} (id, created_at, document) \
+         SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::jsonb[]) ON CONFLICT DO NOTHING \
+         RETURNING id, created_at, document){capture_sql} SELECT count(*) FROM ins",
+        t = table.name()
+    );
+    let inserted: i64 = sqlx::query_scalar(&sql)
+        .bind(&ids)
+        .bind(&times)
+        .bind(&bodies)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    let inserted = u64::try_from(inserted).unwrap_or(0);
+    Ok(Imported {
+        inserted,
+        present: total.saturating_sub(inserted),
+    })
+}
+
 #[async_trait]
 impl Collection for PgCollection {
     fn name(&self) -> &str {
@@ -281,6 +319,18 @@ impl Collection for PgCollection {
                 return Ok(Vec::new());
             }
             with_conn!(self, conn => insert_rows(conn, self.table, self.capture(Capture::Insert, "ins"), rows).await)
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "datastore.import", skip_all, fields(collection = self.table.name(), count = documents.len()))]
+    async fn import(&self, documents: Vec<ImportDocument>) -> Result<Imported> {
+        observe(PROVIDER, self.table.name(), "import", async {
+            if documents.is_empty() {
+                return Ok(Imported::default());
+            }
+            let capture = self.capture(Capture::Insert, "ins");
+            Ok(with_conn!(self, conn => import_rows(conn, self.table, capture, documents).await?))
         })
         .await
     }
