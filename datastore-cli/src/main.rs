@@ -27,7 +27,7 @@ mod cli;
 mod consumers;
 mod demo;
 mod doctor;
-mod import;
+mod import_cmd;
 mod migrate;
 mod prune;
 mod select;
@@ -79,6 +79,6 @@ fn run(command: Command) -> Result<(), CliError> {
         Command::Stats(args) => rt.block_on(stats::run(&args)),
         Command::ServeMetrics(args) => rt.block_on(serve_metrics::run(&args)),
         Command::Doctor(args) => rt.block_on(doctor::run(&args)),
-        Command::Import(args) => rt.block_on(import::run(&args)),
+        Command::Import(args) => rt.block_on(import_cmd::run(&args)),
     }
 }

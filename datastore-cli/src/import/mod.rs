@@ -1,31 +1,28 @@
-//! `datastore import FILE`: `mongoexport` output of `HealthEvents` or `MaintenanceEvents` into
-//! the configured store, keeping each document's `_id` and `createdAt`
-//! ([`Collection::import`]). Streaming with constant memory (a reader thread, one batch in
-//! flight), idempotent and therefore resumable (a re-run skips what is stored), with a progress
-//! bar, every rejected document reported with its position and reason, and a non-zero exit code
-//! when anything was rejected. `--verify` compares the file with the store instead.
-//! `ResumeTokens` are MongoDB oplog positions: reported as not portable.
+//! Importing `mongoexport` output of `HealthEvents` or `MaintenanceEvents` into a collection,
+//! keeping each document's `_id` and `createdAt` ([`Collection::import`]): streaming with
+//! constant memory (a reader thread, one batch in flight), idempotent and therefore resumable
+//! (a re-run skips what is stored), every rejected document reported with its position and
+//! reason; or, with `verify`, comparing the file with the store. `datastore import` and the
+//! import benchmark run it.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use datastore::value::ID_FIELD;
-use datastore::{Collection, DataStore, Document, Filter, FindOptions, ImportDocument, Value};
+use datastore::{Collection, Document, Filter, FindOptions, ImportDocument, Value};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::cli::{ImportArgs, ImportTarget, Target};
-use crate::select;
-use datastore_cli::error::{CliError, CliResult};
+use crate::error::{CliError, CliResult};
 
 pub mod extended_json;
 pub mod source;
 
-use source::{Item, Position};
+use source::Item;
+pub use source::Position;
 
 /// Rejections listed one by one; past this many only the count grows.
 const LISTED_REJECTIONS: usize = 1_000;
@@ -53,67 +50,41 @@ pub struct Summary {
     pub extra_in_store: u64,
 }
 
-/// Opens the configured store and imports (or verifies) `args.file`.
-pub async fn run(args: &ImportArgs) -> CliResult<()> {
-    if args.collection == ImportTarget::ResumeTokens {
-        print!("{}", resume_tokens(&args.file).await?);
-        return Ok(());
-    }
-    let store = datastore::open_from_env().await?;
-    let started = Instant::now();
-    let outcome = run_on(store.as_ref(), args, true).await;
-    store.close().await;
-    let summary = outcome?;
-    print!("{}", describe(&summary, args));
-    if !args.json {
-        let secs = started.elapsed().as_secs_f64();
-        println!(
-            "  in {secs:.1} s: {:.0} documents/s",
-            summary.read as f64 / secs.max(1e-9)
-        );
-    }
-    let problems = summary.rejected_count
-        + (summary.missing.len() + summary.different.len()) as u64
-        + summary.extra_in_store;
-    if problems > 0 {
-        return Err(CliError::check(format!(
-            "{problems} documents were rejected or differ: see the lines above"
-        )));
-    }
-    Ok(())
+/// How [`run_on`] reads and writes.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The `mongoexport` file.
+    pub file: PathBuf,
+    /// Documents per write (at least 1).
+    pub batch: usize,
+    /// Compare the file with the store instead of importing.
+    pub verify: bool,
+    /// Draw a progress bar on stderr.
+    pub show_progress: bool,
 }
 
-/// Imports (or, with `--verify`, compares) `args.file` on `store`, showing progress when
-/// `show_progress`.
-pub async fn run_on(
-    store: &dyn DataStore,
-    args: &ImportArgs,
-    show_progress: bool,
-) -> CliResult<Summary> {
-    let target = match args.collection {
-        ImportTarget::HealthEvents => Target::HealthEvents,
-        ImportTarget::MaintenanceEvents => Target::MaintenanceEvents,
-        ImportTarget::ResumeTokens => return Err(CliError::check("ResumeTokens are not imported")),
-    };
-    let collection = select::collection(store, target);
+/// Imports (or, with `verify`, compares) `options.file` into `collection`.
+pub async fn run_on(collection: &dyn Collection, options: &Options) -> CliResult<Summary> {
+    let args = options;
     let size = std::fs::metadata(&args.file)
         .map_err(|e| file_error(&args.file, e))?
         .len();
     let progress = Arc::new(AtomicU64::new(0));
-    let (tx, mut rx) = mpsc::channel::<Item>(args.batch as usize * 2);
+    let batch_size = args.batch.max(1);
+    let (tx, mut rx) = mpsc::channel::<Item>(batch_size * 2);
     let path = args.file.clone();
     let counted = Arc::clone(&progress);
     let reader = tokio::task::spawn_blocking(move || source::read(&path, tx, counted));
-    let bar = progress_bar(size, show_progress, args.verify);
+    let bar = progress_bar(size, args.show_progress, args.verify);
     let mut summary = Summary::default();
-    let mut batch = Vec::with_capacity(args.batch as usize);
+    let mut batch = Vec::with_capacity(batch_size);
     while let Some((at, doc)) = rx.recv().await {
         summary.read += 1;
         match doc.and_then(prepare) {
             Ok(d) => batch.push(d),
             Err(why) => reject(&mut summary, &bar, at, why),
         }
-        if batch.len() >= args.batch as usize {
+        if batch.len() >= batch_size {
             write(
                 collection,
                 std::mem::take(&mut batch),
@@ -261,58 +232,8 @@ fn progress_bar(size: u64, show: bool, verify: bool) -> ProgressBar {
     bar
 }
 
-/// The run's report: text, or JSON with `--json`.
-pub fn describe(s: &Summary, args: &ImportArgs) -> String {
-    if args.json {
-        let rejected: Vec<_> = s
-            .rejected
-            .iter()
-            .map(|(at, why)| json!({"at": at.to_string(), "reason": why}))
-            .collect();
-        return format!(
-            "{}\n",
-            json!({
-                "file": args.file.display().to_string(),
-                "read": s.read, "inserted": s.inserted, "present": s.present,
-                "rejected": s.rejected_count, "rejections": rejected,
-                "identical": s.identical, "missing": s.missing, "different": s.different,
-                "extra_in_store": s.extra_in_store,
-            })
-        );
-    }
-    if args.verify {
-        let mut out = String::new();
-        for id in s.missing.iter().take(100) {
-            out.push_str(&format!("verify: {id}: in the file, not in the store\n"));
-        }
-        for id in s.different.iter().take(100) {
-            out.push_str(&format!("verify: {id}: stored with other contents\n"));
-        }
-        out.push_str(&format!(
-            "verified {} documents of {}: {} identical, {} missing, {} different, {} rejected; \
-             the store holds {} documents the file does not\n",
-            s.read,
-            args.file.display(),
-            s.identical,
-            s.missing.len(),
-            s.different.len(),
-            s.rejected_count,
-            s.extra_in_store
-        ));
-        return out;
-    }
-    format!(
-        "imported {} of {} documents from {} ({} already stored, {} rejected)\n",
-        s.inserted,
-        s.read,
-        args.file.display(),
-        s.present,
-        s.rejected_count
-    )
-}
-
 /// `ResumeTokens`: MongoDB change-stream positions no other store can resume from.
-async fn resume_tokens(path: &Path) -> CliResult<String> {
+pub async fn resume_tokens(path: &Path) -> CliResult<String> {
     let (tx, mut rx) = mpsc::channel::<Item>(64);
     let owned = path.to_owned();
     let reader =
@@ -344,6 +265,3 @@ async fn resume_tokens(path: &Path) -> CliResult<String> {
         names.join(", ")
     ))
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,9 +1,12 @@
 //! Imports of `mongoexport` files on PostgreSQL and the MongoDB stand-in: kept ids and times,
 //! rejections with their positions, a re-run that imports nothing twice, and `--verify`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use datastore::{StartFrom, Update, WatchOptions};
+use datastore::value::ID_FIELD;
+use datastore::{Filter, FindOptions, StartFrom, Update, WatchOptions};
+use datastore_cli::import::Position;
 use futures::StreamExt;
 
 use super::*;
@@ -41,7 +44,7 @@ async fn exercise(store: &dyn DataStore, path: &Path) {
         .watch(WatchOptions::new("after-migration").start(StartFrom::Now))
         .await
         .expect("watch");
-    let first = run_on(store, &args(path, false), false)
+    let first = import_on(store, &args(path, false), false)
         .await
         .expect("import");
     assert_eq!(
@@ -96,13 +99,13 @@ async fn exercise(store: &dyn DataStore, path: &Path) {
     drop(stream);
 
     // A re-run imports nothing twice.
-    let again = run_on(store, &args(path, false), false)
+    let again = import_on(store, &args(path, false), false)
         .await
         .expect("import again");
     assert_eq!((again.inserted, again.present), (0, 3), "{again:?}");
 
     // Verify: identical, then one document changed in the store.
-    let same = run_on(store, &args(path, true), false)
+    let same = import_on(store, &args(path, true), false)
         .await
         .expect("verify");
     assert_eq!(
@@ -124,7 +127,7 @@ async fn exercise(store: &dyn DataStore, path: &Path) {
         .expect("update");
     let doc = serde_json::from_value(json!({"unrelated": 1})).expect("doc");
     collection.insert_one(doc).await.expect("insert");
-    let changed = run_on(store, &args(path, true), false)
+    let changed = import_on(store, &args(path, true), false)
         .await
         .expect("verify");
     assert_eq!(
@@ -168,7 +171,7 @@ fn import_a_json_array_into_mongodb() {
             .await
             .expect("store");
         let collection = store.health_event_collection();
-        let first = run_on(store.as_ref(), &args(&path, false), false)
+        let first = import_on(store.as_ref(), &args(&path, false), false)
             .await
             .expect("import");
         assert_eq!(
@@ -180,11 +183,11 @@ fn import_a_json_array_into_mongodb() {
             .rejected
             .iter()
             .all(|(at, _)| matches!(at, Position::Element(_))));
-        let again = run_on(store.as_ref(), &args(&path, false), false)
+        let again = import_on(store.as_ref(), &args(&path, false), false)
             .await
             .expect("again");
         assert_eq!((again.inserted, again.present), (0, 3), "{again:?}");
-        let same = run_on(store.as_ref(), &args(&path, true), false)
+        let same = import_on(store.as_ref(), &args(&path, true), false)
             .await
             .expect("verify");
         assert_eq!((same.identical, same.different.len()), (3, 0), "{same:?}");
@@ -200,7 +203,7 @@ fn resume_tokens_are_reported_not_imported() {
         "{\"_id\":{\"$oid\":\"6b105a82bd0eee37b2e88620\"},\"clientName\":\"fault-quarantine\",\"resumeToken\":{\"_data\":\"8263\"}}\n",
     );
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let out = rt.block_on(resume_tokens(&path)).expect("report");
+    let out = rt.block_on(import::resume_tokens(&path)).expect("report");
     assert!(
         out.contains("fault-quarantine") && out.contains("nothing imported"),
         "{out}"
