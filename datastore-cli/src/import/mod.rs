@@ -25,7 +25,7 @@ use source::Item;
 pub use source::Position;
 
 /// Rejections listed one by one; past this many only the count grows.
-const LISTED_REJECTIONS: usize = 1_000;
+pub const LISTED_REJECTIONS: usize = 1_000;
 
 /// What a run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
