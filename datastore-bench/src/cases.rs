@@ -26,6 +26,7 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use tokio::runtime::Runtime;
 
 mod changes;
+mod import;
 mod read_ahead;
 mod rules;
 
@@ -234,6 +235,9 @@ impl Bench<'_> {
         ];
         if change_cases.into_iter().any(selected) {
             changes::run(self).await?;
+        }
+        if selected(BenchCase::Import) {
+            import::run(self).await?;
         }
         index
     }

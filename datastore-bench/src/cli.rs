@@ -60,6 +60,8 @@ pub enum BenchCase {
     ReadAhead,
     /// 20 analyzer-rule pipelines per event over `--rules-events` stored events.
     Rules,
+    /// `datastore import` of `--import-events` exported events vs `COPY` of the same rows.
+    Import,
 }
 
 impl BenchCase {
@@ -69,6 +71,7 @@ impl BenchCase {
         match self {
             All => &[
                 Single, Concurrent, Batch, Index, Capture, Lag, Backlog, Flow, ReadAhead, Rules,
+                Import,
             ],
             Writes => &[Single, Concurrent, Batch],
             Changes => &[Capture, Lag, Backlog, Flow, ReadAhead, Rules],
@@ -82,6 +85,7 @@ impl BenchCase {
             Flow => &[Flow],
             ReadAhead => &[ReadAhead],
             Rules => &[Rules],
+            Import => &[Import],
         }
     }
 }
@@ -132,6 +136,9 @@ pub struct BenchArgs {
     /// (0 skips the lane; it loads far slower than PostgreSQL).
     #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
     pub rules_mongodb_events: u64,
+    /// Exported events of the import case (`import`).
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1_000..=100_000_000))]
+    pub import_events: u64,
 }
 
 /// Arguments of the hidden `datastore-bench drain-worker`.
