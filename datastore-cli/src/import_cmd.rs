@@ -16,7 +16,7 @@ use crate::select;
 /// Opens the configured store and imports (or verifies) `args.file`.
 pub async fn run(args: &ImportArgs) -> CliResult<()> {
     if args.collection == ImportTarget::ResumeTokens {
-        print!("{}", import::resume_tokens(&args.file).await?);
+        datastore_cli::output::print(&import::resume_tokens(&args.file).await?)?;
         return Ok(());
     }
     let store = datastore::open_from_env().await?;
@@ -24,7 +24,7 @@ pub async fn run(args: &ImportArgs) -> CliResult<()> {
     let outcome = import_on(store.as_ref(), args, true).await;
     store.close().await;
     let summary = outcome?;
-    print!("{}", describe(&summary, args));
+    datastore_cli::output::print(&describe(&summary, args))?;
     if !args.json {
         let secs = started.elapsed().as_secs_f64();
         println!(

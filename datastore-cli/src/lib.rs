@@ -9,5 +9,6 @@ pub mod flow;
 pub mod import;
 pub mod logging;
 pub mod measure;
+pub mod output;
 pub mod server;
 pub mod synth;

@@ -15,7 +15,7 @@ pub async fn run(args: &PruneArgs) -> CliResult<()> {
     let store = datastore::open_from_env().await?;
     let out = run_on(store.as_ref(), args).await;
     store.close().await;
-    print!("{}", out?);
+    datastore_cli::output::print(&out?)?;
     Ok(())
 }
 

@@ -13,7 +13,7 @@ pub async fn run(args: &StatsArgs) -> CliResult<()> {
     let store = datastore::open_from_env().await?;
     let out = run_on(store.as_ref(), args, Utc::now()).await;
     store.close().await;
-    print!("{}", out?);
+    datastore_cli::output::print(&out?)?;
     Ok(())
 }
 

@@ -85,7 +85,7 @@ pub async fn run(args: &DoctorArgs) -> CliResult<()> {
         })?,
     };
     let checks = diagnose(DatastoreConfig::from_env(), limits, Utc::now()).await;
-    print!("{}", report(&checks, args.json));
+    datastore_cli::output::print(&report(&checks, args.json))?;
     let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
     if failed > 0 {
         return Err(CliError::check(format!(

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use datastore::value::ID_FIELD;
 use datastore::{Collection, Document, Filter, FindOptions, ImportDocument, Value};
+use futures::stream::{FuturesUnordered, StreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 
@@ -23,6 +24,10 @@ pub mod source;
 
 use source::Item;
 pub use source::Position;
+
+/// Batches written at once: one is being written while the next is read and converted, and
+/// PostgreSQL works on two at a time.
+const IN_FLIGHT: usize = 2;
 
 /// Rejections listed one by one; past this many only the count grows.
 pub const LISTED_REJECTIONS: usize = 1_000;
@@ -65,43 +70,54 @@ pub struct Options {
 
 /// Imports (or, with `verify`, compares) `options.file` into `collection`.
 pub async fn run_on(collection: &dyn Collection, options: &Options) -> CliResult<Summary> {
-    let args = options;
-    let size = std::fs::metadata(&args.file)
-        .map_err(|e| file_error(&args.file, e))?
+    let size = std::fs::metadata(&options.file)
+        .map_err(|e| file_error(&options.file, e))?
         .len();
     let progress = Arc::new(AtomicU64::new(0));
-    let batch_size = args.batch.max(1);
-    let (tx, mut rx) = mpsc::channel::<Item>(batch_size * 2);
-    let path = args.file.clone();
+    let batch_size = options.batch.max(1);
+    let (tx, mut rx) = mpsc::channel::<Item<Result<ImportDocument, String>>>(batch_size * 2);
+    let path = options.file.clone();
     let counted = Arc::clone(&progress);
-    let reader = tokio::task::spawn_blocking(move || source::read(&path, tx, counted));
-    let bar = progress_bar(size, args.show_progress, args.verify);
+    // Reading, parsing and converting run on the reader's thread, writing here: both cores work.
+    let reader = tokio::task::spawn_blocking(move || {
+        source::read(&path, |doc| doc.and_then(prepare), tx, counted)
+    });
+    let bar = progress_bar(size, options.show_progress, options.verify);
     let mut summary = Summary::default();
     let mut batch = Vec::with_capacity(batch_size);
-    while let Some((at, doc)) = rx.recv().await {
-        summary.read += 1;
-        match doc.and_then(prepare) {
-            Ok(d) => batch.push(d),
-            Err(why) => reject(&mut summary, &bar, at, why),
-        }
-        if batch.len() >= batch_size {
-            write(
-                collection,
-                std::mem::take(&mut batch),
-                args.verify,
-                &mut summary,
-            )
-            .await?;
-            bar.set_position(progress.load(Ordering::Relaxed));
+    let mut in_flight = FuturesUnordered::new();
+    let mut reading = true;
+    while reading || !in_flight.is_empty() {
+        tokio::select! {
+            biased;
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                summary.add(done?);
+                bar.set_position(progress.load(Ordering::Relaxed));
+            }
+            item = rx.recv(), if reading && in_flight.len() < IN_FLIGHT => match item {
+                Some((at, doc)) => {
+                    summary.read += 1;
+                    match doc {
+                        Ok(d) => batch.push(d),
+                        Err(why) => reject(&mut summary, &bar, at, why),
+                    }
+                    if batch.len() >= batch_size {
+                        in_flight.push(write(collection, std::mem::take(&mut batch), options.verify));
+                    }
+                }
+                None => {
+                    reading = false;
+                    in_flight.push(write(collection, std::mem::take(&mut batch), options.verify));
+                }
+            },
         }
     }
-    write(collection, batch, args.verify, &mut summary).await?;
     let read = reader
         .await
         .map_err(|e| CliError::check(format!("the reader stopped: {e}")))?;
-    read.map_err(|e| file_error(&args.file, e))?;
+    read.map_err(|e| file_error(&options.file, e))?;
     bar.finish_and_clear();
-    if args.verify {
+    if options.verify {
         let stored = collection.count(&Filter::All).await?;
         summary.extra_in_store =
             stored.saturating_sub(summary.identical + summary.different.len() as u64);
@@ -116,6 +132,17 @@ fn file_error(path: &Path, e: std::io::Error) -> CliError {
     ))
 }
 
+impl Summary {
+    /// Adds what one batch did.
+    fn add(&mut self, batch: Summary) {
+        self.inserted += batch.inserted;
+        self.present += batch.present;
+        self.identical += batch.identical;
+        self.missing.extend(batch.missing);
+        self.different.extend(batch.different);
+    }
+}
+
 /// A file document as the store would hold it.
 fn prepare(doc: Value) -> Result<ImportDocument, String> {
     let canonical = extended_json::to_canonical(doc)?;
@@ -128,7 +155,8 @@ fn prepare(doc: Value) -> Result<ImportDocument, String> {
 fn reject(summary: &mut Summary, bar: &ProgressBar, at: Position, why: String) {
     summary.rejected_count += 1;
     if summary.rejected.len() < LISTED_REJECTIONS {
-        bar.println(format!("import: {at}: rejected: {why}"));
+        // Shown even where the bar is not drawn (stderr is not a terminal).
+        bar.suspend(|| eprintln!("import: {at}: rejected: {why}"));
         summary.rejected.push((at, why));
     }
 }
@@ -138,16 +166,16 @@ async fn write(
     collection: &dyn Collection,
     batch: Vec<ImportDocument>,
     verify: bool,
-    summary: &mut Summary,
-) -> CliResult<()> {
+) -> CliResult<Summary> {
+    let mut out = Summary::default();
     if batch.is_empty() {
-        return Ok(());
+        return Ok(out);
     }
     if !verify {
         let done = collection.import(batch).await?;
-        summary.inserted += done.inserted;
-        summary.present += done.present;
-        return Ok(());
+        out.inserted = done.inserted;
+        out.present = done.present;
+        return Ok(out);
     }
     let ids: Vec<String> = batch.iter().map(|d| d.id.to_string()).collect();
     let stored = collection
@@ -160,18 +188,18 @@ async fn write(
     for d in batch {
         let id = d.id.to_string();
         match by_id.remove(&id) {
-            None => summary.missing.push(id),
+            None => out.missing.push(id),
             Some(stored) => {
                 let expected = d.to_document()?;
                 if checksum(&Value::Object(expected)) == checksum(&Value::Object(stored)) {
-                    summary.identical += 1;
+                    out.identical += 1;
                 } else {
-                    summary.different.push(id);
+                    out.different.push(id);
                 }
             }
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 /// A checksum of a value's canonical form (object keys sorted), FNV-1a 64.
@@ -232,22 +260,37 @@ fn progress_bar(size: u64, show: bool, verify: bool) -> ProgressBar {
     bar
 }
 
+/// The first 20 names, then how many more.
+fn listed(names: &[String]) -> String {
+    let shown = names
+        .iter()
+        .take(20)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    match names.len().saturating_sub(20) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
+}
+
 /// `ResumeTokens`: MongoDB change-stream positions no other store can resume from.
 pub async fn resume_tokens(path: &Path) -> CliResult<String> {
-    let (tx, mut rx) = mpsc::channel::<Item>(64);
+    let (tx, mut rx) = mpsc::channel::<Item<Result<Value, String>>>(64);
     let owned = path.to_owned();
-    let reader =
-        tokio::task::spawn_blocking(move || source::read(&owned, tx, Arc::new(AtomicU64::new(0))));
+    let reader = tokio::task::spawn_blocking(move || {
+        source::read(&owned, |doc| doc, tx, Arc::new(AtomicU64::new(0)))
+    });
     let mut names = Vec::new();
     while let Some((_, doc)) = rx.recv().await {
         if let Ok(doc) = doc {
-            let name = doc
-                .get("clientName")
-                .or_else(|| doc.get(ID_FIELD))
-                .map_or_else(
-                    || "?".to_owned(),
-                    |v| v.as_str().map_or_else(|| v.to_string(), str::to_owned),
-                );
+            // NVSentinel keys a token by its client's name; an ObjectId key reads as its hex.
+            let key = doc.get("clientName").or_else(|| doc.get(ID_FIELD));
+            let name = match key.map(|v| extended_json::to_canonical(v.clone())) {
+                Some(Ok(Value::String(s))) => s,
+                Some(Ok(other)) => other.to_string(),
+                _ => "?".to_owned(),
+            };
             names.push(name);
         }
     }
@@ -262,6 +305,6 @@ pub async fn resume_tokens(path: &Path) -> CliResult<String> {
          --to now` (or an RFC 3339 time, or `beginning`).\n",
         path.display(),
         names.len(),
-        names.join(", ")
+        listed(&names)
     ))
 }

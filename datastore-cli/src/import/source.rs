@@ -30,13 +30,18 @@ impl fmt::Display for Position {
     }
 }
 
-/// One document as read, or why it could not be.
-pub type Item = (Position, Result<Value, String>);
+/// One document, as `convert` made it from what was read (or why it could not be read).
+pub type Item<T> = (Position, T);
 
-/// Reads `path` into `out` (in a blocking thread), counting the bytes read in `progress`.
-/// Stops early when the receiver is gone. An error that makes the rest unreadable (a broken
-/// JSON array, an I/O error) is returned.
-pub fn read(path: &Path, out: mpsc::Sender<Item>, progress: Arc<AtomicU64>) -> io::Result<()> {
+/// Reads `path` (in a blocking thread), sends each document through `convert` to `out`, and
+/// counts the bytes read in `progress`. Stops early when the receiver is gone. An error that
+/// makes the rest unreadable (a broken JSON array, an I/O error) is returned.
+pub fn read<T>(
+    path: &Path,
+    convert: impl Fn(Result<Value, String>) -> T,
+    out: mpsc::Sender<Item<T>>,
+    progress: Arc<AtomicU64>,
+) -> io::Result<()> {
     let file = File::open(path)?;
     let mut reader = BufReader::with_capacity(
         1 << 16,
@@ -61,7 +66,11 @@ pub fn read(path: &Path, out: mpsc::Sender<Item>, progress: Arc<AtomicU64>) -> i
     };
     if array {
         let mut de = serde_json::Deserializer::from_reader(reader);
-        de.deserialize_seq(Elements { out: &out }).map_err(|e| {
+        de.deserialize_seq(Elements {
+            out: &out,
+            convert: &convert,
+        })
+        .map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("the JSON array is broken: {e}"),
@@ -81,7 +90,10 @@ pub fn read(path: &Path, out: mpsc::Sender<Item>, progress: Arc<AtomicU64>) -> i
             continue;
         }
         let doc = serde_json::from_str(&line).map_err(|e| format!("not JSON: {e}"));
-        if out.blocking_send((Position::Line(number), doc)).is_err() {
+        if out
+            .blocking_send((Position::Line(number), convert(doc)))
+            .is_err()
+        {
             return Ok(());
         }
     }
@@ -102,11 +114,12 @@ impl<R: Read> Read for Counting<R> {
 }
 
 /// Sends each element of a JSON array as it is parsed.
-struct Elements<'a> {
-    out: &'a mpsc::Sender<Item>,
+struct Elements<'a, T, F> {
+    out: &'a mpsc::Sender<Item<T>>,
+    convert: &'a F,
 }
 
-impl<'de> Visitor<'de> for Elements<'_> {
+impl<'de, T, F: Fn(Result<Value, String>) -> T> Visitor<'de> for Elements<'_, T, F> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -117,11 +130,8 @@ impl<'de> Visitor<'de> for Elements<'_> {
         let mut number = 0;
         while let Some(doc) = seq.next_element::<Value>()? {
             number += 1;
-            if self
-                .out
-                .blocking_send((Position::Element(number), Ok(doc)))
-                .is_err()
-            {
+            let item = (Position::Element(number), (self.convert)(Ok(doc)));
+            if self.out.blocking_send(item).is_err() {
                 break;
             }
         }
