@@ -23,6 +23,7 @@ mod concurrent;
 mod consumers;
 mod domain;
 mod hostile;
+mod import;
 mod processor;
 mod watchers;
 
@@ -148,6 +149,12 @@ pub const ALL: &[Property] = &[
         needs: &[],
         narrowed_by: &[],
         run: domain::maintenance_event_domain_methods,
+    },
+    Property {
+        name: "imports_keep_ids_and_times_once",
+        needs: &[],
+        narrowed_by: &[Capability::ChangeStreams],
+        run: import::imports_keep_ids_and_times_once,
     },
     Property {
         name: "hostile_input_is_refused_and_changes_nothing",
