@@ -66,7 +66,8 @@ pub struct PoolStats {
     pub idle: u32,
     /// The pool's cap (`max_connections`).
     pub max: u32,
-    /// How long a checkout took when this was sampled, in seconds (`None` when it failed).
+    /// How long a checkout took when this was sampled, in seconds (a checkout that timed out
+    /// reports its wait; `None` when it failed).
     pub acquire_seconds: Option<f64>,
 }
 

@@ -12,7 +12,7 @@ use datastore_cli::error::CliResult;
 
 /// Opens the configured store, runs the action, prints its output.
 pub async fn run(args: &ConsumersArgs) -> CliResult<()> {
-    let store = datastore::open_from_env().await?;
+    let store = datastore::connect_from_env().await?;
     let out = run_on(store.as_ref(), args, Utc::now()).await;
     store.close().await;
     datastore_cli::output::print(&out?)?;

@@ -19,7 +19,7 @@ pub async fn run(args: &ImportArgs) -> CliResult<()> {
         datastore_cli::output::print(&import::resume_tokens(&args.file).await?)?;
         return Ok(());
     }
-    let store = datastore::open_from_env().await?;
+    let store = datastore::connect_from_env().await?;
     let started = Instant::now();
     let outcome = import_on(store.as_ref(), args, true).await;
     store.close().await;
@@ -27,13 +27,14 @@ pub async fn run(args: &ImportArgs) -> CliResult<()> {
     datastore_cli::output::print(&describe(&summary, args))?;
     if !args.json {
         let secs = started.elapsed().as_secs_f64();
-        println!(
-            "  in {secs:.1} s: {:.0} documents/s",
+        datastore_cli::output::print(&format!(
+            "  in {secs:.1} s: {:.0} documents/s\n",
             summary.read as f64 / secs.max(1e-9)
-        );
+        ))?;
     }
     let problems = summary.rejected_count
-        + (summary.missing.len() + summary.different.len()) as u64
+        + summary.missing_count
+        + summary.different_count
         + summary.extra_in_store;
     if problems > 0 {
         return Err(CliError::check(format!(
@@ -79,7 +80,8 @@ pub fn describe(s: &Summary, args: &ImportArgs) -> String {
                 "file": args.file.display().to_string(),
                 "read": s.read, "inserted": s.inserted, "present": s.present,
                 "rejected": s.rejected_count, "rejections": rejected,
-                "identical": s.identical, "missing": s.missing, "different": s.different,
+                "identical": s.identical, "missing": s.missing_count, "different": s.different_count,
+                "missing_ids": s.missing, "different_ids": s.different,
                 "extra_in_store": s.extra_in_store,
             })
         );
@@ -98,8 +100,8 @@ pub fn describe(s: &Summary, args: &ImportArgs) -> String {
             s.read,
             args.file.display(),
             s.identical,
-            s.missing.len(),
-            s.different.len(),
+            s.missing_count,
+            s.different_count,
             s.rejected_count,
             s.extra_in_store
         ));

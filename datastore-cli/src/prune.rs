@@ -1,18 +1,17 @@
 //! `datastore prune`: deletes change history on the configured server by the library's
 //! retention policy (`DataStore::prune_change_history`).
 
-use std::time::Duration;
-
-use datastore::config::parse_duration;
 use datastore::{DataStore, ProviderKind, RetentionPolicy};
 use serde_json::json;
 
 use crate::cli::PruneArgs;
-use datastore_cli::error::{CliError, CliResult};
+use datastore_cli::error::CliResult;
+
+use crate::select;
 
 /// Opens the configured store, prunes, prints what was deleted.
 pub async fn run(args: &PruneArgs) -> CliResult<()> {
-    let store = datastore::open_from_env().await?;
+    let store = datastore::connect_from_env().await?;
     let out = run_on(store.as_ref(), args).await;
     store.close().await;
     datastore_cli::output::print(&out?)?;
@@ -22,11 +21,11 @@ pub async fn run(args: &PruneArgs) -> CliResult<()> {
 /// Prunes `store` by `args`; returns what to print.
 pub async fn run_on(store: &dyn DataStore, args: &PruneArgs) -> CliResult<String> {
     let policy = RetentionPolicy {
-        max_age: age("--max-age", &args.max_age)?,
-        min_age: age("--min-age", &args.min_age)?,
+        max_age: select::duration("--max-age", &args.max_age)?,
+        min_age: select::duration("--min-age", &args.min_age)?,
     };
     if policy.min_age > policy.max_age {
-        return Err(invalid(format!(
+        return Err(select::invalid(format!(
             "--min-age {} is longer than --max-age {}: nothing could be both; give a --min-age \
              up to the --max-age",
             args.min_age, args.max_age
@@ -59,20 +58,10 @@ pub async fn run_on(store: &dyn DataStore, args: &PruneArgs) -> CliResult<String
     })
 }
 
-fn age(flag: &str, text: &str) -> CliResult<Duration> {
-    parse_duration(text).ok_or_else(|| {
-        invalid(format!(
-            "{flag} {text:?} is not a duration: give e.g. 7d, 36h, 90m or 1h30m"
-        ))
-    })
-}
-
-fn invalid(message: String) -> CliError {
-    CliError::Datastore(datastore::Error::invalid_input(message))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use datastore::{StartFrom, WatchOptions};
     use futures::StreamExt;
     use serde_json::Value;

@@ -4,48 +4,43 @@
 //! (`datastore::metrics::sample`, [`Sampled::Everything`]).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use datastore::config::parse_duration;
-use datastore::metrics::sample::{sample_once, Sampled};
+use datastore::metrics::sample::{self, Sampled};
 use datastore::prometheus::{self, METRICS_ADDR_VAR};
 
 use crate::cli::ServeMetricsArgs;
-use crate::shutdown;
-use datastore_cli::error::{CliError, CliResult};
+use crate::{select, shutdown};
+use datastore_cli::error::CliResult;
+use datastore_cli::output;
 
 /// Where to serve when neither `--addr` nor `DATASTORE_METRICS_ADDR` says.
 const DEFAULT_ADDR: &str = "127.0.0.1:9464";
 
+/// Longest `--interval`: the exporter drops gauges not updated for 5 minutes.
+const MAX_INTERVAL: Duration = Duration::from_secs(120);
+
 /// Serves and samples until Ctrl-C or SIGTERM.
 pub async fn run(args: &ServeMetricsArgs) -> CliResult<()> {
     let addr = address(args)?;
-    let every = parse_duration(&args.interval)
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| {
-            CliError::Datastore(datastore::Error::invalid_input(format!(
-                "--interval {:?} is not a duration: give e.g. 15s, 1m",
-                args.interval
-            )))
-        })?;
+    let every = select::duration("--interval", &args.interval)?;
+    if every.is_zero() || every > MAX_INTERVAL {
+        return Err(select::invalid(format!(
+            "--interval {}: give 1s to 2m (gauges not updated for 5 minutes are dropped)",
+            args.interval
+        )));
+    }
     prometheus::install(addr)?;
-    let store = datastore::open_from_env().await?;
-    println!(
+    let store = datastore::connect_from_env().await?;
+    output::print(&format!(
         "serve-metrics: serving http://{addr}/metrics for the {} store, sampling every {}; \
-         Ctrl-C stops",
+         Ctrl-C stops\n",
         store.provider(),
         args.interval
-    );
-    let sampling = async {
-        let mut period = tokio::time::interval(every);
-        loop {
-            period.tick().await;
-            sample_once(store.as_ref(), Sampled::Everything).await;
-        }
-    };
-    tokio::select! {
-        () = shutdown::stopped() => {}
-        () = sampling => {}
-    }
+    ))?;
+    let sampling = sample::spawn(&store, Sampled::Everything, every);
+    shutdown::stopped().await;
+    sampling.abort();
     store.close().await;
     Ok(())
 }
@@ -102,7 +97,7 @@ mod tests {
     async fn exercise(store: &Arc<dyn DataStore>) {
         let collection = store.health_event_collection();
         let mut stream = collection
-            .watch(WatchOptions::new("analyzer").start(StartFrom::Now))
+            .watch(WatchOptions::new("scraped").start(StartFrom::Now))
             .await
             .expect("watch");
         for n in 0..3 {
@@ -115,13 +110,13 @@ mod tests {
             .expect("a change")
             .expect("no error");
         collection
-            .checkpoint("analyzer", &first.token)
+            .checkpoint("scraped", &first.token)
             .await
             .expect("checkpoint");
         drop(stream);
         let bad = Update::new().set("_id", "x");
         assert!(collection.update_one(&Filter::All, &bad).await.is_err());
-        sample_once(store.as_ref(), Sampled::Everything).await;
+        sample::sample_once(store.as_ref(), Sampled::Everything).await;
     }
 
     #[test]
@@ -170,14 +165,14 @@ mod tests {
                 let behind = value(
                     &body,
                     "datastore_consumer_events_behind",
-                    &[p, c, ("client", "analyzer")],
+                    &[p, c, ("client", "scraped")],
                 );
                 assert_eq!(behind, Some(2.0), "{provider}: {body}");
                 assert!(
                     value(
                         &body,
                         "datastore_consumer_checkpoint_age_seconds",
-                        &[p, c, ("client", "analyzer")]
+                        &[p, c, ("client", "scraped")]
                     )
                     .is_some(),
                     "{body}"
@@ -208,7 +203,7 @@ mod tests {
                 "{body}"
             );
             assert!(
-                value(&body, "change_stream_lag_known", &[("client", "analyzer")]).is_some(),
+                value(&body, "change_stream_lag_known", &[("client", "scraped")]).is_some(),
                 "{body}"
             );
             pg_store.close().await;

@@ -79,7 +79,7 @@ pub async fn connect_configured(
             c.ssl_mode.as_str()
         ),
     };
-    let store = datastore::open(config).await?;
+    let store = datastore::connect(config).await?;
     Ok((store, description))
 }
 

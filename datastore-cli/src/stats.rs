@@ -10,7 +10,7 @@ use datastore_cli::error::CliResult;
 
 /// Opens the configured store and prints its statistics.
 pub async fn run(args: &StatsArgs) -> CliResult<()> {
-    let store = datastore::open_from_env().await?;
+    let store = datastore::connect_from_env().await?;
     let out = run_on(store.as_ref(), args, Utc::now()).await;
     store.close().await;
     datastore_cli::output::print(&out?)?;

@@ -22,7 +22,7 @@ use datastore_cli::error::{CliError, CliResult};
 /// Opens the configured store and tails it to stdout until Ctrl-C or SIGTERM, `--limit` or a
 /// closed pipe.
 pub async fn run(args: &WatchArgs) -> CliResult<()> {
-    let store = datastore::open_from_env().await?;
+    let store = datastore::connect_from_env().await?;
     let outcome = tail(
         store.as_ref(),
         args,
@@ -121,8 +121,8 @@ fn line(change: &ChangeEvent) -> Value {
     Value::Object(doc)
 }
 
-/// Deletes the tail's own consumer once the closed stream's lease is released (in the
-/// background, so a refusal is retried for a few seconds).
+/// Deletes the tail's own consumer once the closed stream's lease is released (which the
+/// stream does in the background, so a refusal is retried for up to 5 s).
 async fn forget(collection: &dyn Collection, consumer: &str) {
     for _ in 0..50 {
         match collection.delete_consumer(consumer).await {

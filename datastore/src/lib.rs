@@ -52,7 +52,9 @@ pub async fn open(config: &DatastoreConfig) -> Result<Arc<dyn DataStore>> {
     Ok(store)
 }
 
-async fn connect(config: &DatastoreConfig) -> Result<Arc<dyn DataStore>> {
+/// [`open`] without the metrics exporter: for short-lived tools (the `datastore` command's)
+/// that must not take the address a component serves its metrics on.
+pub async fn connect(config: &DatastoreConfig) -> Result<Arc<dyn DataStore>> {
     match config.provider {
         #[cfg(feature = "postgresql")]
         ProviderKind::Postgresql => Ok(Arc::new(provider_postgres::PgDataStore::connect(config).await?)),
@@ -62,6 +64,11 @@ async fn connect(config: &DatastoreConfig) -> Result<Arc<dyn DataStore>> {
             "DATASTORE_PROVIDER={other}: this build does not include the {other} provider (enable the cargo feature `{other}`)"
         ))),
     }
+}
+
+/// [`connect`] with [`DatastoreConfig::from_env`].
+pub async fn connect_from_env() -> Result<Arc<dyn DataStore>> {
+    connect(&DatastoreConfig::from_env()?).await
 }
 
 /// [`open`] with [`DatastoreConfig::from_env`].

@@ -303,7 +303,9 @@ impl DataStore for PgDataStore {
             size,
             idle: u32::try_from(idle).unwrap_or(u32::MAX),
             max: pool.options().get_max_connections(),
-            acquire_seconds: matches!(probe, Ok(Ok(_))).then(|| started.elapsed().as_secs_f64()),
+            // A probe that waited out its limit (or failed) still waited that long.
+            acquire_seconds: Some(started.elapsed().as_secs_f64())
+                .filter(|_| !matches!(probe, Ok(Err(_)))),
         })
     }
 

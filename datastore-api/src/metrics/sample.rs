@@ -17,7 +17,7 @@
 //! | `datastore_consumer_events_behind` | `provider`, `collection`, `client` | changes after the consumer's checkpoint |
 //! | `datastore_consumer_oldest_undelivered_seconds` | `provider`, `collection`, `client` | age of the oldest of them (0 when none) |
 //! | `datastore_consumer_checkpoint_age_seconds` | `provider`, `collection`, `client` | time since its checkpoint was written |
-//! | `datastore_sample_errors_total` | `provider`, `sample` (`stats`, `consumers`) | samples the server refused |
+//! | `datastore_sample_errors_total` | `provider`, `sample` (`stats`, `consumers`, `timeout`) | samples the server refused or that did not finish in time |
 //!
 //! `collection` is `health_events` or `maintenance_events` on every provider, whatever the
 //! collections are named. Where a server does not report a figure (see [`StoreStats`]), its
@@ -106,7 +106,8 @@ pub async fn sample_once(store: &dyn DataStore, what: Sampled) {
     }
 }
 
-/// Samples `store` every `every` until it is dropped (the task holds it weakly).
+/// Samples `store` every `every` until it is dropped (the task holds it weakly); a sample that
+/// takes longer than `every` (at least 30 s) is abandoned and counted as `sample="timeout"`.
 pub fn spawn(
     store: &Arc<dyn DataStore>,
     what: Sampled,
@@ -120,7 +121,17 @@ pub fn spawn(
             let Some(store) = store.upgrade() else {
                 return;
             };
-            sample_once(store.as_ref(), what).await;
+            // A sample stuck behind a lock must not stop the next ones.
+            let limit = every.max(Duration::from_secs(30));
+            if tokio::time::timeout(limit, sample_once(store.as_ref(), what))
+                .await
+                .is_err()
+            {
+                let provider = store.provider().as_str();
+                metrics::counter!(SAMPLE_ERRORS, "provider" => provider, "sample" => "timeout")
+                    .increment(1);
+                tracing::warn!(?limit, "a metrics sample did not finish in time");
+            }
         }
     })
 }

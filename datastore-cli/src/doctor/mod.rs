@@ -12,7 +12,6 @@ use std::fmt::Display;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use datastore::config::parse_duration;
 use datastore::{DataStore, DatastoreConfig, ErrorKind, Filter, ProviderKind, TlsState};
 use serde::Serialize;
 use serde_json::json;
@@ -67,6 +66,9 @@ impl Check {
     }
 }
 
+/// How long the checks of an open store may take together.
+const CHECKS_LIMIT: Duration = Duration::from_secs(120);
+
 /// Thresholds of the checks.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -77,12 +79,7 @@ pub struct Limits {
 /// Runs every check on the configured server and prints the report.
 pub async fn run(args: &DoctorArgs) -> CliResult<()> {
     let limits = Limits {
-        max_lag: parse_duration(&args.max_lag).ok_or_else(|| {
-            CliError::Datastore(datastore::Error::invalid_input(format!(
-                "--max-lag {:?} is not a duration: give e.g. 5m, 1h",
-                args.max_lag
-            )))
-        })?,
+        max_lag: crate::select::duration("--max-lag", &args.max_lag)?,
     };
     let checks = diagnose(DatastoreConfig::from_env(), limits, Utc::now()).await;
     datastore_cli::output::print(&report(&checks, args.json))?;
@@ -123,13 +120,23 @@ pub async fn diagnose(
     let started = Instant::now();
     // Each connection attempt is bounded by the connect timeout; this bounds all of them.
     let limit = c.connect_timeout * 3 + Duration::from_secs(5);
-    match tokio::time::timeout(limit, datastore::open(&config)).await {
+    match tokio::time::timeout(limit, datastore::connect(&config)).await {
         Ok(Ok(store)) => {
             checks.push(Check::ok(
                 "connection",
                 format!("connected in {} ms", started.elapsed().as_millis()),
             ));
-            checks.extend(store_checks(store.as_ref(), Some(&config), limits, now).await);
+            let checked = store_checks(store.as_ref(), Some(&config), limits, now);
+            match tokio::time::timeout(CHECKS_LIMIT, checked).await {
+                Ok(found) => checks.extend(found),
+                Err(_) => checks.push(Check::fail(
+                    "server",
+                    format!(
+                        "the checks did not finish within {CHECKS_LIMIT:?}: is the server \
+                         overloaded, or a lock (a migration, VACUUM FULL) held?"
+                    ),
+                )),
+            }
             store.close().await;
         }
         // Connecting verifies the indexes: a missing one is an index problem, not a dead server.

@@ -1,6 +1,6 @@
 //! Importing `mongoexport` output of `HealthEvents` or `MaintenanceEvents` into a collection,
 //! keeping each document's `_id` and `createdAt` ([`Collection::import`]): streaming with
-//! constant memory (a reader thread, one batch in flight), idempotent and therefore resumable
+//! constant memory (a reader thread that parses and converts, two batches in flight), idempotent and therefore resumable
 //! (a re-run skips what is stored), every rejected document reported with its position and
 //! reason; or, with `verify`, comparing the file with the store. `datastore import` and the
 //! import benchmark run it.
@@ -47,10 +47,14 @@ pub struct Summary {
     pub rejected: Vec<(Position, String)>,
     /// All refused documents.
     pub rejected_count: u64,
-    /// With `--verify`: ids in the file the store lacks, and ids stored differently.
+    /// With `verify`: ids in the file the store lacks (the first [`LISTED_REJECTIONS`]).
     pub missing: Vec<String>,
-    /// With `--verify`: ids stored with other contents.
+    /// With `verify`: all ids in the file the store lacks.
+    pub missing_count: u64,
+    /// With `verify`: ids stored with other contents (the first [`LISTED_REJECTIONS`]).
     pub different: Vec<String>,
+    /// With `verify`: all ids stored with other contents.
+    pub different_count: u64,
     /// With `--verify`: documents in the store that the file does not hold.
     pub extra_in_store: u64,
 }
@@ -119,8 +123,7 @@ pub async fn run_on(collection: &dyn Collection, options: &Options) -> CliResult
     bar.finish_and_clear();
     if options.verify {
         let stored = collection.count(&Filter::All).await?;
-        summary.extra_in_store =
-            stored.saturating_sub(summary.identical + summary.different.len() as u64);
+        summary.extra_in_store = stored.saturating_sub(summary.identical + summary.different_count);
     }
     Ok(summary)
 }
@@ -138,8 +141,13 @@ impl Summary {
         self.inserted += batch.inserted;
         self.present += batch.present;
         self.identical += batch.identical;
-        self.missing.extend(batch.missing);
-        self.different.extend(batch.different);
+        self.missing_count += batch.missing_count;
+        self.different_count += batch.different_count;
+        let room = LISTED_REJECTIONS.saturating_sub(self.missing.len());
+        self.missing.extend(batch.missing.into_iter().take(room));
+        let room = LISTED_REJECTIONS.saturating_sub(self.different.len());
+        self.different
+            .extend(batch.different.into_iter().take(room));
     }
 }
 
@@ -188,12 +196,16 @@ async fn write(
     for d in batch {
         let id = d.id.to_string();
         match by_id.remove(&id) {
-            None => out.missing.push(id),
+            None => {
+                out.missing_count += 1;
+                out.missing.push(id);
+            }
             Some(stored) => {
                 let expected = d.to_document()?;
                 if checksum(&Value::Object(expected)) == checksum(&Value::Object(stored)) {
                     out.identical += 1;
                 } else {
+                    out.different_count += 1;
                     out.different.push(id);
                 }
             }

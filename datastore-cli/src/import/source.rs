@@ -70,6 +70,7 @@ pub fn read<T>(
             out: &out,
             convert: &convert,
         })
+        .and_then(|()| de.end())
         .map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -78,18 +79,19 @@ pub fn read<T>(
         })?;
         return Ok(());
     }
-    let mut line = String::new();
+    let mut line = Vec::new();
     let mut number = 0;
     loop {
         line.clear();
-        if reader.read_line(&mut line)? == 0 {
+        // Bytes, not a String: a line that is not UTF-8 is that line's rejection, not the end.
+        if reader.read_until(b'\n', &mut line)? == 0 {
             return Ok(());
         }
         number += 1;
-        if line.trim().is_empty() {
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let doc = serde_json::from_str(&line).map_err(|e| format!("not JSON: {e}"));
+        let doc = serde_json::from_slice(&line).map_err(|e| format!("not JSON: {e}"));
         if out
             .blocking_send((Position::Line(number), convert(doc)))
             .is_err()
