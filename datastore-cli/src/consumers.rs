@@ -203,27 +203,15 @@ mod tests {
 
     #[test]
     fn consumers_on_postgresql() {
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let server = datastore_cli::server::start_embedded().expect("PostgreSQL");
-        rt.block_on(async {
-            let (store, _) = datastore_cli::server::connect_embedded(&server)
-                .await
-                .expect("store");
-            exercise(&store).await;
-            store.close().await;
+        crate::testing::on_postgresql(async |store| {
+            exercise(store).await;
         });
     }
 
     #[test]
     fn consumers_on_mongodb() {
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let server = datastore_cli::server::start_mongo_stand_in().expect("the MongoDB stand-in");
-        rt.block_on(async {
-            let store = datastore_cli::server::connect_mongo_stand_in(&server)
-                .await
-                .expect("store");
-            exercise(store.as_ref()).await;
-            store.close().await;
+        crate::testing::on_mongodb(async |store| {
+            exercise(store).await;
         });
     }
 

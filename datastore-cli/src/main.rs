@@ -34,6 +34,8 @@ mod select;
 mod serve_metrics;
 mod shutdown;
 mod stats;
+#[cfg(test)]
+mod testing;
 mod watch;
 
 use std::process::ExitCode;

@@ -78,12 +78,7 @@ mod tests {
 
     #[test]
     fn prune_on_postgresql() {
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let server = datastore_cli::server::start_embedded().expect("PostgreSQL");
-        rt.block_on(async {
-            let (store, _) = datastore_cli::server::connect_embedded(&server)
-                .await
-                .expect("store");
+        crate::testing::on_postgresql(async |store| {
             let collection = store.health_event_collection();
             for n in 0..3 {
                 let doc = serde_json::from_value(json!({ "n": n })).expect("doc");
@@ -95,13 +90,11 @@ mod tests {
             let _ = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
             drop(stream);
             // The changes are seconds old: a long max-age keeps them, a zero one deletes them.
-            let kept = run_on(&store, &args("7d", "1h", true))
-                .await
-                .expect("prune");
+            let kept = run_on(store, &args("7d", "1h", true)).await.expect("prune");
             let kept: Value = serde_json::from_str(&kept).expect("json");
             assert_eq!(kept["deleted"], 0);
             assert_eq!(kept["max_age_seconds"], 7 * 86_400);
-            let out = run_on(&store, &args("0s", "0s", false))
+            let out = run_on(store, &args("0s", "0s", false))
                 .await
                 .expect("prune");
             assert!(out.starts_with("deleted 3 changes"), "{out}");
@@ -114,34 +107,25 @@ mod tests {
                 (args("a week", "1h", false), "--max-age"),
                 (args("1h", "2h", false), "--min-age"),
             ] {
-                let e = run_on(&store, &bad).await.expect_err("refused");
+                let e = run_on(store, &bad).await.expect_err("refused");
                 assert!(e.to_string().contains(says), "{e}");
             }
-            store.close().await;
         });
     }
 
     #[test]
     fn prune_on_mongodb_says_the_oplog_keeps_history() {
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let server = datastore_cli::server::start_mongo_stand_in().expect("the MongoDB stand-in");
-        rt.block_on(async {
-            let store = datastore_cli::server::connect_mongo_stand_in(&server)
-                .await
-                .expect("store");
-            let out = run_on(store.as_ref(), &args("0s", "0s", false))
+        crate::testing::on_mongodb(async |store| {
+            let out = run_on(store, &args("0s", "0s", false))
                 .await
                 .expect("prune");
             assert!(out.contains("oplog"), "{out}");
-            let out = run_on(store.as_ref(), &args("0s", "0s", true))
-                .await
-                .expect("prune");
+            let out = run_on(store, &args("0s", "0s", true)).await.expect("prune");
             let out: Value = serde_json::from_str(&out).expect("json");
             assert_eq!(
                 (out["provider"].as_str(), out["deleted"].as_u64()),
                 (Some("mongodb"), Some(0))
             );
-            store.close().await;
         });
     }
 }

@@ -137,13 +137,8 @@ mod tests {
 
     #[test]
     fn stats_on_postgresql() {
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let server = datastore_cli::server::start_embedded().expect("PostgreSQL");
-        rt.block_on(async {
-            let (store, _) = datastore_cli::server::connect_embedded(&server)
-                .await
-                .expect("store");
-            let out = exercise(&store).await;
+        crate::testing::on_postgresql(async |store| {
+            let out = exercise(store).await;
             let history = &out["stats"]["change_history"];
             assert_eq!(history["changes"], 3, "{out}");
             assert!(history["oldest"].is_string(), "{out}");
@@ -152,21 +147,14 @@ mod tests {
                 index["bytes"].as_u64() > Some(0) && index["scans"].is_u64(),
                 "{out}"
             );
-            store.close().await;
         });
     }
 
     #[test]
     fn stats_on_mongodb() {
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let server = datastore_cli::server::start_mongo_stand_in().expect("the MongoDB stand-in");
-        rt.block_on(async {
-            let store = datastore_cli::server::connect_mongo_stand_in(&server)
-                .await
-                .expect("store");
-            let out = exercise(store.as_ref()).await;
+        crate::testing::on_mongodb(async |store| {
+            let out = exercise(store).await;
             println!("{out}");
-            store.close().await;
         });
     }
 
