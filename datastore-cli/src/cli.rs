@@ -44,6 +44,10 @@ pub enum Command {
     /// Extended JSON) into the configured store, keeping `_id` and `createdAt`; idempotent and
     /// resumable. `--verify` compares the file with the store instead.
     Import(ImportArgs),
+    /// Copies a live MongoDB's health and maintenance events into the configured store with
+    /// the import's guarantees (kept `_id` and `createdAt`, idempotent, resumable);
+    /// `--verify` compares them instead.
+    Copy(CopyArgs),
     /// Checks the configured store end to end (settings, certificates, connection, TLS,
     /// schema, indexes, consumers, change history, pool): one ✓ / ⚠ / ✗ line each, exit code
     /// 1 on any ✗.
@@ -127,6 +131,29 @@ pub struct ImportArgs {
     pub batch: u32,
     /// Compare the file with the store (counts and each document's checksum) instead of
     /// importing; prints the differences.
+    #[arg(long)]
+    pub verify: bool,
+    /// The summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `datastore copy`.
+#[derive(Debug, Clone, Args)]
+pub struct CopyArgs {
+    /// The source: a MongoDB connection string (its credentials are never printed).
+    #[arg(long, value_name = "MONGODB_URI")]
+    pub from: String,
+    /// The source database.
+    #[arg(long, default_value = "nvsentinel")]
+    pub from_database: String,
+    /// One collection only (default: health and maintenance events).
+    #[arg(long, value_enum)]
+    pub collection: Option<Target>,
+    /// Documents per page and per write.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch: u32,
+    /// Compare the source with the store instead of copying.
     #[arg(long)]
     pub verify: bool,
     /// The summary as JSON.

@@ -14,6 +14,7 @@
 //! * `datastore prune` deletes change history by the retention policy.
 //! * `datastore stats` reports rows, sizes, index use and the change history's size and age.
 //! * `datastore import` reads `mongoexport` output into the store (`--verify` compares).
+//! * `datastore copy --from MONGODB_URI` does the same from a live MongoDB.
 //! * `datastore doctor` checks the configured store end to end (✓ / ⚠ / ✗).
 //! * `datastore serve-metrics` serves Prometheus metrics of the store, sampled.
 //!
@@ -25,6 +26,7 @@
 
 mod cli;
 mod consumers;
+mod copy;
 mod demo;
 mod doctor;
 mod import_cmd;
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::ServeMetrics(_) => "serve-metrics",
         Command::Doctor(_) => "doctor",
         Command::Import(_) => "import",
+        Command::Copy(_) => "copy",
     };
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -82,5 +85,6 @@ fn run(command: Command) -> Result<(), CliError> {
         Command::ServeMetrics(args) => rt.block_on(serve_metrics::run(&args)),
         Command::Doctor(args) => rt.block_on(doctor::run(&args)),
         Command::Import(args) => rt.block_on(import_cmd::run(&args)),
+        Command::Copy(args) => rt.block_on(copy::run(&args)),
     }
 }

@@ -151,6 +151,39 @@ impl Summary {
     }
 }
 
+/// Copies every document of `from` into `to` (or, with `verify`, compares them), page by page
+/// in `_id` order: the import's guarantees (kept ids and times, idempotent, resumable) for a
+/// live source. Rejections are numbered in the source's order (`document N`).
+pub async fn copy(
+    from: &dyn Collection,
+    to: &dyn Collection,
+    batch: usize,
+    verify: bool,
+) -> CliResult<Summary> {
+    let page_size = u32::try_from(batch.clamp(1, 10_000)).unwrap_or(1_000);
+    let mut pages = datastore::batches(from, Filter::All, page_size);
+    let mut summary = Summary::default();
+    let hidden = ProgressBar::hidden();
+    while let Some(page) = pages.next().await {
+        let mut prepared = Vec::with_capacity(page_size as usize);
+        for doc in page? {
+            summary.read += 1;
+            let at = Position::Element(summary.read);
+            match ImportDocument::prepare(doc) {
+                Ok(d) => prepared.push(d),
+                Err(e) => reject(&mut summary, &hidden, at, e.message().to_owned()),
+            }
+        }
+        let done = write(to, prepared, verify).await?;
+        summary.add(done);
+    }
+    if verify {
+        let stored = to.count(&Filter::All).await?;
+        summary.extra_in_store = stored.saturating_sub(summary.identical + summary.different_count);
+    }
+    Ok(summary)
+}
+
 /// A file document as the store would hold it.
 fn prepare(doc: Value) -> Result<ImportDocument, String> {
     let canonical = extended_json::to_canonical(doc)?;
