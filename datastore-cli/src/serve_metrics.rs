@@ -61,9 +61,7 @@ mod tests {
     use std::io::{Read, Write};
     use std::sync::Arc;
 
-    use datastore::{DataStore, Filter, StartFrom, Update, WatchOptions};
-    use futures::StreamExt;
-    use serde_json::json;
+    use datastore::{DataStore, Filter, Update};
 
     use super::*;
 
@@ -96,24 +94,7 @@ mod tests {
     /// Three documents, a consumer checkpointed after the first, a refused call; one sample.
     async fn exercise(store: &Arc<dyn DataStore>) {
         let collection = store.health_event_collection();
-        let mut stream = collection
-            .watch(WatchOptions::new("scraped").start(StartFrom::Now))
-            .await
-            .expect("watch");
-        for n in 0..3 {
-            let doc = serde_json::from_value(json!({ "n": n })).expect("doc");
-            collection.insert_one(doc).await.expect("insert");
-        }
-        let first = tokio::time::timeout(std::time::Duration::from_secs(30), stream.next())
-            .await
-            .expect("a change within 30 s")
-            .expect("a change")
-            .expect("no error");
-        collection
-            .checkpoint("scraped", &first.token)
-            .await
-            .expect("checkpoint");
-        drop(stream);
+        crate::testing::checkpointed_after_first(collection, "scraped").await;
         let bad = Update::new().set("_id", "x");
         assert!(collection.update_one(&Filter::All, &bad).await.is_err());
         sample::sample_once(store.as_ref(), Sampled::Everything).await;

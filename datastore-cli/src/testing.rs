@@ -1,7 +1,11 @@
-//! Test helper: a test body run on each real server the harnesses start (a throwaway
-//! PostgreSQL, the MongoDB stand-in), with the store closed afterwards.
+//! Test helpers: a test body run on each real server the harnesses start (a throwaway
+//! PostgreSQL, the MongoDB stand-in), with the store closed afterwards; a consumer left
+//! behind.
 
-use datastore::DataStore;
+use std::time::Duration;
+
+use datastore::{Collection, DataStore, StartFrom, WatchOptions};
+use futures::StreamExt;
 
 /// Runs `test` on a store of a fresh embedded PostgreSQL.
 pub fn on_postgresql(test: impl for<'a> AsyncFnOnce(&'a dyn DataStore)) {
@@ -27,4 +31,26 @@ pub fn on_mongodb(test: impl for<'a> AsyncFnOnce(&'a dyn DataStore)) {
         test(store.as_ref()).await;
         store.close().await;
     });
+}
+
+/// Inserts three documents and checkpoints `consumer` after the first: two stay behind it.
+pub async fn checkpointed_after_first(collection: &dyn Collection, consumer: &str) {
+    let mut stream = collection
+        .watch(WatchOptions::new(consumer).start(StartFrom::Now))
+        .await
+        .expect("watch");
+    for n in 0..3 {
+        let doc = serde_json::from_value(serde_json::json!({ "n": n })).expect("doc");
+        collection.insert_one(doc).await.expect("insert");
+    }
+    let first = tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .expect("a change within 30 s")
+        .expect("a change")
+        .expect("no error");
+    collection
+        .checkpoint(consumer, &first.token)
+        .await
+        .expect("checkpoint");
+    drop(stream);
 }

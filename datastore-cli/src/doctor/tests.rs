@@ -5,8 +5,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use datastore::{Collection, StartFrom, WatchOptions};
-use futures::StreamExt;
 use test_certs::{Authority, Validity};
 
 use super::*;
@@ -47,28 +45,6 @@ fn failures(checks: &[Check]) -> Vec<&Check> {
     checks.iter().filter(|c| c.status == Status::Fail).collect()
 }
 
-/// Three events and a consumer checkpointed after the first.
-async fn lagging_consumer(collection: &dyn Collection) {
-    let mut stream = collection
-        .watch(WatchOptions::new("fault-quarantine").start(StartFrom::Now))
-        .await
-        .expect("watch");
-    for n in 0..3 {
-        let doc = serde_json::from_value(json!({ "n": n })).expect("doc");
-        collection.insert_one(doc).await.expect("insert");
-    }
-    let first = tokio::time::timeout(Duration::from_secs(30), stream.next())
-        .await
-        .expect("a change within 30 s")
-        .expect("a change")
-        .expect("no error");
-    collection
-        .checkpoint("fault-quarantine", &first.token)
-        .await
-        .expect("checkpoint");
-    drop(stream);
-}
-
 #[test]
 fn a_healthy_then_broken_postgresql() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -99,7 +75,11 @@ fn a_healthy_then_broken_postgresql() {
         assert_eq!(json["ok"], true);
 
         // A lagging consumer warns.
-        lagging_consumer(store.health_event_collection()).await;
+        crate::testing::checkpointed_after_first(
+            store.health_event_collection(),
+            "fault-quarantine",
+        )
+        .await;
         let lagging = diagnose(config(server.port(), database, &[]), IMPATIENT, Utc::now()).await;
         let consumer = status_of(&lagging, "consumer health_events/fault-quarantine");
         assert_eq!(consumer.len(), 1, "{}", report(&lagging, false));
@@ -236,14 +216,13 @@ fn c_days(path: &std::path::Path, now: DateTime<Utc>) -> i64 {
 
 #[test]
 fn a_healthy_mongodb() {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let server = datastore_cli::server::start_mongo_stand_in().expect("the MongoDB stand-in");
-    rt.block_on(async {
-        let store = datastore_cli::server::connect_mongo_stand_in(&server)
-            .await
-            .expect("store");
-        lagging_consumer(store.health_event_collection()).await;
-        let checks = store_checks(store.as_ref(), None, IMPATIENT, Utc::now()).await;
+    crate::testing::on_mongodb(async |store| {
+        crate::testing::checkpointed_after_first(
+            store.health_event_collection(),
+            "fault-quarantine",
+        )
+        .await;
+        let checks = store_checks(store, None, IMPATIENT, Utc::now()).await;
         assert!(failures(&checks).is_empty(), "{}", report(&checks, false));
         assert!(
             status_of(&checks, "server")[0]
@@ -260,7 +239,6 @@ fn a_healthy_mongodb() {
             "{}",
             report(&checks, false)
         );
-        store.close().await;
     });
 }
 
