@@ -12,11 +12,8 @@ use datastore_cli::error::CliResult;
 
 /// Opens the configured store, runs the action, prints its output.
 pub async fn run(args: &ConsumersArgs) -> CliResult<()> {
-    let store = datastore::connect_from_env().await?;
-    let out = run_on(store.as_ref(), args, Utc::now()).await;
-    store.close().await;
-    datastore_cli::output::print(&out?)?;
-    Ok(())
+    datastore_cli::server::print_on_configured(async |store| run_on(store, args, Utc::now()).await)
+        .await
 }
 
 /// Runs the action on `store`; returns what to print (`now` ages the checkpoints).

@@ -11,11 +11,7 @@ use crate::select;
 
 /// Opens the configured store, prunes, prints what was deleted.
 pub async fn run(args: &PruneArgs) -> CliResult<()> {
-    let store = datastore::connect_from_env().await?;
-    let out = run_on(store.as_ref(), args).await;
-    store.close().await;
-    datastore_cli::output::print(&out?)?;
-    Ok(())
+    datastore_cli::server::print_on_configured(async |store| run_on(store, args).await).await
 }
 
 /// Prunes `store` by `args`; returns what to print.

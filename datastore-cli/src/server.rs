@@ -60,11 +60,18 @@ pub async fn server_version(store: &PgDataStore) -> CliResult<String> {
 pub async fn connect_configured(
     config: &DatastoreConfig,
 ) -> CliResult<(Arc<dyn DataStore>, String)> {
+    let store = datastore::connect(config).await?;
+    Ok((store, describe(config)))
+}
+
+/// The server `config` names, without the password: MONGODB_URI when the MongoDB provider
+/// connects to it, else the host, port, database, user and sslmode.
+pub fn describe(config: &DatastoreConfig) -> String {
     let c = &config.connection;
     let mongo_uri = std::env::var("MONGODB_URI")
         .ok()
         .filter(|u| !u.trim().is_empty());
-    let description = match mongo_uri {
+    match mongo_uri {
         // The MongoDB provider connects to MONGODB_URI when it is set, not to the host and port.
         Some(uri) if config.provider == datastore::ProviderKind::Mongodb => {
             format!("{} at {}", config.provider, without_credentials(&uri))
@@ -78,9 +85,19 @@ pub async fn connect_configured(
             c.username,
             c.ssl_mode.as_str()
         ),
-    };
-    let store = datastore::connect(config).await?;
-    Ok((store, description))
+    }
+}
+
+/// Opens the configured store without serving metrics, runs `command` on it, closes it, and
+/// prints what `command` returned: the shape of the operator commands.
+pub async fn print_on_configured(
+    command: impl for<'a> AsyncFnOnce(&'a dyn DataStore) -> CliResult<String>,
+) -> CliResult<()> {
+    let store = datastore::connect_from_env().await?;
+    let out = command(store.as_ref()).await;
+    store.close().await;
+    crate::output::print(&out?)?;
+    Ok(())
 }
 
 /// `uri` with any `user:password@` replaced by `***@`.

@@ -10,11 +10,8 @@ use datastore_cli::error::CliResult;
 
 /// Opens the configured store and prints its statistics.
 pub async fn run(args: &StatsArgs) -> CliResult<()> {
-    let store = datastore::connect_from_env().await?;
-    let out = run_on(store.as_ref(), args, Utc::now()).await;
-    store.close().await;
-    datastore_cli::output::print(&out?)?;
-    Ok(())
+    datastore_cli::server::print_on_configured(async |store| run_on(store, args, Utc::now()).await)
+        .await
 }
 
 /// The statistics of `store` as text or JSON (`now` ages the oldest change).

@@ -106,15 +106,7 @@ pub async fn diagnose(
     let c = &config.connection;
     let mut checks = vec![Check::ok(
         "configuration",
-        format!(
-            "provider {} at {}:{}, database {:?}, user {:?}, sslmode {}",
-            config.provider,
-            c.host,
-            c.port,
-            c.database,
-            c.username,
-            c.ssl_mode.as_str()
-        ),
+        format!("provider {}", datastore_cli::server::describe(&config)),
     )];
     checks.extend(certs::check(&config, now));
     let started = Instant::now();
