@@ -74,7 +74,9 @@ struct Bench<'a> {
 /// One row of the results table.
 struct Row {
     case: String,
+    /// Events/s of the provider's side (the median run).
     provider: f64,
+    /// Events/s of the baseline (the median run).
     baseline: f64,
 }
 

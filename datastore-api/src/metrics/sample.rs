@@ -165,8 +165,8 @@ fn record_stats(provider: &'static str, stats: &StoreStats) {
             metrics::gauge!(CHANGE_HISTORY_BYTES, "provider" => provider).set(bytes as f64);
         }
         if let Some(oldest) = h.oldest {
-            let age = (Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0;
-            metrics::gauge!(CHANGE_HISTORY_OLDEST_AGE, "provider" => provider).set(age);
+            metrics::gauge!(CHANGE_HISTORY_OLDEST_AGE, "provider" => provider)
+                .set(seconds_since(oldest));
         }
     }
 }
@@ -186,9 +186,13 @@ fn record_consumer(
     let oldest = lag.oldest_undelivered_age.unwrap_or_default();
     metrics::gauge!(CONSUMER_OLDEST_UNDELIVERED, &labels).set(oldest.as_secs_f64());
     if let Some(at) = consumer.checkpointed_at {
-        let age = (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0;
-        metrics::gauge!(CONSUMER_CHECKPOINT_AGE, &labels).set(age);
+        metrics::gauge!(CONSUMER_CHECKPOINT_AGE, &labels).set(seconds_since(at));
     }
+}
+
+/// Seconds from `t` to now, never negative (a server clock ahead of ours reads as 0).
+fn seconds_since(t: chrono::DateTime<Utc>) -> f64 {
+    (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
 }
 
 fn failed(provider: &'static str, sample: &'static str, error: &crate::Error) {

@@ -11,10 +11,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use datastore::{DataStore, Filter, Value};
 use datastore_cli::error::{CliError, CliResult, SqlContext};
 use datastore_cli::import::{self, Options};
-use datastore_cli::synth::{per_second, Synth};
+use datastore_cli::synth::Synth;
 use sqlx::Connection;
 
-use super::{document, median, push_copy_text, thousands, Bench};
+use super::{document, push_copy_text, thousands, Bench};
 
 /// Nodes of the exported fleet.
 const NODES: usize = 1_000;
@@ -36,26 +36,17 @@ pub async fn run(bench: &Bench<'_>) -> CliResult<()> {
     let file = dir.join("HealthEvents.json");
     export(&file, &rows)?;
     let size = std::fs::metadata(&file)?.len();
-    let (mut imports, mut copies) = (Vec::new(), Vec::new());
-    for run in 1..=bench.args.runs {
-        let ti = import_once(bench, &file, n).await?;
-        let tc = copy_once(bench, &rows).await?;
-        println!(
-            "  import of {n} events run {run}/{}: import {:>8.3} s ({:>9}/s), COPY {:>8.3} s ({:>9}/s)",
-            bench.args.runs,
-            ti.as_secs_f64(),
-            thousands(per_second(n, ti)),
-            tc.as_secs_f64(),
-            thousands(per_second(n, tc))
-        );
-        imports.push(ti);
-        copies.push(tc);
-    }
+    let measured = bench
+        .compare(
+            &format!("import of {n} events vs COPY"),
+            n,
+            || import_once(bench, &file, n),
+            || copy_once(bench, &rows),
+        )
+        .await;
     std::fs::remove_dir_all(&dir)?;
-    let (import, copy) = (
-        per_second(n, median(imports)),
-        per_second(n, median(copies)),
-    );
+    let measured = measured?;
+    let (import, copy) = (measured.provider, measured.baseline);
     let ratio = import / copy;
     println!(
         "import: {n} events ({:.0} MiB file): datastore import {}/s, COPY {}/s: {:.0} % of COPY (goal >= {:.0} %): {}",
