@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod aggregate;
+pub mod analyzer;
 pub mod change;
 pub mod change_reader;
 pub mod config;

@@ -49,6 +49,7 @@ use crate::path::FieldPath;
 use crate::query::{sort_documents, Direction};
 use crate::value::{date_value, Document, Value};
 
+mod bind;
 mod expr;
 mod fetch;
 mod group;
@@ -153,11 +154,21 @@ impl Pipeline {
         Pipeline::parse(&json)
     }
 
-    /// The analyzer's placeholders: every string `"this.<path>"` anywhere in the pipeline is
-    /// replaced by the value at `<path>` in `event` (`null` when it has none).
+    /// `"this.<path>"` placeholders bound as MongoDB expression paths: every such string is
+    /// replaced by the value at `<path>` in `event` read as `"$<path>"` would read it (`null`
+    /// when it has none; through arrays, element by element). The analyzer binds differently
+    /// (see [`crate::analyzer`]), with [`Pipeline::bind_with`].
     pub fn bind_this(&self, event: &Document) -> Result<Pipeline> {
         let event = Value::Object(event.clone());
-        let bound: Vec<Value> = self.source.iter().map(|s| bind(s, &event)).collect();
+        self.bind_with(&|path: &str| Ok(walk(Some(&event), &split(path)).unwrap_or(Value::Null)))
+    }
+
+    /// Replaces every string value `"this.<path>"` by `resolve(<path>)`. A value bound where
+    /// an expression is read and that it could read as more than data (a `$` string, a
+    /// document, an array holding one) is bound as `{"$literal": …}`; in a query (a
+    /// `$match` outside `$expr`) values are data already and are bound as they are.
+    pub fn bind_with(&self, resolve: &dyn Fn(&str) -> Result<Value>) -> Result<Pipeline> {
+        let bound = bind::stages(&self.source, resolve)?;
         let mut p = Pipeline::parse(&Value::Array(bound))?;
         p.max_documents = self.max_documents;
         Ok(p)
@@ -326,41 +337,6 @@ struct Ctx<'a> {
     max: usize,
     /// The documents fetched for each `$lookup`.
     foreign: &'a [Vec<Document>],
-}
-
-fn bind(v: &Value, event: &Value) -> Value {
-    match v {
-        Value::String(s) => match s.strip_prefix("this.") {
-            Some(path) => {
-                let path: Vec<String> = path.split('.').map(str::to_owned).collect();
-                let v = walk(Some(event), &path).unwrap_or(Value::Null);
-                // An event's value is data: one that a pipeline could read as a field path,
-                // a variable or an operator is bound as a literal.
-                if expression_like(&v) {
-                    serde_json::json!({ "$literal": v })
-                } else {
-                    v
-                }
-            }
-            None => v.clone(),
-        },
-        Value::Array(items) => Value::Array(items.iter().map(|i| bind(i, event)).collect()),
-        Value::Object(o) => {
-            Value::Object(o.iter().map(|(k, x)| (k.clone(), bind(x, event))).collect())
-        }
-        other => other.clone(),
-    }
-}
-
-/// Whether `v` would be read as more than data in a pipeline: a `$` string, a document that
-/// is not a date, or an array holding one.
-fn expression_like(v: &Value) -> bool {
-    match v {
-        Value::String(s) => s.starts_with('$'),
-        Value::Object(_) => crate::value::as_date(v).is_none(),
-        Value::Array(items) => items.iter().any(expression_like),
-        _ => false,
-    }
 }
 
 /// The variables of an evaluation.
