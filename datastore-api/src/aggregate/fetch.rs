@@ -1,98 +1,75 @@
-//! Running pipelines on a collection that has no native aggregation (PostgreSQL): the
-//! candidates come from [`Collection::find`] with the pushed-down filter, so from an index,
-//! and the rest of each pipeline runs in the evaluator.
+//! Running pipelines on a collection that has no native aggregation (PostgreSQL): each
+//! pipeline is planned ([`Plan`]), its candidates come from [`Collection::find`] with the
+//! plan's scan, so from an index, and the rest runs in the evaluator.
 
-use super::{check_lookup_from, Pipeline};
+use async_trait::async_trait;
+
+use super::plan::{bound, Fetch, Plan};
+use super::Pipeline;
 use crate::error::{ErrorKind, Result};
 use crate::filter::{CmpOp, Filter, Scalar};
 use crate::query::FindOptions;
 use crate::store::Collection;
 use crate::value::Document;
 
-/// What [`Collection::aggregate`] does by default: one `find` for the leading `$match`
-/// stages, one per `$lookup` for its leading `$match`, then the evaluator.
+/// A collection as a plan's source.
+struct Find<'a, C: ?Sized>(&'a C);
+
+#[async_trait]
+impl<C: Collection + ?Sized> Fetch for Find<'_, C> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    async fn fetch(&self, filter: &Filter, skip: u64, limit: u64) -> Result<Vec<Document>> {
+        let options = FindOptions::default().skip(skip).limit(limit);
+        self.0.find(filter, &options).await
+    }
+}
+
+/// What [`Collection::aggregate`] does by default: the pipeline's [`Plan`] run with
+/// [`Collection::find`] as its source.
 pub async fn aggregate_by_find<C: Collection + ?Sized>(
     collection: &C,
     pipeline: &Pipeline,
 ) -> Result<Vec<Document>> {
-    let (first, sources) = sources(collection.name(), pipeline)?;
-    let options = FindOptions::default().limit(bound(pipeline.max_documents()));
-    let mut fetched = Vec::with_capacity(sources.len());
-    for filter in &sources {
-        fetched.push(collection.find(filter, &options).await?);
-    }
-    let candidates = fetched.remove(0);
-    pipeline.run_with(first, candidates, &fetched)
+    pipeline.plan()?.execute(&Find(collection)).await
 }
 
-/// The first stage left to run, and the filters a pipeline fetches by: its own, then its
-/// lookups' (each checked to read this collection).
-fn sources(collection: &str, pipeline: &Pipeline) -> Result<(usize, Vec<Filter>)> {
-    let (filter, first) = pipeline.pushdown();
-    let mut sources = vec![filter];
-    for (from, filter) in pipeline.lookup_sources() {
-        check_lookup_from(collection, &from)?;
-        sources.push(filter);
-    }
-    Ok((first, sources))
-}
-
-/// One more than `max` documents: fetching that many shows that a stage would hold too many.
-fn bound(max: usize) -> u64 {
-    (max as u64).saturating_add(1)
-}
-
-/// The filters one pipeline fetches by: its own, then its lookups'.
-struct Fetches {
-    first: usize,
-    filters: Vec<crate::filter::Lowered>,
-    sources: Vec<Filter>,
-}
-
-fn fetches(collection: &str, pipeline: &Pipeline) -> Result<Fetches> {
-    let (first, sources) = sources(collection, pipeline)?;
-    let filters = sources.iter().map(Filter::lower).collect::<Result<_>>()?;
-    Ok(Fetches {
-        first,
-        filters,
-        sources,
-    })
-}
-
-/// What [`Collection::aggregate_each`] does by default: one `find` for the union of every
-/// pipeline's (and lookup's) pushed-down filter, each pipeline's candidates picked from it in
-/// memory by its own filter, then the evaluator per pipeline. When the pipelines share no
-/// condition, or the shared fetch holds more than one pipeline may, each fetches on its own.
+/// What [`Collection::aggregate_each`] does by default: every pipeline planned; those
+/// decided at plan time cost nothing; the rest share one `find` for the union of their
+/// scans ([`hull`]), each picking its candidates from it in memory. A pipeline whose plan
+/// stops early, or whose scans share no condition with the others, runs on its own, and so
+/// does every one when the shared fetch would hold more than a pipeline may.
 pub async fn aggregate_each_by_find<C: Collection + ?Sized>(
     collection: &C,
     pipelines: &[Pipeline],
 ) -> Result<Vec<Result<Vec<Document>>>> {
-    let planned: Vec<Result<Fetches>> = pipelines
-        .iter()
-        .map(|p| fetches(collection.name(), p))
-        .collect();
-    let union: Vec<Filter> = planned
+    let source = Find(collection);
+    let plans: Vec<Result<Plan>> = pipelines.iter().map(Pipeline::plan).collect();
+    let shares = |p: &Plan| !p.returns_nothing() && !p.stops_early();
+    let union: Vec<Filter> = plans
         .iter()
         .flatten()
-        .flat_map(|f| f.sources.iter().cloned())
+        .filter(|p| shares(p))
+        .filter_map(|p| p.scan().cloned())
         .collect();
-    // More than one pipeline may hold: then each fetches on its own (as it does when the
-    // pipelines share no condition), so the shared fetch never outgrows a single one.
     let limit = pipelines
         .iter()
         .map(|p| bound(p.max_documents()))
         .max()
         .unwrap_or(0);
-    let shared = if union.is_empty() { None } else { hull(&union) };
+    let shared = if union.len() < 2 { None } else { hull(&union) };
     let fetched = match &shared {
         Some(filter) => {
             let options = FindOptions::default().limit(limit);
-            collection.find(filter, &options).await?
+            Some(collection.find(filter, &options).await?)
         }
-        None => Vec::new(),
+        None => None,
     };
+    let fetched = fetched.filter(|f| (f.len() as u64) < limit);
     let mut out = Vec::with_capacity(pipelines.len());
-    for (pipeline, plan) in pipelines.iter().zip(planned) {
+    for plan in plans {
         let plan = match plan {
             Ok(plan) => plan,
             Err(e) => {
@@ -100,21 +77,16 @@ pub async fn aggregate_each_by_find<C: Collection + ?Sized>(
                 continue;
             }
         };
-        if shared.is_none() || fetched.len() as u64 >= limit {
-            out.push(own_outcome(aggregate_by_find(collection, pipeline).await)?);
-            continue;
-        }
-        let mut picked = plan.filters.iter().map(|f| {
-            fetched
-                .iter()
-                .filter(|d| f.matches(d))
-                .take(bound(pipeline.max_documents()) as usize)
-                .cloned()
-                .collect::<Vec<Document>>()
-        });
-        let candidates = picked.next().unwrap_or_default();
-        let foreign: Vec<Vec<Document>> = picked.collect();
-        out.push(pipeline.run_with(plan.first, candidates, &foreign));
+        let result = match (&fetched, plan.scan()) {
+            (Some(all), Some(scan)) if shares(&plan) => {
+                let lowered = scan.lower()?;
+                let candidates: Vec<Document> =
+                    all.iter().filter(|d| lowered.matches(d)).cloned().collect();
+                plan.execute_on(&source, candidates).await
+            }
+            _ => plan.execute(&source).await,
+        };
+        out.push(own_outcome(result)?);
     }
     Ok(out)
 }

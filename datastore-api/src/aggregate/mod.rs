@@ -52,16 +52,22 @@ use crate::value::{date_value, Document, Value};
 mod bind;
 mod expr;
 mod fetch;
+mod fold;
 mod group;
 mod objects;
+mod plan;
 mod strings;
+#[cfg(test)]
+mod plan_tests;
 #[cfg(test)]
 mod tests;
 mod window;
 
 use expr::{truthy, walk, Expr};
 pub use fetch::{aggregate_by_find, aggregate_each_by_find, own_outcome};
+use futures::FutureExt;
 use group::Group;
+pub use plan::{Fetch, Plan};
 use window::Windows;
 
 /// Default of [`Pipeline::max_documents`].
@@ -79,8 +85,14 @@ pub struct Pipeline {
 #[derive(Debug, Clone)]
 enum Stage {
     Match {
-        filter: Option<(Filter, Arc<Lowered>)>,
+        /// The query part (outside `$expr`).
+        query: Option<Filter>,
+        /// The `$expr` as written (what a plan folds).
         expr: Option<Expr>,
+        /// The query and what `expr` implies (see [`fold::implied_filters`]), checked first.
+        filter: Option<(Filter, Arc<Lowered>)>,
+        /// What is left to evaluate per document: `expr`, unless `filter` states it exactly.
+        check: Option<Expr>,
     },
     AddFields(Vec<(Vec<String>, Expr)>),
     Project(Projection),
@@ -103,8 +115,6 @@ enum Stage {
 /// the collection with the `let` variables bound, and their output is stored at `as_field`.
 #[derive(Debug, Clone)]
 struct Lookup {
-    /// Which of the pipeline's lookups this is (its fetched documents' index).
-    index: usize,
     from: String,
     lets: Vec<(String, Expr)>,
     stages: Vec<Stage>,
@@ -190,84 +200,28 @@ impl Pipeline {
         self
     }
 
-    /// The filter of the leading `$match` stages (what a provider can answer from an index)
-    /// and the index of the first stage still to run on what it returns. The first `$match`
-    /// with `$expr` adds the comparisons of a field path with a constant number it implies (a
-    /// rule's time window, as [`Filter::ExprCmp`]); it and every stage after it still run.
-    pub fn pushdown(&self) -> (Filter, usize) {
-        pushdown(&self.stages)
-    }
-
-    /// Each `$lookup` stage's `from` and the filter of its sub-pipeline's leading `$match`
-    /// (the documents a provider fetches for it), in stage order.
-    pub fn lookup_sources(&self) -> Vec<(String, Filter)> {
-        self.stages
-            .iter()
-            .filter_map(|s| match s {
-                Stage::Lookup(l) => Some((l.from.clone(), pushdown(&l.stages).0)),
-                _ => None,
-            })
-            .collect()
+    /// Plans a run (see [`Plan`]): constants folded, the leading `$match` stages' filter to
+    /// fetch by, and the rest.
+    pub fn plan(&self) -> Result<Plan> {
+        Plan::new(self, date_value(chrono::Utc::now())?)
     }
 
     /// Runs the whole pipeline over `docs`, the whole collection (in any order): `$lookup`
-    /// stages read it too.
+    /// stages read it too. What the providers do, on documents in memory.
     pub fn run(&self, docs: Vec<Document>) -> Result<Vec<Document>> {
-        // What a provider would fetch for each lookup: the documents its filter selects.
-        let foreign = self
-            .lookup_sources()
-            .iter()
-            .map(|(_, filter)| {
-                let lowered = filter.lower()?;
-                Ok(docs
-                    .iter()
-                    .filter(|d| lowered.matches(d))
-                    .cloned()
-                    .collect())
-            })
-            .collect::<Result<Vec<Vec<Document>>>>()?;
-        self.run_with(0, docs, &foreign)
+        let plan = self.plan()?;
+        let source = plan::InMemory::new(docs);
+        plan.execute(&source)
+            .now_or_never()
+            .unwrap_or_else(|| Err(Error::permanent("aggregate: an in-memory run waited")))
     }
 
-    /// Runs the stages from `first` on (see [`Pipeline::pushdown`]) over `docs`, with the
-    /// documents fetched for each `$lookup` (see [`Pipeline::lookup_sources`]).
-    pub fn run_with(
-        &self,
-        first: usize,
-        mut docs: Vec<Document>,
-        foreign: &[Vec<Document>],
-    ) -> Result<Vec<Document>> {
-        let vars = Vars::new(date_value(chrono::Utc::now())?);
-        let ctx = Ctx {
-            vars: &vars,
-            max: self.max_documents,
-            foreign,
-        };
-        self.check_size(docs.len())?;
-        for f in foreign {
-            self.check_size(f.len())?;
-        }
-        for (i, stage) in self.stages.iter().enumerate().skip(first) {
-            docs = run_stage(stage, docs, &ctx).map_err(|e| {
-                let name = self.source[i]
-                    .as_object()
-                    .and_then(|o| o.keys().next())
-                    .map_or("?", String::as_str);
-                Error::new(e.kind(), format!("stage {i} ({name}): {}", e.message()))
-            })?;
-            self.check_size(docs.len())?;
-        }
-        Ok(docs)
-    }
-
-    fn check_size(&self, n: usize) -> Result<()> {
-        if n > self.max_documents {
-            return Err(Error::invalid_input(format!(
-                "aggregate: a stage would hold {n} documents, more than the limit of {}; narrow the leading $match (or raise Pipeline::with_max_documents)",
-                self.max_documents
-            )));
-        }
-        Ok(())
+    fn stage_name(&self, i: usize) -> &str {
+        self.source
+            .get(i)
+            .and_then(Value::as_object)
+            .and_then(|o| o.keys().next())
+            .map_or("?", String::as_str)
     }
 }
 
@@ -283,31 +237,6 @@ pub fn check_lookup_from(collection: &str, from: &str) -> Result<()> {
             "aggregate: $lookup from {from:?}: only the collection itself ({collection}) can be joined"
         )))
     }
-}
-
-/// The leading `$match` stages as one filter, and the first stage it does not decide: the
-/// first `$match` with `$expr` contributes the comparisons of a field path with a number its
-/// filter holds (as [`Filter::ExprCmp`], which an index answers) but is still run, and so is
-/// all after it.
-fn pushdown(stages: &[Stage]) -> (Filter, usize) {
-    let mut parts = Vec::new();
-    let mut first = stages.len();
-    for (i, stage) in stages.iter().enumerate() {
-        let Stage::Match { filter, expr } = stage else {
-            first = i;
-            break;
-        };
-        if let Some((f, _)) = filter {
-            parts.push(f.clone());
-        }
-        // A later stage's filter would skip documents before this `$expr` evaluates them
-        // (and fails on some): the candidates end here.
-        if expr.is_some() {
-            first = i;
-            break;
-        }
-    }
-    (Filter::And(parts), first)
 }
 
 /// How the value an expression reads at `path` in `doc` orders against the number `value`
@@ -335,8 +264,6 @@ pub(crate) fn compare_at(
 struct Ctx<'a> {
     vars: &'a Vars,
     max: usize,
-    /// The documents fetched for each `$lookup`.
-    foreign: &'a [Vec<Document>],
 }
 
 /// The variables of an evaluation.
@@ -373,6 +300,11 @@ impl Vars {
                 }
             },
         })
+    }
+
+    /// Whether a `let` (or `$$this`-style) variable of that name is bound.
+    pub(crate) fn is_bound(&self, name: &str) -> bool {
+        self.bound.iter().any(|(n, _)| n == name)
     }
 
     pub(crate) fn with(&self, name: &str, value: Value) -> Vars {
@@ -466,7 +398,7 @@ fn parse_stage(stage: &Value, place: &str, lookups: Option<&mut usize>) -> Resul
         "$setWindowFields" => Stage::SetWindowFields(Box::new(Windows::parse(spec, &at)?)),
         "$lookup" => match lookups {
             Some(n) => {
-                let l = parse_lookup(spec, &at, *n)?;
+                let l = parse_lookup(spec, &at)?;
                 *n += 1;
                 Stage::Lookup(Box::new(l))
             }
@@ -481,7 +413,7 @@ fn parse_stage(stage: &Value, place: &str, lookups: Option<&mut usize>) -> Resul
     })
 }
 
-fn parse_lookup(spec: &Value, at: &str, index: usize) -> Result<Lookup> {
+fn parse_lookup(spec: &Value, at: &str) -> Result<Lookup> {
     let Value::Object(o) = spec else {
         return Err(bad(at, "takes a document"));
     };
@@ -514,7 +446,6 @@ fn parse_lookup(spec: &Value, at: &str, index: usize) -> Result<Lookup> {
         .map(|(i, s)| parse_stage(s, &format!("{at}.pipeline[{i}]"), None))
         .collect::<Result<_>>()?;
     Ok(Lookup {
-        index,
         from: text("from")?,
         lets,
         stages,
@@ -552,14 +483,22 @@ fn parse_match(spec: &Value, at: &str) -> Result<Stage> {
         Some(e) => Some(Expr::parse(&e, &format!("{at}.$expr"))?),
         None => None,
     };
-    let mut parts = Vec::new();
-    if !rest.is_empty() {
-        parts
-            .push(Filter::from_query_json(&Value::Object(rest)).map_err(|e| bad(at, e.message()))?);
-    }
-    // As MongoDB rewrites `$expr`: its comparisons of a field path with a constant number
-    // are checked first, so a document they exclude never evaluates the rest (nor its errors).
-    parts.extend(expr.iter().flat_map(expr::numeric_bounds));
+    let query = if rest.is_empty() {
+        None
+    } else {
+        Some(Filter::from_query_json(&Value::Object(rest)).map_err(|e| bad(at, e.message()))?)
+    };
+    matching(query, expr, at)
+}
+
+/// A `$match` stage of a query and an expression. As MongoDB rewrites `$expr`, the
+/// conditions it implies that a query states are checked first, so a document they exclude
+/// never evaluates the rest (nor its errors).
+fn matching(query: Option<Filter>, expr: Option<Expr>, at: &str) -> Result<Stage> {
+    let mut parts: Vec<Filter> = query.iter().cloned().collect();
+    parts.extend(expr.iter().flat_map(fold::implied_filters));
+    // An expression the filter states exactly (a time window) needs no evaluation.
+    let check = expr.clone().filter(|e| !fold::exactly_bounds(e));
     let filter = match parts.len() {
         0 => None,
         _ => {
@@ -571,7 +510,12 @@ fn parse_match(spec: &Value, at: &str) -> Result<Stage> {
             Some((f, Arc::new(lowered)))
         }
     };
-    Ok(Stage::Match { filter, expr })
+    Ok(Stage::Match {
+        query,
+        expr,
+        filter,
+        check,
+    })
 }
 
 fn computed_fields(spec: &Value, at: &str) -> Result<Vec<(Vec<String>, Expr)>> {
@@ -649,7 +593,7 @@ fn parse_projection(spec: &Value, at: &str) -> Result<Projection> {
 fn run_stage(stage: &Stage, docs: Vec<Document>, ctx: &Ctx<'_>) -> Result<Vec<Document>> {
     let (vars, max) = (ctx.vars, ctx.max);
     Ok(match stage {
-        Stage::Match { filter, expr } => {
+        Stage::Match { filter, check, .. } => {
             let mut out = Vec::new();
             for d in docs {
                 if let Some((_, lowered)) = filter {
@@ -658,7 +602,7 @@ fn run_stage(stage: &Stage, docs: Vec<Document>, ctx: &Ctx<'_>) -> Result<Vec<Do
                     }
                 }
                 let doc = Value::Object(d);
-                if let Some(e) = expr {
+                if let Some(e) = check {
                     if !truthy(e.eval(&doc, vars)?.as_ref()) {
                         continue;
                     }
@@ -743,7 +687,8 @@ fn run_stage(stage: &Stage, docs: Vec<Document>, ctx: &Ctx<'_>) -> Result<Vec<Do
             }
         }
         Stage::Group(g) => g.run(docs, vars, max)?,
-        Stage::Lookup(l) => run_lookup(l, docs, ctx)?,
+        // Run by the plan, which fetches for each document.
+        Stage::Lookup(_) => return Err(Error::permanent("aggregate: a $lookup outside a plan")),
         Stage::SetWindowFields(w) => w.run(docs, vars)?,
         Stage::Unwind {
             path,
@@ -798,54 +743,6 @@ fn run_stage(stage: &Stage, docs: Vec<Document>, ctx: &Ctx<'_>) -> Result<Vec<Do
             out
         }
     })
-}
-
-/// Runs the lookup's stages for each document over the documents fetched for it (from the
-/// first stage its fetch did not already answer), with its `let` variables bound.
-fn run_lookup(l: &Lookup, docs: Vec<Document>, ctx: &Ctx<'_>) -> Result<Vec<Document>> {
-    let foreign = ctx.foreign.get(l.index).ok_or_else(|| {
-        Error::permanent(format!(
-            "aggregate: no documents were fetched for $lookup {}",
-            l.index
-        ))
-    })?;
-    let first = pushdown(&l.stages).1;
-    let mut embedded = 0usize;
-    docs.into_iter()
-        .map(|d| {
-            let doc = Value::Object(d);
-            let mut vars = ctx.vars.clone();
-            for (name, e) in &l.lets {
-                let v = e.eval(&doc, ctx.vars)?.unwrap_or(Value::Null);
-                vars = vars.with(name, v);
-            }
-            let inner = Ctx {
-                vars: &vars,
-                max: ctx.max,
-                foreign: ctx.foreign,
-            };
-            let mut found = foreign.clone();
-            for stage in l.stages.iter().skip(first) {
-                found = run_stage(stage, found, &inner)?;
-            }
-            embedded += found.len();
-            if embedded > ctx.max {
-                return Err(Error::invalid_input(format!(
-                    "aggregate: $lookup embeds more than {} documents in all; narrow its pipeline",
-                    ctx.max
-                )));
-            }
-            let Value::Object(mut d) = doc else {
-                return unreachable_doc();
-            };
-            set_path(
-                &mut d,
-                &l.as_field,
-                Value::Array(found.into_iter().map(Value::Object).collect()),
-            );
-            Ok(d)
-        })
-        .collect()
 }
 
 fn unreachable_doc<T>() -> Result<T> {

@@ -113,23 +113,33 @@ pub struct Analyzer {
     rules: Vec<Rule>,
     /// Each rule's stages after the analyzer's `$match`, placeholders unbound.
     prefixed: Vec<Pipeline>,
+    /// The same with `$limit: 1` last: the verdict reads the first document only, so the
+    /// run may stop there.
+    deciding: Vec<Pipeline>,
     processing_strategy: i64,
 }
 
 impl Analyzer {
     /// An analyzer over `rules` (those with `evaluate_rule = false` are kept but never run).
     pub fn new(rules: Vec<Rule>) -> Result<Analyzer> {
+        let stages = |r: &Rule, last: Option<Value>| {
+            let mut stages = vec![analyzed_stage()];
+            stages.extend(r.pipeline.stages_json().iter().cloned());
+            stages.extend(last);
+            Pipeline::parse(&Value::Array(stages))
+        };
         let prefixed = rules
             .iter()
-            .map(|r| {
-                let mut stages = vec![analyzed_stage()];
-                stages.extend(r.pipeline.stages_json().iter().cloned());
-                Pipeline::parse(&Value::Array(stages))
-            })
+            .map(|r| stages(r, None))
+            .collect::<Result<_>>()?;
+        let deciding = rules
+            .iter()
+            .map(|r| stages(r, Some(serde_json::json!({"$limit": 1}))))
             .collect::<Result<_>>()?;
         Ok(Analyzer {
             rules,
             prefixed,
+            deciding,
             processing_strategy: 1,
         })
     }
@@ -161,15 +171,25 @@ impl Analyzer {
     /// document): its own `$match`, then the rule's stages with `this.` bound as the Go
     /// analyzer binds them.
     pub fn pipeline(&self, rule: &Rule, event: &Document) -> Result<Pipeline> {
-        let prefixed = self
+        self.bind(&self.prefixed, rule, event)
+    }
+
+    /// [`Analyzer::pipeline`] with `$limit: 1` last: what [`Analyzer::evaluate`] runs, since
+    /// the verdict reads the first document only.
+    pub fn deciding_pipeline(&self, rule: &Rule, event: &Document) -> Result<Pipeline> {
+        self.bind(&self.deciding, rule, event)
+    }
+
+    fn bind(&self, pipelines: &[Pipeline], rule: &Rule, event: &Document) -> Result<Pipeline> {
+        let unbound = self
             .rules
             .iter()
             .position(|r| std::ptr::eq(r, rule) || r.name == rule.name)
-            .map(|i| &self.prefixed[i])
+            .and_then(|i| pipelines.get(i))
             .ok_or_else(|| {
                 Error::invalid_input(format!("analyzer: no rule {:?} here", rule.name))
             })?;
-        prefixed
+        unbound
             .bind_with(&|path: &str| binding::resolve(event, path))
             .map_err(|e| Error::new(e.kind(), format!("rule {}: {}", rule.name, e.message())))
     }
@@ -187,7 +207,7 @@ impl Analyzer {
         let mut pipelines = Vec::new();
         let mut runs = Vec::new();
         for (i, rule) in rules.iter().enumerate() {
-            match self.pipeline(rule, event) {
+            match self.deciding_pipeline(rule, event) {
                 Ok(p) => {
                     pipelines.push(p);
                     runs.push(i);

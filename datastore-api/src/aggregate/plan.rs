@@ -1,0 +1,561 @@
+//! Planning a pipeline run: parse → plan → execute.
+//!
+//! A [`Plan`] is data: the filter the candidates are fetched by (`scan`, the conjuncts of
+//! every leading `$match` an index can answer), the stages left, and what planning decided.
+//! It prints as an explanation (`{plan}`).
+//!
+//! - **Constant folding.** `$$NOW` and bound placeholders are known before any document is
+//!   read: every sub-expression that reads nothing else is evaluated once. A `$match` whose
+//!   `$expr` is then constant is decided: true drops it, false means the pipeline returns
+//!   nothing without touching the store. A top-level field an `$addFields` sets to a constant
+//!   is known to the stages after it.
+//! - **Pushdown.** Every leading `$match`, in any order, gives its query and what its `$expr`
+//!   implies ([`Filter::ExprCmp`] bounds, equalities) to the scan.
+//! - **Correlated `$lookup`.** For each document that reaches it, the `let` variables are
+//!   bound and the sub-pipeline is planned again: its scan is the foreign fetch (an index
+//!   range such as one node's last day), shared by documents with the same scan.
+//! - **Early stop.** When everything after the scan works document by document and ends in
+//!   `$limit n`, candidates are fetched in growing batches and the run stops at `n` results.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::expr::{truthy, Expr};
+use super::fold::{fold, Known};
+use super::{
+    bad, check_lookup_from, matching, run_stage, set_path, unreachable_doc, Ctx, Lookup, Pipeline,
+    Stage, Vars,
+};
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::value::{Document, Value};
+
+/// Where a plan's documents come from: a collection (its `find`), or documents in memory.
+#[async_trait]
+pub trait Fetch: Send + Sync {
+    /// The collection's name (a `$lookup` must read the collection itself).
+    fn name(&self) -> &str;
+    /// The documents `filter` matches in `_id` order, from `skip` on, at most `limit`.
+    async fn fetch(&self, filter: &Filter, skip: u64, limit: u64) -> Result<Vec<Document>>;
+}
+
+/// Documents in memory as a [`Fetch`] (the conformance model's store).
+pub(super) struct InMemory {
+    docs: Vec<Document>,
+}
+
+impl InMemory {
+    pub(super) fn new(mut docs: Vec<Document>) -> InMemory {
+        docs.sort_by(|a, b| id_of(a).cmp(id_of(b)));
+        InMemory { docs }
+    }
+}
+
+fn id_of(d: &Document) -> &str {
+    d.get("_id").and_then(Value::as_str).unwrap_or("")
+}
+
+#[async_trait]
+impl Fetch for InMemory {
+    fn name(&self) -> &str {
+        // In memory every `$lookup` reads these documents.
+        ""
+    }
+
+    async fn fetch(&self, filter: &Filter, skip: u64, limit: u64) -> Result<Vec<Document>> {
+        let lowered = filter.lower()?;
+        Ok(self
+            .docs
+            .iter()
+            .filter(|d| lowered.matches(d))
+            .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .cloned()
+            .collect())
+    }
+}
+
+/// A pipeline planned for one run (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Plan {
+    vars: Vars,
+    max: usize,
+    names: Vec<String>,
+    planned: Planned,
+    /// `Some(n)`: the stages left stream document by document into a final `$limit n`.
+    streaming: Option<usize>,
+}
+
+/// Stages planned with what is known.
+#[derive(Debug, Clone)]
+struct Planned {
+    /// The `$match` stage that folded to false: the pipeline returns nothing.
+    nothing_at: Option<usize>,
+    scan: Filter,
+    /// The stages left, with their index in the pipeline.
+    rest: Vec<(usize, Stage)>,
+    /// What planning did, stage by stage.
+    notes: Vec<String>,
+}
+
+/// Plans `stages` with the variables in `vars`; `decide` lets a `$match` that folds to false
+/// decide the run (off for an explanation of what a rule fetches once its gates pass).
+fn plan_stages(
+    stages: &[Stage],
+    vars: &Vars,
+    decide: bool,
+    name: &dyn Fn(usize) -> String,
+) -> Result<Planned> {
+    let mut fields: Vec<(String, Value)> = Vec::new();
+    let mut rest = Vec::with_capacity(stages.len());
+    let mut notes = Vec::new();
+    let mut nothing_at = None;
+    for (i, stage) in stages.iter().enumerate() {
+        let known = Known {
+            vars,
+            fields: &fields,
+        };
+        match stage {
+            Stage::Match { query, expr, .. } => {
+                let folded = expr.as_ref().map(|e| fold(e, &known));
+                match &folded {
+                    Some(Expr::Literal(v)) if truthy(Some(v)) => {
+                        notes.push(format!("{}: $expr is always true", name(i)));
+                        if query.is_none() {
+                            continue;
+                        }
+                        rest.push((i, matching(query.clone(), None, &name(i))?));
+                    }
+                    Some(Expr::Literal(_)) if decide => {
+                        notes.push(format!(
+                            "{}: $expr is always false: nothing to fetch",
+                            name(i)
+                        ));
+                        nothing_at = Some(i);
+                        break;
+                    }
+                    _ => rest.push((i, matching(query.clone(), folded, &name(i))?)),
+                }
+            }
+            Stage::AddFields(list) => {
+                let folded: Vec<(Vec<String>, Expr)> = list
+                    .iter()
+                    .map(|(p, e)| (p.clone(), fold(e, &known)))
+                    .collect();
+                for (path, e) in &folded {
+                    let Some(first) = path.first() else { continue };
+                    fields.retain(|(n, _)| n != first);
+                    if let (1, Expr::Literal(v)) = (path.len(), e) {
+                        notes.push(format!("{}: {first} is a constant", name(i)));
+                        fields.push((first.clone(), v.clone()));
+                    }
+                }
+                rest.push((i, Stage::AddFields(folded)));
+            }
+            Stage::Sort(_) | Stage::Limit(_) | Stage::Skip(_) => rest.push((i, stage.clone())),
+            other => {
+                // Any other stage reshapes the documents: nothing about them is known after it.
+                fields.clear();
+                rest.push((i, other.clone()));
+            }
+        }
+    }
+    // The leading `$match` stages: their filters are the scan; a stage that is a filter only
+    // is answered by it whole.
+    let mut scan = Vec::new();
+    let mut lead = 0;
+    while let Some((_, Stage::Match { filter, check, .. })) = rest.get(lead) {
+        if let Some((f, _)) = filter {
+            scan.push(f.clone());
+        }
+        if check.is_none() {
+            rest.remove(lead);
+        } else {
+            lead += 1;
+        }
+    }
+    Ok(Planned {
+        nothing_at,
+        scan: Filter::And(scan),
+        rest,
+        notes,
+    })
+}
+
+/// Stages that work on each document alone.
+fn per_document(stage: &Stage) -> bool {
+    matches!(
+        stage,
+        Stage::Match { .. }
+            | Stage::AddFields(_)
+            | Stage::Project(_)
+            | Stage::Unset(_)
+            | Stage::Unwind { .. }
+            | Stage::Lookup(_)
+    )
+}
+
+/// One more than `max` documents: fetching that many shows that a stage would hold too many.
+pub(super) fn bound(max: usize) -> u64 {
+    (max as u64).saturating_add(1)
+}
+
+/// The foreign documents fetched for `$lookup`s in one run, by their scan.
+type Fetched = HashMap<String, Arc<Vec<Document>>>;
+
+impl Plan {
+    pub(super) fn new(pipeline: &Pipeline, now: Value) -> Result<Plan> {
+        Plan::with(pipeline, now, true)
+    }
+
+    fn with(pipeline: &Pipeline, now: Value, decide: bool) -> Result<Plan> {
+        let names: Vec<String> = (0..pipeline.stages.len())
+            .map(|i| format!("stage {i} ({})", pipeline.stage_name(i)))
+            .collect();
+        let vars = Vars::new(now);
+        let planned = plan_stages(&pipeline.stages, &vars, decide, &|i| {
+            names.get(i).cloned().unwrap_or_default()
+        })?;
+        let streaming = match planned.rest.split_last() {
+            Some(((_, Stage::Limit(n)), before)) if before.iter().all(|(_, s)| per_document(s)) => {
+                Some(*n)
+            }
+            _ => None,
+        };
+        Ok(Plan {
+            vars,
+            max: pipeline.max_documents,
+            names,
+            planned,
+            streaming,
+        })
+    }
+
+    /// What the run fetches by: the leading `$match` stages' filter; `None` when planning
+    /// decided that the pipeline returns nothing.
+    pub fn scan(&self) -> Option<&Filter> {
+        match self.planned.nothing_at {
+            Some(_) => None,
+            None => Some(&self.planned.scan),
+        }
+    }
+
+    /// Whether planning decided that the pipeline returns nothing (a `$match` that is
+    /// always false), so that running it touches no store.
+    pub fn returns_nothing(&self) -> bool {
+        self.planned.nothing_at.is_some()
+    }
+
+    /// Whether the run stops early: the stages after the scan work document by document and
+    /// end in `$limit`.
+    pub fn stops_early(&self) -> bool {
+        self.streaming.is_some()
+    }
+
+    /// The indexes of the stages left to run after the scan.
+    pub fn stages_left(&self) -> Vec<usize> {
+        self.planned.rest.iter().map(|(i, _)| *i).collect()
+    }
+
+    /// What planning decided, stage by stage (folded expressions, constants).
+    pub fn notes(&self) -> &[String] {
+        &self.planned.notes
+    }
+
+    /// Whether the scan has a condition an index can answer (an equality with a value, or a
+    /// numeric bound), rather than reading every document the rest lets through.
+    pub fn bounded(&self) -> bool {
+        fn any(f: &Filter) -> bool {
+            match f {
+                Filter::And(parts) => parts.iter().any(any),
+                Filter::Eq(_, v) => !matches!(v, crate::filter::Scalar::Null),
+                Filter::In(_, vs) => !vs.is_empty(),
+                Filter::ExprCmp(..)
+                | Filter::Gt(..)
+                | Filter::Gte(..)
+                | Filter::Lt(..)
+                | Filter::Lte(..) => true,
+                _ => false,
+            }
+        }
+        self.scan().is_none_or(any)
+    }
+
+    /// Runs the plan, fetching from `source`.
+    pub async fn execute(&self, source: &dyn Fetch) -> Result<Vec<Document>> {
+        if self.returns_nothing() {
+            return Ok(Vec::new());
+        }
+        let mut fetched = Fetched::new();
+        if let Some(n) = self.streaming {
+            return self.stream(source, n, &mut fetched).await;
+        }
+        let docs = source.fetch(&self.planned.scan, 0, bound(self.max)).await?;
+        self.check_size(docs.len())?;
+        self.run_rest(source, &self.planned.rest, docs, &mut fetched)
+            .await
+    }
+
+    /// Runs the stages after the scan over `candidates` (what the scan selects, fetched
+    /// elsewhere: a fetch shared with other pipelines).
+    pub async fn execute_on(
+        &self,
+        source: &dyn Fetch,
+        candidates: Vec<Document>,
+    ) -> Result<Vec<Document>> {
+        if self.returns_nothing() {
+            return Ok(Vec::new());
+        }
+        self.check_size(candidates.len())?;
+        let mut fetched = Fetched::new();
+        let out = self
+            .run_rest(source, &self.planned.rest, candidates, &mut fetched)
+            .await?;
+        Ok(match self.streaming {
+            Some(n) => out.into_iter().take(n).collect(),
+            None => out,
+        })
+    }
+
+    /// Candidates in growing batches, each document through the stages on its own, until
+    /// `n` results.
+    async fn stream(
+        &self,
+        source: &dyn Fetch,
+        n: usize,
+        fetched: &mut Fetched,
+    ) -> Result<Vec<Document>> {
+        let tail = &self.planned.rest[..self.planned.rest.len().saturating_sub(1)];
+        let mut out = Vec::new();
+        let (mut skip, mut batch) = (0u64, (n as u64).clamp(1, 64));
+        loop {
+            let docs = source.fetch(&self.planned.scan, skip, batch).await?;
+            let got = docs.len() as u64;
+            for d in docs {
+                out.extend(self.run_rest(source, tail, vec![d], fetched).await?);
+                if out.len() >= n {
+                    out.truncate(n);
+                    return Ok(out);
+                }
+            }
+            if got < batch {
+                return Ok(out);
+            }
+            skip += got;
+            batch = (batch * 8).min(bound(self.max));
+        }
+    }
+
+    async fn run_rest(
+        &self,
+        source: &dyn Fetch,
+        stages: &[(usize, Stage)],
+        mut docs: Vec<Document>,
+        fetched: &mut Fetched,
+    ) -> Result<Vec<Document>> {
+        let ctx = Ctx {
+            vars: &self.vars,
+            max: self.max,
+        };
+        for (i, stage) in stages {
+            let result = match stage {
+                Stage::Lookup(l) => self.lookup(source, l, docs, fetched).await,
+                s => run_stage(s, docs, &ctx),
+            };
+            docs = result
+                .map_err(|e| Error::new(e.kind(), format!("{}: {}", self.name(*i), e.message())))?;
+            self.check_size(docs.len())?;
+        }
+        Ok(docs)
+    }
+
+    /// A `$lookup`, correlated: for each document its `let` variables are bound, its
+    /// sub-pipeline planned with them, and what that plan scans fetched (once per scan).
+    async fn lookup(
+        &self,
+        source: &dyn Fetch,
+        l: &Lookup,
+        docs: Vec<Document>,
+        fetched: &mut Fetched,
+    ) -> Result<Vec<Document>> {
+        if !source.name().is_empty() {
+            check_lookup_from(source.name(), &l.from)?;
+        }
+        let mut embedded = 0usize;
+        let mut out = Vec::with_capacity(docs.len());
+        for d in docs {
+            let doc = Value::Object(d);
+            let mut vars = self.vars.clone();
+            for (name, e) in &l.lets {
+                let v = e.eval(&doc, &self.vars)?.unwrap_or(Value::Null);
+                vars = vars.with(name, v);
+            }
+            let sub = plan_stages(&l.stages, &vars, true, &|i| format!("pipeline[{i}]"))?;
+            let found = match sub.nothing_at {
+                Some(_) => Vec::new(),
+                None => {
+                    let key = format!("{:?}", sub.scan);
+                    let foreign = match fetched.get(&key) {
+                        Some(f) => Arc::clone(f),
+                        None => {
+                            let f = source.fetch(&sub.scan, 0, bound(self.max)).await?;
+                            self.check_size(f.len())?;
+                            let f = Arc::new(f);
+                            fetched.insert(key, Arc::clone(&f));
+                            f
+                        }
+                    };
+                    let ctx = Ctx {
+                        vars: &vars,
+                        max: self.max,
+                    };
+                    let mut found = (*foreign).clone();
+                    for (i, stage) in &sub.rest {
+                        found = run_stage(stage, found, &ctx)
+                            .map_err(|e| bad(&format!("$lookup pipeline[{i}]"), e.message()))?;
+                    }
+                    found
+                }
+            };
+            embedded += found.len();
+            if embedded > self.max {
+                return Err(Error::invalid_input(format!(
+                    "aggregate: $lookup embeds more than {} documents in all; narrow its pipeline",
+                    self.max
+                )));
+            }
+            let Value::Object(mut d) = doc else {
+                return unreachable_doc();
+            };
+            set_path(
+                &mut d,
+                &l.as_field,
+                Value::Array(found.into_iter().map(Value::Object).collect()),
+            );
+            out.push(d);
+        }
+        Ok(out)
+    }
+
+    fn name(&self, i: usize) -> String {
+        self.names
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("stage {i}"))
+    }
+
+    fn check_size(&self, n: usize) -> Result<()> {
+        if n > self.max {
+            return Err(Error::invalid_input(format!(
+                "aggregate: a stage would hold {n} documents, more than the limit of {}; narrow the leading $match (or raise Pipeline::with_max_documents)",
+                self.max
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Pipeline {
+    /// A plan that explains what the pipeline fetches once its constant `$match` gates pass:
+    /// like [`Pipeline::plan`], but a `$match` that folds to false is kept, not decided.
+    pub fn plan_undecided(&self) -> Result<Plan> {
+        Plan::with(self, crate::value::date_value(chrono::Utc::now())?, false)
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for note in &self.planned.notes {
+            writeln!(f, "  fold   {note}")?;
+        }
+        if let Some(i) = self.planned.nothing_at {
+            return writeln!(
+                f,
+                "  result nothing: {} is false (the store is not read)",
+                self.name(i)
+            );
+        }
+        let scan = match &self.planned.scan {
+            Filter::And(parts) if parts.is_empty() => "every document".to_owned(),
+            other => describe(other),
+        };
+        writeln!(
+            f,
+            "  scan   {scan}{}",
+            if self.bounded() {
+                ""
+            } else {
+                "   (no index bound)"
+            }
+        )?;
+        for (i, stage) in &self.planned.rest {
+            match stage {
+                Stage::Lookup(l) => {
+                    // The correlated scan, with the `let` variables shown by name.
+                    let mut vars = self.vars.clone();
+                    for (name, _) in &l.lets {
+                        vars = vars.with(name, Value::String(format!("$${name}")));
+                    }
+                    let sub = plan_stages(&l.stages, &vars, false, &|j| format!("pipeline[{j}]"))
+                        .map(|p| describe(&p.scan))
+                        .unwrap_or_default();
+                    writeln!(f, "  then   {} per document: fetch {sub}", self.name(*i))?;
+                }
+                _ => writeln!(f, "  then   {}", self.name(*i))?,
+            }
+        }
+        if let Some(n) = self.streaming {
+            writeln!(
+                f,
+                "  stop   at {n} result(s): candidates are fetched in growing batches"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A filter in MongoDB's words, for explanations.
+fn describe(f: &Filter) -> String {
+    match f {
+        Filter::All => "every document".into(),
+        Filter::And(parts) if parts.len() == 1 => describe(&parts[0]),
+        Filter::And(parts) => parts.iter().map(describe).collect::<Vec<_>>().join(" and "),
+        Filter::Or(parts) => format!(
+            "({})",
+            parts.iter().map(describe).collect::<Vec<_>>().join(" or ")
+        ),
+        Filter::Not(inner) => format!("not ({})", describe(inner)),
+        Filter::ExprCmp(p, op, v) => format!("{p} {} {}", op.symbol(), scalar(v)),
+        Filter::Eq(p, v) => format!("{p} == {}", scalar(v)),
+        Filter::Ne(p, v) => format!("{p} != {}", scalar(v)),
+        Filter::Gt(p, v) => format!("{p} > {}", scalar(v)),
+        Filter::Gte(p, v) => format!("{p} >= {}", scalar(v)),
+        Filter::Lt(p, v) => format!("{p} < {}", scalar(v)),
+        Filter::Lte(p, v) => format!("{p} <= {}", scalar(v)),
+        Filter::In(p, vs) => format!(
+            "{p} in [{}]",
+            vs.iter().map(scalar).collect::<Vec<_>>().join(", ")
+        ),
+        Filter::Nin(p, vs) => format!(
+            "{p} not in [{}]",
+            vs.iter().map(scalar).collect::<Vec<_>>().join(", ")
+        ),
+        Filter::Exists(p, true) => format!("{p} exists"),
+        Filter::Exists(p, false) => format!("{p} is missing"),
+    }
+}
+
+fn scalar(v: &crate::filter::Scalar) -> String {
+    use crate::filter::Scalar::*;
+    match v {
+        Null => "null".into(),
+        Bool(b) => b.to_string(),
+        Int(i) => i.to_string(),
+        Float(x) => x.to_string(),
+        String(s) => format!("{s:?}"),
+        Date(d) => d.to_rfc3339(),
+    }
+}
