@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod gen;
+pub mod histories;
 pub mod model;
 pub mod properties;
 

@@ -25,6 +25,7 @@ mod domain;
 mod hostile;
 mod import;
 mod processor;
+mod rules;
 mod watchers;
 
 /// Every property, in report order.
@@ -137,6 +138,12 @@ pub const ALL: &[Property] = &[
         needs: &[Capability::Aggregation],
         narrowed_by: &[Capability::CountOfNothingIsEmpty],
         run: aggregate::aggregation_matches_evaluator,
+    },
+    Property {
+        name: "analyzer_rules_match_model",
+        needs: &[Capability::Aggregation],
+        narrowed_by: &[],
+        run: rules::analyzer_rules_match_model,
     },
     Property {
         name: "health_event_domain_methods",

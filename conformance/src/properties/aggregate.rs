@@ -179,7 +179,7 @@ fn sorted(docs: Vec<datastore_api::Document>) -> Vec<String> {
 
 /// The provider's outcome equals the evaluator's: the same documents (as a multiset, numbers
 /// by value), or an error on both sides (an evaluation error, a type error).
-fn same_outcome(
+pub(super) fn same_outcome(
     want: &datastore_api::Result<Vec<datastore_api::Document>>,
     got: datastore_api::Result<Vec<datastore_api::Document>>,
     call: &str,

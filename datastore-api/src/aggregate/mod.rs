@@ -56,9 +56,9 @@ mod fold;
 mod group;
 mod objects;
 mod plan;
-mod strings;
 #[cfg(test)]
 mod plan_tests;
+mod strings;
 #[cfg(test)]
 mod tests;
 mod window;

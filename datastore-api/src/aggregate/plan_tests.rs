@@ -100,7 +100,11 @@ fn a_gate_that_folds_to_true_is_dropped() {
     assert!(!plan.returns_nothing());
     assert_eq!(plan.stages_left(), [2], "{plan}");
     assert_eq!(plan.scan(), Some(&Filter::And(vec![Filter::eq("n", "a")])));
-    assert!(plan.notes()[0].contains("always true"), "{:?}", plan.notes());
+    assert!(
+        plan.notes()[0].contains("always true"),
+        "{:?}",
+        plan.notes()
+    );
 }
 
 #[test]
