@@ -58,7 +58,7 @@ pub enum BenchCase {
     Flow,
     /// The processor's read-ahead: concurrency 16 vs 1 with a 5 ms handler.
     ReadAhead,
-    /// 20 analyzer-rule pipelines per event over `--rules-events` stored events.
+    /// NVSentinel's 22 analyzer rules per event over `--rules-events` stored events.
     Rules,
     /// `datastore import` of `--import-events` exported events vs `COPY` of the same rows.
     Import,

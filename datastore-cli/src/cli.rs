@@ -55,6 +55,44 @@ pub enum Command {
     /// Serves Prometheus metrics for the configured store (operations, pool, table sizes,
     /// change history, every consumer's backlog), sampling every `--interval`, until Ctrl-C.
     ServeMetrics(ServeMetricsArgs),
+    /// The health-events-analyzer's rules: `datastore rules check --values FILE` parses every
+    /// rule as the analyzer reads it and shows each one's plan (`--explain`).
+    Rules(RulesArgs),
+}
+
+/// Arguments of `datastore rules`.
+#[derive(Debug, Clone, Args)]
+pub struct RulesArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: RulesAction,
+}
+
+/// `datastore rules` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum RulesAction {
+    /// Parses every rule, binds it for an event and plans it; warns on a rule that scans
+    /// without an index bound. Exit code 1 when a rule does not parse.
+    Check(RulesCheckArgs),
+}
+
+/// Arguments of `datastore rules check`.
+#[derive(Debug, Clone, Args)]
+pub struct RulesCheckArgs {
+    /// The health-events-analyzer chart's values file (its `config` block).
+    #[arg(long, value_name = "FILE")]
+    pub values: Option<std::path::PathBuf>,
+    /// The analyzer's `config.toml` instead.
+    #[arg(long, value_name = "FILE", conflicts_with = "values")]
+    pub toml: Option<std::path::PathBuf>,
+    /// A stored health-event document (JSON) to bind the rules with (default: an unhealthy
+    /// XID 79 on one GPU, now). Plans keep their constant gates, so that each shows what it
+    /// reads once they pass.
+    #[arg(long, value_name = "FILE")]
+    pub event: Option<std::path::PathBuf>,
+    /// Prints each rule's plan: what it folds, what it scans, the stages left.
+    #[arg(long)]
+    pub explain: bool,
 }
 
 /// Arguments of `datastore consumers`.

@@ -17,6 +17,7 @@
 //! * `datastore copy --from MONGODB_URI` does the same from a live MongoDB.
 //! * `datastore doctor` checks the configured store end to end (✓ / ⚠ / ✗).
 //! * `datastore serve-metrics` serves Prometheus metrics of the store, sampled.
+//! * `datastore rules check` parses the analyzer's rules and explains their plans.
 //!
 //! Benchmarks live in the `datastore-bench` crate (`cargo xtask bench`).
 //!
@@ -32,6 +33,7 @@ mod doctor;
 mod import_cmd;
 mod migrate;
 mod prune;
+mod rules;
 mod select;
 mod serve_metrics;
 mod shutdown;
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Doctor(_) => "doctor",
         Command::Import(_) => "import",
         Command::Copy(_) => "copy",
+        Command::Rules(_) => "rules",
     };
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -86,5 +89,8 @@ fn run(command: Command) -> Result<(), CliError> {
         Command::Doctor(args) => rt.block_on(doctor::run(&args)),
         Command::Import(args) => rt.block_on(import_cmd::run(&args)),
         Command::Copy(args) => rt.block_on(copy::run(&args)),
+        Command::Rules(args) => match &args.action {
+            cli::RulesAction::Check(check) => rules::check(check),
+        },
     }
 }
