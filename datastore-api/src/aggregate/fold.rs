@@ -141,6 +141,13 @@ pub(super) fn exactly_bounds(e: &Expr) -> bool {
 fn equalities(e: &Expr, out: &mut Vec<Filter>) {
     match e {
         Expr::Op(Op::And, args) => args.iter().for_each(|a| equalities(a, out)),
+        // Each branch's conditions, or'ed: only when every branch has some.
+        Expr::Op(Op::Or, args) if !args.is_empty() => {
+            let branches: Vec<Vec<Filter>> = args.iter().map(implied_filters).collect();
+            if branches.iter().all(|b| !b.is_empty()) {
+                out.push(Filter::Or(branches.into_iter().map(Filter::And).collect()));
+            }
+        }
         Expr::Op(Op::Eq, args) if args.len() == 2 => {
             let pair = match (&args[0], &args[1]) {
                 (Expr::Field(p), Expr::Literal(v)) | (Expr::Literal(v), Expr::Field(p)) => {
@@ -162,5 +169,100 @@ fn equalities(e: &Expr, out: &mut Vec<Filter>) {
             }
         }
         _ => {}
+    }
+}
+
+/// The field `"$P.V"` an `$addFields` value reads key by key: `{$arrayToObject: {$map:
+/// {input: "$P" (or a $filter of it), as: x, in: {k: "$$x.K", v: "$$x.V"}}}}`. Reading
+/// `name.X` of the made document reads the `V` of some element of `P`, so a condition on it
+/// implies one on `P.V` (what NVSentinel's XID 74 rules build their registers with).
+pub(super) fn entries_source(e: &Expr) -> Option<String> {
+    let Expr::Op(Op::ArrayToObject, args) = e else {
+        return None;
+    };
+    let Some(Expr::Iterate {
+        map: true,
+        input,
+        var,
+        body,
+    }) = args.first()
+    else {
+        return None;
+    };
+    let mut source = input.as_ref();
+    while let Expr::Iterate {
+        map: false, input, ..
+    } = source
+    {
+        source = input;
+    }
+    let Expr::Field(list) = source else {
+        return None;
+    };
+    let Expr::Object(fields) = body.as_ref() else {
+        return None;
+    };
+    let value = fields.iter().find(|(k, _)| k == "v")?;
+    match &value.1 {
+        Expr::Var(name, path) if name == var && path.len() == 1 => {
+            Some(format!("{}.{}", list.join("."), path[0]))
+        }
+        _ => None,
+    }
+}
+
+/// `f` over the documents before an `$addFields` that wrote `written` (top-level names),
+/// `sources` among them made by [`entries_source`]: a string equality on `name.X` becomes
+/// one on the source path; a condition on another written field says nothing (`None`).
+pub(super) fn before_fields(
+    f: &Filter,
+    written: &[String],
+    sources: &[(String, String)],
+) -> Option<Filter> {
+    let first = |p: &str| p.split('.').next().unwrap_or("").to_owned();
+    match f {
+        Filter::And(parts) => {
+            let mut kept: Vec<Filter> = Vec::new();
+            for part in parts
+                .iter()
+                .filter_map(|p| before_fields(p, written, sources))
+            {
+                if !kept.contains(&part) {
+                    kept.push(part);
+                }
+            }
+            (!kept.is_empty()).then_some(Filter::And(kept))
+        }
+        Filter::Or(parts) => parts
+            .iter()
+            .map(|p| before_fields(p, written, sources))
+            .collect::<Option<Vec<_>>>()
+            .map(Filter::Or),
+        Filter::Eq(path, value @ Scalar::String(_)) if written.contains(&first(path)) => {
+            let (name, rest) = path.split_once('.')?;
+            let source = sources.iter().find(|(n, _)| n == name)?;
+            (!rest.contains('.')).then(|| Filter::Eq(source.1.clone(), value.clone()))
+        }
+        other if reads(other).iter().any(|p| written.contains(&first(p))) => None,
+        other => Some(other.clone()),
+    }
+}
+
+/// The paths a filter reads.
+fn reads(f: &Filter) -> Vec<&str> {
+    match f {
+        Filter::All => Vec::new(),
+        Filter::And(parts) | Filter::Or(parts) => parts.iter().flat_map(reads).collect(),
+        Filter::Not(inner) => reads(inner),
+        Filter::Eq(p, _)
+        | Filter::Ne(p, _)
+        | Filter::Gt(p, _)
+        | Filter::Gte(p, _)
+        | Filter::Lt(p, _)
+        | Filter::Lte(p, _)
+        | Filter::In(p, _)
+        | Filter::Nin(p, _)
+        | Filter::Exists(p, _)
+        | Filter::ExprCmp(p, _, _) => vec![p.as_str()],
     }
 }

@@ -177,12 +177,46 @@ fn plan_stages(
             lead += 1;
         }
     }
+    scan.extend(past_added_fields(&rest[lead..]));
     Ok(Planned {
         nothing_at,
         scan: Filter::And(scan),
         rest,
         notes,
     })
+}
+
+/// What the `$match` stages after the leading ones imply of the stored documents, while
+/// only `$addFields` and `$match` stages come between (they drop documents but change no
+/// field they do not write): conditions on fields no `$addFields` wrote, and through a
+/// field made key by key from a list ([`super::fold::entries_source`]), on that list.
+fn past_added_fields(rest: &[(usize, Stage)]) -> Vec<Filter> {
+    let mut written: Vec<String> = Vec::new();
+    let mut sources: Vec<(String, String)> = Vec::new();
+    let mut out = Vec::new();
+    for (_, stage) in rest {
+        match stage {
+            Stage::AddFields(list) => {
+                for (path, e) in list {
+                    let Some(first) = path.first() else { continue };
+                    sources.retain(|(n, _)| n != first);
+                    if let (1, Some(source)) = (path.len(), super::fold::entries_source(e)) {
+                        sources.push((first.clone(), source));
+                    }
+                    written.push(first.clone());
+                }
+            }
+            Stage::Match {
+                filter: Some((f, _)),
+                ..
+            } if !written.is_empty() => {
+                out.extend(super::fold::before_fields(f, &written, &sources));
+            }
+            Stage::Match { .. } => {}
+            _ => break,
+        }
+    }
+    out
 }
 
 /// Stages that work on each document alone.

@@ -225,3 +225,39 @@ fn a_lookup_fetches_per_document_with_its_variables_bound() {
     assert!(explained.contains("per document: fetch"), "{explained}");
     assert!(explained.contains("n == \"$$node\""), "{explained}");
 }
+
+#[test]
+fn conditions_on_a_field_made_from_a_list_narrow_the_scan_by_the_list() {
+    // NVSentinel's XID 74 rules: registers made key by key from the impacted entities.
+    let p = pipeline(json!([
+        {"$match": {"$expr": {"$gte": ["$t", 100]}}},
+        {"$addFields": {"registers": {"$arrayToObject": {"$map": {
+            "input": {"$filter": {"input": "$e", "cond": {"$in": ["$$this.entitytype", ["REG0", "REG1"]]}}},
+            "as": "reg", "in": {"k": "$$reg.entitytype", "v": "$$reg.entityvalue"}}}}}},
+        {"$match": {"$expr": {"$and": [
+            {"$or": [{"$eq": ["$registers.REG0", "10"]}, {"$eq": ["$registers.REG0", "01"]}]},
+            {"$eq": ["$registers.REG1", "00"]}]}}},
+        {"$count": "n"},
+    ]));
+    let plan = p.plan().unwrap();
+    let scan = format!("{:?}", plan.scan().unwrap());
+    assert!(
+        scan.contains(r#"Eq("e.entityvalue", String("10"))"#),
+        "{plan}"
+    );
+    assert!(
+        scan.contains(r#"Eq("e.entityvalue", String("00"))"#),
+        "{plan}"
+    );
+    // The stages still run: the scan only admits fewer documents.
+    assert_eq!(plan.stages_left(), [1, 2, 3], "{plan}");
+    let source = Recording::new(json!([
+        {"_id": "1", "t": 200, "e": [{"entitytype": "REG0", "entityvalue": "10"}, {"entitytype": "REG1", "entityvalue": "00"}]},
+        {"_id": "2", "t": 200, "e": [{"entitytype": "REG0", "entityvalue": "11"}, {"entitytype": "REG1", "entityvalue": "00"}]},
+        {"_id": "3", "t": 200, "e": [{"entitytype": "REG0", "entityvalue": "00"}, {"entitytype": "REG1", "entityvalue": "10"}]},
+    ]));
+    assert_eq!(
+        execute(&p, &source),
+        [json!({"n": 1}).as_object().unwrap().clone()]
+    );
+}
