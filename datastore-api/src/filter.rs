@@ -114,7 +114,7 @@ pub enum Filter {
     /// matching. Missing and `null` sort before every number; strings, documents, arrays
     /// (also one met on the way: `"$a.b"` over an array `a` is an array), booleans and dates
     /// after. What an aggregation's `$expr` time window pushes down (see
-    /// [`crate::aggregate::Pipeline::pushdown`]); the value must be a finite number.
+    /// [`crate::aggregate::Plan`]); the value must be a finite number.
     ExprCmp(String, CmpOp, Scalar),
 }
 

@@ -38,7 +38,7 @@ pub async fn aggregate_by_find<C: Collection + ?Sized>(
 
 /// What [`Collection::aggregate_each`] does by default: every pipeline planned; those
 /// decided at plan time cost nothing; the rest share one `find` for the union of their
-/// scans ([`hull`]), each picking its candidates from it in memory. A pipeline whose plan
+/// scans (their shared conditions and widest time window), each picking its candidates from it in memory. A pipeline whose plan
 /// stops early, or whose scans share no condition with the others, runs on its own, and so
 /// does every one when the shared fetch would hold more than a pipeline may.
 pub async fn aggregate_each_by_find<C: Collection + ?Sized>(
