@@ -235,6 +235,16 @@ fn number(v: Vocabulary) -> BoxedStrategy<Scalar> {
     }
 }
 
+/// An array or a one-field document to compare as a whole (one field: MongoDB compares a
+/// document's fields in order, which this API does not promise to keep).
+fn whole(v: Vocabulary) -> impl Strategy<Value = Value> {
+    prop_oneof![
+        prop::collection::vec(scalar_value(v), 0..3).prop_map(Value::Array),
+        (prop::sample::select(KEYS), scalar_value(v))
+            .prop_map(|(k, x)| serde_json::json!({ k: x })),
+    ]
+}
+
 /// A random filter tree.
 pub fn filter(v: Vocabulary) -> impl Strategy<Value = Filter> {
     let scalar = || scalar(v);
@@ -248,6 +258,7 @@ pub fn filter(v: Vocabulary) -> impl Strategy<Value = Filter> {
         (path(), prop::collection::vec(scalar(), 0..3)).prop_map(|(p, v)| Filter::In(p, v)),
         (path(), prop::collection::vec(scalar(), 0..3)).prop_map(|(p, v)| Filter::Nin(p, v)),
         (path(), any::<bool>()).prop_map(|(p, b)| Filter::Exists(p, b)),
+        (path(), whole(v)).prop_map(|(p, w)| Filter::EqValue(p, w)),
         Just(Filter::All),
     ];
     let leaf = if v.expr_cmp {

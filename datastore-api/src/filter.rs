@@ -116,12 +116,23 @@ pub enum Filter {
     /// after. What an aggregation's `$expr` time window pushes down (see
     /// [`crate::aggregate::Plan`]); the value must be a finite number.
     ExprCmp(String, CmpOp, Scalar),
+    /// Field equals an array or a document, with MongoDB's equality: the value there is
+    /// equal (arrays element by element, numbers by value, documents field by field), or is
+    /// an array holding an element equal to it. Documents compare without field order
+    /// (PostgreSQL's JSONB keeps none; MongoDB's order-sensitive comparison agrees whenever
+    /// both sides list their fields in the same order, as documents written through this
+    /// API do). A date (`{"$date": …}`) is a [`Scalar::Date`] for [`Filter::Eq`] instead.
+    EqValue(String, crate::value::Value),
 }
 
 impl Filter {
     /// `path == value`.
     pub fn eq(path: impl Into<String>, value: impl Into<Scalar>) -> Filter {
         Filter::Eq(path.into(), value.into())
+    }
+    /// `path == value` for an array or document `value` (see [`Filter::EqValue`]).
+    pub fn eq_value(path: impl Into<String>, value: crate::value::Value) -> Filter {
+        Filter::EqValue(path.into(), value)
     }
     /// `path != value` (matches missing fields).
     pub fn ne(path: impl Into<String>, value: impl Into<Scalar>) -> Filter {
@@ -217,6 +228,7 @@ impl Filter {
             Filter::Exists(p, true) => Lowered::Exists(FieldPath::parse(p)?),
             Filter::Exists(p, false) => not(Lowered::Exists(FieldPath::parse(p)?)),
             Filter::Not(f) => not(f.lower_at(d)?),
+            Filter::EqValue(p, v) => eq_value(FieldPath::parse(p)?, v)?,
             Filter::ExprCmp(p, op, v) => match checked(v)? {
                 value @ (Scalar::Int(_) | Scalar::Float(_)) => Lowered::ExprCmp {
                     path: FieldPath::parse(p)?,
@@ -342,12 +354,58 @@ pub enum Lowered {
         /// The number compared against.
         value: Scalar,
     },
+    /// [`Filter::EqValue`]: some value at `path` equals the array or document `value`, or is
+    /// an array holding an element equal to it.
+    EqValue {
+        /// The field.
+        path: FieldPath,
+        /// An array or a document (not a date).
+        value: crate::value::Value,
+    },
     /// Negation.
     Not(Box<Lowered>),
     /// Conjunction (at least two members).
     And(Vec<Lowered>),
     /// Disjunction (at least two members).
     Or(Vec<Lowered>),
+}
+
+/// Largest nesting of a [`Filter::EqValue`] value (as for stored values).
+const MAX_VALUE_DEPTH: usize = crate::value::MAX_DEPTH;
+
+fn eq_value(path: FieldPath, value: &crate::value::Value) -> Result<Lowered> {
+    use crate::value::Value;
+    if let Some(date) = crate::value::as_date(value) {
+        return eq(path, &Scalar::Date(date));
+    }
+    if !matches!(value, Value::Array(_) | Value::Object(_)) {
+        return Err(Error::invalid_input(format!(
+            "Filter::EqValue on '{path}' takes an array or a document; use Filter::Eq for {value}"
+        )));
+    }
+    // Checked without recursion: a caller-built value may nest deeper than a stack allows.
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        if depth > MAX_VALUE_DEPTH {
+            return Err(Error::invalid_input(format!(
+                "Filter::EqValue on '{path}': the value nests deeper than {MAX_VALUE_DEPTH} levels"
+            )));
+        }
+        match v {
+            Value::Array(items) => stack.extend(items.iter().map(|i| (i, depth + 1))),
+            Value::Object(o) => stack.extend(o.values().map(|i| (i, depth + 1))),
+            Value::Number(n) if n.as_f64().is_none_or(|f| !f.is_finite()) => {
+                return Err(Error::invalid_input(format!(
+                    "Filter::EqValue on '{path}': numbers must be finite"
+                )))
+            }
+            _ => {}
+        }
+    }
+    Ok(Lowered::EqValue {
+        path,
+        value: value.clone(),
+    })
 }
 
 fn not(l: Lowered) -> Lowered {

@@ -13,7 +13,7 @@ use serde_json::Number;
 
 use crate::filter::{Lowered, Scalar};
 use crate::path::FieldPath;
-use crate::value::{as_date, compare_numbers, values_at, Document, Value};
+use crate::value::{as_date, compare_numbers, equivalent, values_at, Document, Value};
 
 impl Lowered {
     /// Whether `doc` matches.
@@ -29,6 +29,10 @@ impl Lowered {
                 values_at(doc, path).is_empty() || reached(doc, path).any(Value::is_null)
             }
             Lowered::Exists(path) => !values_at(doc, path).is_empty(),
+            Lowered::EqValue { path, value } => values_at(doc, path).into_iter().any(|v| {
+                equivalent(v, value)
+                    || matches!(v, Value::Array(items) if items.iter().any(|i| equivalent(i, value)))
+            }),
             Lowered::ExprCmp { path, op, value } => {
                 op.accepts(crate::aggregate::compare_at(doc, path, value))
             }
@@ -44,6 +48,7 @@ impl Lowered {
             Lowered::True | Lowered::False => false,
             Lowered::Cmp { path, .. }
             | Lowered::ExprCmp { path, .. }
+            | Lowered::EqValue { path, .. }
             | Lowered::NullOrMissing(path)
             | Lowered::Exists(path) => pick(path),
             Lowered::Not(inner) => inner.mentions(pick),
@@ -68,6 +73,7 @@ impl Lowered {
         match self {
             Lowered::Cmp { path, .. }
             | Lowered::ExprCmp { path, .. }
+            | Lowered::EqValue { path, .. }
             | Lowered::NullOrMissing(path)
             | Lowered::Exists(path)
                 if unknown(path) =>

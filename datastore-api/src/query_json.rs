@@ -94,15 +94,25 @@ fn field_condition(path: &str, value: &Value, at: &str) -> Result<Filter> {
             }
             Ok(all_of(parts))
         }
-        v => Ok(Filter::Eq(path.to_owned(), scalar(v, at)?)),
+        v => equality(path, v, at),
     }
+}
+
+/// `{path: value}` / `{path: {$eq: value}}`: an array or a document compares as a whole.
+fn equality(path: &str, v: &Value, at: &str) -> Result<Filter> {
+    Ok(match v {
+        Value::Array(_) | Value::Object(_) if as_date(v).is_none() => {
+            Filter::EqValue(path.to_owned(), v.clone())
+        }
+        v => Filter::Eq(path.to_owned(), scalar(v, at)?),
+    })
 }
 
 fn operator(path: &str, op: &str, arg: &Value, at: &str) -> Result<Filter> {
     let p = path.to_owned();
     Ok(match op {
-        "$eq" => Filter::Eq(p, scalar(arg, at)?),
-        "$ne" => Filter::Ne(p, scalar(arg, at)?),
+        "$eq" => equality(path, arg, at)?,
+        "$ne" => equality(path, arg, at)?.not(),
         "$gt" => Filter::Gt(p, scalar(arg, at)?),
         "$gte" => Filter::Gte(p, scalar(arg, at)?),
         "$lt" => Filter::Lt(p, scalar(arg, at)?),
@@ -111,15 +121,25 @@ fn operator(path: &str, op: &str, arg: &Value, at: &str) -> Result<Filter> {
             let Value::Array(list) = arg else {
                 return Err(bad(at, "expects an array"));
             };
-            let values = list
-                .iter()
-                .enumerate()
-                .map(|(i, v)| scalar(v, &format!("{at}[{i}]")))
-                .collect::<Result<Vec<_>>>()?;
-            if op == "$in" {
+            // Arrays and documents in the list compare as wholes, each an `EqValue`.
+            let mut values = Vec::with_capacity(list.len());
+            let mut wholes = Vec::new();
+            for (i, v) in list.iter().enumerate() {
+                match equality(path, v, &format!("{at}[{i}]"))? {
+                    Filter::Eq(_, s) => values.push(s),
+                    whole => wholes.push(whole),
+                }
+            }
+            let any = if wholes.is_empty() {
                 Filter::In(p, values)
             } else {
-                Filter::Nin(p, values)
+                wholes.push(Filter::In(p, values));
+                Filter::Or(wholes)
+            };
+            if op == "$in" {
+                any
+            } else {
+                any.not()
             }
         }
         "$exists" => match arg {
@@ -178,12 +198,34 @@ mod tests {
     }
 
     #[test]
+    fn arrays_and_documents_compare_as_wholes() {
+        let doc = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
+        let f = |q: serde_json::Value| Filter::from_query_json(&q).unwrap().lower().unwrap();
+        let whole = f(json!({"a": [1, 2]}));
+        assert!(whole.matches(&doc(json!({"a": [1, 2]}))));
+        assert!(
+            whole.matches(&doc(json!({"a": [[1, 2.0], 3]}))),
+            "an element equal"
+        );
+        assert!(!whole.matches(&doc(json!({"a": [2, 1]}))), "order matters");
+        assert!(!whole.matches(&doc(json!({"a": 1}))));
+        let nested = f(json!({"a.b": {"c": "x"}}));
+        assert!(nested.matches(&doc(json!({"a": [{"b": {"c": "x"}}]}))));
+        assert!(!nested.matches(&doc(json!({"a": {"b": {"c": "x", "d": 1}}}))));
+        let listed = f(json!({"a": {"$in": [[1], 3]}}));
+        assert!(listed.matches(&doc(json!({"a": [1]}))));
+        assert!(listed.matches(&doc(json!({"a": 3}))));
+        assert!(!listed.matches(&doc(json!({"a": 1}))));
+        let not = f(json!({"a": {"$ne": [1]}}));
+        assert!(not.matches(&doc(json!({}))));
+        assert!(!not.matches(&doc(json!({"a": [1]}))));
+    }
+
+    #[test]
     fn refuses_what_it_cannot_express() {
         for q in [
             json!({"a": {"$regex": "x"}}),
             json!({"$where": "1"}),
-            json!({"a": {"b": 1}}),
-            json!({"a": [1, 2]}),
             json!({"$or": []}),
             json!([1]),
         ] {

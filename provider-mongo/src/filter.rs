@@ -53,6 +53,11 @@ pub(crate) fn compile(filter: &Lowered, target: Target) -> Result<Document> {
             { path.as_str(): { "$type": "null" } },
         ] },
         Lowered::Exists(path) => doc! { path.as_str(): { "$exists": true } },
+        // Ids are ObjectIds: never arrays or documents.
+        Lowered::EqValue { path, .. } if target.is_id_path(path) => nothing(),
+        Lowered::EqValue { path, value } => {
+            doc! { path.as_str(): { "$eq": crate::convert::to_bson(value)? } }
+        }
         Lowered::ExprCmp { path, op, value } => doc! {
             "$expr": { operator(*op): [format!("${}", path.as_str()), scalar_to_bson(value)] }
         },

@@ -58,6 +58,26 @@ pub(crate) fn push_filter_on(
             }
         },
         Lowered::ExprCmp { path, op, value } => push_expr_cmp(qb, path, *op, value, target),
+        Lowered::EqValue { path, value } => match reserved_in(path, target) {
+            // The id string and the createdAt date are never arrays or documents.
+            Some(_) => {
+                qb.push("FALSE");
+            }
+            None => {
+                // Every value the path reaches (lax mode walks arrays on the way), equal as a
+                // whole or holding an equal element; JSONB equality compares numbers by value.
+                qb.push("EXISTS (SELECT 1 FROM unnest(");
+                qb.push_bind(jsonpaths(path, None));
+                qb.push(format!(
+                    "::jsonpath[]) p, jsonb_path_query({}, p) v WHERE v = ",
+                    target.doc
+                ));
+                qb.push_bind(value.clone());
+                qb.push("::jsonb OR (jsonb_typeof(v) = 'array' AND EXISTS (SELECT 1 FROM jsonb_array_elements(v) e WHERE e = ");
+                qb.push_bind(value.clone());
+                qb.push("::jsonb)))");
+            }
+        },
         Lowered::Exists(path) => match reserved_in(path, target) {
             Some((_, top)) => {
                 qb.push(if top { "TRUE" } else { "FALSE" });

@@ -48,6 +48,14 @@ pub fn matches(filter: &Lowered, doc: &Document) -> bool {
             vals.is_empty() || candidates(vals).any(Value::is_null)
         }
         Lowered::Exists(path) => !values_at(doc, path).is_empty(),
+        Lowered::EqValue { path, value } => values_at(doc, path).into_iter().any(|v| {
+            // The whole value, or one element of an array there.
+            let whole = std::iter::once(v);
+            let elements = v.as_array().into_iter().flatten();
+            whole
+                .chain(elements)
+                .any(|c| datastore_api::value::equivalent(c, value))
+        }),
         Lowered::ExprCmp { path, op, value } => op.accepts(expression_order(doc, path, value)),
         Lowered::Not(inner) => !matches(inner, doc),
         Lowered::And(parts) => parts.iter().all(|p| matches(p, doc)),

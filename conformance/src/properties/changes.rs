@@ -53,6 +53,7 @@ fn prefixed(f: Filter, prefix: &str) -> Filter {
         Filter::Nin(a, v) => Filter::Nin(p(a), v),
         Filter::Exists(a, b) => Filter::Exists(p(a), b),
         Filter::ExprCmp(a, op, v) => Filter::ExprCmp(p(a), op, v),
+        Filter::EqValue(a, v) => Filter::EqValue(p(a), v),
         Filter::Not(inner) => Filter::Not(Box::new(prefixed(*inner, prefix))),
         Filter::And(v) => Filter::And(v.into_iter().map(|f| prefixed(f, prefix)).collect()),
         Filter::Or(v) => Filter::Or(v.into_iter().map(|f| prefixed(f, prefix)).collect()),

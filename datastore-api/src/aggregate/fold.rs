@@ -263,6 +263,7 @@ fn reads(f: &Filter) -> Vec<&str> {
         | Filter::In(p, _)
         | Filter::Nin(p, _)
         | Filter::Exists(p, _)
+        | Filter::EqValue(p, _)
         | Filter::ExprCmp(p, _, _) => vec![p.as_str()],
     }
 }

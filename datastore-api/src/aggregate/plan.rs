@@ -307,6 +307,7 @@ impl Plan {
                 Filter::And(parts) => parts.iter().any(any),
                 Filter::Eq(_, v) => !matches!(v, crate::filter::Scalar::Null),
                 Filter::In(_, vs) => !vs.is_empty(),
+                Filter::EqValue(..) => true,
                 Filter::ExprCmp(..)
                 | Filter::Gt(..)
                 | Filter::Gte(..)
@@ -577,6 +578,7 @@ fn describe(f: &Filter) -> String {
             "{p} not in [{}]",
             vs.iter().map(scalar).collect::<Vec<_>>().join(", ")
         ),
+        Filter::EqValue(p, v) => format!("{p} == {v}"),
         Filter::Exists(p, true) => format!("{p} exists"),
         Filter::Exists(p, false) => format!("{p} is missing"),
     }
