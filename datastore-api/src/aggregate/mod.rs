@@ -82,6 +82,8 @@ pub struct Pipeline {
 }
 
 /// One stage.
+// A pipeline holds a handful of stages: their size does not matter, boxing would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 enum Stage {
     Match {
