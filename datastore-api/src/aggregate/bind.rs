@@ -8,11 +8,27 @@ use crate::value::Value;
 pub(super) type Resolve<'a> = &'a dyn Fn(&str) -> Result<Value>;
 
 /// Binds every stage of a pipeline.
-pub(super) fn stages(stages: &[Value], resolve: Resolve<'_>) -> Result<Vec<Value>> {
+fn stages(stages: &[Value], resolve: Resolve<'_>) -> Result<Vec<Value>> {
     stages.iter().map(|s| stage(s, resolve)).collect()
 }
 
-fn stage(v: &Value, resolve: Resolve<'_>) -> Result<Value> {
+/// The placeholder paths (`<path>` of `"this.<path>"`) anywhere in `stages`, in order.
+pub(super) fn placeholders(stages: &[Value]) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut todo: Vec<&Value> = stages.iter().rev().collect();
+    while let Some(v) = todo.pop() {
+        match v {
+            Value::String(s) => out.extend(s.strip_prefix("this.")),
+            Value::Array(items) => todo.extend(items.iter().rev()),
+            Value::Object(o) => todo.extend(o.values().rev()),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Binds one stage.
+pub(super) fn stage(v: &Value, resolve: Resolve<'_>) -> Result<Value> {
     let Value::Object(o) = v else {
         return Ok(v.clone());
     };

@@ -182,6 +182,16 @@ impl Expr {
         parse_at(v, at, 0)
     }
 
+    /// The value of an expression that reads no document and no variable (`None` when it
+    /// does, is missing, or fails).
+    pub(crate) fn constant_value(&self) -> Option<Value> {
+        if constant(self) {
+            self.eval(&Value::Null, &Vars::constant()).ok().flatten()
+        } else {
+            None
+        }
+    }
+
     /// Evaluates against `doc` (the current document) with `vars`; `None` is "missing".
     pub(crate) fn eval(&self, doc: &Value, vars: &Vars) -> Result<Option<Value>> {
         Ok(match self {

@@ -179,11 +179,46 @@ impl Pipeline {
     /// an expression is read and that it could read as more than data (a `$` string, a
     /// document, an array holding one) is bound as `{"$literal": …}`; in a query (a
     /// `$match` outside `$expr`) values are data already and are bound as they are.
+    ///
+    /// Every placeholder is resolved (so that one that cannot be is an error, wherever it
+    /// is), but the pipeline ends at a `$match` that is then always false: nothing reaches
+    /// the stages after it, so they are not parsed (an analyzer rule gated on another error
+    /// code costs almost nothing to bind), and a server that runs pipelines natively is
+    /// sent the shorter pipeline, with the same empty result.
     pub fn bind_with(&self, resolve: &dyn Fn(&str) -> Result<Value>) -> Result<Pipeline> {
-        let bound = bind::stages(&self.source, resolve)?;
-        let mut p = Pipeline::parse(&Value::Array(bound))?;
-        p.max_documents = self.max_documents;
-        Ok(p)
+        // Each placeholder resolved once, all of them first.
+        let mut values: Vec<(&str, Value)> = Vec::new();
+        for path in bind::placeholders(&self.source) {
+            if !values.iter().any(|(p, _)| *p == path) {
+                values.push((path, resolve(path)?));
+            }
+        }
+        let known = |path: &str| {
+            values
+                .iter()
+                .find(|(p, _)| *p == path)
+                .map(|(_, v)| v.clone())
+                .ok_or_else(|| Error::permanent(format!("aggregate: this.{path} was not resolved")))
+        };
+        let mut lookups = 0;
+        let mut stages = Vec::with_capacity(self.source.len());
+        let mut bound = Vec::with_capacity(self.source.len());
+        for (i, s) in self.source.iter().enumerate() {
+            let json = bind::stage(s, &known)?;
+            let stage = parse_stage(&json, &format!("stage {i}"), Some(&mut lookups))?;
+            let ends = matches!(&stage, Stage::Match { expr: Some(e), .. }
+                if e.constant_value().is_some_and(|v| !truthy(Some(&v))));
+            stages.push(stage);
+            bound.push(json);
+            if ends {
+                break;
+            }
+        }
+        Ok(Pipeline {
+            source: bound,
+            stages,
+            max_documents: self.max_documents,
+        })
     }
 
     /// The stages as JSON (what a provider that runs pipelines natively sends).

@@ -261,3 +261,35 @@ fn conditions_on_a_field_made_from_a_list_narrow_the_scan_by_the_list() {
         [json!({"n": 1}).as_object().unwrap().clone()]
     );
 }
+
+#[test]
+fn binding_ends_the_pipeline_at_a_gate_that_is_false() {
+    let rule = pipeline(json!([
+        {"$match": {"n": "this.n"}},
+        {"$match": {"$expr": {"$eq": ["this.code", "74"]}}},
+        {"$group": {"_id": "this.n", "c": {"$sum": 1}}},
+    ]));
+    let values = |code: &'static str| {
+        move |path: &str| -> Result<Value> {
+            match path {
+                "n" => Ok(json!("a")),
+                "code" => Ok(json!(code)),
+                other => Err(crate::Error::invalid_input(format!("no {other}"))),
+            }
+        }
+    };
+    assert_eq!(
+        rule.bind_with(&values("31")).unwrap().stages_json().len(),
+        2
+    );
+    assert_eq!(
+        rule.bind_with(&values("74")).unwrap().stages_json().len(),
+        3
+    );
+    // Every placeholder is still resolved: one that cannot be fails the rule.
+    let later = pipeline(json!([
+        {"$match": {"$expr": {"$eq": ["31", "74"]}}},
+        {"$match": {"x": "this.missing"}},
+    ]));
+    assert!(later.bind_with(&values("31")).is_err());
+}
