@@ -47,7 +47,8 @@ pub async fn aggregate_each_by_find<C: Collection + ?Sized>(
 ) -> Result<Vec<Result<Vec<Document>>>> {
     let source = Find(collection);
     let plans: Vec<Result<Plan>> = pipelines.iter().map(Pipeline::plan).collect();
-    let shares = |p: &Plan| !p.returns_nothing() && !p.stops_early();
+    // A plan that fetches in batches runs on its own; the others can share.
+    let shares = |p: &Plan| !p.returns_nothing() && !(p.stops_early() && !p.bounded());
     let union: Vec<Filter> = plans
         .iter()
         .flatten()

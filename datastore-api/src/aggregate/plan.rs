@@ -284,7 +284,8 @@ impl Plan {
     }
 
     /// Whether the run stops early: the stages after the scan work document by document and
-    /// end in `$limit`.
+    /// end in `$limit`, so candidates go through them one by one until there are enough
+    /// results (fetched in growing batches when the scan has no index bound).
     pub fn stops_early(&self) -> bool {
         self.streaming.is_some()
     }
@@ -325,13 +326,40 @@ impl Plan {
             return Ok(Vec::new());
         }
         let mut fetched = Fetched::new();
-        if let Some(n) = self.streaming {
+        // Without an index bound, candidates come in growing batches: a few may be enough.
+        // With one, they come at once (a batch's `LIMIT` could lead the server's planner to
+        // walk the whole table in `_id` order), and still go through the rest one by one.
+        if let (Some(n), false) = (self.streaming, self.bounded()) {
             return self.stream(source, n, &mut fetched).await;
         }
         let docs = source.fetch(&self.planned.scan, 0, bound(self.max)).await?;
         self.check_size(docs.len())?;
-        self.run_rest(source, &self.planned.rest, docs, &mut fetched)
-            .await
+        self.run_fetched(source, docs, &mut fetched).await
+    }
+
+    /// The stages after the scan over `docs`; with an early stop, document by document
+    /// until there are enough results.
+    async fn run_fetched(
+        &self,
+        source: &dyn Fetch,
+        docs: Vec<Document>,
+        fetched: &mut Fetched,
+    ) -> Result<Vec<Document>> {
+        let Some(n) = self.streaming else {
+            return self
+                .run_rest(source, &self.planned.rest, docs, fetched)
+                .await;
+        };
+        let tail = &self.planned.rest[..self.planned.rest.len().saturating_sub(1)];
+        let mut out = Vec::new();
+        for d in docs {
+            out.extend(self.run_rest(source, tail, vec![d], fetched).await?);
+            if out.len() >= n {
+                out.truncate(n);
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// Runs the stages after the scan over `candidates` (what the scan selects, fetched
@@ -345,14 +373,8 @@ impl Plan {
             return Ok(Vec::new());
         }
         self.check_size(candidates.len())?;
-        let mut fetched = Fetched::new();
-        let out = self
-            .run_rest(source, &self.planned.rest, candidates, &mut fetched)
-            .await?;
-        Ok(match self.streaming {
-            Some(n) => out.into_iter().take(n).collect(),
-            None => out,
-        })
+        self.run_fetched(source, candidates, &mut Fetched::new())
+            .await
     }
 
     /// Candidates in growing batches, each document through the stages on its own, until

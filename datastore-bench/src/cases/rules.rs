@@ -256,12 +256,19 @@ async fn measure(
     let events = collection.find(&watched, &newest).await?;
     let (mut one_by_one, mut together, mut matched) =
         (Latencies::default(), Latencies::default(), 0);
+    // The slowest single rules, to say where the time goes.
+    let mut slowest: Vec<(Duration, String)> = Vec::new();
     for event in &events {
         let started = Instant::now();
         let mut each = Vec::new();
         for rule in analyzer.enabled() {
+            let t = Instant::now();
             let pipeline = analyzer.deciding_pipeline(rule, event)?;
             each.push(analyzer::verdict(&collection.aggregate(&pipeline).await?));
+            let code = &event["healthevent"]["errorcode"];
+            slowest.push((t.elapsed(), format!("{} (error code {code})", rule.name)));
+            slowest.sort_by(|a, b| b.0.cmp(&a.0));
+            slowest.truncate(5);
         }
         one_by_one.push(started.elapsed());
         let started = Instant::now();
@@ -277,6 +284,9 @@ async fn measure(
             ));
         }
         matched += all.iter().filter(|m| **m).count();
+    }
+    for (took, rule) in &slowest {
+        println!("    slowest: {rule} {:.1} ms", took.as_secs_f64() * 1e3);
     }
     Ok((one_by_one, together, matched))
 }
