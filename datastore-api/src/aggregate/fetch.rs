@@ -47,13 +47,29 @@ pub async fn aggregate_each_by_find<C: Collection + ?Sized>(
 ) -> Result<Vec<Result<Vec<Document>>>> {
     let source = Find(collection);
     let plans: Vec<Result<Plan>> = pipelines.iter().map(Pipeline::plan).collect();
-    // A plan that fetches in batches runs on its own; the others can share.
-    let shares = |p: &Plan| !p.returns_nothing() && !(p.stops_early() && !p.bounded());
-    let union: Vec<Filter> = plans
+    // The plans that share: those whose scans hold the equality most of them hold (the
+    // node). A plan that fetches in batches, or scans by something else, runs on its own:
+    // a union without an equality would read every node's documents.
+    let scans: Vec<Option<&Filter>> = plans
         .iter()
-        .flatten()
-        .filter(|p| shares(p))
-        .filter_map(|p| p.scan().cloned())
+        .map(|p| match p {
+            Ok(p) if !p.returns_nothing() && !(p.stops_early() && !p.bounded()) => p.scan(),
+            _ => None,
+        })
+        .collect();
+    let key = shared_equality(scans.iter().flatten().copied());
+    let shares: Vec<bool> = scans
+        .iter()
+        .map(|s| {
+            s.zip(key.as_ref())
+                .is_some_and(|(s, k)| conjuncts(s).contains(k))
+        })
+        .collect();
+    let union: Vec<Filter> = scans
+        .iter()
+        .zip(&shares)
+        .filter(|(_, share)| **share)
+        .filter_map(|(s, _)| s.cloned())
         .collect();
     let limit = pipelines
         .iter()
@@ -70,7 +86,7 @@ pub async fn aggregate_each_by_find<C: Collection + ?Sized>(
     };
     let fetched = fetched.filter(|f| (f.len() as u64) < limit);
     let mut out = Vec::with_capacity(pipelines.len());
-    for plan in plans {
+    for (plan, share) in plans.into_iter().zip(shares) {
         let plan = match plan {
             Ok(plan) => plan,
             Err(e) => {
@@ -79,7 +95,7 @@ pub async fn aggregate_each_by_find<C: Collection + ?Sized>(
             }
         };
         let result = match (&fetched, plan.scan()) {
-            (Some(all), Some(scan)) if shares(&plan) => {
+            (Some(all), Some(scan)) if share => {
                 let lowered = scan.lower()?;
                 let candidates: Vec<Document> =
                     all.iter().filter(|d| lowered.matches(d)).cloned().collect();
@@ -90,6 +106,34 @@ pub async fn aggregate_each_by_find<C: Collection + ?Sized>(
         out.push(own_outcome(result)?);
     }
     Ok(out)
+}
+
+/// The equality with a value (`Eq` of a non-null, `In`) that most of `scans` hold among
+/// their conjuncts, when at least two do.
+fn shared_equality<'a>(scans: impl Iterator<Item = &'a Filter>) -> Option<Filter> {
+    let mut counts: Vec<(Filter, usize)> = Vec::new();
+    for scan in scans {
+        let mut seen: Vec<Filter> = Vec::new();
+        for c in conjuncts(scan) {
+            let equality = match &c {
+                Filter::Eq(_, v) => !matches!(v, Scalar::Null),
+                Filter::In(_, vs) => !vs.is_empty(),
+                _ => false,
+            };
+            if equality && !seen.contains(&c) {
+                match counts.iter_mut().find(|(f, _)| *f == c) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((c.clone(), 1)),
+                }
+                seen.push(c);
+            }
+        }
+    }
+    counts
+        .into_iter()
+        .filter(|(_, n)| *n >= 2)
+        .max_by_key(|(_, n)| *n)
+        .map(|(f, _)| f)
 }
 
 /// One filter that matches whatever any of `filters` matches, and that an index answers: the
@@ -171,6 +215,20 @@ pub fn own_outcome(result: Result<Vec<Document>>) -> Result<Result<Vec<Document>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plans_share_by_the_equality_most_of_them_hold() {
+        let node = Filter::eq("n", "node-7");
+        let window = |t: i64| Filter::expr_cmp("t", CmpOp::Gte, t);
+        let scans = [
+            Filter::And(vec![Filter::ne("a", "x"), node.clone(), window(10)]),
+            Filter::And(vec![Filter::ne("a", "x"), node.clone(), window(20)]),
+            // Every node's last day, narrowed by something else: not with the node's.
+            Filter::And(vec![Filter::ne("a", "x"), window(20), Filter::eq("r", "1")]),
+        ];
+        assert_eq!(shared_equality(scans.iter()), Some(node));
+        assert_eq!(shared_equality(scans[1..].iter()), None);
+    }
 
     #[test]
     fn hull_keeps_shared_conditions_and_the_widest_window() {

@@ -351,13 +351,18 @@ impl Plan {
                 .await;
         };
         let tail = &self.planned.rest[..self.planned.rest.len().saturating_sub(1)];
+        // A few documents at a time: a `$lookup` among the stages fetches for them together.
         let mut out = Vec::new();
-        for d in docs {
-            out.extend(self.run_rest(source, tail, vec![d], fetched).await?);
+        let mut docs = docs.into_iter().peekable();
+        let mut chunk = 1;
+        while docs.peek().is_some() {
+            let part: Vec<Document> = docs.by_ref().take(chunk).collect();
+            out.extend(self.run_rest(source, tail, part, fetched).await?);
             if out.len() >= n {
                 out.truncate(n);
                 break;
             }
+            chunk = (chunk * 4).min(256);
         }
         Ok(out)
     }
@@ -441,8 +446,9 @@ impl Plan {
         if !source.name().is_empty() {
             check_lookup_from(source.name(), &l.from)?;
         }
-        let mut embedded = 0usize;
-        let mut out = Vec::with_capacity(docs.len());
+        // Every document's sub-plan first, so that the scans not fetched yet are fetched
+        // together, in one round trip.
+        let mut planned = Vec::with_capacity(docs.len());
         for d in docs {
             let doc = Value::Object(d);
             let mut vars = self.vars.clone();
@@ -451,20 +457,24 @@ impl Plan {
                 vars = vars.with(name, v);
             }
             let sub = plan_stages(&l.stages, &vars, true, &|i| format!("pipeline[{i}]"))?;
+            planned.push((doc, vars, sub));
+        }
+        let wanted: Vec<&Filter> = planned
+            .iter()
+            .filter(|(_, _, sub)| sub.nothing_at.is_none())
+            .map(|(_, _, sub)| &sub.scan)
+            .collect();
+        self.fetch_scans(source, &wanted, fetched).await?;
+        let mut embedded = 0usize;
+        let mut out = Vec::with_capacity(planned.len());
+        for (doc, vars, sub) in planned {
             let found = match sub.nothing_at {
                 Some(_) => Vec::new(),
                 None => {
-                    let key = format!("{:?}", sub.scan);
-                    let foreign = match fetched.get(&key) {
-                        Some(f) => Arc::clone(f),
-                        None => {
-                            let f = source.fetch(&sub.scan, 0, bound(self.max)).await?;
-                            self.check_size(f.len())?;
-                            let f = Arc::new(f);
-                            fetched.insert(key, Arc::clone(&f));
-                            f
-                        }
-                    };
+                    let foreign = fetched
+                        .get(&format!("{:?}", sub.scan))
+                        .cloned()
+                        .unwrap_or_default();
                     let ctx = Ctx {
                         vars: &vars,
                         max: self.max,
@@ -495,6 +505,45 @@ impl Plan {
             out.push(d);
         }
         Ok(out)
+    }
+
+    /// Fetches the scans of `wanted` that `fetched` lacks: one alone, several as one fetch
+    /// of their union, each then picking its documents from it (each on its own when the
+    /// union would hold more than a stage may).
+    async fn fetch_scans(
+        &self,
+        source: &dyn Fetch,
+        wanted: &[&Filter],
+        fetched: &mut Fetched,
+    ) -> Result<()> {
+        let mut missing: Vec<&Filter> = Vec::new();
+        for scan in wanted {
+            let key = format!("{scan:?}");
+            if !fetched.contains_key(&key) && !missing.iter().any(|m| format!("{m:?}") == key) {
+                missing.push(scan);
+            }
+        }
+        let union = match missing.len() {
+            0 => return Ok(()),
+            1 => None,
+            _ => {
+                let all = Filter::Or(missing.iter().map(|f| (*f).clone()).collect());
+                let docs = source.fetch(&all, 0, bound(self.max)).await?;
+                (docs.len() <= self.max).then_some(docs)
+            }
+        };
+        for scan in missing {
+            let docs = match &union {
+                Some(all) => {
+                    let lowered = scan.lower()?;
+                    all.iter().filter(|d| lowered.matches(d)).cloned().collect()
+                }
+                None => source.fetch(scan, 0, bound(self.max)).await?,
+            };
+            self.check_size(docs.len())?;
+            fetched.insert(format!("{scan:?}"), Arc::new(docs));
+        }
+        Ok(())
     }
 
     fn name(&self, i: usize) -> String {
