@@ -112,7 +112,10 @@ fn operator(path: &str, op: &str, arg: &Value, at: &str) -> Result<Filter> {
     let p = path.to_owned();
     Ok(match op {
         "$eq" => equality(path, arg, at)?,
-        "$ne" => equality(path, arg, at)?.not(),
+        "$ne" => match equality(path, arg, at)? {
+            Filter::Eq(p, v) => Filter::Ne(p, v),
+            whole => whole.not(),
+        },
         "$gt" => Filter::Gt(p, scalar(arg, at)?),
         "$gte" => Filter::Gte(p, scalar(arg, at)?),
         "$lt" => Filter::Lt(p, scalar(arg, at)?),

@@ -222,15 +222,26 @@ pub(super) fn before_fields(
     let first = |p: &str| p.split('.').next().unwrap_or("").to_owned();
     match f {
         Filter::And(parts) => {
-            let mut kept: Vec<Filter> = Vec::new();
+            let mut kept: Vec<(Filter, usize)> = Vec::new();
             for part in parts
                 .iter()
                 .filter_map(|p| before_fields(p, written, sources))
             {
-                if !kept.contains(&part) {
-                    kept.push(part);
+                match kept.iter_mut().find(|(k, _)| *k == part) {
+                    Some((_, n)) => *n += 1,
+                    None => kept.push((part, 1)),
                 }
             }
+            // A value required of several keys of a made document (registers all zero but
+            // one) is one most documents hold: as a scan condition it would lead a server's
+            // planner to its index for little; the other conditions narrow.
+            let from_source =
+                |f: &Filter| matches!(f, Filter::Eq(p, _) if sources.iter().any(|(_, s)| s == p));
+            let kept: Vec<Filter> = kept
+                .into_iter()
+                .filter(|(f, n)| *n == 1 || !from_source(f))
+                .map(|(f, _)| f)
+                .collect();
             (!kept.is_empty()).then_some(Filter::And(kept))
         }
         Filter::Or(parts) => parts
