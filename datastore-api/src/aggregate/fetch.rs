@@ -149,28 +149,35 @@ fn hull(filters: &[Filter]) -> Option<Filter> {
         .filter(|c| !matches!(c, Filter::All) && rest.iter().all(|r| r.contains(c)))
         .cloned()
         .collect();
-    let mut paths: Vec<&str> = first
-        .iter()
-        .filter_map(|c| lower_bound(c).map(|b| b.0))
-        .collect();
-    paths.sort_unstable();
-    paths.dedup();
-    for path in paths {
-        // Each filter's tightest bound on the path, then the loosest of those.
-        let lowest = parts
+    for (bound_of, op) in [
+        (lower_bound as BoundOf, CmpOp::Gte),
+        (upper_bound, CmpOp::Lte),
+    ] {
+        let below = op == CmpOp::Gte;
+        let mut paths: Vec<&str> = first
             .iter()
-            .map(|p| {
-                p.iter()
-                    .filter_map(lower_bound)
-                    .filter(|(q, _)| *q == path)
-                    .map(|(_, v)| v)
-                    .reduce(|a, b| if b.1 > a.1 { b } else { a })
-            })
-            .try_fold(None, |low: Option<(&Scalar, f64)>, b| {
-                b.map(|b| Some(low.map_or(b, |l| if b.1 < l.1 { b } else { l })))
-            });
-        if let Some(Some((value, _))) = lowest {
-            shared.push(Filter::ExprCmp(path.to_owned(), CmpOp::Gte, value.clone()));
+            .filter_map(|c| bound_of(c).map(|b| b.0))
+            .collect();
+        paths.sort_unstable();
+        paths.dedup();
+        for path in paths {
+            // Each filter's tightest bound on the path, then the loosest of those.
+            let tighter = |a: f64, b: f64| if below { b > a } else { b < a };
+            let loosest = parts
+                .iter()
+                .map(|p| {
+                    p.iter()
+                        .filter_map(bound_of)
+                        .filter(|(q, _)| *q == path)
+                        .map(|(_, v)| v)
+                        .reduce(|a, b| if tighter(a.1, b.1) { b } else { a })
+                })
+                .try_fold(None, |loose: Option<(&Scalar, f64)>, b| {
+                    b.map(|b| Some(loose.map_or(b, |l| if tighter(b.1, l.1) { b } else { l })))
+                });
+            if let Some(Some((value, _))) = loosest {
+                shared.push(Filter::ExprCmp(path.to_owned(), op, value.clone()));
+            }
         }
     }
     (!shared.is_empty()).then_some(Filter::And(shared))
@@ -194,12 +201,31 @@ fn lower_bound(f: &Filter) -> Option<(&str, (&Scalar, f64))> {
         Filter::Eq(p, v) | Filter::Gt(p, v) | Filter::Gte(p, v) => (p, v),
         _ => return None,
     };
-    let exact = match value {
-        Scalar::Int(i) if i.unsigned_abs() <= 1 << 53 => *i as f64,
-        Scalar::Float(x) if x.is_finite() => *x,
-        _ => return None,
-    };
-    Some((path.as_str(), (value, exact)))
+    Some((path.as_str(), (value, exact(value)?)))
+}
+
+/// A number's value as a float, when exact: integers past 2^53 give none.
+fn exact(value: &Scalar) -> Option<f64> {
+    match value {
+        Scalar::Int(i) if i.unsigned_abs() <= 1 << 53 => Some(*i as f64),
+        Scalar::Float(x) if x.is_finite() => Some(*x),
+        _ => None,
+    }
+}
+
+/// How a conjunct bounds a path, if it does.
+type BoundOf = fn(&Filter) -> Option<(&str, (&Scalar, f64))>;
+
+/// `(path, n)` when `f` implies that the value an expression reads at `path` is at most the
+/// number `n`: an `ExprCmp` `<`, `<=` or `==` only (a query comparison also matches an array,
+/// which reads above every number).
+fn upper_bound(f: &Filter) -> Option<(&str, (&Scalar, f64))> {
+    match f {
+        Filter::ExprCmp(p, CmpOp::Lt | CmpOp::Lte | CmpOp::Eq, v) => {
+            Some((p.as_str(), (v, exact(v)?)))
+        }
+        _ => None,
+    }
 }
 
 /// One pipeline's entry of [`Collection::aggregate_each`]: its result, or its own error (bad
@@ -251,6 +277,27 @@ mod tests {
             Some(Filter::And(vec![
                 node(),
                 Filter::expr_cmp("t", CmpOp::Gte, 40)
+            ]))
+        );
+        // Windows bounded on both sides: the widest of each side.
+        let windows = vec![
+            Filter::And(vec![
+                node(),
+                Filter::expr_cmp("t", CmpOp::Gte, 10),
+                Filter::expr_cmp("t", CmpOp::Lte, 100),
+            ]),
+            Filter::And(vec![
+                node(),
+                Filter::expr_cmp("t", CmpOp::Gte, 50),
+                Filter::expr_cmp("t", CmpOp::Lt, 200),
+            ]),
+        ];
+        assert_eq!(
+            hull(&windows),
+            Some(Filter::And(vec![
+                node(),
+                Filter::expr_cmp("t", CmpOp::Gte, 10),
+                Filter::expr_cmp("t", CmpOp::Lte, 200)
             ]))
         );
         // No shared condition: none (each pipeline fetches on its own).
