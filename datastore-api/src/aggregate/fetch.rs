@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 
-use super::plan::{bound, Fetch, Plan};
+use super::plan::{bound, Fetch, Fetched, Plan};
 use super::Pipeline;
 use crate::error::{ErrorKind, Result};
 use crate::filter::{CmpOp, Filter, Scalar};
@@ -85,8 +85,26 @@ pub async fn aggregate_each_by_find<C: Collection + ?Sized>(
         None => None,
     };
     let fetched = fetched.filter(|f| (f.len() as u64) < limit);
+    // The other bounded plans: one fetch of the union of their scans (exact: each picks its
+    // own), when there are several (the XID 74 rules, by time window and register values).
+    let apart: Vec<Filter> = scans
+        .iter()
+        .zip(&shares)
+        .filter(|(_, share)| !**share)
+        .filter_map(|(s, _)| s.cloned())
+        .collect();
+    let together = match apart.len() {
+        0 | 1 => None,
+        _ => {
+            let options = FindOptions::default().limit(limit);
+            let all = collection.find(&Filter::Or(apart), &options).await?;
+            ((all.len() as u64) < limit).then_some(all)
+        }
+    };
+    let mut lookups = Fetched::default();
     let mut out = Vec::with_capacity(pipelines.len());
-    for (plan, share) in plans.into_iter().zip(shares) {
+    let scanned: Vec<bool> = scans.iter().map(Option::is_some).collect();
+    for ((plan, share), scanned) in plans.into_iter().zip(shares).zip(scanned) {
         let plan = match plan {
             Ok(plan) => plan,
             Err(e) => {
@@ -94,14 +112,15 @@ pub async fn aggregate_each_by_find<C: Collection + ?Sized>(
                 continue;
             }
         };
-        let result = match (&fetched, plan.scan()) {
-            (Some(all), Some(scan)) if share => {
+        let from = if share { &fetched } else { &together };
+        let result = match (from, plan.scan(), scanned) {
+            (Some(all), Some(scan), true) => {
                 let lowered = scan.lower()?;
                 let candidates: Vec<Document> =
                     all.iter().filter(|d| lowered.matches(d)).cloned().collect();
-                plan.execute_on(&source, candidates).await
+                plan.execute_on(&source, candidates, &mut lookups).await
             }
-            _ => plan.execute(&source).await,
+            _ => plan.execute_sharing(&source, &mut lookups).await,
         };
         out.push(own_outcome(result)?);
     }

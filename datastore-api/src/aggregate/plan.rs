@@ -237,8 +237,24 @@ pub(super) fn bound(max: usize) -> u64 {
     (max as u64).saturating_add(1)
 }
 
-/// The foreign documents fetched for `$lookup`s in one run, by their scan.
-type Fetched = HashMap<String, Arc<Vec<Document>>>;
+/// The foreign documents fetched for `$lookup`s, by their scan: for one run, or for the
+/// pipelines of one `aggregate_each` (the analyzer's XID 74 rules share their lookup).
+#[derive(Debug, Default)]
+pub struct Fetched(HashMap<String, Arc<Vec<Document>>>);
+
+impl Fetched {
+    fn get(&self, key: &str) -> Option<&Arc<Vec<Document>>> {
+        self.0.get(key)
+    }
+
+    fn contains_key(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+
+    fn insert(&mut self, key: String, docs: Arc<Vec<Document>>) {
+        self.0.insert(key, docs);
+    }
+}
 
 impl Plan {
     pub(super) fn new(pipeline: &Pipeline, now: Value) -> Result<Plan> {
@@ -322,19 +338,27 @@ impl Plan {
 
     /// Runs the plan, fetching from `source`.
     pub async fn execute(&self, source: &dyn Fetch) -> Result<Vec<Document>> {
+        self.execute_sharing(source, &mut Fetched::default()).await
+    }
+
+    /// [`Plan::execute`] with the lookups' fetches of other plans of the same moment.
+    pub async fn execute_sharing(
+        &self,
+        source: &dyn Fetch,
+        fetched: &mut Fetched,
+    ) -> Result<Vec<Document>> {
         if self.returns_nothing() {
             return Ok(Vec::new());
         }
-        let mut fetched = Fetched::new();
         // Without an index bound, candidates come in growing batches: a few may be enough.
         // With one, they come at once (a batch's `LIMIT` could lead the server's planner to
         // walk the whole table in `_id` order), and still go through the rest one by one.
         if let (Some(n), false) = (self.streaming, self.bounded()) {
-            return self.stream(source, n, &mut fetched).await;
+            return self.stream(source, n, fetched).await;
         }
         let docs = source.fetch(&self.planned.scan, 0, bound(self.max)).await?;
         self.check_size(docs.len())?;
-        self.run_fetched(source, docs, &mut fetched).await
+        self.run_fetched(source, docs, fetched).await
     }
 
     /// The stages after the scan over `docs`; with an early stop, document by document
@@ -373,13 +397,13 @@ impl Plan {
         &self,
         source: &dyn Fetch,
         candidates: Vec<Document>,
+        fetched: &mut Fetched,
     ) -> Result<Vec<Document>> {
         if self.returns_nothing() {
             return Ok(Vec::new());
         }
         self.check_size(candidates.len())?;
-        self.run_fetched(source, candidates, &mut Fetched::new())
-            .await
+        self.run_fetched(source, candidates, fetched).await
     }
 
     /// Candidates in growing batches, each document through the stages on its own, until
