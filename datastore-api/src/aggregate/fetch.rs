@@ -46,7 +46,12 @@ pub async fn aggregate_each_by_find<C: Collection + ?Sized>(
     pipelines: &[Pipeline],
 ) -> Result<Vec<Result<Vec<Document>>>> {
     let source = Find(collection);
-    let plans: Vec<Result<Plan>> = pipelines.iter().map(Pipeline::plan).collect();
+    // One `$$NOW` for all: their lookups' scans then match, and are fetched once.
+    let now = crate::value::date_value(chrono::Utc::now())?;
+    let plans: Vec<Result<Plan>> = pipelines
+        .iter()
+        .map(|p| Plan::new(p, now.clone()))
+        .collect();
     // The plans that share: those whose scans hold the equality most of them hold (the
     // node). A plan that fetches in batches, or scans by something else, runs on its own:
     // a union without an equality would read every node's documents.

@@ -257,7 +257,8 @@ impl Fetched {
 }
 
 impl Plan {
-    pub(super) fn new(pipeline: &Pipeline, now: Value) -> Result<Plan> {
+    /// Plans `pipeline` with `now` as `$$NOW`.
+    pub fn new(pipeline: &Pipeline, now: Value) -> Result<Plan> {
         Plan::with(pipeline, now, true)
     }
 
