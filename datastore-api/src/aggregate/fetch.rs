@@ -62,13 +62,20 @@ pub async fn aggregate_each_by_find<C: Collection + ?Sized>(
             _ => None,
         })
         .collect();
+    // Among those, the ones with the window most of them have: a wider window (7 days
+    // among rules of one day) would make every one of them read seven times more.
     let key = shared_equality(scans.iter().flatten().copied());
+    let holds_key = |s: &Filter| key.as_ref().is_some_and(|k| conjuncts(s).contains(k));
+    let window = most_common(
+        scans
+            .iter()
+            .flatten()
+            .filter(|s| holds_key(s))
+            .map(|s| bounds(s)),
+    );
     let shares: Vec<bool> = scans
         .iter()
-        .map(|s| {
-            s.zip(key.as_ref())
-                .is_some_and(|(s, k)| conjuncts(s).contains(k))
-        })
+        .map(|s| s.is_some_and(|s| holds_key(s) && window.as_ref() == Some(&bounds(s))))
         .collect();
     let union: Vec<Filter> = scans
         .iter()
@@ -130,6 +137,27 @@ pub async fn aggregate_each_by_find<C: Collection + ?Sized>(
         out.push(own_outcome(result)?);
     }
     Ok(out)
+}
+
+/// A scan's numeric bounds (its window).
+fn bounds(scan: &Filter) -> Vec<Filter> {
+    conjuncts(scan)
+        .into_iter()
+        .filter(|c| matches!(c, Filter::ExprCmp(..)))
+        .collect()
+}
+
+/// The value that occurs most often (the first of equals).
+fn most_common<T: PartialEq>(items: impl Iterator<Item = T>) -> Option<T> {
+    let mut counts: Vec<(T, usize)> = Vec::new();
+    for item in items {
+        match counts.iter_mut().find(|(i, _)| *i == item) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((item, 1)),
+        }
+    }
+    let best = counts.iter().map(|(_, n)| *n).max()?;
+    counts.into_iter().find(|(_, n)| *n == best).map(|(i, _)| i)
 }
 
 /// The equality with a value (`Eq` of a non-null, `In`) that most of `scans` hold among
