@@ -58,7 +58,7 @@ pub async fn aggregate_each_by_find<C: Collection + ?Sized>(
     let scans: Vec<Option<&Filter>> = plans
         .iter()
         .map(|p| match p {
-            Ok(p) if !p.returns_nothing() && !(p.stops_early() && !p.bounded()) => p.scan(),
+            Ok(p) if !p.returns_nothing() && !p.fetches_in_batches() => p.scan(),
             _ => None,
         })
         .collect();

@@ -307,6 +307,12 @@ impl Plan {
         self.streaming.is_some()
     }
 
+    /// Whether the candidates come in growing batches: an early stop with a scan that has no
+    /// index bound (see [`Plan::stops_early`]).
+    pub fn fetches_in_batches(&self) -> bool {
+        self.stops_early() && !self.bounded()
+    }
+
     /// The indexes of the stages left to run after the scan.
     pub fn stages_left(&self) -> Vec<usize> {
         self.planned.rest.iter().map(|(i, _)| *i).collect()
@@ -354,7 +360,7 @@ impl Plan {
         // Without an index bound, candidates come in growing batches: a few may be enough.
         // With one, they come at once (a batch's `LIMIT` could lead the server's planner to
         // walk the whole table in `_id` order), and still go through the rest one by one.
-        if let (Some(n), false) = (self.streaming, self.bounded()) {
+        if let (Some(n), true) = (self.streaming, self.fetches_in_batches()) {
             return self.stream(source, n, fetched).await;
         }
         let docs = source.fetch(&self.planned.scan, 0, bound(self.max)).await?;

@@ -267,7 +267,7 @@ async fn measure(
             each.push(analyzer::verdict(&collection.aggregate(&pipeline).await?));
             let code = &event["healthevent"]["errorcode"];
             slowest.push((t.elapsed(), format!("{} (error code {code})", rule.name)));
-            slowest.sort_by(|a, b| b.0.cmp(&a.0));
+            slowest.sort_by_key(|s| std::cmp::Reverse(s.0));
             slowest.truncate(5);
         }
         one_by_one.push(started.elapsed());
