@@ -72,7 +72,7 @@ fn explain(
         " (evaluate_rule = false)"
     };
     let plan = match analyzer
-        .pipeline(rule, event)
+        .whole_pipeline(rule, event)
         .and_then(|p| p.plan_undecided())
     {
         Ok(plan) => plan,

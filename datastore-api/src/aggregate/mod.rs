@@ -186,6 +186,20 @@ impl Pipeline {
     /// code costs almost nothing to bind), and a server that runs pipelines natively is
     /// sent the shorter pipeline, with the same empty result.
     pub fn bind_with(&self, resolve: &dyn Fn(&str) -> Result<Value>) -> Result<Pipeline> {
+        self.bind_stages(resolve, true)
+    }
+
+    /// [`Pipeline::bind_with`], keeping every stage after a `$match` that is always false
+    /// (to explain what the pipeline reads once such a gate passes).
+    pub fn bind_whole_with(&self, resolve: &dyn Fn(&str) -> Result<Value>) -> Result<Pipeline> {
+        self.bind_stages(resolve, false)
+    }
+
+    fn bind_stages(
+        &self,
+        resolve: &dyn Fn(&str) -> Result<Value>,
+        end_at_false_gate: bool,
+    ) -> Result<Pipeline> {
         // Each placeholder resolved once, all of them first.
         let mut values: Vec<(&str, Value)> = Vec::new();
         for path in bind::placeholders(&self.source) {
@@ -210,7 +224,7 @@ impl Pipeline {
                 if e.constant_value().is_some_and(|v| !truthy(Some(&v))));
             stages.push(stage);
             bound.push(json);
-            if ends {
+            if ends && end_at_false_gate {
                 break;
             }
         }

@@ -180,7 +180,23 @@ impl Analyzer {
         self.bind(&self.deciding, rule, event)
     }
 
+    /// [`Analyzer::pipeline`] with every stage, also those after a gate that is false for
+    /// this event (what `datastore rules check` explains).
+    pub fn whole_pipeline(&self, rule: &Rule, event: &Document) -> Result<Pipeline> {
+        self.bind_as(&self.prefixed, rule, event, Pipeline::bind_whole_with)
+    }
+
     fn bind(&self, pipelines: &[Pipeline], rule: &Rule, event: &Document) -> Result<Pipeline> {
+        self.bind_as(pipelines, rule, event, Pipeline::bind_with)
+    }
+
+    fn bind_as(
+        &self,
+        pipelines: &[Pipeline],
+        rule: &Rule,
+        event: &Document,
+        bind: fn(&Pipeline, &dyn Fn(&str) -> Result<Value>) -> Result<Pipeline>,
+    ) -> Result<Pipeline> {
         let unbound = self
             .rules
             .iter()
@@ -189,8 +205,7 @@ impl Analyzer {
             .ok_or_else(|| {
                 Error::invalid_input(format!("analyzer: no rule {:?} here", rule.name))
             })?;
-        unbound
-            .bind_with(&|path: &str| binding::resolve(event, path))
+        bind(unbound, &|path: &str| binding::resolve(event, path))
             .map_err(|e| Error::new(e.kind(), format!("rule {}: {}", rule.name, e.message())))
     }
 
