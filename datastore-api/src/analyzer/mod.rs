@@ -107,6 +107,9 @@ pub struct Found {
     pub event: Document,
 }
 
+/// How a rule's pipeline is bound ([`Pipeline::bind_with`] or its whole form).
+type Binder = fn(&Pipeline, &dyn Fn(&str) -> Result<Value>) -> Result<Pipeline>;
+
 /// The rules, ready to run.
 #[derive(Debug, Clone)]
 pub struct Analyzer {
@@ -195,7 +198,7 @@ impl Analyzer {
         pipelines: &[Pipeline],
         rule: &Rule,
         event: &Document,
-        bind: fn(&Pipeline, &dyn Fn(&str) -> Result<Value>) -> Result<Pipeline>,
+        bind: Binder,
     ) -> Result<Pipeline> {
         let unbound = self
             .rules
