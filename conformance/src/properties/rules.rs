@@ -157,7 +157,13 @@ async fn check_event(
             .pipeline(rule, event)
             .map_err(|e| TestCaseError::fail(format!("rule {}: {e}", rule.name)))?;
         let expected = pipeline.run(stored.to_vec());
-        let got = coll.aggregate(&pipeline).await;
+        let mut got = coll.aggregate(&pipeline).await;
+        // A rule that names no node or time (XID74Reg2Bit13Set) reads every case's events:
+        // its documents of this case are the model's.
+        let whole_collection = pipeline.plan().is_ok_and(|p| !p.bounded());
+        if let (true, Ok(docs), Some(run)) = (whole_collection, &mut got, event.get("run")) {
+            docs.retain(|d| d.get("run") == Some(run));
+        }
         same_outcome(&expected, got, &format!("rule {}", rule.name))?;
         verdicts.push(expected.map(|docs| analyzer::verdict(&docs)).ok());
     }

@@ -9,8 +9,10 @@
 //!   `$expr` is then constant is decided: true drops it, false means the pipeline returns
 //!   nothing without touching the store. A top-level field an `$addFields` sets to a constant
 //!   is known to the stages after it.
-//! - **Pushdown.** Every leading `$match`, in any order, gives its query and what its `$expr`
-//!   implies ([`Filter::ExprCmp`] bounds, equalities) to the scan.
+//! - **Pushdown.** The leading `$match` stages give their query and what their `$expr` implies
+//!   ([`Filter::ExprCmp`] bounds, equalities) to the scan, in any order up to the first one
+//!   whose `$expr` is still evaluated per document (a time window is not: its bounds say
+//!   all of it; a gate folds away); that one's own conditions too.
 //! - **Correlated `$lookup`.** For each document that reaches it, the `let` variables are
 //!   bound and the sub-pipeline is planned again: its scan is the foreign fetch (an index
 //!   range such as one node's last day), shared by documents with the same scan.
@@ -165,19 +167,31 @@ fn plan_stages(
     }
     // The leading `$match` stages: their filters are the scan; a stage that is a filter only
     // is answered by it whole.
+    // A stage with an expression left to evaluate ends the pushdown: that expression may fail
+    // on a document a later stage would exclude, and it must still fail there (as it does
+    // where stages run in order). A constant one (a gate kept for an explanation) cannot.
     let mut scan = Vec::new();
     let mut lead = 0;
+    let mut in_order = true;
     while let Some((_, Stage::Match { filter, check, .. })) = rest.get(lead) {
         if let Some((f, _)) = filter {
             scan.push(f.clone());
         }
-        if check.is_none() {
-            rest.remove(lead);
-        } else {
-            lead += 1;
+        match check {
+            None => {
+                rest.remove(lead);
+            }
+            Some(Expr::Literal(_)) => lead += 1,
+            Some(_) => {
+                lead += 1;
+                in_order = false;
+                break;
+            }
         }
     }
-    scan.extend(past_added_fields(&rest[lead..]));
+    if in_order {
+        scan.extend(past_added_fields(&rest[lead..]));
+    }
     Ok(Planned {
         nothing_at,
         scan: Filter::And(scan),

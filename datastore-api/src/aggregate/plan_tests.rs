@@ -299,3 +299,18 @@ fn binding_ends_the_pipeline_at_a_gate_that_is_false() {
     ]));
     assert!(later.bind_with(&values("31")).is_err());
 }
+
+#[test]
+fn a_match_after_one_that_may_fail_is_not_pushed_ahead_of_it() {
+    // MongoDB's stand-in evaluates stages in order: the `$subtract` fails on a string, even
+    // though the next stage would exclude the document.
+    let p = pipeline(json!([
+        {"$match": {"$expr": {"$lt": [{"$subtract": [{"$ifNull": ["$w", "none"]}, 2]}, 6]}}},
+        {"$match": {"v": {"$gte": 4}}},
+    ]));
+    let plan = p.plan().unwrap();
+    assert_eq!(plan.scan(), Some(&Filter::And(Vec::new())), "{plan}");
+    let source = Recording::new(json!([{"_id": "1", "t": 0}]));
+    let out = p.plan().unwrap().execute(&source).now_or_never().unwrap();
+    assert!(out.is_err(), "{out:?}");
+}
