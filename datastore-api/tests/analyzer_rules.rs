@@ -81,3 +81,10 @@ fn most_rules_are_decided_at_plan_time_and_the_rest_scan_bounded() {
         println!("XID {xid}: {} of 22 rules run: {left:?}", left.len());
     }
 }
+
+#[test]
+fn the_analyzers_own_match_parses() {
+    let stage = analyzer::analyzed_stage();
+    assert_eq!(stage["$match"]["healthevent.agent"]["$ne"], analyzer::AGENT);
+    assert_eq!(stage["$match"]["$or"].as_array().map(Vec::len), Some(3));
+}

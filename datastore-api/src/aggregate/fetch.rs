@@ -36,11 +36,13 @@ pub async fn aggregate_by_find<C: Collection + ?Sized>(
     pipeline.plan()?.execute(&Find(collection)).await
 }
 
-/// What [`Collection::aggregate_each`] does by default: every pipeline planned; those
-/// decided at plan time cost nothing; the rest share one `find` for the union of their
-/// scans (their shared conditions and widest time window), each picking its candidates from it in memory. A pipeline whose plan
-/// stops early, or whose scans share no condition with the others, runs on its own, and so
-/// does every one when the shared fetch would hold more than a pipeline may.
+/// What [`Collection::aggregate_each`] does by default: every pipeline planned with one
+/// `$$NOW`; those decided at plan time cost nothing. The plans whose scans hold the most
+/// common equality (the node) and window share one `find` of their hull; the other bounded
+/// plans share one `find` of the exact union of their scans; each picks its candidates from
+/// its fetch in memory. A plan that fetches in batches runs on its own, and so does every
+/// one whose shared fetch would hold more than a pipeline may. `$lookup` fetches are shared
+/// by all.
 pub async fn aggregate_each_by_find<C: Collection + ?Sized>(
     collection: &C,
     pipelines: &[Pipeline],

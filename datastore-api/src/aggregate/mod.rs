@@ -145,11 +145,10 @@ impl Pipeline {
         let Value::Array(list) = json else {
             return Err(bad("pipeline", "a pipeline is an array of stage documents"));
         };
-        let mut lookups = 0;
         let stages = list
             .iter()
             .enumerate()
-            .map(|(i, s)| parse_stage(s, &format!("stage {i}"), Some(&mut lookups)))
+            .map(|(i, s)| parse_stage(s, &format!("stage {i}"), false))
             .collect::<Result<_>>()?;
         Ok(Pipeline {
             source: list.clone(),
@@ -214,12 +213,11 @@ impl Pipeline {
                 .map(|(_, v)| v.clone())
                 .ok_or_else(|| Error::permanent(format!("aggregate: this.{path} was not resolved")))
         };
-        let mut lookups = 0;
         let mut stages = Vec::with_capacity(self.source.len());
         let mut bound = Vec::with_capacity(self.source.len());
         for (i, s) in self.source.iter().enumerate() {
             let json = bind::stage(s, &known)?;
-            let stage = parse_stage(&json, &format!("stage {i}"), Some(&mut lookups))?;
+            let stage = parse_stage(&json, &format!("stage {i}"), false)?;
             let ends = matches!(&stage, Stage::Match { expr: Some(e), .. }
                 if e.constant_value().is_some_and(|v| !truthy(Some(&v))));
             stages.push(stage);
@@ -365,9 +363,9 @@ impl Vars {
     }
 }
 
-/// Parses one stage at `place`; `lookups` counts the `$lookup` stages (`None` inside a
-/// `$lookup`'s pipeline, where another `$lookup` is refused).
-fn parse_stage(stage: &Value, place: &str, lookups: Option<&mut usize>) -> Result<Stage> {
+/// Parses one stage at `place`; `in_lookup` inside a `$lookup`'s pipeline, where another
+/// `$lookup` is refused.
+fn parse_stage(stage: &Value, place: &str, in_lookup: bool) -> Result<Stage> {
     let Value::Object(o) = stage else {
         return Err(bad(place, "a stage is a document"));
     };
@@ -447,19 +445,13 @@ fn parse_stage(stage: &Value, place: &str, lookups: Option<&mut usize>) -> Resul
             }
         }
         "$setWindowFields" => Stage::SetWindowFields(Box::new(Windows::parse(spec, &at)?)),
-        "$lookup" => match lookups {
-            Some(n) => {
-                let l = parse_lookup(spec, &at)?;
-                *n += 1;
-                Stage::Lookup(Box::new(l))
-            }
-            None => {
-                return Err(bad(
-                    &at,
-                    "a $lookup inside a $lookup's pipeline is not supported",
-                ))
-            }
-        },
+        "$lookup" if in_lookup => {
+            return Err(bad(
+                &at,
+                "a $lookup inside a $lookup's pipeline is not supported",
+            ))
+        }
+        "$lookup" => Stage::Lookup(Box::new(parse_lookup(spec, &at)?)),
         other => return Err(bad(&at, format!("unsupported stage {other}"))),
     })
 }
@@ -494,7 +486,7 @@ fn parse_lookup(spec: &Value, at: &str) -> Result<Lookup> {
     let stages = sub
         .iter()
         .enumerate()
-        .map(|(i, s)| parse_stage(s, &format!("{at}.pipeline[{i}]"), None))
+        .map(|(i, s)| parse_stage(s, &format!("{at}.pipeline[{i}]"), true))
         .collect::<Result<_>>()?;
     Ok(Lookup {
         from: text("from")?,

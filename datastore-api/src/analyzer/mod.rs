@@ -61,20 +61,14 @@ pub const RULE_OUTCOMES: &str = "datastore_analyzer_rule_outcomes_total";
 /// fetch: its time is the fetch plus its own evaluation.
 pub const RULE_SECONDS: &str = "datastore_analyzer_rule_seconds";
 
-/// The `$match` the analyzer puts before every rule's stages.
-pub fn analyzed_stage() -> Value {
-    serde_json::json!({"$match": {
-        "healthevent.agent": {"$ne": AGENT},
-        "$or": [
-            {"healthevent.processingstrategy": 1},
-            {"healthevent.processingstrategy": 3},
-            {"healthevent.processingstrategy": {"$exists": false}}
-        ]
-    }})
-}
-
-/// [`analyzed_stage`] as a name for the docs.
+/// The `$match` the analyzer puts before every rule's stages (its reconciler's, as JSON).
 pub const ANALYZED: &str = r#"{"$match": {"healthevent.agent": {"$ne": "health-events-analyzer"}, "$or": [{"healthevent.processingstrategy": 1}, {"healthevent.processingstrategy": 3}, {"healthevent.processingstrategy": {"$exists": false}}]}}"#;
+
+/// [`ANALYZED`] as a stage document.
+pub fn analyzed_stage() -> Value {
+    // A constant that parses; `Null` would fail the rules' parse, never silently pass.
+    serde_json::from_str(ANALYZED).unwrap_or(Value::Null)
+}
 
 /// The analyzer's verdict on a rule's result.
 pub fn verdict(result: &[Document]) -> bool {
