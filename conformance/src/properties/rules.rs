@@ -93,8 +93,8 @@ pub(super) fn analyzer_rules_match_model(ctx: &Ctx<'_>) -> std::result::Result<(
     let cases = (ctx.cases / 16).max(2);
     let strategy = (
         any::<u64>(),
-        8usize..40,
-        prop::collection::vec(any::<prop::sample::Index>(), 1..3),
+        16usize..48,
+        prop::collection::vec(any::<prop::sample::Index>(), 2..5),
     );
     let outcome = check_cases(cases, shrink_iters(), strategy, |(seed, count, picks)| {
         ctx.rt.block_on(async {
