@@ -116,7 +116,11 @@ impl Backend for Mongo {
     }
     async fn fresh_store(&self) -> Result<Arc<dyn DataStore>> {
         let db = mongo_harness::unique_database_name("conf");
-        let settings = provider_mongo::MongoSettings::from_uri(self.server.uri(), &db);
+        let mut settings = provider_mongo::MongoSettings::from_uri(self.server.uri(), &db);
+        // No TTL index: the properties store documents with `createdAt` decades in the past
+        // (imports keep theirs), which the server's TTL monitor would delete under them;
+        // PostgreSQL has no such deleter. Expiry is NVSentinel's retention, not a promise.
+        settings.expiry = None;
         Ok(Arc::new(
             provider_mongo::MongoDataStore::connect_with(&settings).await?,
         ))
