@@ -25,6 +25,29 @@ use crate::error::{Error, Result};
 use crate::path::FieldPath;
 use crate::value::truncate_to_millis;
 
+/// Filters drop without recursion: a caller can chain `Filter::not` (or nest `and`/`or`)
+/// deeper than the stack holds, and the derived drop would recurse once per level. Each
+/// filter's children are moved onto a list and dropped from it, childless.
+impl Drop for Filter {
+    fn drop(&mut self) {
+        let mut pending = Vec::new();
+        take_children(self, &mut pending);
+        while let Some(mut f) = pending.pop() {
+            take_children(&mut f, &mut pending);
+            // `f` has no children left: its own drop ends at once.
+        }
+    }
+}
+
+/// Moves the sub-filters of `f` onto `into`, leaving `f` without any.
+fn take_children(f: &mut Filter, into: &mut Vec<Filter>) {
+    match f {
+        Filter::Not(inner) => into.push(std::mem::replace(&mut **inner, Filter::All)),
+        Filter::And(parts) | Filter::Or(parts) => into.append(parts),
+        _ => {}
+    }
+}
+
 /// A scalar value to compare against.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Scalar {
@@ -173,24 +196,31 @@ impl Filter {
         Filter::Exists(path.into(), present)
     }
     /// Both `self` and `other` (flattens nested `And`s).
-    pub fn and(self, other: Filter) -> Filter {
-        match self {
+    pub fn and(mut self, other: Filter) -> Filter {
+        match &mut self {
             Filter::All => other,
-            Filter::And(mut v) => {
+            Filter::And(v) => {
                 v.push(other);
-                Filter::And(v)
+                self
             }
-            f => Filter::And(vec![f, other]),
+            _ => Filter::And(vec![self, other]),
         }
     }
     /// Either `self` or `other` (flattens nested `Or`s).
-    pub fn or(self, other: Filter) -> Filter {
-        match self {
-            Filter::Or(mut v) => {
+    pub fn or(mut self, other: Filter) -> Filter {
+        match &mut self {
+            Filter::Or(v) => {
                 v.push(other);
-                Filter::Or(v)
+                self
             }
-            f => Filter::Or(vec![f, other]),
+            _ => Filter::Or(vec![self, other]),
+        }
+    }
+    /// The path and value of an [`Filter::Eq`]; any other filter back as it is.
+    pub(crate) fn into_eq(mut self) -> std::result::Result<(String, Scalar), Filter> {
+        match &mut self {
+            Filter::Eq(p, v) => Ok((std::mem::take(p), std::mem::replace(v, Scalar::Null))),
+            _ => Err(self),
         }
     }
     /// `{$expr: {$<op>: ["$<path>", value]}}` (see [`Filter::ExprCmp`]).
@@ -208,6 +238,8 @@ impl Filter {
         self.lower_at(0)
     }
 
+    /// The combinators, recursively; everything else through [`Filter::lower_leaf`], kept
+    /// out of this frame so that the recursion stays small on any stack.
     fn lower_at(&self, depth: usize) -> Result<Lowered> {
         if depth > MAX_FILTER_DEPTH {
             return Err(Error::invalid_input(format!(
@@ -215,6 +247,30 @@ impl Filter {
             )));
         }
         let d = depth + 1;
+        let (parts, short, empty) = match self {
+            Filter::Not(f) => return Ok(not(f.lower_at(d)?)),
+            Filter::And(fs) => (fs, Lowered::False, Lowered::True),
+            Filter::Or(fs) => (fs, Lowered::True, Lowered::False),
+            leaf => return leaf.lower_leaf(),
+        };
+        let mut out = Vec::with_capacity(parts.len());
+        for f in parts {
+            match f.lower_at(d)? {
+                l if l == empty => {}
+                l if l == short => return Ok(short),
+                l => out.push(l),
+            }
+        }
+        Ok(match (out.len(), self) {
+            (0, _) => empty,
+            (1, _) => out.pop().unwrap_or(empty),
+            (_, Filter::And(_)) => Lowered::And(out),
+            _ => Lowered::Or(out),
+        })
+    }
+
+    #[inline(never)]
+    fn lower_leaf(&self) -> Result<Lowered> {
         Ok(match self {
             Filter::All => Lowered::True,
             Filter::Eq(p, v) => eq(FieldPath::parse(p)?, v)?,
@@ -227,7 +283,6 @@ impl Filter {
             Filter::Nin(p, vs) => not(any_of(FieldPath::parse(p)?, vs)?),
             Filter::Exists(p, true) => Lowered::Exists(FieldPath::parse(p)?),
             Filter::Exists(p, false) => not(Lowered::Exists(FieldPath::parse(p)?)),
-            Filter::Not(f) => not(f.lower_at(d)?),
             Filter::EqValue(p, v) => eq_value(FieldPath::parse(p)?, v)?,
             Filter::ExprCmp(p, op, v) => match checked(v)? {
                 value @ (Scalar::Int(_) | Scalar::Float(_)) => Lowered::ExprCmp {
@@ -241,35 +296,8 @@ impl Filter {
                     )))
                 }
             },
-            Filter::And(fs) => {
-                let mut out = Vec::with_capacity(fs.len());
-                for f in fs {
-                    match f.lower_at(d)? {
-                        Lowered::True => {}
-                        Lowered::False => return Ok(Lowered::False),
-                        l => out.push(l),
-                    }
-                }
-                match out.len() {
-                    0 => Lowered::True,
-                    1 => out.pop().unwrap_or(Lowered::True),
-                    _ => Lowered::And(out),
-                }
-            }
-            Filter::Or(fs) => {
-                let mut out = Vec::with_capacity(fs.len());
-                for f in fs {
-                    match f.lower_at(d)? {
-                        Lowered::False => {}
-                        Lowered::True => return Ok(Lowered::True),
-                        l => out.push(l),
-                    }
-                }
-                match out.len() {
-                    0 => Lowered::False,
-                    1 => out.pop().unwrap_or(Lowered::False),
-                    _ => Lowered::Or(out),
-                }
+            Filter::Not(_) | Filter::And(_) | Filter::Or(_) => {
+                return Err(Error::permanent("Filter::lower_leaf given a combinator"))
             }
         })
     }

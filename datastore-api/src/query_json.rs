@@ -112,9 +112,9 @@ fn operator(path: &str, op: &str, arg: &Value, at: &str) -> Result<Filter> {
     let p = path.to_owned();
     Ok(match op {
         "$eq" => equality(path, arg, at)?,
-        "$ne" => match equality(path, arg, at)? {
-            Filter::Eq(p, v) => Filter::Ne(p, v),
-            whole => whole.not(),
+        "$ne" => match equality(path, arg, at)?.into_eq() {
+            Ok((p, v)) => Filter::Ne(p, v),
+            Err(whole) => whole.not(),
         },
         "$gt" => Filter::Gt(p, scalar(arg, at)?),
         "$gte" => Filter::Gte(p, scalar(arg, at)?),
@@ -128,9 +128,9 @@ fn operator(path: &str, op: &str, arg: &Value, at: &str) -> Result<Filter> {
             let mut values = Vec::with_capacity(list.len());
             let mut wholes = Vec::new();
             for (i, v) in list.iter().enumerate() {
-                match equality(path, v, &format!("{at}[{i}]"))? {
-                    Filter::Eq(_, s) => values.push(s),
-                    whole => wholes.push(whole),
+                match equality(path, v, &format!("{at}[{i}]"))?.into_eq() {
+                    Ok((_, s)) => values.push(s),
+                    Err(whole) => wholes.push(whole),
                 }
             }
             let any = if wholes.is_empty() {

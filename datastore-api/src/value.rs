@@ -116,21 +116,45 @@ pub fn check_depth(value: &Value) -> Result<()> {
 
 /// True when some value inside `root` is more than [`MAX_DEPTH`] levels below it.
 pub(crate) fn exceeds_max_depth(root: &Value) -> bool {
-    let mut stack = vec![(root, 0)];
+    nests_deeper_than(std::iter::once(root), 0, MAX_DEPTH)
+}
+
+/// True when some value inside `roots` (each at level `start`) is at a level above `limit`.
+/// Without recursion, so it is safe on any value however deep. Every object and array is
+/// entered, whatever its keys, except a well-formed date wrapper (`{"$date": "<text>"}`, its
+/// string does not count as a level).
+pub(crate) fn nests_deeper_than<'a>(
+    roots: impl Iterator<Item = &'a Value>,
+    start: usize,
+    limit: usize,
+) -> bool {
+    let mut stack: Vec<(&Value, usize)> = roots.map(|r| (r, start)).collect();
     while let Some((v, depth)) = stack.pop() {
-        if depth > MAX_DEPTH {
+        if depth > limit {
             return true;
         }
         match v {
-            // `canonicalize` does not enter date wrappers either.
-            Value::Object(o) if !o.contains_key(DATE_KEY) => {
-                stack.extend(o.values().map(|c| (c, depth + 1)))
-            }
+            Value::Object(o) if is_date_wrapper(o) => {}
+            Value::Object(o) => stack.extend(o.values().map(|c| (c, depth + 1))),
             Value::Array(items) => stack.extend(items.iter().map(|c| (c, depth + 1))),
             _ => {}
         }
     }
     false
+}
+
+/// Refuses a document (`what` names it) with a value more than [`MAX_DEPTH`] levels deep,
+/// before anything copies or walks it recursively.
+pub(crate) fn check_document_depth(doc: &Document, what: &str) -> Result<()> {
+    if nests_deeper_than(doc.values(), 1, MAX_DEPTH) {
+        return Err(too_deep(what));
+    }
+    Ok(())
+}
+
+/// `{"$date": <string>}` and nothing else.
+fn is_date_wrapper(o: &Document) -> bool {
+    o.len() == 1 && o.get(DATE_KEY).is_some_and(Value::is_string)
 }
 
 /// Drops `value` without recursion. Dropping a [`Value`] the ordinary way recurses once per

@@ -39,24 +39,27 @@ pub(super) fn options(consumer: &str, filter: Filter, start: StartFrom) -> Watch
 }
 
 /// Prefixes every path of `f` (a document filter becomes a filter on `fullDocument`).
-fn prefixed(f: Filter, prefix: &str) -> Filter {
-    let p = |s: String| format!("{prefix}{s}");
+fn prefixed(mut f: Filter, prefix: &str) -> Filter {
+    prefix_paths(&mut f, prefix);
+    f
+}
+
+fn prefix_paths(f: &mut Filter, prefix: &str) {
     match f {
-        Filter::All => Filter::All,
-        Filter::Eq(a, v) => Filter::Eq(p(a), v),
-        Filter::Ne(a, v) => Filter::Ne(p(a), v),
-        Filter::Gt(a, v) => Filter::Gt(p(a), v),
-        Filter::Gte(a, v) => Filter::Gte(p(a), v),
-        Filter::Lt(a, v) => Filter::Lt(p(a), v),
-        Filter::Lte(a, v) => Filter::Lte(p(a), v),
-        Filter::In(a, v) => Filter::In(p(a), v),
-        Filter::Nin(a, v) => Filter::Nin(p(a), v),
-        Filter::Exists(a, b) => Filter::Exists(p(a), b),
-        Filter::ExprCmp(a, op, v) => Filter::ExprCmp(p(a), op, v),
-        Filter::EqValue(a, v) => Filter::EqValue(p(a), v),
-        Filter::Not(inner) => Filter::Not(Box::new(prefixed(*inner, prefix))),
-        Filter::And(v) => Filter::And(v.into_iter().map(|f| prefixed(f, prefix)).collect()),
-        Filter::Or(v) => Filter::Or(v.into_iter().map(|f| prefixed(f, prefix)).collect()),
+        Filter::All => {}
+        Filter::Eq(a, _)
+        | Filter::Ne(a, _)
+        | Filter::Gt(a, _)
+        | Filter::Gte(a, _)
+        | Filter::Lt(a, _)
+        | Filter::Lte(a, _)
+        | Filter::In(a, _)
+        | Filter::Nin(a, _)
+        | Filter::Exists(a, _)
+        | Filter::ExprCmp(a, _, _)
+        | Filter::EqValue(a, _) => a.insert_str(0, prefix),
+        Filter::Not(inner) => prefix_paths(inner, prefix),
+        Filter::And(v) | Filter::Or(v) => v.iter_mut().for_each(|f| prefix_paths(f, prefix)),
     }
 }
 

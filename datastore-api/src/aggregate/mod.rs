@@ -139,12 +139,25 @@ pub(crate) fn bad(at: &str, what: impl std::fmt::Display) -> Error {
     Error::invalid_input(format!("aggregate: {at}: {what}"))
 }
 
+/// The deepest a pipeline's JSON may nest: the nesting `serde_json` allows in text, so a
+/// pipeline given as a value is held to what [`Pipeline::from_json_str`] accepts.
+pub const MAX_PIPELINE_DEPTH: usize = 128;
+
 impl Pipeline {
     /// Parses MongoDB's JSON form: an array of stage documents.
+    ///
+    /// A pipeline nesting deeper than [`MAX_PIPELINE_DEPTH`] levels is refused before
+    /// anything walks it, so a value built in code however deep cannot overflow the stack.
     pub fn parse(json: &Value) -> Result<Pipeline> {
         let Value::Array(list) = json else {
             return Err(bad("pipeline", "a pipeline is an array of stage documents"));
         };
+        if crate::value::nests_deeper_than(std::iter::once(json), 0, MAX_PIPELINE_DEPTH) {
+            return Err(bad(
+                "pipeline",
+                format!("nests deeper than {MAX_PIPELINE_DEPTH} levels"),
+            ));
+        }
         let stages = list
             .iter()
             .enumerate()
@@ -169,7 +182,11 @@ impl Pipeline {
     /// replaced by the value at `<path>` in `event` read as `"$<path>"` would read it (`null`
     /// when it has none; through arrays, element by element). The analyzer binds differently
     /// (see [`crate::analyzer`]), with [`Pipeline::bind_with`].
+    ///
+    /// An event nesting deeper than [`MAX_DEPTH`](crate::value::MAX_DEPTH) (no stored
+    /// document does) is refused before it is copied.
     pub fn bind_this(&self, event: &Document) -> Result<Pipeline> {
+        crate::value::check_document_depth(event, "the event to bind")?;
         let event = Value::Object(event.clone());
         self.bind_with(&|path: &str| Ok(walk(Some(&event), &split(path)).unwrap_or(Value::Null)))
     }

@@ -194,6 +194,7 @@ impl Analyzer {
         event: &Document,
         bind: Binder,
     ) -> Result<Pipeline> {
+        crate::value::check_document_depth(event, "analyzer: the event")?;
         let unbound = self
             .rules
             .iter()
@@ -256,6 +257,7 @@ impl Analyzer {
 
     /// The event the analyzer publishes when `rule` matches `event` (see [`Found::event`]).
     pub fn published(&self, rule: &Rule, event: &Document) -> Result<Found> {
+        crate::value::check_document_depth(event, "analyzer: the event")?;
         let mut body = match event.get("healthevent") {
             Some(Value::Object(o)) => o.clone(),
             _ => {

@@ -1,0 +1,147 @@
+//! Values nested far deeper than any limit, built in code (the JSON parser stops at 128
+//! levels, so these never come from text): every entry point refuses them with a typed error,
+//! and nothing recurses into them, whatever their keys. Each case runs on a 256 KiB stack, so
+//! recursion that would only overflow a larger stack at a larger depth shows here.
+
+use datastore_api::value::drop_iteratively;
+use datastore_api::aggregate::Pipeline;
+use datastore_api::{prepare_insert, ErrorKind, Filter, Update, UpdateOp, Value};
+use serde_json::{json, Map};
+
+const STACK: usize = 256 * 1024;
+
+/// Runs `f` on a thread with a 256 KiB stack (an overflow aborts the test binary).
+fn on_small_stack(f: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new()
+        .stack_size(STACK)
+        .spawn(f)
+        .expect("spawn")
+        .join()
+        .expect("the case panicked");
+}
+
+/// `{"a": {"a": … 1 …}}`, `levels` objects deep, built without recursion.
+fn deep_object(levels: usize) -> Value {
+    let mut v = json!(1);
+    for _ in 0..levels {
+        let mut o = Map::new();
+        o.insert("a".into(), v);
+        v = Value::Object(o);
+    }
+    v
+}
+
+/// `{op: [ {op: [ … 1 …, 1] }, 1]}`, `levels` operators deep.
+fn deep_operator(op: &str, levels: usize) -> Value {
+    let mut v = json!(1);
+    for _ in 0..levels {
+        let mut o = Map::new();
+        o.insert(op.into(), Value::Array(vec![v, json!(1)]));
+        v = Value::Object(o);
+    }
+    v
+}
+
+/// A date wrapper with a deep sibling: `{"$date": "2020-…", "a": <deep>}`.
+fn date_wrapped(levels: usize) -> Value {
+    let mut o = Map::new();
+    o.insert("$date".into(), json!("2020-01-01T00:00:00Z"));
+    o.insert("a".into(), deep_object(levels));
+    Value::Object(o)
+}
+
+/// `{name: value}`.
+fn field(name: &str, value: Value) -> Value {
+    let mut o = Map::new();
+    o.insert(name.into(), value);
+    Value::Object(o)
+}
+
+/// A one-stage pipeline, `[{name: spec}]`.
+fn stage(name: &str, spec: Value) -> Value {
+    Value::Array(vec![field(name, spec)])
+}
+
+fn assert_invalid<T: std::fmt::Debug>(r: datastore_api::Result<T>, what: &str) {
+    match r {
+        Err(e) => assert_eq!(e.kind(), ErrorKind::InvalidInput, "{what}: {e}"),
+        Ok(v) => panic!("{what}: accepted: {v:?}"),
+    }
+}
+
+#[test]
+fn a_date_wrapper_does_not_hide_a_deep_value_from_inserts() {
+    on_small_stack(|| {
+        let mut doc = Map::new();
+        doc.insert("x".into(), date_wrapped(100_000));
+        assert_invalid(prepare_insert(doc), "prepare_insert");
+    });
+}
+
+#[test]
+fn a_date_wrapper_does_not_hide_a_deep_value_from_updates() {
+    on_small_stack(|| {
+        let update = Update::new().op(UpdateOp::Set("x".into(), date_wrapped(100_000)));
+        assert_invalid(update.validate().map(|_| ()), "Update::op(Set)");
+    });
+}
+
+#[test]
+fn a_date_wrapper_at_the_depth_limit_is_still_a_date() {
+    // 63 objects, then the wrapper at level 64: its string is at 65 and does not count.
+    on_small_stack(|| {
+        let mut v = json!({"$date": "2020-01-01T00:00:00Z"});
+        for _ in 0..63 {
+            v = field("a", v);
+        }
+        let doc = match v {
+            Value::Object(o) => o,
+            _ => unreachable!(),
+        };
+        assert!(prepare_insert(doc).is_ok());
+    });
+}
+
+#[test]
+fn pipelines_built_in_code_are_refused_when_deep() {
+    on_small_stack(|| {
+        // Built by hand: `json!` would copy an interpolated value recursively.
+        let cases = [
+            stage("$addFields", field("x", deep_operator("$add", 1_000))),
+            stage("$match", deep_operator("$and", 1_000)),
+            stage(
+                "$addFields",
+                field("x", field("$literal", deep_object(10_000))),
+            ),
+            stage("$match", field("x", deep_object(10_000))),
+        ];
+        for (i, case) in cases.into_iter().enumerate() {
+            assert_invalid(Pipeline::parse(&case), &format!("case {i}"));
+            drop_iteratively(case);
+        }
+    });
+}
+
+#[test]
+fn binding_a_deep_event_is_refused() {
+    on_small_stack(|| {
+        let pipeline =
+            Pipeline::parse(&json!([{"$match": {"$expr": {"$eq": ["this.a", 1]}}}])).unwrap();
+        let mut event = Map::new();
+        event.insert("a".into(), deep_object(10_000));
+        assert_invalid(pipeline.bind_this(&event), "bind_this");
+        drop_iteratively(Value::Object(event));
+    });
+}
+
+#[test]
+fn a_deep_not_chain_drops_and_is_refused() {
+    on_small_stack(|| {
+        let mut f = Filter::eq("a", 1);
+        for _ in 0..100_000 {
+            f = Filter::not(f);
+        }
+        assert_invalid(f.lower(), "lower");
+        drop(f);
+    });
+}
