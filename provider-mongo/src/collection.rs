@@ -214,7 +214,8 @@ impl MongoCollection {
             }
         }
         let max = pipeline.max_documents();
-        let action = self.inner.aggregate(stages);
+        // The server stops the run at the pipeline's time limit, as the evaluator does.
+        let action = self.inner.aggregate(stages).max_time(pipeline.max_time());
         let raw: Vec<bson::Document> = match &self.session {
             Some(s) => {
                 let mut guard = s.lock().await;

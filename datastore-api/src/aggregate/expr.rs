@@ -194,6 +194,7 @@ impl Expr {
 
     /// Evaluates against `doc` (the current document) with `vars`; `None` is "missing".
     pub(crate) fn eval(&self, doc: &Value, vars: &Vars) -> Result<Option<Value>> {
+        super::limits::tick()?;
         Ok(match self {
             Expr::Literal(v) => Some(v.clone()),
             Expr::Field(path) => walk(Some(doc), path),
@@ -748,6 +749,19 @@ fn eval_op(op: Op, args: &[Expr], doc: &Value, vars: &Vars) -> Result<Option<Val
                 &args[2]
             };
             return branch.eval(doc, vars);
+        }
+        // A constant list is searched where it is, not copied for every document.
+        Op::In => {
+            if let [needle, Expr::Literal(Value::Array(list))] = args {
+                let needle = needle.eval(doc, vars)?;
+                for x in list {
+                    super::limits::tick()?;
+                    if same(Some(x), needle.as_ref()) {
+                        return Ok(Some(Value::Bool(true)));
+                    }
+                }
+                return Ok(Some(Value::Bool(false)));
+            }
         }
         Op::IfNull => {
             let (last, rest) = args.split_last().unwrap_or((&args[0], &[]));

@@ -3,6 +3,8 @@
 use serde_json::Map;
 
 use super::expr::{compare, dedup, Expr};
+use super::keys::Keys;
+use super::limits;
 use super::{bad, Vars};
 use crate::error::{Error, Result};
 use crate::value::{Document, Value};
@@ -82,15 +84,12 @@ impl Group {
         vars: &Vars,
         max: usize,
     ) -> Result<Vec<Document>> {
-        let mut keys: Vec<Value> = Vec::new();
+        let mut keys = Keys::default();
         let mut states: Vec<Vec<State>> = Vec::new();
         for doc in docs {
             let doc = Value::Object(doc);
             let key = self.id.eval(&doc, vars)?.unwrap_or(Value::Null);
-            let slot = match keys
-                .iter()
-                .position(|k| compare(Some(k), Some(&key)).is_eq())
-            {
+            let slot = match keys.find(&key) {
                 Some(i) => i,
                 None => {
                     if keys.len() >= max {
@@ -98,9 +97,9 @@ impl Group {
                             "$group: more than {max} groups; narrow the pipeline's $match"
                         )));
                     }
-                    keys.push(key);
+                    limits::charge(&key)?;
                     states.push(self.fields.iter().map(|_| State::default()).collect());
-                    keys.len() - 1
+                    keys.insert(key)
                 }
             };
             for ((_, acc, expr), state) in self.fields.iter().zip(&mut states[slot]) {
@@ -108,6 +107,7 @@ impl Group {
             }
         }
         Ok(keys
+            .into_keys()
             .into_iter()
             .zip(states)
             .map(|(key, states)| {
@@ -123,9 +123,11 @@ impl Group {
 }
 
 /// One accumulator's running state.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct State {
     values: Vec<Value>,
+    /// `$addToSet`'s values, to find one already added without comparing with all.
+    set: Keys,
     sum: Option<Value>,
     count: u64,
     seen: bool,
@@ -169,16 +171,15 @@ impl State {
             Acc::Last => self.values = vec![v.unwrap_or(Value::Null)],
             Acc::Push => {
                 if let Some(v) = v {
+                    limits::charge(&v)?;
                     self.values.push(v);
                 }
             }
             Acc::AddToSet => {
                 if let Some(v) = v {
-                    if !self
-                        .values
-                        .iter()
-                        .any(|x| compare(Some(x), Some(&v)).is_eq())
-                    {
+                    if self.set.find(&v).is_none() {
+                        limits::charge(&v)?;
+                        self.set.insert(v.clone());
                         self.values.push(v);
                     }
                 }

@@ -39,7 +39,14 @@
 //! with `InvalidInput` naming it and its position.
 //!
 //! **Bounded memory.** A run holds at most [`Pipeline::max_documents`] documents in a stage
-//! (100,000 by default); a pipeline that needs more fails with `InvalidInput` instead.
+//! (100,000 by default); a pipeline that needs more fails with `InvalidInput` instead. A
+//! stage that accumulates (`$group`, `$setWindowFields`) may hold at most
+//! [`Pipeline::max_bytes`] more (100 MiB by default, MongoDB's limit per stage).
+//!
+//! **Bounded time.** A run stops after [`Pipeline::max_time`] (30 s by default) with a
+//! `Transient` error, and within milliseconds of its future being dropped: evaluation
+//! checks both as it goes, and a stage over many documents runs on tokio's blocking pool,
+//! so it cannot starve the executor.
 
 use std::sync::Arc;
 
@@ -54,6 +61,10 @@ mod expr;
 mod fetch;
 mod fold;
 mod group;
+mod keys;
+mod limits;
+#[cfg(test)]
+mod limits_tests;
 mod objects;
 mod plan;
 #[cfg(test)]
@@ -67,6 +78,7 @@ use expr::{truthy, walk, Expr};
 pub use fetch::{aggregate_by_find, aggregate_each_by_find, own_outcome};
 use futures::FutureExt;
 use group::Group;
+pub use limits::{DEFAULT_MAX_BYTES, DEFAULT_MAX_TIME};
 pub use plan::{Fetch, Plan};
 use window::Windows;
 
@@ -79,6 +91,8 @@ pub struct Pipeline {
     source: Vec<Value>,
     stages: Vec<Stage>,
     max_documents: usize,
+    max_time: std::time::Duration,
+    max_bytes: usize,
 }
 
 /// One stage.
@@ -167,6 +181,8 @@ impl Pipeline {
             source: list.clone(),
             stages,
             max_documents: DEFAULT_MAX_DOCUMENTS,
+            max_time: DEFAULT_MAX_TIME,
+            max_bytes: DEFAULT_MAX_BYTES,
         })
     }
 
@@ -247,6 +263,8 @@ impl Pipeline {
             source: bound,
             stages,
             max_documents: self.max_documents,
+            max_time: self.max_time,
+            max_bytes: self.max_bytes,
         })
     }
 
@@ -263,6 +281,32 @@ impl Pipeline {
     /// With another bound on the documents a stage may hold.
     pub fn with_max_documents(mut self, max: usize) -> Pipeline {
         self.max_documents = max.max(1);
+        self
+    }
+
+    /// How long a run may take before it stops with a
+    /// [`Transient`](crate::ErrorKind::Transient) error naming the limit ([`DEFAULT_MAX_TIME`]
+    /// unless set). A run is also cancelled within milliseconds when its future is dropped.
+    pub fn max_time(&self) -> std::time::Duration {
+        self.max_time
+    }
+
+    /// With another time limit (see [`Pipeline::max_time`]); at least a millisecond.
+    pub fn with_max_time(mut self, max: std::time::Duration) -> Pipeline {
+        self.max_time = max.max(std::time::Duration::from_millis(1));
+        self
+    }
+
+    /// The most bytes (estimated) a stage may accumulate beyond its input: `$group`'s
+    /// accumulators, `$setWindowFields`' outputs ([`DEFAULT_MAX_BYTES`] unless set). Past it
+    /// the run fails with [`InvalidInput`](crate::ErrorKind::InvalidInput).
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// With another byte limit per stage (see [`Pipeline::max_bytes`]).
+    pub fn with_max_bytes(mut self, max: usize) -> Pipeline {
+        self.max_bytes = max.max(1);
         self
     }
 

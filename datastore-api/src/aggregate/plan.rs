@@ -26,8 +26,9 @@ use async_trait::async_trait;
 
 use super::expr::{truthy, Expr};
 use super::fold::{fold, Known};
+use super::limits::{self, Limits};
 use super::{
-    bad, check_lookup_from, matching, run_stage, set_path, unreachable_doc, Ctx, Lookup, Pipeline,
+    check_lookup_from, matching, run_stage, set_path, unreachable_doc, Ctx, Lookup, Pipeline,
     Stage, Vars,
 };
 use crate::error::{Error, Result};
@@ -86,6 +87,8 @@ impl Fetch for InMemory {
 pub struct Plan {
     vars: Vars,
     max: usize,
+    max_time: std::time::Duration,
+    max_bytes: usize,
     names: Vec<String>,
     planned: Planned,
     /// `Some(n)`: the stages left stream document by document into a final `$limit n`.
@@ -248,6 +251,9 @@ fn per_document(stage: &Stage) -> bool {
 }
 
 /// One more than `max` documents: fetching that many shows that a stage would hold too many.
+/// From how many documents a stage runs on tokio's blocking pool rather than in place.
+const OFF_THE_EXECUTOR: usize = 256;
+
 pub(super) fn bound(max: usize) -> u64 {
     (max as u64).saturating_add(1)
 }
@@ -294,6 +300,8 @@ impl Plan {
         Ok(Plan {
             vars,
             max: pipeline.max_documents,
+            max_time: pipeline.max_time,
+            max_bytes: pipeline.max_bytes,
             names,
             planned,
             streaming,
@@ -372,15 +380,22 @@ impl Plan {
         if self.returns_nothing() {
             return Ok(Vec::new());
         }
+        let limits = self.limits();
+        let _cancel = limits.cancel_on_drop();
         // Without an index bound, candidates come in growing batches: a few may be enough.
         // With one, they come at once (a batch's `LIMIT` could lead the server's planner to
         // walk the whole table in `_id` order), and still go through the rest one by one.
         if let (Some(n), true) = (self.streaming, self.fetches_in_batches()) {
-            return self.stream(source, n, fetched).await;
+            return self.stream(source, n, fetched, &limits).await;
         }
         let docs = source.fetch(&self.planned.scan, 0, bound(self.max)).await?;
         self.check_size(docs.len())?;
-        self.run_fetched(source, docs, fetched).await
+        self.run_fetched(source, docs, fetched, &limits).await
+    }
+
+    /// The limits of a run starting now.
+    fn limits(&self) -> Limits {
+        Limits::start(self.max_time, self.max_bytes)
     }
 
     /// The stages after the scan over `docs`; with an early stop, document by document
@@ -390,10 +405,11 @@ impl Plan {
         source: &dyn Fetch,
         docs: Vec<Document>,
         fetched: &mut Fetched,
+        limits: &Limits,
     ) -> Result<Vec<Document>> {
         let Some(n) = self.streaming else {
             return self
-                .run_rest(source, &self.planned.rest, docs, fetched)
+                .run_rest(source, &self.planned.rest, docs, fetched, limits)
                 .await;
         };
         let tail = &self.planned.rest[..self.planned.rest.len().saturating_sub(1)];
@@ -403,7 +419,7 @@ impl Plan {
         let mut chunk = 1;
         while docs.peek().is_some() {
             let part: Vec<Document> = docs.by_ref().take(chunk).collect();
-            out.extend(self.run_rest(source, tail, part, fetched).await?);
+            out.extend(self.run_rest(source, tail, part, fetched, limits).await?);
             if out.len() >= n {
                 out.truncate(n);
                 break;
@@ -425,7 +441,9 @@ impl Plan {
             return Ok(Vec::new());
         }
         self.check_size(candidates.len())?;
-        self.run_fetched(source, candidates, fetched).await
+        let limits = self.limits();
+        let _cancel = limits.cancel_on_drop();
+        self.run_fetched(source, candidates, fetched, &limits).await
     }
 
     /// Candidates in growing batches, each document through the stages on its own, until
@@ -435,6 +453,7 @@ impl Plan {
         source: &dyn Fetch,
         n: usize,
         fetched: &mut Fetched,
+        limits: &Limits,
     ) -> Result<Vec<Document>> {
         let tail = &self.planned.rest[..self.planned.rest.len().saturating_sub(1)];
         let mut out = Vec::new();
@@ -443,7 +462,10 @@ impl Plan {
             let docs = source.fetch(&self.planned.scan, skip, batch).await?;
             let got = docs.len() as u64;
             for d in docs {
-                out.extend(self.run_rest(source, tail, vec![d], fetched).await?);
+                out.extend(
+                    self.run_rest(source, tail, vec![d], fetched, limits)
+                        .await?,
+                );
                 if out.len() >= n {
                     out.truncate(n);
                     return Ok(out);
@@ -463,21 +485,46 @@ impl Plan {
         stages: &[(usize, Stage)],
         mut docs: Vec<Document>,
         fetched: &mut Fetched,
+        limits: &Limits,
     ) -> Result<Vec<Document>> {
-        let ctx = Ctx {
-            vars: &self.vars,
-            max: self.max,
-        };
         for (i, stage) in stages {
             let result = match stage {
-                Stage::Lookup(l) => self.lookup(source, l, docs, fetched).await,
-                s => run_stage(s, docs, &ctx),
+                Stage::Lookup(l) => self.lookup(source, l, docs, fetched, limits).await,
+                s => self.run_limited(s, docs, limits).await,
             };
             docs = result
                 .map_err(|e| Error::new(e.kind(), format!("{}: {}", self.name(*i), e.message())))?;
             self.check_size(docs.len())?;
         }
         Ok(docs)
+    }
+
+    /// One stage (not a `$lookup`) under `limits`: over many documents on tokio's blocking
+    /// pool (where it cannot starve the executor, and stops when the run's future is
+    /// dropped), over a few in place.
+    async fn run_limited(
+        &self,
+        stage: &Stage,
+        docs: Vec<Document>,
+        limits: &Limits,
+    ) -> Result<Vec<Document>> {
+        let handle = tokio::runtime::Handle::try_current();
+        let (Ok(handle), true) = (handle, docs.len() >= OFF_THE_EXECUTOR) else {
+            let ctx = Ctx {
+                vars: &self.vars,
+                max: self.max,
+            };
+            return limits::within(limits, || run_stage(stage, docs, &ctx));
+        };
+        let (stage, vars, max, limits) =
+            (stage.clone(), self.vars.clone(), self.max, limits.clone());
+        handle
+            .spawn_blocking(move || {
+                let ctx = Ctx { vars: &vars, max };
+                limits::within(&limits, || run_stage(&stage, docs, &ctx))
+            })
+            .await
+            .map_err(|e| Error::permanent(format!("aggregate: the evaluation failed: {e}")))?
     }
 
     /// A `$lookup`, correlated: for each document its `let` variables are bound, its
@@ -488,6 +535,7 @@ impl Plan {
         l: &Lookup,
         docs: Vec<Document>,
         fetched: &mut Fetched,
+        limits: &Limits,
     ) -> Result<Vec<Document>> {
         if !source.name().is_empty() {
             check_lookup_from(source.name(), &l.from)?;
@@ -527,8 +575,14 @@ impl Plan {
                     };
                     let mut found = (*foreign).clone();
                     for (i, stage) in &sub.rest {
-                        found = run_stage(stage, found, &ctx)
-                            .map_err(|e| bad(&format!("$lookup pipeline[{i}]"), e.message()))?;
+                        found = limits::within(limits, || run_stage(stage, found, &ctx)).map_err(
+                            |e| {
+                                Error::new(
+                                    e.kind(),
+                                    format!("aggregate: $lookup pipeline[{i}]: {}", e.message()),
+                                )
+                            },
+                        )?;
                     }
                     found
                 }

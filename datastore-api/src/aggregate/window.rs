@@ -6,6 +6,8 @@ use std::cmp::Ordering;
 
 use super::expr::{compare, Expr};
 use super::group::{Acc, State};
+use super::keys::Keys;
+use super::limits;
 use super::{bad, set_path, sort_keys, split, Vars};
 use crate::error::{Error, Result};
 use crate::path::FieldPath;
@@ -79,47 +81,53 @@ impl Windows {
         })
     }
 
+    /// Each partition's outputs are computed in one pass over it: every document's
+    /// argument evaluated once, a window equal to the one before reused, a window that only
+    /// grows at its end extended, range windows found by binary search. What a window
+    /// accumulates counts against [`Pipeline::max_bytes`](super::Pipeline::max_bytes).
     pub(crate) fn run(&self, docs: Vec<Document>, vars: &Vars) -> Result<Vec<Document>> {
         // Partitions in first-seen order, each sorted (stably) by sortBy.
-        let mut keys: Vec<Value> = Vec::new();
+        let mut keys = Keys::default();
         let mut parts: Vec<Vec<Document>> = Vec::new();
         for d in docs {
-            let key = match &self.partition {
-                Some(p) => p
-                    .eval(&Value::Object(d.clone()), vars)?
-                    .unwrap_or(Value::Null),
-                None => Value::Null,
+            let (key, d) = match &self.partition {
+                Some(p) => {
+                    let doc = Value::Object(d);
+                    let key = p.eval(&doc, vars)?.unwrap_or(Value::Null);
+                    let Value::Object(d) = doc else {
+                        continue;
+                    };
+                    (key, d)
+                }
+                None => (Value::Null, d),
             };
-            match keys
-                .iter()
-                .position(|k| compare(Some(k), Some(&key)).is_eq())
-            {
+            match keys.find(&key) {
                 Some(i) => parts[i].push(d),
                 None => {
-                    keys.push(key);
+                    keys.insert(key);
                     parts.push(vec![d]);
                 }
             }
         }
         // Output partition by partition, in partition-key order, as MongoDB sorts them.
+        let keys = keys.into_keys();
         let mut order: Vec<usize> = (0..parts.len()).collect();
         order.sort_by(|&a, &b| compare(Some(&keys[a]), Some(&keys[b])));
         let mut slots: Vec<Option<Vec<Document>>> = parts.into_iter().map(Some).collect();
         let mut out = Vec::new();
         for mut part in order.into_iter().filter_map(|i| slots[i].take()) {
             part.sort_by(|a, b| self.order(a, b));
-            let values: Vec<Value> = part.iter().cloned().map(Value::Object).collect();
-            let mut computed = Vec::with_capacity(part.len());
-            for i in 0..part.len() {
-                let mut fields = Vec::with_capacity(self.outputs.len());
-                for o in &self.outputs {
-                    fields.push(self.compute(o, i, &values, vars)?);
-                }
-                computed.push(fields);
+            let values: Vec<Value> = part.into_iter().map(Value::Object).collect();
+            let mut columns = Vec::with_capacity(self.outputs.len());
+            for o in &self.outputs {
+                columns.push(self.column(o, &values, vars)?.into_iter());
             }
-            for (mut d, fields) in part.into_iter().zip(computed) {
-                for (o, v) in self.outputs.iter().zip(fields) {
-                    set_path(&mut d, &o.path, v);
+            for v in values {
+                let Value::Object(mut d) = v else {
+                    continue;
+                };
+                for (o, column) in self.outputs.iter().zip(&mut columns) {
+                    set_path(&mut d, &o.path, column.next().unwrap_or(Value::Null));
                 }
                 out.push(d);
             }
@@ -142,77 +150,144 @@ impl Windows {
         Ordering::Equal
     }
 
-    fn compute(&self, o: &Output, i: usize, part: &[Value], vars: &Vars) -> Result<Value> {
-        match &o.kind {
+    /// Output `o` for every document of the (sorted) partition `part`.
+    fn column(&self, o: &Output, part: &[Value], vars: &Vars) -> Result<Vec<Value>> {
+        let (acc, arg, bounds) = match &o.kind {
             Kind::Shift {
                 output,
                 by,
                 default,
             } => {
-                let j = (i as i64).checked_add(*by);
-                match j
-                    .and_then(|j| usize::try_from(j).ok())
-                    .and_then(|j| part.get(j))
-                {
-                    Some(doc) => Ok(output.eval(doc, vars)?.unwrap_or(Value::Null)),
-                    None => Ok(default.eval(&part[i], vars)?.unwrap_or(Value::Null)),
-                }
+                return (0..part.len())
+                    .map(|i| {
+                        let j = (i as i64).checked_add(*by);
+                        let v = match j
+                            .and_then(|j| usize::try_from(j).ok())
+                            .and_then(|j| part.get(j))
+                        {
+                            Some(doc) => output.eval(doc, vars)?,
+                            None => default.eval(&part[i], vars)?,
+                        };
+                        Ok(v.unwrap_or(Value::Null))
+                    })
+                    .collect();
             }
-            Kind::Window { acc, arg, bounds } => {
-                let (lo, hi) = self.window(*bounds, i, part)?;
-                let mut state = State::default();
-                for doc in part.iter().take(hi + 1).skip(lo) {
-                    state.add(*acc, arg.eval(doc, vars)?)?;
+            Kind::Window { acc, arg, bounds } => (*acc, arg, *bounds),
+        };
+        let args = part
+            .iter()
+            .map(|d| arg.eval(d, vars))
+            .collect::<Result<Vec<_>>>()?;
+        let mut out = Vec::with_capacity(part.len());
+        // The window before, its state and its value.
+        let mut before: Option<((usize, usize), State, Value)> = None;
+        for (lo, hi) in self.windows(bounds, part)? {
+            let state = match before.take() {
+                Some((window, state, value)) if window == (lo, hi) => {
+                    limits::charge(&value)?;
+                    out.push(value.clone());
+                    before = Some((window, state, value));
+                    continue;
                 }
-                Ok(state.finish(*acc))
+                // Same start, same or later end: only the new end is added.
+                Some(((l, h), mut state, _)) if l == lo && h <= hi && lo <= hi => {
+                    for a in &args[h + 1..=hi] {
+                        state.add(acc, a.clone())?;
+                    }
+                    state
+                }
+                _ => {
+                    let mut state = State::default();
+                    if lo <= hi {
+                        for a in &args[lo..=hi] {
+                            state.add(acc, a.clone())?;
+                        }
+                    }
+                    state
+                }
+            };
+            let value = state.clone().finish(acc);
+            limits::charge(&value)?;
+            out.push(value.clone());
+            before = Some(((lo, hi), state, value));
+        }
+        Ok(out)
+    }
+
+    /// Every document's window as an inclusive index range (empty: `(1, 0)`).
+    fn windows(&self, bounds: Bounds, part: &[Value]) -> Result<Vec<(usize, usize)>> {
+        let n = part.len() as i64;
+        match bounds {
+            Bounds::Documents(lo, hi) => Ok((0..n)
+                .map(|i| {
+                    let lo = lo.map_or(0, |l| i.saturating_add(l).max(0));
+                    let hi = hi.map_or(n - 1, |h| i.saturating_add(h).min(n - 1));
+                    if lo > hi {
+                        (1, 0)
+                    } else {
+                        (lo as usize, hi as usize)
+                    }
+                })
+                .collect()),
+            Bounds::Range(lo, hi) => {
+                let keys = part
+                    .iter()
+                    .map(|d| self.range_key(d))
+                    .collect::<Result<Vec<f64>>>()?;
+                Ok(keys
+                    .iter()
+                    .map(|here| {
+                        let (from, to) = (lo.map(|l| here + l), hi.map(|h| here + h));
+                        range_window(&keys, from, to)
+                    })
+                    .collect())
             }
         }
     }
 
-    /// The window of document `i` as an inclusive index range (empty when `lo > hi`).
-    fn window(&self, bounds: Bounds, i: usize, part: &[Value]) -> Result<(usize, usize)> {
-        let n = part.len() as i64;
-        match bounds {
-            Bounds::Documents(lo, hi) => {
-                let lo = lo.map_or(0, |l| (i as i64).saturating_add(l).max(0));
-                let hi = hi.map_or(n - 1, |h| (i as i64).saturating_add(h).min(n - 1));
-                Ok(if lo > hi {
-                    (1, 0)
-                } else {
-                    (lo as usize, hi as usize)
-                })
+    /// The number a range window measures `d` by: its (first) sort key.
+    fn range_key(&self, d: &Value) -> Result<f64> {
+        let (path, _) = &self.sort[0];
+        let v = d.as_object().and_then(|o| sort_value(o, path));
+        match v {
+            Some(Value::Number(n)) => Ok(n.as_f64().unwrap_or(0.0)),
+            Some(v) if as_date(v).is_some() => {
+                Ok(as_date(v).map_or(0.0, |t| t.timestamp_millis() as f64))
             }
-            Bounds::Range(lo, hi) => {
-                let key = |d: &Value| -> Result<f64> {
-                    let (path, _) = &self.sort[0];
-                    let v = d.as_object().and_then(|o| sort_value(o, path));
-                    match v {
-                        Some(Value::Number(n)) => Ok(n.as_f64().unwrap_or(0.0)),
-                        Some(v) if as_date(v).is_some() => {
-                            Ok(as_date(v).map_or(0.0, |t| t.timestamp_millis() as f64))
-                        }
-                        _ => Err(Error::invalid_input(
-                            "aggregate: $setWindowFields: a range window needs a number or date sort key in every document",
-                        )),
-                    }
-                };
-                let here = key(&part[i])?;
-                let (from, to) = (lo.map(|l| here + l), hi.map(|h| here + h));
-                let mut first = None;
-                let mut last = None;
-                for (j, d) in part.iter().enumerate() {
-                    let k = key(d)?;
-                    if from.is_none_or(|f| k >= f) && to.is_none_or(|t| k <= t) {
-                        first.get_or_insert(j);
-                        last = Some(j);
-                    }
-                }
-                Ok(match (first, last) {
-                    (Some(a), Some(b)) => (a, b),
-                    _ => (1, 0),
-                })
-            }
+            _ => Err(Error::invalid_input(
+                "aggregate: $setWindowFields: a range window needs a number or date sort key in every document",
+            )),
         }
+    }
+}
+
+/// The first and last index whose key lies in `[from, to]` (either end open when `None`);
+/// `(1, 0)` when none does. By binary search when the keys are sorted (as `sortBy` leaves
+/// them), else by looking at each.
+fn range_window(keys: &[f64], from: Option<f64>, to: Option<f64>) -> (usize, usize) {
+    let inside = |k: f64| from.is_none_or(|f| k >= f) && to.is_none_or(|t| k <= t);
+    let (first, end) = if keys.is_sorted() {
+        (
+            keys.partition_point(|&k| from.is_some_and(|f| k < f)),
+            keys.partition_point(|&k| to.is_none_or(|t| k <= t)),
+        )
+    } else if keys.is_sorted_by(|a, b| a >= b) {
+        (
+            keys.partition_point(|&k| to.is_some_and(|t| k > t)),
+            keys.partition_point(|&k| from.is_none_or(|f| k >= f)),
+        )
+    } else {
+        let first = keys.iter().position(|&k| inside(k));
+        let last = keys.iter().rposition(|&k| inside(k));
+        return match (first, last) {
+            (Some(a), Some(b)) => (a, b),
+            _ => (1, 0),
+        };
+    };
+    if first < end {
+        (first, end - 1)
+    } else {
+        (1, 0)
     }
 }
 
