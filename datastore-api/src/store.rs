@@ -413,6 +413,7 @@ pub fn prepare_insert(document: Document) -> Result<(DocumentId, Document)> {
             crate::path::RESERVED_WHY
         )));
     }
+    crate::value::check_document_size(&document)?;
     let mut body = Value::Object(document);
     canonicalize(&mut body)?;
     match body {
@@ -443,6 +444,21 @@ pub fn prepare_inserts(documents: Vec<Document>) -> Result<Vec<(DocumentId, Docu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_document_over_16_mib_is_refused_as_mongodb_refuses_it() {
+        let mut doc = Document::new();
+        doc.insert("big".into(), Value::String("x".repeat(17 * 1024 * 1024)));
+        let e = prepare_insert(doc).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
+        assert!(e.message().contains("16 MiB"), "{e}");
+        let mut doc = Document::new();
+        doc.insert(
+            "fits".into(),
+            Value::String("x".repeat(16 * 1024 * 1024 - 100)),
+        );
+        assert!(prepare_insert(doc).is_ok());
+    }
     use crate::ErrorKind;
 
     /// A document whose field `a` nests `levels` objects deep, built without recursion.

@@ -143,6 +143,56 @@ pub(crate) fn nests_deeper_than<'a>(
     false
 }
 
+/// The largest document stored, in bytes of its BSON encoding: MongoDB's limit (16 MiB),
+/// held on every provider so that a document one accepts the other does too.
+pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// The size of `body` encoded as BSON with its `_id` (an ObjectId) and `createdAt` (a date),
+/// as MongoDB measures it against [`MAX_DOCUMENT_BYTES`]: an upper bound (every number
+/// counted as 8 bytes). Without recursion.
+pub fn bson_size(body: &Document) -> usize {
+    // The document's length and terminator, `_id` and `createdAt` elements.
+    let mut total = 5 + (2 + ID_FIELD.len() + 12) + (2 + CREATED_AT_FIELD.len() + 8);
+    let mut stack: Vec<(usize, &Value)> = body.iter().map(|(k, v)| (k.len(), v)).collect();
+    while let Some((key_len, v)) = stack.pop() {
+        // Type byte, key, its NUL.
+        total = total.saturating_add(2 + key_len);
+        total = total.saturating_add(match v {
+            Value::Null => 0,
+            Value::Bool(_) => 1,
+            Value::Number(_) => 8,
+            Value::String(s) => 5 + s.len(),
+            Value::Object(o) if is_date_wrapper(o) => 8,
+            Value::Object(o) => {
+                stack.extend(o.iter().map(|(k, c)| (k.len(), c)));
+                5
+            }
+            Value::Array(items) => {
+                stack.extend(items.iter().enumerate().map(|(i, c)| (decimal_len(i), c)));
+                5
+            }
+        });
+    }
+    total
+}
+
+/// How many digits `i` has in decimal (an array element's BSON key).
+fn decimal_len(i: usize) -> usize {
+    i.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
+/// Refuses a body whose BSON size passes [`MAX_DOCUMENT_BYTES`].
+pub(crate) fn check_document_size(body: &Document) -> Result<()> {
+    let size = bson_size(body);
+    if size > MAX_DOCUMENT_BYTES {
+        return Err(Error::invalid_input(format!(
+            "the document is {size} bytes as BSON, more than MongoDB's 16 MiB document limit \
+             ({MAX_DOCUMENT_BYTES} bytes); store large data elsewhere and keep a reference"
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses a document (`what` names it) with a value more than [`MAX_DEPTH`] levels deep,
 /// before anything copies or walks it recursively.
 pub(crate) fn check_document_depth(doc: &Document, what: &str) -> Result<()> {

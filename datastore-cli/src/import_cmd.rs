@@ -33,12 +33,14 @@ pub async fn run(args: &ImportArgs) -> CliResult<()> {
         ))?;
     }
     let problems = summary.rejected_count
+        + summary.conflict_count
         + summary.missing_count
         + summary.different_count
         + summary.extra_in_store;
     if problems > 0 {
         return Err(CliError::check(format!(
-            "{problems} documents were rejected or differ: see the lines above"
+            "{problems} documents were rejected, conflict with what is stored, or differ: see \
+             the lines above"
         )));
     }
     Ok(())
@@ -80,6 +82,8 @@ pub fn describe(s: &Summary, args: &ImportArgs) -> String {
                 "file": args.file.display().to_string(),
                 "read": s.read, "inserted": s.inserted, "present": s.present,
                 "rejected": s.rejected_count, "rejections": rejected,
+                "conflicts": s.conflict_count,
+                "conflicting": s.conflicts.iter().map(|(at, why)| json!({"at": at.to_string(), "reason": why})).collect::<Vec<_>>(),
                 "identical": s.identical, "missing": s.missing_count, "different": s.different_count,
                 "missing_ids": s.missing, "different_ids": s.different,
                 "extra_in_store": s.extra_in_store,
@@ -107,14 +111,20 @@ pub fn describe(s: &Summary, args: &ImportArgs) -> String {
         ));
         return out;
     }
-    format!(
-        "imported {} of {} documents from {} ({} already stored, {} rejected)\n",
+    let mut out = String::new();
+    for (at, why) in s.conflicts.iter().take(100) {
+        out.push_str(&format!("import: {at}: conflict: {why}\n"));
+    }
+    out.push_str(&format!(
+        "imported {} of {} documents from {} ({} already stored, {} conflicting, {} rejected)\n",
         s.inserted,
         s.read,
         args.file.display(),
         s.present,
+        s.conflict_count,
         s.rejected_count
-    )
+    ));
+    out
 }
 
 #[cfg(test)]

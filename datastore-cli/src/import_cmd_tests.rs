@@ -141,6 +141,22 @@ async fn exercise(store: &dyn DataStore, path: &Path) {
         "{changed:?}"
     );
     assert!(describe(&changed, &args(path, true)).contains("stored with other contents"));
+
+    // A plain re-run reports the changed document as a conflict, with its line and field.
+    let conflicting = import_on(store, &args(path, false), false)
+        .await
+        .expect("import again");
+    assert_eq!(
+        (conflicting.present, conflicting.conflict_count),
+        (2, 1),
+        "{conflicting:?}"
+    );
+    let (at, why) = &conflicting.conflicts[0];
+    assert_eq!(*at, Position::Line(2));
+    assert!(
+        why.contains("6b105a82bd0eee37b2e88621") && why.contains("healthevent.isfatal"),
+        "{why}"
+    );
 }
 
 #[test]
@@ -208,4 +224,57 @@ fn resume_tokens_are_reported_not_imported() {
         out.contains("fault-quarantine") && out.contains("nothing imported"),
         "{out}"
     );
+}
+
+/// A file whose second of three documents is over MongoDB's 16 MiB limit.
+fn with_a_huge_document() -> PathBuf {
+    let doc = |id: &str, body: &str| {
+        format!(
+            "{{\"_id\":{{\"$oid\":\"{id}\"}},\"createdAt\":{{\"$date\":\"2026-01-02T03:04:05Z\"}},\"healthevent\":{{\"message\":\"{body}\"}}}}\n"
+        )
+    };
+    let text = [
+        doc("6b105a82bd0eee37b2e88630", "small"),
+        doc("6b105a82bd0eee37b2e88631", &"x".repeat(17 * 1024 * 1024)),
+        doc("6b105a82bd0eee37b2e88632", "small"),
+    ]
+    .concat();
+    file("huge.json", &text)
+}
+
+async fn huge_document_refused_alone(store: &dyn DataStore, path: &Path) {
+    let mut a = args(path, false);
+    a.batch = 10;
+    let done = import_on(store, &a, false).await.expect("import");
+    assert_eq!((done.inserted, done.rejected_count), (2, 1), "{done:?}");
+    assert_eq!(done.rejected[0].0, Position::Line(2));
+    assert!(done.rejected[0].1.contains("16 MiB"), "{:?}", done.rejected);
+}
+
+#[test]
+fn a_document_over_16_mib_is_refused_alone_on_postgresql() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = datastore_cli::server::start_embedded().expect("PostgreSQL");
+    let path = with_a_huge_document();
+    rt.block_on(async {
+        let (store, _) = datastore_cli::server::connect_embedded(&server)
+            .await
+            .expect("store");
+        huge_document_refused_alone(&store, &path).await;
+        store.close().await;
+    });
+}
+
+#[test]
+fn a_document_over_16_mib_is_refused_alone_on_mongodb() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = datastore_cli::server::start_mongo_stand_in().expect("the MongoDB stand-in");
+    let path = with_a_huge_document();
+    rt.block_on(async {
+        let store = datastore_cli::server::connect_mongo_stand_in(&server)
+            .await
+            .expect("store");
+        huge_document_refused_alone(store.as_ref(), &path).await;
+        store.close().await;
+    });
 }

@@ -129,7 +129,7 @@ pub(crate) fn tick() -> Result<()> {
         t.set(n);
         n
     });
-    if n % TICKS_PER_CHECK != 0 {
+    if !n.is_multiple_of(TICKS_PER_CHECK) {
         return Ok(());
     }
     ACTIVE.with(|a| match &*a.borrow() {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datastore::value::ID_FIELD;
-use datastore::{Collection, Document, Filter, FindOptions, ImportDocument, Value};
+use datastore::{Collection, Document, ErrorKind, Filter, FindOptions, ImportDocument, Value};
 use futures::stream::{FuturesUnordered, StreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
@@ -57,6 +57,11 @@ pub struct Summary {
     pub different_count: u64,
     /// With `--verify`: documents in the store that the file does not hold.
     pub extra_in_store: u64,
+    /// Documents whose `_id` is stored with other contents: where, and which fields differ
+    /// (the first [`LISTED_REJECTIONS`]). Not written, and not counted as present.
+    pub conflicts: Vec<(Position, String)>,
+    /// All such documents.
+    pub conflict_count: u64,
 }
 
 /// How [`run_on`] reads and writes.
@@ -102,7 +107,7 @@ pub async fn run_on(collection: &dyn Collection, options: &Options) -> CliResult
                 Some((at, doc)) => {
                     summary.read += 1;
                     match doc {
-                        Ok(d) => batch.push(d),
+                        Ok(d) => batch.push((at, d)),
                         Err(why) => reject(&mut summary, &bar, at, why),
                     }
                     if batch.len() >= batch_size {
@@ -148,6 +153,13 @@ impl Summary {
         let room = LISTED_REJECTIONS.saturating_sub(self.different.len());
         self.different
             .extend(batch.different.into_iter().take(room));
+        self.rejected_count += batch.rejected_count;
+        let room = LISTED_REJECTIONS.saturating_sub(self.rejected.len());
+        self.rejected.extend(batch.rejected.into_iter().take(room));
+        self.conflict_count += batch.conflict_count;
+        let room = LISTED_REJECTIONS.saturating_sub(self.conflicts.len());
+        self.conflicts
+            .extend(batch.conflicts.into_iter().take(room));
     }
 }
 
@@ -170,7 +182,7 @@ pub async fn copy(
             summary.read += 1;
             let at = Position::Element(summary.read);
             match ImportDocument::prepare(doc) {
-                Ok(d) => prepared.push(d),
+                Ok(d) => prepared.push((at, d)),
                 Err(e) => reject(&mut summary, &hidden, at, e.message().to_owned()),
             }
         }
@@ -205,28 +217,87 @@ fn reject(summary: &mut Summary, bar: &ProgressBar, at: Position, why: String) {
 /// Imports a batch, or compares it with the store.
 async fn write(
     collection: &dyn Collection,
-    batch: Vec<ImportDocument>,
+    batch: Vec<(Position, ImportDocument)>,
     verify: bool,
 ) -> CliResult<Summary> {
-    let mut out = Summary::default();
     if batch.is_empty() {
+        return Ok(Summary::default());
+    }
+    if verify {
+        return compare(collection, batch).await;
+    }
+    let docs = batch.iter().map(|(_, d)| d.clone()).collect();
+    match collection.import(docs).await {
+        Ok(done) => conflicts(collection, batch, done).await,
+        // One document the server refuses fails the batch on some servers: each alone.
+        Err(e) if e.kind() == ErrorKind::InvalidInput && batch.len() > 1 => {
+            let mut out = Summary::default();
+            for (at, doc) in batch {
+                match collection.import(vec![doc.clone()]).await {
+                    Ok(done) => out.add(conflicts(collection, vec![(at, doc)], done).await?),
+                    Err(e) if e.kind() == ErrorKind::InvalidInput => {
+                        eprintln!("import: {at}: rejected: {}", e.message());
+                        out.rejected_count += 1;
+                        out.rejected.push((at, e.message().to_owned()));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(out)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What an import of `batch` did, with the documents found present checked against what
+/// is stored: a present `_id` with other contents is a conflict, not a document already
+/// imported.
+async fn conflicts(
+    collection: &dyn Collection,
+    batch: Vec<(Position, ImportDocument)>,
+    done: datastore::Imported,
+) -> CliResult<Summary> {
+    let mut out = Summary {
+        inserted: done.inserted,
+        present: done.present,
+        ..Summary::default()
+    };
+    if done.present == 0 {
         return Ok(out);
     }
-    if !verify {
-        let done = collection.import(batch).await?;
-        out.inserted = done.inserted;
-        out.present = done.present;
-        return Ok(out);
+    let mut stored = stored_by_id(collection, &batch).await?;
+    for (at, d) in batch {
+        let id = d.id.to_string();
+        let Some(stored) = stored.remove(&id) else {
+            continue;
+        };
+        let expected = d.to_document()?;
+        let fields = differing_fields(&expected, &stored);
+        if fields.is_empty() {
+            continue;
+        }
+        let why = format!(
+            "_id {id} is already stored with other contents (differs at {}): not imported",
+            fields.join(", ")
+        );
+        eprintln!("import: {at}: conflict: {why}");
+        out.present = out.present.saturating_sub(1);
+        out.conflict_count += 1;
+        if out.conflicts.len() < LISTED_REJECTIONS {
+            out.conflicts.push((at, why));
+        }
     }
-    let ids: Vec<String> = batch.iter().map(|d| d.id.to_string()).collect();
-    let stored = collection
-        .find(&Filter::is_in(ID_FIELD, ids), &FindOptions::default())
-        .await?;
-    let mut by_id: HashMap<String, Document> = stored
-        .into_iter()
-        .filter_map(|d| Some((d.get(ID_FIELD)?.as_str()?.to_owned(), d)))
-        .collect();
-    for d in batch {
+    Ok(out)
+}
+
+/// `--verify`: how `batch` compares with the store.
+async fn compare(
+    collection: &dyn Collection,
+    batch: Vec<(Position, ImportDocument)>,
+) -> CliResult<Summary> {
+    let mut out = Summary::default();
+    let mut by_id = stored_by_id(collection, &batch).await?;
+    for (_, d) in batch {
         let id = d.id.to_string();
         match by_id.remove(&id) {
             None => {
@@ -245,6 +316,52 @@ async fn write(
         }
     }
     Ok(out)
+}
+
+/// The stored documents with the ids of `batch`, by id.
+async fn stored_by_id(
+    collection: &dyn Collection,
+    batch: &[(Position, ImportDocument)],
+) -> CliResult<HashMap<String, Document>> {
+    let ids: Vec<String> = batch.iter().map(|(_, d)| d.id.to_string()).collect();
+    let stored = collection
+        .find(&Filter::is_in(ID_FIELD, ids), &FindOptions::default())
+        .await?;
+    Ok(stored
+        .into_iter()
+        .filter_map(|d| Some((d.get(ID_FIELD)?.as_str()?.to_owned(), d)))
+        .collect())
+}
+
+/// The dotted paths where `a` and `b` differ (at most ten): fields of nested documents
+/// compared one by one, anything else as a whole.
+pub fn differing_fields(a: &Document, b: &Document) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut pending: Vec<(String, &Document, &Document)> = vec![(String::new(), a, b)];
+    while let Some((prefix, a, b)) = pending.pop() {
+        let mut keys: Vec<&String> = a
+            .keys()
+            .chain(b.keys().filter(|k| !a.contains_key(*k)))
+            .collect();
+        keys.sort();
+        for k in keys {
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match (a.get(k), b.get(k)) {
+                (Some(Value::Object(x)), Some(Value::Object(y))) => pending.push((path, x, y)),
+                (x, y) if x.map(checksum) == y.map(checksum) => {}
+                _ => out.push(path),
+            }
+            if out.len() >= 10 {
+                return out;
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// A checksum of a value's canonical form (object keys sorted), FNV-1a 64.
