@@ -79,7 +79,7 @@ pub fn describe(config: &DatastoreConfig) -> String {
         _ => format!(
             "{} at {}:{}, database {:?}, user {:?}, sslmode {}",
             config.provider,
-            c.host,
+            host_without_credentials(&c.host),
             c.port,
             c.database,
             c.username,
@@ -109,6 +109,14 @@ fn without_credentials(uri: &str) -> String {
     match rest[..authority_end].rfind('@') {
         Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
         None => uri.to_owned(),
+    }
+}
+
+/// `host` with any `user:password@` an operator put in front replaced by `***@`.
+fn host_without_credentials(host: &str) -> String {
+    match host.rfind('@') {
+        Some(at) => format!("***@{}", &host[at + 1..]),
+        None => host.to_owned(),
     }
 }
 
@@ -150,5 +158,25 @@ mod tests {
             "mongodb://db:1/"
         );
         assert!(!super::without_credentials("nonsense").contains("nonsense"));
+    }
+
+    #[test]
+    fn credentials_in_the_host_are_never_shown() {
+        let vars = [
+            ("DATASTORE_PROVIDER", "postgresql"),
+            ("DATASTORE_HOST", "admin:hunter2@db.example"),
+            ("DATASTORE_USERNAME", "app"),
+        ];
+        let vars = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let config = datastore::DatastoreConfig::from_vars(&vars).expect("config");
+        let shown = super::describe(&config);
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("admin:"),
+            "{shown}"
+        );
+        assert!(shown.contains("***@db.example"), "{shown}");
     }
 }

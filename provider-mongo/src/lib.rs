@@ -70,6 +70,17 @@ pub struct MongoDataStore {
     maintenance: MongoCollection,
 }
 
+/// What to check when a connection that requires TLS gets no answer: a server without TLS
+/// does not answer a TLS handshake, it waits.
+fn tls_hint(settings: &MongoSettings) -> &'static str {
+    if settings.require_tls {
+        " With TLS required (DATASTORE_SSLMODE), a server that does not accept TLS never \
+         answers: check that the server has TLS enabled, or that it should be used without"
+    } else {
+        ""
+    }
+}
+
 impl MongoDataStore {
     /// Connects with the settings of `config` plus the `MONGODB_*` environment variables
     /// (see [`MongoSettings::from_config`]).
@@ -91,7 +102,28 @@ impl MongoDataStore {
                 .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::Primary))
                 .build(),
         );
-        let clock = Arc::new(ServerClock::measure(&database).await?);
+        // The first answer is the connection: bounded by the connect timeout, as libpq's
+        // `connect_timeout` bounds PostgreSQL's (server selection alone would wait longer).
+        let measured =
+            tokio::time::timeout(settings.connect_timeout, ServerClock::measure(&database)).await;
+        let clock = match measured {
+            Ok(Ok(clock)) => Arc::new(clock),
+            Ok(Err(e)) if e.kind() == datastore_api::ErrorKind::Transient => {
+                return Err(datastore_api::Error::new(
+                    e.kind(),
+                    format!("{}{}", e.message(), tls_hint(settings)),
+                ))
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(datastore_api::Error::transient(format!(
+                    "MongoDB did not answer within {:?} (DATASTORE_CONNECT_TIMEOUT): is the \
+                     address right and the server up?{}",
+                    settings.connect_timeout,
+                    tls_hint(settings)
+                )))
+            }
+        };
         let tokens = database.collection::<mongodb::bson::Document>(&settings.token_collection);
         let changes = Arc::new(ChangeSupport::new(tokens.clone()));
         let collection = |name: &str, role| MongoCollection {
