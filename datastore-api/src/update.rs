@@ -271,11 +271,11 @@ fn check_conflicts(ops: &[(FieldPath, ValidOp)]) -> Result<()> {
     let b = ops[i + 1..]
         .iter()
         .map(|(b, _)| b)
-        .find(|b| a.is_prefix_of(b) || b.is_prefix_of(a))
-        .expect("first_conflicting found a later conflicting path");
-    Err(Error::invalid_input(format!(
-        "update paths '{a}' and '{b}' conflict"
-    )))
+        .find(|b| a.is_prefix_of(b) || b.is_prefix_of(a));
+    Err(Error::invalid_input(match b {
+        Some(b) => format!("update paths '{a}' and '{b}' conflict"),
+        None => format!("update path '{a}' conflicts with a later one"),
+    }))
 }
 
 /// The first operation whose path equals, is an ancestor of, or is below a later one's. One pass
@@ -407,7 +407,9 @@ impl ValidUpdate {
 
 fn apply_op(doc: &mut Document, path: &FieldPath, op: &ValidOp, now: DateTime<Utc>) -> Result<()> {
     let segs = path.segments();
-    let (last, parents) = segs.split_last().expect("paths have at least one segment");
+    let Some((last, parents)) = segs.split_last() else {
+        return Err(Error::invalid_input("an update path has no segments"));
+    };
     if let ValidOp::Unset = op {
         let mut cur = doc;
         for s in parents {

@@ -1,6 +1,8 @@
 //! NVSentinel's real analyzer rules (the chart's values file, unchanged; see
 //! `fixtures/NOTICE.md`): they load, bind as the Go analyzer binds them, and run.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test's
+
 use datastore_api::analyzer::{self, Analyzer};
 use serde_json::json;
 

@@ -3,6 +3,8 @@
 //! and nothing recurses into them, whatever their keys. Each case runs on a 256 KiB stack, so
 //! recursion that would only overflow a larger stack at a larger depth shows here.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test's
+
 use datastore_api::aggregate::Pipeline;
 use datastore_api::value::drop_iteratively;
 use datastore_api::{prepare_insert, ErrorKind, Filter, Update, UpdateOp, Value};

@@ -2,6 +2,8 @@
 //! error, never a panic. Bounded (`NO_PANIC_CASES`, default 512 per target) so that
 //! `cargo xtask test` stays fast.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test's
+
 use datastore_api::config::parse_duration;
 use datastore_api::{
     prepare_insert, DatastoreConfig, Document, DocumentId, FieldPath, Filter, Scalar, Update,

@@ -278,6 +278,8 @@ impl Synth {
         let mut hot: Vec<usize> = (0..nodes.len()).collect();
         hot.shuffle(&mut rng);
         hot.truncate((nodes.len() / 10).max(1));
+        // CHECKS is a constant table of positive weights: this cannot fail.
+        #[allow(clippy::expect_used)]
         let checks = WeightedIndex::new(CHECKS.iter().map(|c| c.weight))
             .expect("check weights are positive");
         Synth {

@@ -1,6 +1,8 @@
 //! `datastore import` killed part-way (SIGKILL, mid-batch) and run again finishes the job with
 //! nothing imported twice; `--verify` then finds the store identical to the file.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test's
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

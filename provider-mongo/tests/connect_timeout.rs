@@ -2,6 +2,8 @@
 //! as it does on PostgreSQL, with an error that names the setting (and, with TLS required,
 //! the likely cause).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test's
+
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 

@@ -3,6 +3,8 @@
 //! behaviour every provider shares is pinned by the conformance suite; these tests pin what is
 //! MongoDB's own: the stored BSON shape, the indexes, error mapping and connection failures.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test's
+
 use std::time::{Duration, Instant};
 
 use datastore_api::{DataStore, ErrorKind, Filter, FindOptions, KeyedDocument, Update, Value};

@@ -2,6 +2,8 @@
 //! (Debian's `socat`, since neither stand-in speaks TLS) that requires a client certificate
 //! signed by the test CA, reached with the provider's TLS settings.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test's
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -4,6 +4,8 @@
 //! the server with the native `$set/$unset/$inc/$push/$currentDate` operators and in Rust,
 //! must give the same document, or both an error.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test's
+
 use chrono::{DateTime, Utc};
 use conformance::gen;
 use datastore_api::value::equivalent_documents;

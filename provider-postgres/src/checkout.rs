@@ -17,32 +17,35 @@ pub(crate) const CLIENT_CHECK_INTERVAL_MS: u32 = 1_000;
 
 /// A pooled connection that goes back to the pool when [`Checkout::finish`] is called, and is
 /// closed when the checkout is dropped before that (the call was given up).
-pub(crate) struct Checkout(Option<PoolConnection<Postgres>>);
+pub(crate) struct Checkout {
+    conn: PoolConnection<Postgres>,
+    finished: bool,
+}
 
 impl Checkout {
     /// A connection from `pool`.
     pub(crate) async fn acquire(pool: &PgPool) -> Result<Self> {
-        Ok(Checkout(Some(pool.acquire().await.map_err(map_err)?)))
+        Ok(Checkout {
+            conn: pool.acquire().await.map_err(map_err)?,
+            finished: false,
+        })
     }
 
     /// The connection.
     pub(crate) fn conn(&mut self) -> &mut PgConnection {
-        // Present until `finish` or drop, which both consume or end the checkout.
-        self.0
-            .as_deref_mut()
-            .expect("a checkout holds its connection until it ends")
+        &mut self.conn
     }
 
     /// The call finished (well or with an error): the connection goes back to the pool.
     pub(crate) fn finish(mut self) {
-        drop(self.0.take());
+        self.finished = true;
     }
 }
 
 impl Drop for Checkout {
     fn drop(&mut self) {
-        if let Some(mut conn) = self.0.take() {
-            conn.close_on_drop();
+        if !self.finished {
+            self.conn.close_on_drop();
         }
     }
 }

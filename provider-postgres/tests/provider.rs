@@ -2,6 +2,8 @@
 //! pool settings, migrations, error classification, stored shape. The API semantics themselves
 //! are pinned by the conformance suite.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test's
+
 use std::time::Duration;
 
 use datastore_api::model::{health_event_document, HealthEvent, HealthEventStatus};

@@ -2,6 +2,8 @@
 //! real servers: a TLS-only server set up as the spec says (pg-harness `tls`), and the plain
 //! throwaway server for the "server without TLS" rows.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test's
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
