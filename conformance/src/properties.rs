@@ -128,6 +128,12 @@ pub const ALL: &[Property] = &[
         run: consumers::consumer_admin,
     },
     Property {
+        name: "reopened_stream_delivers_at_once",
+        needs: &[Capability::ChangeStreams],
+        narrowed_by: &[],
+        run: consumers::reopened_stream_delivers_at_once,
+    },
+    Property {
         name: "lag_metric_rises_while_stopped",
         needs: &[Capability::ChangeStreams],
         narrowed_by: &[],

@@ -110,6 +110,34 @@ impl LocalLeases {
             .insert(key.to_owned(), owner.to_owned());
     }
 
+    /// A receiver that changes each time a stream of this process releases the lease `key`,
+    /// so that a standby of this process takes it at once instead of at its next retry.
+    fn releases_of(key: &str) -> tokio::sync::watch::Receiver<u64> {
+        Self::released_senders()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.to_owned())
+            .or_insert_with(|| tokio::sync::watch::channel(0).0)
+            .subscribe()
+    }
+
+    /// Tells this process's standbys for `key` that its lease was released.
+    fn released(key: &str) {
+        if let Some(tx) = Self::released_senders()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+        {
+            tx.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    fn released_senders() -> &'static Mutex<HashMap<String, tokio::sync::watch::Sender<u64>>> {
+        static RELEASED: OnceLock<Mutex<HashMap<String, tokio::sync::watch::Sender<u64>>>> =
+            OnceLock::new();
+        RELEASED.get_or_init(Default::default)
+    }
+
     /// Forgets `owner`'s hold of `key` (when its stream ends).
     pub fn forget(key: &str, owner: &str) {
         let mut map = Self::map().lock().unwrap_or_else(|e| e.into_inner());
@@ -153,6 +181,7 @@ pub async fn spawn_stream<S: ChangeSource>(
     let mut reader = Reader {
         lag: LagState::of(&options.consumer),
         source,
+        releases: LocalLeases::releases_of(&key),
         key,
         owner: new_owner(),
         options,
@@ -173,6 +202,8 @@ pub async fn spawn_stream<S: ChangeSource>(
 
 struct Reader<S: ChangeSource> {
     source: S,
+    /// Changes when a stream of this process releases this lease (see [`LocalLeases`]).
+    releases: tokio::sync::watch::Receiver<u64>,
     key: String,
     owner: String,
     options: WatchOptions,
@@ -220,8 +251,13 @@ impl<S: ChangeSource> Reader<S> {
     /// One step: fills the buffer, waits as a standby or idles. Errors are the caller's.
     async fn step(&mut self) -> Result<()> {
         if !self.lease().await? {
+            // A standby retries every fifth of the lease lifetime, or at once when a stream
+            // of this process releases the lease (a consumer reopened after a drop).
             let wait = (self.options.lease_ttl / 5).max(self.options.poll_interval);
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                Ok(()) = self.releases.changed() => {}
+            }
             return Ok(());
         }
         if !self.started {
@@ -294,7 +330,14 @@ impl<S: ChangeSource> Drop for Reader<S> {
         // Hand the lease over at once instead of letting it expire (best effort).
         if self.renewed.is_some() {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(self.source.release_lease(self.owner.clone()));
+                let (release, key) = (
+                    self.source.release_lease(self.owner.clone()),
+                    self.key.clone(),
+                );
+                rt.spawn(async move {
+                    release.await;
+                    LocalLeases::released(&key);
+                });
             }
         }
     }

@@ -245,3 +245,48 @@ pub(super) fn lag_metric_rises_while_stopped(ctx: &Ctx<'_>) -> Outcome {
         Ok(())
     })
 }
+
+/// A consumer whose stream is dropped and opened again at once, in the same process, takes
+/// its lease straight back: the reopened stream delivers at once, not after a standby's retry
+/// period (a fifth of the lease lifetime; a minute's lease here makes that 12 s).
+pub(super) fn reopened_stream_delivers_at_once(ctx: &Ctx<'_>) -> Outcome {
+    let store = ctx.store.clone();
+    ctx.rt.block_on(async move {
+        let coll = store.health_event_collection();
+        let run = unique("reopened");
+        let of_run =
+            Filter::eq("operationType", "insert").and(Filter::eq("fullDocument.run", run.as_str()));
+        let name = unique("reopen-consumer");
+        let watch = |start| {
+            let mut o = options(&name, of_run.clone(), start);
+            o.lease_ttl = Duration::from_secs(60);
+            o
+        };
+        let mut s = coll
+            .watch(watch(StartFrom::Now))
+            .await
+            .map_err(|e| e.to_string())?;
+        for cycle in 0..5 {
+            insert_run(coll, &run, cycle, 1).await?;
+            let started = tokio::time::Instant::now();
+            let got = tokio::time::timeout(Duration::from_secs(6), read_exactly(&mut s, 1))
+                .await
+                .map_err(|_| {
+                    format!("cycle {cycle}: the reopened stream delivered nothing within 6 s")
+                })??;
+            let took = started.elapsed();
+            if took > Duration::from_secs(5) {
+                return Err(format!("cycle {cycle}: delivered after {took:?}"));
+            }
+            coll.checkpoint(&name, &got[0].token)
+                .await
+                .map_err(|e| e.to_string())?;
+            drop(s);
+            s = coll
+                .watch(watch(StartFrom::Checkpoint))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })
+}
