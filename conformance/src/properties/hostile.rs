@@ -59,6 +59,7 @@ pub(super) fn hostile_input_is_refused_and_changes_nothing(
             reset(coll).await?;
             reserved_names(coll).await?;
             bad_values(coll).await?;
+            one_semantics(ctx).await?;
             large_in_lists(coll).await
         })
     })
@@ -180,5 +181,39 @@ async fn large_in_lists(coll: &dyn Collection) -> CaseResult {
         coll.count(&Filter::not_in("a", too_many)).await,
         "Nin with 70,000 values",
     )?;
+    Ok(())
+}
+
+/// Requests the providers once answered differently, answered as MongoDB does: conflicting
+/// `$addFields` paths and a `$skip` past 64 bits refused, a document over 16 MiB refused, a
+/// retention of forever and a watch from before all history accepted.
+async fn one_semantics(ctx: &Ctx<'_>) -> CaseResult {
+    use datastore_api::aggregate::Pipeline;
+    use datastore_api::{RetentionPolicy, StartFrom, WatchOptions};
+    let coll = ctx.store.health_event_collection();
+    let before = ok(coll.count(&Filter::All).await, "count")?;
+    let parsed = |p: Value| Pipeline::parse(&p);
+    refused(
+        parsed(json!([{"$addFields": {"a": 1, "a.b": 2}}])),
+        "$addFields of a and a.b",
+    )?;
+    refused(parsed(json!([{"$skip": u64::MAX}])), "$skip of u64::MAX")?;
+    let mut big = Document::new();
+    big.insert("big".into(), Value::String("x".repeat(17 * 1024 * 1024)));
+    refused(coll.insert_one(big).await, "a 17 MiB document")?;
+    let forever = RetentionPolicy {
+        max_age: std::time::Duration::MAX,
+        ..RetentionPolicy::default()
+    };
+    ok(
+        ctx.store.prune_change_history(&forever).await,
+        "prune with a max_age of Duration::MAX",
+    )?;
+    if ctx.capabilities.change_streams {
+        let options = WatchOptions::new(super::changes::unique("from-the-start"))
+            .start(StartFrom::Time(chrono::DateTime::<chrono::Utc>::MIN_UTC));
+        ok(coll.watch(options).await, "watch from DateTime::MIN_UTC")?;
+    }
+    prop_assert_eq!(ok(coll.count(&Filter::All).await, "count")?, before);
     Ok(())
 }

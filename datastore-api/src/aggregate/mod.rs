@@ -458,10 +458,12 @@ fn parse_stage(stage: &Value, place: &str, in_lookup: bool) -> Result<Stage> {
             Stage::Sort(keys)
         }
         "$limit" | "$skip" => {
+            // MongoDB's integers are 64-bit signed: a larger count is not one.
             let n = spec
                 .as_u64()
+                .filter(|&n| i64::try_from(n).is_ok())
                 .and_then(|n| usize::try_from(n).ok())
-                .ok_or_else(|| bad(&at, "takes a non-negative integer"))?;
+                .ok_or_else(|| bad(&at, "takes a non-negative 64-bit integer"))?;
             if name == "$limit" {
                 if n == 0 {
                     return Err(bad(&at, "the limit must be positive"));
@@ -626,10 +628,27 @@ fn computed_fields(spec: &Value, at: &str) -> Result<Vec<(Vec<String>, Expr)>> {
     let Value::Object(o) = spec else {
         return Err(bad(at, "takes a document of fields"));
     };
-    flattened(o, at)?
+    let fields = flattened(o, at)?
         .iter()
         .map(|(k, e)| Ok((split(k), Expr::parse(e, &format!("{at}.{k}"))?)))
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    // As MongoDB: a path and a path below it (`a` and `a.b`) conflict.
+    for (i, (a, _)) in fields.iter().enumerate() {
+        if let Some((b, _)) = fields[i + 1..]
+            .iter()
+            .find(|(b, _)| a.starts_with(b) || b.starts_with(a))
+        {
+            return Err(bad(
+                at,
+                format!(
+                    "the paths '{}' and '{}' conflict: one would overwrite the other",
+                    a.join("."),
+                    b.join(".")
+                ),
+            ));
+        }
+    }
+    Ok(fields)
 }
 
 /// A `$project` / `$addFields` specification with its nested field documents as dotted

@@ -221,6 +221,12 @@ pub(crate) async fn lag(
     })
 }
 
+/// `age` in seconds for `now() - make_interval(…)`: a thousand years at most (an age that
+/// large keeps everything; a larger one would take `now()` out of the range of a timestamp).
+fn interval_secs(age: Duration) -> f64 {
+    age.as_secs_f64().min(1_000.0 * 365.25 * 86_400.0)
+}
+
 /// Deletes change history per `policy`; returns the number of changes deleted.
 pub(crate) async fn prune(pool: &PgPool, policy: &RetentionPolicy) -> Result<u64> {
     let mut tx = pool.begin().await.map_err(map_err)?;
@@ -238,8 +244,8 @@ pub(crate) async fn prune(pool: &PgPool, policy: &RetentionPolicy) -> Result<u64
                     (SELECT min(split_part(token, '.', 1)::bigint) - 1 AS tick \
                        FROM datastore_consumers WHERE token IS NOT NULL) passed))",
     )
-    .bind(policy.max_age.as_secs_f64())
-    .bind(policy.min_age.as_secs_f64())
+    .bind(interval_secs(policy.max_age))
+    .bind(interval_secs(policy.min_age))
     .fetch_one(&mut *tx)
     .await
     .map_err(map_err)?;

@@ -69,6 +69,9 @@ pub(super) async fn start_position(
             seq: 0,
         }),
         StartFrom::Time(t) => {
+            // Before the history (and before any time PostgreSQL can hold): the beginning,
+            // as on MongoDB.
+            let t = t.max(chrono::DateTime::UNIX_EPOCH);
             let first: Option<i64> = sqlx::query_scalar(
                 "SELECT min(tick) FROM datastore_change_ticks WHERE created_at >= $1",
             )
