@@ -25,6 +25,7 @@
 
 pub mod gen;
 pub mod histories;
+pub mod hostile;
 pub mod model;
 pub mod properties;
 

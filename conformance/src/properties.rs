@@ -128,6 +128,12 @@ pub const ALL: &[Property] = &[
         run: consumers::consumer_admin,
     },
     Property {
+        name: "hostile_documents_round_trip_or_are_refused",
+        needs: &[],
+        narrowed_by: &[],
+        run: hostile::hostile_documents_round_trip_or_are_refused,
+    },
+    Property {
         name: "reopened_stream_delivers_at_once",
         needs: &[Capability::ChangeStreams],
         narrowed_by: &[],

@@ -486,13 +486,23 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(total)
 }
 
+/// The deepest a datastore config file may nest (Helm values files nest a handful of levels).
+const MAX_YAML_DEPTH: usize = 16;
+
 fn yaml_values(text: &str) -> Result<HashMap<&'static str, String>> {
     // The file is read as JSON's data model: a Helm values file is plain mappings, lists and
     // scalars, and serde-saphyr's budgets bound what a hostile file can cost.
     let doc: serde_json::Value = if text.trim().is_empty() {
         serde_json::Value::Null
     } else {
-        serde_saphyr::from_str(text).map_err(|e| {
+        // A values file nests a few levels; serde-saphyr's default allowance (64 levels, 255
+        // of flow nesting) is more than a small stack holds in its recursive deserializer.
+        let mut budget = serde_saphyr::Budget::default();
+        budget.max_depth = MAX_YAML_DEPTH;
+        budget.flow_nesting_limit = MAX_YAML_DEPTH;
+        let mut options = serde_saphyr::Options::default();
+        options.budget = Some(budget);
+        serde_saphyr::from_str_with_options(text, options).map_err(|e| {
             Error::configuration("the datastore config file is not valid YAML").with_source(e)
         })?
     };

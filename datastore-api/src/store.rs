@@ -407,6 +407,13 @@ pub fn prepare_insert(document: Document) -> Result<(DocumentId, Document)> {
             )))
         }
     };
+    // Checked here because the document as a whole is not a value: `{"$date": …}` would
+    // otherwise be read as a date wrapper rather than a field named `$date`.
+    if let Some(name) = document.keys().find(|k| k.starts_with('$')) {
+        return Err(Error::invalid_input(format!(
+            "document field {name:?}: field names may not start with '$'"
+        )));
+    }
     if let Some(name) = document.keys().find(|k| crate::path::is_reserved_name(k)) {
         return Err(Error::invalid_input(format!(
             "document field {name:?}: {}",
@@ -444,6 +451,17 @@ pub fn prepare_inserts(documents: Vec<Document>) -> Result<Vec<(DocumentId, Docu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_document_that_looks_like_a_date_is_refused() {
+        let doc = serde_json::json!({"$date": "1970-01-01T00:00:00Z"});
+        let Value::Object(doc) = doc else {
+            unreachable!()
+        };
+        let e = prepare_insert(doc).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
+        assert!(e.message().contains("'$'"), "{e}");
+    }
 
     #[test]
     fn a_document_over_16_mib_is_refused_as_mongodb_refuses_it() {

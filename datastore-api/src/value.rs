@@ -265,6 +265,13 @@ fn canonicalize_at(value: &mut Value, at: &mut String, depth: usize) -> Result<(
             }
             Ok(())
         }
+        // MongoDB stores 64-bit signed integers: a larger one is refused everywhere.
+        Value::Number(n) if n.is_u64() && n.as_i64().is_none() => {
+            Err(Error::invalid_input(format!(
+                "integer {n} at '{at}' is above the 64-bit signed range MongoDB stores: store it \
+                 as a string, or as a double if precision may be lost"
+            )))
+        }
         Value::String(s) if s.contains('\0') => Err(Error::invalid_input(format!(
             "string at '{at}' contains a NUL character"
         ))),

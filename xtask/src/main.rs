@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+mod fuzz;
 mod install;
 
 use mongo_harness::{StandIn, TestMongo};
@@ -41,6 +42,9 @@ commands:
                           run the conformance suite (default: all)
   bench [args...]         cargo run --release -p datastore-bench -- [args...]
   demo [args...]          cargo run --release -p datastore-cli -- demo [args...]
+  fuzz [--minutes N]      the fuzz properties, optimised, round after round until N
+                          minutes (default 30) have passed; prints the cases run and
+                          every distinct failure
   help                    show this text
 
 environment:
@@ -80,6 +84,11 @@ enum Task {
     Bench(Vec<OsString>),
     /// The demo, with extra arguments passed through.
     Demo(Vec<OsString>),
+    /// The fuzz properties for this many minutes.
+    Fuzz {
+        /// How long to run.
+        minutes: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -100,6 +109,7 @@ fn main() -> ExitCode {
         Task::Conformance { provider } => Xtask::new().conformance(&provider),
         Task::Bench(args) => Xtask::new().bench(&args),
         Task::Demo(args) => Xtask::new().demo(&args),
+        Task::Fuzz { minutes } => Xtask::new().fuzz(minutes),
     };
     ExitCode::from(code)
 }
@@ -149,6 +159,21 @@ fn parse(args: Vec<OsString>) -> Result<Task, String> {
             Ok(Task::Conformance { provider })
         }
         Some("bench") => Ok(Task::Bench(rest)),
+        Some("fuzz") => {
+            let mut minutes = 30;
+            let mut rest = rest.into_iter();
+            while let Some(arg) = rest.next() {
+                let value = match arg.to_str() {
+                    Some("--minutes") => rest.next().ok_or("`--minutes` needs a value")?,
+                    _ => return Err(format!("unknown option for `fuzz`: {arg:?}")),
+                };
+                minutes = value
+                    .to_str()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| format!("`--minutes` takes a whole number, not {value:?}"))?;
+            }
+            Ok(Task::Fuzz { minutes })
+        }
         Some("demo") => Ok(Task::Demo(rest)),
         _ => Err(format!("unknown command {command:?}")),
     }

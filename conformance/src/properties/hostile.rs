@@ -212,8 +212,88 @@ async fn one_semantics(ctx: &Ctx<'_>) -> CaseResult {
     if ctx.capabilities.change_streams {
         let options = WatchOptions::new(super::changes::unique("from-the-start"))
             .start(StartFrom::Time(chrono::DateTime::<chrono::Utc>::MIN_UTC));
-        ok(coll.watch(options).await, "watch from DateTime::MIN_UTC")?;
+        let _stream = ok(coll.watch(options).await, "watch from DateTime::MIN_UTC")?;
     }
     prop_assert_eq!(ok(coll.count(&Filter::All).await, "count")?, before);
     Ok(())
+}
+
+/// Cases of [`hostile_documents_round_trip_or_are_refused`] (`FUZZ_CASES`, 32 by default;
+/// `cargo xtask fuzz` raises it).
+fn fuzz_cases() -> u32 {
+    std::env::var("FUZZ_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(32, |n: u32| n / 2)
+}
+
+/// Hostile documents (`crate::hostile`): each `insert_one` either stores the document so that
+/// it reads back equal to what was given (dates in their canonical form), or is refused as
+/// `InvalidInput` with nothing stored.
+pub(super) fn hostile_documents_round_trip_or_are_refused(
+    ctx: &Ctx<'_>,
+) -> std::result::Result<(), String> {
+    let coll = ctx.store.health_event_collection();
+    check_cases(
+        fuzz_cases().max(1),
+        0,
+        crate::hostile::document(),
+        |shown| {
+            let doc = shown.0;
+            ctx.rt.block_on(async {
+                let before = ok(coll.count(&Filter::All).await, "count")?;
+                // The model: what the document reads back as, or None when it must be refused.
+                let expected = datastore_api::prepare_insert(doc.clone())
+                    .ok()
+                    .map(|(_, body)| body);
+                let shown = expected.as_ref().map(|b| {
+                    let text = Value::Object(b.clone()).to_string();
+                    text.chars().take(600).collect::<String>()
+                });
+                match (coll.insert_one(doc).await, expected) {
+                    (Ok(inserted), Some(body)) => {
+                        let found = ok_or_show(
+                            coll.find(
+                                &Filter::eq(datastore_api::value::ID_FIELD, inserted.id.as_str()),
+                                &FindOptions::default(),
+                            )
+                            .await,
+                            &shown,
+                        )?;
+                        let mut stored = found.into_iter().next().unwrap_or_default();
+                        stored.remove(datastore_api::value::ID_FIELD);
+                        stored.remove(datastore_api::value::CREATED_AT_FIELD);
+                        prop_assert!(
+                            datastore_api::value::equivalent(
+                                &Value::Object(stored.clone()),
+                                &Value::Object(body.clone())
+                            ),
+                            "stored as {:?}, given {:?}",
+                            stored,
+                            body
+                        );
+                        ok(coll.delete_many(&Filter::All).await, "clean up")?;
+                    }
+                    (Err(e), None) => {
+                        prop_assert_eq!(e.kind(), ErrorKind::InvalidInput, "{}", e);
+                        prop_assert_eq!(ok(coll.count(&Filter::All).await, "count")?, before);
+                    }
+                    (Ok(_), None) => {
+                        return Err(TestCaseError::fail("stored a document the API refuses"))
+                    }
+                    (Err(e), Some(_)) => {
+                        return Err(TestCaseError::fail(format!(
+                            "refused a document the API accepts: {e}; the document: {shown:?}"
+                        )))
+                    }
+                }
+                Ok(())
+            })
+        },
+    )
+}
+
+/// `r`'s value, or a failure showing `shown` (the document concerned).
+fn ok_or_show<T>(r: Result<T>, shown: &Option<String>) -> std::result::Result<T, TestCaseError> {
+    r.map_err(|e| TestCaseError::fail(format!("find failed: {e}; the document: {shown:?}")))
 }
