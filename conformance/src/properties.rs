@@ -134,6 +134,12 @@ pub const ALL: &[Property] = &[
         run: hostile::hostile_documents_round_trip_or_are_refused,
     },
     Property {
+        name: "checkpoints_refuse_tokens_not_issued_here",
+        needs: &[Capability::ChangeStreams],
+        narrowed_by: &[],
+        run: consumers::checkpoints_refuse_tokens_not_issued_here,
+    },
+    Property {
         name: "reopened_stream_delivers_at_once",
         needs: &[Capability::ChangeStreams],
         narrowed_by: &[],

@@ -290,3 +290,66 @@ pub(super) fn reopened_stream_delivers_at_once(ctx: &Ctx<'_>) -> Outcome {
         Ok(())
     })
 }
+
+/// A checkpoint takes only a token a stream of the same collection issued: one of another
+/// collection's stream, one cut short and one made up are refused as `InvalidInput`, and the
+/// consumer's checkpoint stays where it was.
+pub(super) fn checkpoints_refuse_tokens_not_issued_here(ctx: &Ctx<'_>) -> Outcome {
+    let store = ctx.store.clone();
+    ctx.rt.block_on(async move {
+        let health = store.health_event_collection();
+        let maintenance = store.maintenance_event_collection();
+        let run = unique("foreign");
+        let of_run =
+            Filter::eq("operationType", "insert").and(Filter::eq("fullDocument.run", run.as_str()));
+        let name = unique("foreign-consumer");
+        let mut s = maintenance
+            .watch(options(&name, of_run.clone(), StartFrom::Now))
+            .await
+            .map_err(|e| e.to_string())?;
+        insert_run(maintenance, &run, 0, 1).await?;
+        let foreign = read_exactly(&mut s, 1).await?.remove(0).token;
+        drop(s);
+        let mut s = health
+            .watch(options(&name, of_run, StartFrom::Now))
+            .await
+            .map_err(|e| e.to_string())?;
+        insert_run(health, &run, 0, 1).await?;
+        let ours = read_exactly(&mut s, 1).await?.remove(0).token;
+        health
+            .checkpoint(&name, &ours)
+            .await
+            .map_err(|e| format!("our own token: {e}"))?;
+        let checkpointed_at = |infos: Vec<datastore_api::ConsumerInfo>| {
+            infos
+                .into_iter()
+                .find(|c| c.consumer == name)
+                .and_then(|c| c.checkpointed_at)
+        };
+        let before = checkpointed_at(health.consumers().await.map_err(|e| e.to_string())?);
+        let cut: String = ours.as_str().chars().take(20).collect();
+        let made_up = "1".repeat(10_000);
+        let bad = [
+            ("another collection's token", foreign),
+            (
+                "a token cut short",
+                datastore_api::ResumeToken::from_string(cut),
+            ),
+            (
+                "a made-up token",
+                datastore_api::ResumeToken::from_string(made_up),
+            ),
+        ];
+        for (what, token) in bad {
+            match health.checkpoint(&name, &token).await {
+                Err(e) if e.kind() == ErrorKind::InvalidInput => {}
+                other => return Err(format!("{what}: expected InvalidInput, got {other:?}")),
+            }
+        }
+        let after = checkpointed_at(health.consumers().await.map_err(|e| e.to_string())?);
+        if before.is_none() || after != before {
+            return Err(format!("the checkpoint changed: {before:?} then {after:?}"));
+        }
+        Ok(())
+    })
+}

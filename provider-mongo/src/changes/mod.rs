@@ -166,6 +166,7 @@ impl ChangeSupport {
     ) -> Result<()> {
         validate_consumer(consumer)?;
         let data = token::server_data(token)?;
+        token::check_issued_for(&data, &c.inner.namespace().to_string())?;
         let slot = Slot::new(&self.tokens, &c.name, consumer);
         let owner = LocalLeases::holder(&slot.key);
         let writer = owner.as_deref().map_or(Writer::Free, Writer::Holder);

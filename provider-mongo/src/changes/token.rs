@@ -49,6 +49,41 @@ pub(crate) fn server_data(token: &ResumeToken) -> Result<String> {
     Ok(data.to_owned())
 }
 
+/// Refuses a token (its `_data`) that no change stream of the collection `namespace`
+/// (`db.collection`) issued: a BSON token (SecantusDB) names its namespace, which must be
+/// this one; MongoDB's KeyString starts with its cluster time (type byte `82`) and ends with
+/// the end marker `04`, so a cut or made-up token is refused here instead of failing at the
+/// next read.
+pub(crate) fn check_issued_for(data: &str, namespace: &str) -> Result<()> {
+    let refuse = |why: String| {
+        Err(Error::invalid_input(format!(
+            "resume token {data:?}: {why}"
+        )))
+    };
+    if order_key(data).is_some() {
+        let bytes: Vec<u8> = (0..data.len() / 2)
+            .filter_map(|i| u8::from_str_radix(&data[2 * i..2 * i + 2], 16).ok())
+            .collect();
+        if let Ok(document) = Document::from_reader(bytes.as_slice()) {
+            if let Ok(of) = document.get_str("n") {
+                if of != namespace {
+                    return refuse(format!(
+                        "it belongs to the change stream of {of}, not of {namespace}"
+                    ));
+                }
+            }
+        }
+        return Ok(());
+    }
+    let upper = data.to_ascii_uppercase();
+    if upper.len() < 20 || !upper.starts_with("82") || !upper.ends_with("04") {
+        return refuse(
+            "not a MongoDB change-stream token (cut short, or never issued by a stream)".into(),
+        );
+    }
+    Ok(())
+}
+
 /// The order key of a BSON-encoded `_data`: its leading integer and timestamp fields,
 /// big-endian (integers with the sign bit flipped); `None` for KeyString tokens (and anything
 /// that is not a BSON document).
@@ -127,6 +162,25 @@ mod tests {
         assert!(ta < tb, "{ta:?} {tb:?}");
         assert_eq!(server_data(&ta).unwrap(), a);
         assert!(api_token(&secantus(-1, 9, 9)) < api_token(&secantus(0, 0, 0)));
+    }
+
+    #[test]
+    fn tokens_of_another_collection_or_never_issued_are_refused() {
+        let ours = secantus(3, 7, 1);
+        assert!(check_issued_for(&ours, "db.HealthEvents").is_ok());
+        let e = check_issued_for(&ours, "db.MaintenanceEvents").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(
+            e.message()
+                .contains("belongs to the change stream of db.HealthEvents"),
+            "{e}"
+        );
+        let keystring = "82635019A0000000012B042C0100296E5A1004AB1154ACACD849A48C61756D70D3B21F04";
+        assert!(check_issued_for(keystring, "db.HealthEvents").is_ok());
+        for bad in [&keystring[..20], &"1".repeat(10_000)] {
+            let e = check_issued_for(bad, "db.HealthEvents").unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        }
     }
 
     #[test]

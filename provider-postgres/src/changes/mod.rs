@@ -131,10 +131,12 @@ pub(crate) async fn checkpoint(
     // and only the lease holder may store it.
     let sql = format!(
         "WITH latest AS (SELECT tick, last_seq FROM datastore_change_ticks ORDER BY tick DESC LIMIT 1), \
-         valid AS (SELECT EXISTS (SELECT 1 FROM latest WHERE $5 <= tick AND $6 <= coalesce(last_seq, $6)) AS ok), \
-         {store}SELECT (SELECT ok FROM valid), EXISTS (SELECT 1 FROM stored)"
+         other_stream AS (SELECT collection FROM datastore_changes WHERE seq = $6 AND collection <> $2), \
+         valid AS (SELECT EXISTS (SELECT 1 FROM latest WHERE $5 <= tick AND $6 <= coalesce(last_seq, $6)) \
+                          AND NOT EXISTS (SELECT 1 FROM other_stream) AS ok), \
+         {store}SELECT (SELECT ok FROM valid), EXISTS (SELECT 1 FROM stored), (SELECT collection FROM other_stream)"
     );
-    let (issued, stored): (bool, bool) = sqlx::query_as(&sql)
+    let (issued, stored, other_stream): (bool, bool, Option<String>) = sqlx::query_as(&sql)
         .bind(consumer)
         .bind(table.name())
         .bind(token.as_str())
@@ -144,6 +146,13 @@ pub(crate) async fn checkpoint(
         .fetch_one(pool)
         .await
         .map_err(map_err)?;
+    if let Some(other) = other_stream {
+        return Err(Error::invalid_input(format!(
+            "resume token {:?} belongs to the change stream of {other}, not of {}",
+            token.as_str(),
+            table.name()
+        )));
+    }
     if !issued {
         return Err(Error::invalid_input(format!(
             "resume token {:?} lies beyond the newest change: not a token this change stream issued",
