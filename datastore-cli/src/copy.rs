@@ -38,6 +38,7 @@ pub async fn run(args: &CopyArgs) -> CliResult<()> {
     let mut out = String::new();
     for (target, summary) in &report {
         problems += summary.rejected_count
+            + summary.conflict_count
             + summary.missing_count
             + summary.different_count
             + summary.extra_in_store;
@@ -46,7 +47,8 @@ pub async fn run(args: &CopyArgs) -> CliResult<()> {
     datastore_cli::output::print(&out)?;
     if problems > 0 {
         return Err(CliError::check(format!(
-            "{problems} documents were rejected or differ: see the lines above"
+            "{problems} documents were rejected, conflict with what is stored, or differ: see \
+             the lines above"
         )));
     }
     Ok(())
@@ -111,8 +113,8 @@ fn describe(target: Target, s: &Summary, args: &CopyArgs) -> String {
         );
     }
     format!(
-        "copied {} of {} {name} ({} already stored, {} rejected)\n",
-        s.inserted, s.read, s.present, s.rejected_count
+        "copied {} of {} {name} ({} already stored, {} conflicting, {} rejected)\n",
+        s.inserted, s.read, s.present, s.conflict_count, s.rejected_count
     )
 }
 

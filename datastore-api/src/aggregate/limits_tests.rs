@@ -148,3 +148,10 @@ fn growing_and_sliding_windows_keep_their_values() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_memory_run_inside_a_runtime_runs_in_place() {
+    // Enough documents for a stage to go to the blocking pool, which `run` cannot wait for.
+    let p = Pipeline::parse(&json!([{"$match": {"$expr": {"$gte": ["$i", 0]}}}])).unwrap();
+    assert_eq!(p.run(numbered(1_000)).unwrap().len(), 1_000);
+}

@@ -319,7 +319,8 @@ impl Pipeline {
     /// Runs the whole pipeline over `docs`, the whole collection (in any order): `$lookup`
     /// stages read it too. What the providers do, on documents in memory.
     pub fn run(&self, docs: Vec<Document>) -> Result<Vec<Document>> {
-        let plan = self.plan()?;
+        let mut plan = self.plan()?;
+        plan.in_place = true;
         let source = plan::InMemory::new(docs);
         plan.execute(&source)
             .now_or_never()

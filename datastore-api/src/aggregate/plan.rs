@@ -89,6 +89,8 @@ pub struct Plan {
     max: usize,
     max_time: std::time::Duration,
     max_bytes: usize,
+    /// Every stage on the calling thread ([`Pipeline::run`], which cannot wait for another).
+    pub(super) in_place: bool,
     names: Vec<String>,
     planned: Planned,
     /// `Some(n)`: the stages left stream document by document into a final `$limit n`.
@@ -250,10 +252,10 @@ fn per_document(stage: &Stage) -> bool {
     )
 }
 
-/// One more than `max` documents: fetching that many shows that a stage would hold too many.
 /// From how many documents a stage runs on tokio's blocking pool rather than in place.
 const OFF_THE_EXECUTOR: usize = 256;
 
+/// One more than `max` documents: fetching that many shows that a stage would hold too many.
 pub(super) fn bound(max: usize) -> u64 {
     (max as u64).saturating_add(1)
 }
@@ -302,6 +304,7 @@ impl Plan {
             max: pipeline.max_documents,
             max_time: pipeline.max_time,
             max_bytes: pipeline.max_bytes,
+            in_place: false,
             names,
             planned,
             streaming,
@@ -509,7 +512,7 @@ impl Plan {
         limits: &Limits,
     ) -> Result<Vec<Document>> {
         let handle = tokio::runtime::Handle::try_current();
-        let (Ok(handle), true) = (handle, docs.len() >= OFF_THE_EXECUTOR) else {
+        let (Ok(handle), true) = (handle, !self.in_place && docs.len() >= OFF_THE_EXECUTOR) else {
             let ctx = Ctx {
                 vars: &self.vars,
                 max: self.max,
