@@ -155,3 +155,15 @@ async fn an_in_memory_run_inside_a_runtime_runs_in_place() {
     let p = Pipeline::parse(&json!([{"$match": {"$expr": {"$gte": ["$i", 0]}}}])).unwrap();
     assert_eq!(p.run(numbered(1_000)).unwrap().len(), 1_000);
 }
+
+#[test]
+fn a_lookup_embedding_too_much_is_refused_by_its_bytes() {
+    // Every document embeds the whole collection: 300 × 300 documents.
+    let p = Pipeline::parse(&json!([
+        {"$lookup": {"from": "HealthEvents", "pipeline": [{"$match": {"i": {"$gte": 0}}}], "as": "all"}}
+    ]))
+    .unwrap()
+    .with_max_bytes(1_000_000);
+    let e = refused(p.run(numbered(300)));
+    assert!(e.message().contains("max_bytes"), "{e}");
+}

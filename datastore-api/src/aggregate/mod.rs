@@ -40,7 +40,7 @@
 //!
 //! **Bounded memory.** A run holds at most [`Pipeline::max_documents`] documents in a stage
 //! (100,000 by default); a pipeline that needs more fails with `InvalidInput` instead. A
-//! stage that accumulates (`$group`, `$setWindowFields`) may hold at most
+//! stage that accumulates (`$group`, `$setWindowFields`, `$lookup`) may hold at most
 //! [`Pipeline::max_bytes`] more (100 MiB by default, MongoDB's limit per stage).
 //!
 //! **Bounded time.** A run stops after [`Pipeline::max_time`] (30 s by default) with a
@@ -298,7 +298,8 @@ impl Pipeline {
     }
 
     /// The most bytes (estimated) a stage may accumulate beyond its input: `$group`'s
-    /// accumulators, `$setWindowFields`' outputs ([`DEFAULT_MAX_BYTES`] unless set). Past it
+    /// accumulators, `$setWindowFields`' outputs, what `$lookup` embeds
+    /// ([`DEFAULT_MAX_BYTES`] unless set). Past it
     /// the run fails with [`InvalidInput`](crate::ErrorKind::InvalidInput).
     pub fn max_bytes(&self) -> usize {
         self.max_bytes

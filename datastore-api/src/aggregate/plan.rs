@@ -562,34 +562,43 @@ impl Plan {
             .map(|(_, _, sub)| &sub.scan)
             .collect();
         self.fetch_scans(source, &wanted, fetched).await?;
+        limits::within(limits, || self.embed(l, planned, fetched, limits))
+    }
+
+    /// Each document of a `$lookup` with what its sub-plan finds among `fetched`, embedded
+    /// at `as`; run within `limits`, so what is embedded counts against the byte limit.
+    fn embed(
+        &self,
+        l: &Lookup,
+        planned: Vec<(Value, Vars, Planned)>,
+        fetched: &Fetched,
+        limits: &Limits,
+    ) -> Result<Vec<Document>> {
         let mut embedded = 0usize;
         let mut out = Vec::with_capacity(planned.len());
         for (doc, vars, sub) in planned {
-            let found = match sub.nothing_at {
+            let mut found = match sub.nothing_at {
                 Some(_) => Vec::new(),
-                None => {
-                    let foreign = fetched
-                        .get(&format!("{:?}", sub.scan))
-                        .cloned()
-                        .unwrap_or_default();
-                    let ctx = Ctx {
-                        vars: &vars,
-                        max: self.max,
-                    };
-                    let mut found = (*foreign).clone();
-                    for (i, stage) in &sub.rest {
-                        found = limits::within(limits, || run_stage(stage, found, &ctx)).map_err(
-                            |e| {
-                                Error::new(
-                                    e.kind(),
-                                    format!("aggregate: $lookup pipeline[{i}]: {}", e.message()),
-                                )
-                            },
-                        )?;
-                    }
-                    found
-                }
+                None => (**fetched
+                    .get(&format!("{:?}", sub.scan))
+                    .unwrap_or(&Arc::default()))
+                .clone(),
             };
+            if sub.nothing_at.is_none() {
+                let ctx = Ctx {
+                    vars: &vars,
+                    max: self.max,
+                };
+                for (i, stage) in &sub.rest {
+                    found =
+                        limits::within(limits, || run_stage(stage, found, &ctx)).map_err(|e| {
+                            Error::new(
+                                e.kind(),
+                                format!("aggregate: $lookup pipeline[{i}]: {}", e.message()),
+                            )
+                        })?;
+                }
+            }
             embedded += found.len();
             if embedded > self.max {
                 return Err(Error::invalid_input(format!(
@@ -600,11 +609,9 @@ impl Plan {
             let Value::Object(mut d) = doc else {
                 return unreachable_doc();
             };
-            set_path(
-                &mut d,
-                &l.as_field,
-                Value::Array(found.into_iter().map(Value::Object).collect()),
-            );
+            let found = Value::Array(found.into_iter().map(Value::Object).collect());
+            limits::charge(&found)?;
+            set_path(&mut d, &l.as_field, found);
             out.push(d);
         }
         Ok(out)
