@@ -21,8 +21,8 @@ use crate::query::{
 };
 use crate::update::Update;
 use crate::value::{
-    canonicalize, drop_iteratively, exceeds_max_depth, too_deep, Document, DocumentId, Value,
-    CREATED_AT_FIELD, ID_FIELD,
+    drop_iteratively, exceeds_max_depth, too_deep, Document, DocumentId, Value, CREATED_AT_FIELD,
+    ID_FIELD,
 };
 
 /// The backends this API can run on.
@@ -407,13 +407,6 @@ pub fn prepare_insert(document: Document) -> Result<(DocumentId, Document)> {
             )))
         }
     };
-    // Checked here because the document as a whole is not a value: `{"$date": …}` would
-    // otherwise be read as a date wrapper rather than a field named `$date`.
-    if let Some(name) = document.keys().find(|k| k.starts_with('$')) {
-        return Err(Error::invalid_input(format!(
-            "document field {name:?}: field names may not start with '$'"
-        )));
-    }
     if let Some(name) = document.keys().find(|k| crate::path::is_reserved_name(k)) {
         return Err(Error::invalid_input(format!(
             "document field {name:?}: {}",
@@ -421,12 +414,8 @@ pub fn prepare_insert(document: Document) -> Result<(DocumentId, Document)> {
         )));
     }
     crate::value::check_document_size(&document)?;
-    let mut body = Value::Object(document);
-    canonicalize(&mut body)?;
-    match body {
-        Value::Object(body) => Ok((id, body)),
-        _ => unreachable!("canonicalize keeps objects as objects"),
-    }
+    crate::value::canonicalize_document(&mut document)?;
+    Ok((id, document))
 }
 
 /// [`prepare_insert`] for a batch: every document's id and canonical body, in order, or the
@@ -451,6 +440,7 @@ pub fn prepare_inserts(documents: Vec<Document>) -> Result<Vec<(DocumentId, Docu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
 
     #[test]
     fn a_document_that_looks_like_a_date_is_refused() {
@@ -459,7 +449,7 @@ mod tests {
             unreachable!()
         };
         let e = prepare_insert(doc).unwrap_err();
-        assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
         assert!(e.message().contains("'$'"), "{e}");
     }
 
@@ -468,7 +458,7 @@ mod tests {
         let mut doc = Document::new();
         doc.insert("big".into(), Value::String("x".repeat(17 * 1024 * 1024)));
         let e = prepare_insert(doc).unwrap_err();
-        assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
         assert!(e.message().contains("16 MiB"), "{e}");
         let mut doc = Document::new();
         doc.insert(
@@ -477,7 +467,6 @@ mod tests {
         );
         assert!(prepare_insert(doc).is_ok());
     }
-    use crate::ErrorKind;
 
     /// A document whose field `a` nests `levels` objects deep, built without recursion.
     fn deep_document(levels: usize) -> Document {

@@ -89,6 +89,12 @@ pub fn canonicalize(value: &mut Value) -> Result<()> {
     canonicalize_at(value, &mut String::new(), 0)
 }
 
+/// [`canonicalize`] for a whole document: its top-level names are checked like every other,
+/// since a document is never a date wrapper (`{"$date": …}` is a field named `$date`, refused).
+pub(crate) fn canonicalize_document(doc: &mut Document) -> Result<()> {
+    canonicalize_fields(doc, &mut String::new(), 0)
+}
+
 /// The deepest nesting a stored value may have. The value itself is at level 0 and whatever is
 /// inside an object or array is one level deeper than the container; anything at a level above
 /// 64 is rejected with [`InvalidInput`](crate::ErrorKind::InvalidInput) (the string inside a
@@ -226,6 +232,21 @@ pub fn drop_iteratively(value: Value) {
     }
 }
 
+/// The fields of the document at `at` (at `depth`): names checked, values canonicalized.
+fn canonicalize_fields(obj: &mut Document, at: &mut String, depth: usize) -> Result<()> {
+    for (key, child) in obj.iter_mut() {
+        check_key(key, at)?;
+        let len = at.len();
+        if !at.is_empty() {
+            at.push('.');
+        }
+        at.push_str(key);
+        canonicalize_at(child, at, depth + 1)?;
+        at.truncate(len);
+    }
+    Ok(())
+}
+
 fn canonicalize_at(value: &mut Value, at: &mut String, depth: usize) -> Result<()> {
     if depth > MAX_DEPTH {
         return Err(too_deep("document"));
@@ -242,17 +263,7 @@ fn canonicalize_at(value: &mut Value, at: &mut String, depth: usize) -> Result<(
                 *value = date_value(t)?;
                 return Ok(());
             }
-            for (key, child) in obj.iter_mut() {
-                check_key(key, at)?;
-                let len = at.len();
-                if !at.is_empty() {
-                    at.push('.');
-                }
-                at.push_str(key);
-                canonicalize_at(child, at, depth + 1)?;
-                at.truncate(len);
-            }
-            Ok(())
+            canonicalize_fields(obj, at, depth)
         }
         Value::Array(items) => {
             for item in items {

@@ -28,34 +28,10 @@ impl Xtask {
             Ok(server) => server,
             Err(code) => return code,
         };
-        let entry_points = || {
-            let mut cmd = self.cargo([
-                "test",
-                "--release",
-                "-p",
-                "conformance",
-                "--test",
-                "fuzz",
-                "--",
-                "--test-threads=2",
-            ]);
-            cmd.env("FUZZ_CASES", CASES.to_string());
-            cmd
-        };
+        let entry_points = || self.fuzz_test("fuzz", &["--test-threads=2"]);
         let providers = || {
-            let mut cmd = self.cargo([
-                "test",
-                "--release",
-                "-p",
-                "conformance",
-                "--test",
-                "conformance",
-                "--",
-                "--test-threads=1",
-                "hostile_documents",
-            ]);
-            cmd.env("FUZZ_CASES", CASES.to_string())
-                .env("CONFORMANCE_PROVIDERS", "all");
+            let mut cmd = self.fuzz_test("conformance", &["--test-threads=1", "hostile_documents"]);
+            cmd.env("CONFORMANCE_PROVIDERS", "all");
             server.export(&mut cmd);
             cmd
         };
@@ -99,6 +75,23 @@ impl Xtask {
             println!("fuzz: the failing rounds' output is in {}", log.display());
             1
         }
+    }
+}
+
+impl Xtask {
+    /// `cargo test --release -p conformance --test <test> -- <args>` with [`CASES`] cases.
+    fn fuzz_test(&self, test: &str, args: &[&str]) -> Command {
+        let mut cmd = self.cargo([
+            "test",
+            "--release",
+            "-p",
+            "conformance",
+            "--test",
+            test,
+            "--",
+        ]);
+        cmd.args(args).env("FUZZ_CASES", CASES.to_string());
+        cmd
     }
 }
 

@@ -2,7 +2,7 @@
 
 use serde_json::Map;
 
-use super::expr::{compare, dedup, Expr};
+use super::expr::{compare, Expr};
 use super::keys::Keys;
 use super::limits;
 use super::{bad, Vars};
@@ -126,7 +126,7 @@ impl Group {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct State {
     values: Vec<Value>,
-    /// `$addToSet`'s values, to find one already added without comparing with all.
+    /// `$addToSet`'s values (in the order added), found by hash.
     set: Keys,
     sum: Option<Value>,
     count: u64,
@@ -179,8 +179,7 @@ impl State {
                 if let Some(v) = v {
                     if self.set.find(&v).is_none() {
                         limits::charge(&v)?;
-                        self.set.insert(v.clone());
-                        self.values.push(v);
+                        self.set.insert(v);
                     }
                 }
             }
@@ -203,7 +202,8 @@ impl State {
                 self.values.into_iter().next().unwrap_or(Value::Null)
             }
             Acc::Push => Value::Array(self.values),
-            Acc::AddToSet => Value::Array(dedup(self.values)),
+            // Distinct already: the set admits a value only once.
+            Acc::AddToSet => Value::Array(self.set.into_keys()),
         }
     }
 }

@@ -335,7 +335,7 @@ async fn stored_by_id(
 
 /// The dotted paths where `a` and `b` differ (at most ten): fields of nested documents
 /// compared one by one, anything else as a whole.
-pub fn differing_fields(a: &Document, b: &Document) -> Vec<String> {
+fn differing_fields(a: &Document, b: &Document) -> Vec<String> {
     let mut out = Vec::new();
     let mut pending: Vec<(String, &Document, &Document)> = vec![(String::new(), a, b)];
     while let Some((prefix, a, b)) = pending.pop() {
