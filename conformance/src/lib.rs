@@ -71,6 +71,12 @@ pub struct Capabilities {
     /// (`"$b.a"` over `[{a: 1}]` is `[1]`), as MongoDB's does; without it (SecantusDB reads it
     /// as missing) the random filters have no `Filter::ExprCmp`.
     pub expression_array_paths: bool,
+    /// The server moves a `$match` ahead of the `$addFields` and `$project` stages before it
+    /// when it reads none of the fields they compute, as MongoDB's optimizer does (and the
+    /// planner does), so a document the `$match` drops never evaluates their expressions (nor
+    /// fails on them); without it (SecantusDB runs stages in order) the random pipelines have
+    /// no `$match` after such a stage.
+    pub match_moves_before_projection: bool,
 }
 
 impl Capabilities {
@@ -86,6 +92,7 @@ impl Capabilities {
         count_of_nothing_is_empty: true,
         aggregation: true,
         expression_array_paths: true,
+        match_moves_before_projection: true,
     };
 }
 

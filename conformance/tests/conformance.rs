@@ -9,6 +9,7 @@ use conformance::{
     render_table, run_property, Backend, Capabilities, Outcome, PropertyResult, Report, SuiteConfig,
 };
 use datastore_api::{DataStore, Filter, PoolConfig, Result, StartFrom, Update, WatchOptions};
+use datastore_query::Aggregate;
 use mongo_harness::TestMongo;
 use pg_harness::tls::{ServerCert, TlsServer, CERT_USER, SERVER_NAME};
 use pg_harness::TestPostgres;
@@ -180,7 +181,7 @@ async fn probe(backend: &Mongo) -> Capabilities {
         .await
         .is_ok_and(|n| n == 1);
     // MongoDB's `$count` over nothing gives nothing.
-    let empty_count = datastore_api::aggregate::Pipeline::parse(&serde_json::json!([
+    let empty_count = datastore_query::Pipeline::parse(&serde_json::json!([
         {"$match": {"probe-absent": "x"}}, {"$count": "c"}
     ]))
     .expect("probe pipeline");
@@ -190,7 +191,7 @@ async fn probe(backend: &Mongo) -> Capabilities {
         Err(e) => panic!("probing $count failed unexpectedly: {e}"),
     };
     // Every stage, accumulator and operator the random pipelines use, over one document.
-    let every = datastore_api::aggregate::Pipeline::parse(&serde_json::json!([
+    let every = datastore_query::Pipeline::parse(&serde_json::json!([
         {"$match": {"$expr": {"$lt": [{"$max": [{"$add": [{"$ifNull": ["$v", 0]}, 1]}, {"$subtract": [1, 2]}]}, 6]}}},
         {"$addFields": {"e": {"$cond": [{"$eq": ["$v", 1]}, "yes", "no"]}}},
         {"$unwind": {"path": "$tags", "preserveNullAndEmptyArrays": true}},
@@ -205,6 +206,19 @@ async fn probe(backend: &Mongo) -> Capabilities {
         Err(e) if e.kind() == datastore_api::ErrorKind::Unsupported => false,
         Err(e) => panic!("probing aggregation failed unexpectedly: {e}"),
     };
+    // MongoDB's optimizer: the `$match` runs first, so `$toLong` never sees the text.
+    coll.insert_one(
+        serde_json::from_value(serde_json::json!({"probe_m": "text"})).expect("doc"),
+    )
+    .await
+    .expect("probe insert");
+    let moved = datastore_query::Pipeline::parse(&serde_json::json!([
+        {"$match": {"probe_m": "text"}},
+        {"$addFields": {"probe_n": {"$toLong": "$probe_m"}}},
+        {"$match": {"probe-absent": "x"}},
+    ]))
+    .expect("probe pipeline");
+    let match_moves_before_projection = coll.aggregate(&moved).await.is_ok();
     store.close().await;
     Capabilities {
         transactions,
@@ -218,6 +232,7 @@ async fn probe(backend: &Mongo) -> Capabilities {
         count_of_nothing_is_empty,
         aggregation,
         expression_array_paths,
+        match_moves_before_projection,
     }
 }
 

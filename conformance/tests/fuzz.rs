@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use conformance::hostile::{self, drop_value, on_small_stack};
-use datastore_api::aggregate::Pipeline;
 use datastore_api::{prepare_insert, DatastoreConfig, Document, Filter, Update, UpdateOp, Value};
+use datastore_query::Pipeline;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::json;

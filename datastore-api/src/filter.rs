@@ -137,7 +137,7 @@ pub enum Filter {
     /// matching. Missing and `null` sort before every number; strings, documents, arrays
     /// (also one met on the way: `"$a.b"` over an array `a` is an array), booleans and dates
     /// after. What an aggregation's `$expr` time window pushes down (see
-    /// [`crate::aggregate::Plan`]); the value must be a finite number.
+    /// the `datastore-query` crate's `Plan`); the value must be a finite number.
     ExprCmp(String, CmpOp, Scalar),
     /// Field equals an array or a document, with MongoDB's equality: the value there is
     /// equal (arrays element by element, numbers by value, documents field by field), or is

@@ -22,8 +22,6 @@
 
 #![warn(missing_docs)]
 
-pub mod aggregate;
-pub mod analyzer;
 pub mod change;
 pub mod change_reader;
 pub mod config;
@@ -35,6 +33,7 @@ pub mod import;
 mod matching;
 pub mod metrics;
 pub mod model;
+pub mod native_aggregation;
 pub mod path;
 pub mod processor;
 pub mod query;
@@ -53,6 +52,8 @@ pub use domain::{HealthEventStore, MaintenanceEventStore, UpsertOutcome};
 pub use error::{Error, ErrorKind, IndexProblem, Result};
 pub use filter::{CmpOp, Filter, Lowered, Scalar};
 pub use import::{ImportDocument, Imported};
+pub use metrics::OperationLabels;
+pub use native_aggregation::{NativeAggregation, NativeLimits};
 pub use path::{FieldPath, ReservedField};
 pub use query::{
     Direction, FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Page, PageRequest,

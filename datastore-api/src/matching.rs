@@ -13,7 +13,9 @@ use serde_json::Number;
 
 use crate::filter::{Lowered, Scalar};
 use crate::path::FieldPath;
-use crate::value::{as_date, compare_numbers, equivalent, values_at, Document, Value};
+use crate::value::{
+    as_date, compare_numbers, equivalent, expr_compare, expr_walk, values_at, Document, Value,
+};
 
 impl Lowered {
     /// Whether `doc` matches.
@@ -34,7 +36,7 @@ impl Lowered {
                     || matches!(v, Value::Array(items) if items.iter().any(|i| equivalent(i, value)))
             }),
             Lowered::ExprCmp { path, op, value } => {
-                op.accepts(crate::aggregate::compare_at(doc, path, value))
+                op.accepts(compare_at(doc, path, value))
             }
             Lowered::Not(inner) => !inner.matches(doc),
             Lowered::And(parts) => parts.iter().all(|p| p.matches(doc)),
@@ -144,6 +146,21 @@ fn scalar_order(v: &Value, s: &Scalar) -> Option<Ordering> {
         (v, Scalar::Date(t)) => as_date(v).map(|d| d.cmp(t)),
         _ => None,
     }
+}
+
+/// How the value an expression reads at `path` in `doc` orders against the number `value`
+/// (what [`Filter::ExprCmp`] compares).
+fn compare_at(doc: &Document, path: &FieldPath, value: &Scalar) -> std::cmp::Ordering {
+    let number = match value {
+        Scalar::Int(i) => Value::from(*i),
+        Scalar::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        _ => Value::Null,
+    };
+    let segments = path.segments();
+    let here = segments
+        .split_first()
+        .and_then(|(head, rest)| expr_walk(doc.get(head), rest));
+    expr_compare(here.as_ref(), Some(&number))
 }
 
 #[cfg(test)]

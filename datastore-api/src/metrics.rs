@@ -26,6 +26,27 @@ pub const OPERATION_DURATION: &str = "datastore_operation_duration_seconds";
 /// Counter of failed store operations by error kind.
 pub const ERRORS_TOTAL: &str = "datastore_errors_total";
 
+/// The labels of one collection's operations: its provider and its collection (the role,
+/// `health_events` or `maintenance_events`, whatever the table or collection is named).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OperationLabels {
+    /// The provider's name (`postgresql`, `mongodb`).
+    pub provider: &'static str,
+    /// The collection's role.
+    pub collection: &'static str,
+}
+
+impl OperationLabels {
+    /// [`observe`] with these labels.
+    pub async fn observe<T>(
+        self,
+        operation: &'static str,
+        fut: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        observe(self.provider, self.collection, operation, fut).await
+    }
+}
+
 /// Runs `fut` and records its outcome and duration.
 pub async fn observe<T>(
     provider: &'static str,

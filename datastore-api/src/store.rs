@@ -8,13 +8,14 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt};
 
-use crate::aggregate::Pipeline;
 use crate::change::{
     ChangeStream, ConsumerInfo, Lag, ResumeToken, RetentionPolicy, StartFrom, WatchOptions,
 };
 use crate::domain::{HealthEventStore, MaintenanceEventStore};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
+use crate::metrics::OperationLabels;
+use crate::native_aggregation::NativeAggregation;
 use crate::query::{
     Direction, FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Page, PageRequest,
     UpdateResult,
@@ -72,6 +73,9 @@ impl FromStr for ProviderKind {
 pub trait Collection: Send + Sync {
     /// The collection's name.
     fn name(&self) -> &str;
+
+    /// The labels this collection's operations carry in metrics and spans.
+    fn operation_labels(&self) -> OperationLabels;
 
     /// Inserts one document. A string `_id` in the document is used as the id (it must be a
     /// valid [`DocumentId`]); otherwise one is generated. `createdAt` must not be supplied.
@@ -150,24 +154,11 @@ pub trait Collection: Send + Sync {
         Err(unsupported(self.name()))
     }
 
-    /// Runs an aggregation `pipeline` (see [`crate::aggregate`]) over this collection. The
-    /// default, used by PostgreSQL, is [`aggregate_by_find`](crate::aggregate::aggregate_by_find):
-    /// the leading `$match` stages select the candidates through [`find`](Collection::find)
-    /// (so from an index), each `$lookup` fetches what its pipeline's leading `$match`
-    /// selects, and the rest runs in the shared evaluator; more candidates than
-    /// [`Pipeline::max_documents`] is `InvalidInput`.
-    async fn aggregate(&self, pipeline: &Pipeline) -> Result<Vec<Document>> {
-        crate::aggregate::aggregate_by_find(self, pipeline).await
-    }
-
-    /// Runs several pipelines (an analyzer's rules, bound to one event): one result per
-    /// pipeline, in order, each what [`aggregate`](Collection::aggregate) would give. A
-    /// pipeline's own error (see [`own_outcome`](crate::aggregate::own_outcome)) is its entry;
-    /// any other error fails the call. The default, used by
-    /// PostgreSQL, is [`aggregate_each_by_find`](crate::aggregate::aggregate_each_by_find):
-    /// one `find` for all of them.
-    async fn aggregate_each(&self, pipelines: &[Pipeline]) -> Result<Vec<Result<Vec<Document>>>> {
-        crate::aggregate::aggregate_each_by_find(self, pipelines).await
+    /// This collection's server-side aggregation, when its server has one (MongoDB). `None`,
+    /// the default, means the `datastore-query` crate plans pipelines over
+    /// [`find`](Collection::find) (PostgreSQL).
+    fn native_aggregation(&self) -> Option<&dyn NativeAggregation> {
+        None
     }
 
     /// The change-stream consumers of this collection (every one with a checkpoint or a lease),

@@ -129,7 +129,7 @@ pub(crate) fn exceeds_max_depth(root: &Value) -> bool {
 /// Without recursion, so it is safe on any value however deep. Every object and array is
 /// entered, whatever its keys, except a well-formed date wrapper (`{"$date": "<text>"}`, its
 /// string does not count as a level).
-pub(crate) fn nests_deeper_than<'a>(
+pub fn nests_deeper_than<'a>(
     roots: impl Iterator<Item = &'a Value>,
     start: usize,
     limit: usize,
@@ -201,7 +201,7 @@ pub(crate) fn check_document_size(body: &Document) -> Result<()> {
 
 /// Refuses a document (`what` names it) with a value more than [`MAX_DEPTH`] levels deep,
 /// before anything copies or walks it recursively.
-pub(crate) fn check_document_depth(doc: &Document, what: &str) -> Result<()> {
+pub fn check_document_depth(doc: &Document, what: &str) -> Result<()> {
     if nests_deeper_than(doc.values(), 1, MAX_DEPTH) {
         return Err(too_deep(what));
     }
@@ -604,6 +604,57 @@ pub mod serde_date {
                 .map(Some)
                 .ok_or_else(|| serde::de::Error::custom(format!("expected a date, got {v}")))
         }
+    }
+}
+
+/// Follows `path` through objects; through an array, collects the path from each element
+/// (MongoDB's `"$a.b"` over `a: [{b: 1}, {b: 2}]` is `[1, 2]`).
+pub fn expr_walk(start: Option<&Value>, path: &[String]) -> Option<Value> {
+    let Some((first, rest)) = path.split_first() else {
+        return start.cloned();
+    };
+    match start? {
+        Value::Object(o) => expr_walk(o.get(first), rest),
+        Value::Array(items) => Some(Value::Array(
+            items
+                .iter()
+                .filter(|i| i.is_object())
+                .filter_map(|i| expr_walk(Some(i), path))
+                .collect(),
+        )),
+        _ => None,
+    }
+}
+
+/// Total order of values: BSON type order, then within the type (arrays and documents
+/// element by element). Missing sorts with null.
+pub fn expr_compare(a: Option<&Value>, b: Option<&Value>) -> Ordering {
+    // Scalars and brackets as sorting orders them; arrays and documents, which sorting
+    // leaves equal within their bracket, element by element.
+    match (a, b) {
+        // In expressions missing sorts before null.
+        (None, Some(Value::Null)) => return Ordering::Less,
+        (Some(Value::Null), None) => return Ordering::Greater,
+        _ => {}
+    }
+    let o = sort_compare(a, b);
+    if o != Ordering::Equal {
+        return o;
+    }
+    match (a, b) {
+        (Some(Value::Array(x)), Some(Value::Array(y))) => x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| expr_compare(Some(p), Some(q)))
+            .find(|o| o.is_ne())
+            .unwrap_or_else(|| x.len().cmp(&y.len())),
+        (Some(Value::Object(x)), Some(Value::Object(y))) if type_rank(a) == 4 => x
+            .iter()
+            .zip(y)
+            .map(|((kp, p), (kq, q))| kp.cmp(kq).then_with(|| expr_compare(Some(p), Some(q))))
+            .find(|o| o.is_ne())
+            .unwrap_or_else(|| x.len().cmp(&y.len())),
+        _ => Ordering::Equal,
     }
 }
 

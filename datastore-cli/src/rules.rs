@@ -113,7 +113,7 @@ fn sample_event() -> Document {
 mod tests {
     use super::*;
 
-    const VALUES: &str = "../datastore-api/tests/fixtures/nvsentinel-analyzer-values.yaml";
+    const VALUES: &str = "../datastore-analyzer/tests/fixtures/nvsentinel-analyzer-values.yaml";
 
     #[test]
     fn checks_nvsentinels_rules_and_explains_their_plans() {

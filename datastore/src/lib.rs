@@ -1,6 +1,8 @@
 //! # datastore
 //!
-//! What NVSentinel components depend on: the whole [`datastore_api`] (re-exported) plus
+//! What NVSentinel components depend on: the whole [`datastore_api`] (re-exported),
+//! aggregation pipelines ([`aggregate`], the `datastore-query` crate, with its [`Aggregate`]
+//! trait in scope here), the health-events [`analyzer`] (the `datastore-analyzer` crate), and
 //! [`open`], which connects to the provider named by the configuration (`DATASTORE_PROVIDER`).
 //! Each provider is a cargo feature (`postgresql` and `mongodb`, both on by default). Asking
 //! for a provider that is not compiled in is a [`Configuration`](ErrorKind::Configuration)
@@ -32,7 +34,10 @@ use std::sync::Arc;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
 
+pub use datastore_analyzer as analyzer;
 pub use datastore_api::*;
+pub use datastore_query as aggregate;
+pub use datastore_query::Aggregate;
 
 /// Opens the configured provider (connecting, and applying schema migrations where the
 /// provider has them). With the cargo feature `prometheus` and `DATASTORE_METRICS_ADDR` set,

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use datastore_api::aggregate::Pipeline;
 use datastore_api::change::{
     ChangeStream, ConsumerInfo, Lag, ResumeToken, StartFrom, WatchOptions,
 };
@@ -16,8 +15,8 @@ use datastore_api::value::{distinct_values, unwrap_arrays, values_at, CREATED_AT
 use datastore_api::{
     prepare_insert, prepare_inserts, Collection, Direction, Document, DocumentId, Error, ErrorKind,
     FieldPath, Filter, FindOptions, IdempotentOutcome, ImportDocument, Imported, Inserted,
-    KeyedDocument, Page, PageRequest, PageToken, ReservedField, Result, Update, UpdateResult,
-    Value,
+    KeyedDocument, NativeAggregation, NativeLimits, OperationLabels, Page, PageRequest, PageToken,
+    ReservedField, Result, Update, UpdateResult, Value,
 };
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
@@ -184,8 +183,6 @@ impl MongoCollection {
         let Ok(lookup) = stage.get_document_mut("$lookup") else {
             return Ok(());
         };
-        let from = lookup.get_str("from").unwrap_or_default().to_owned();
-        datastore_api::aggregate::check_lookup_from(&self.name, &from)?;
         lookup.insert("from", self.name.clone());
         if let Ok(sub) = lookup.get_array_mut("pipeline") {
             sub.insert(
@@ -195,12 +192,19 @@ impl MongoCollection {
         }
         Ok(())
     }
+}
 
-    /// Runs `pipeline` natively (behind a stage that hides the idempotency key), inside the
-    /// collection's transaction when it has one; at most `max` documents come back.
-    async fn aggregate_raw(&self, pipeline: &Pipeline) -> Result<Vec<Document>> {
+#[async_trait]
+impl NativeAggregation for MongoCollection {
+    /// Runs the stages natively (behind a stage that hides the idempotency key), inside the
+    /// collection's transaction when it has one; at most `limits.max_documents` come back.
+    async fn aggregate_native(
+        &self,
+        pipeline: &[Value],
+        limits: NativeLimits,
+    ) -> Result<Vec<Document>> {
         let mut stages = vec![doc! { "$project": { IDEMPOTENCY_FIELD: 0 } }];
-        for (i, stage) in pipeline.stages_json().iter().enumerate() {
+        for (i, stage) in pipeline.iter().enumerate() {
             match to_bson(stage)? {
                 Bson::Document(mut d) => {
                     self.native_lookup(&mut d)?;
@@ -213,9 +217,9 @@ impl MongoCollection {
                 }
             }
         }
-        let max = pipeline.max_documents();
+        let max = limits.max_documents;
         // The server stops the run at the pipeline's time limit, as the evaluator does.
-        let action = self.inner.aggregate(stages).max_time(pipeline.max_time());
+        let action = self.inner.aggregate(stages).max_time(limits.max_time);
         let raw: Vec<bson::Document> = match &self.session {
             Some(s) => {
                 let mut guard = s.lock().await;
@@ -245,7 +249,9 @@ impl MongoCollection {
         }
         raw.into_iter().map(from_bson_document).collect()
     }
+}
 
+impl MongoCollection {
     async fn find_documents(
         &self,
         filter: bson::Document,
@@ -467,6 +473,17 @@ impl Collection for MongoCollection {
         &self.name
     }
 
+    fn operation_labels(&self) -> OperationLabels {
+        OperationLabels {
+            provider: PROVIDER,
+            collection: self.role,
+        }
+    }
+
+    fn native_aggregation(&self) -> Option<&dyn NativeAggregation> {
+        Some(self)
+    }
+
     #[tracing::instrument(name = "datastore.insert_one", skip_all, fields(collection = %self.name))]
     async fn insert_one(&self, document: Document) -> Result<Inserted> {
         observe(PROVIDER, self.role, "insert_one", async {
@@ -686,29 +703,6 @@ impl Collection for MongoCollection {
             self.changes.lag(self, consumer, filter).await
         })
         .await
-    }
-
-    #[tracing::instrument(name = "datastore.aggregate", skip_all, fields(collection = %self.name, stages = pipeline.stages_json().len()))]
-    async fn aggregate(&self, pipeline: &Pipeline) -> Result<Vec<Document>> {
-        observe(
-            PROVIDER,
-            self.role,
-            "aggregate",
-            self.aggregate_raw(pipeline),
-        )
-        .await
-    }
-
-    #[tracing::instrument(name = "datastore.aggregate_each", skip_all, fields(collection = %self.name, pipelines = pipelines.len()))]
-    async fn aggregate_each(&self, pipelines: &[Pipeline]) -> Result<Vec<Result<Vec<Document>>>> {
-        // Each runs natively: the server reads its own candidates from its indexes.
-        let mut out = Vec::with_capacity(pipelines.len());
-        for p in pipelines {
-            out.push(datastore_api::aggregate::own_outcome(
-                self.aggregate(p).await,
-            )?);
-        }
-        Ok(out)
     }
 
     #[tracing::instrument(name = "datastore.consumers", skip_all, fields(collection = %self.name))]

@@ -6,11 +6,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use datastore_api::aggregate::Pipeline;
 use datastore_api::change::{
     ChangeStream, ConsumerInfo, Lag, ResumeToken, StartFrom, WatchOptions,
 };
-use datastore_api::metrics::observe;
+use datastore_api::metrics::{observe, OperationLabels};
 use datastore_api::value::{
     date_value, distinct_values, unwrap_arrays, CREATED_AT_FIELD, ID_FIELD,
 };
@@ -298,6 +297,13 @@ impl Collection for PgCollection {
         self.table.name()
     }
 
+    fn operation_labels(&self) -> OperationLabels {
+        OperationLabels {
+            provider: PROVIDER,
+            collection: self.table.name(),
+        }
+    }
+
     #[tracing::instrument(name = "datastore.insert_one", skip_all, fields(collection = self.table.name()))]
     async fn insert_one(&self, document: Document) -> Result<Inserted> {
         observe(PROVIDER, self.table.name(), "insert_one", async {
@@ -523,28 +529,6 @@ impl Collection for PgCollection {
                 )),
             }
         })
-        .await
-    }
-
-    #[tracing::instrument(name = "datastore.aggregate", skip_all, fields(collection = self.table.name(), stages = pipeline.stages_json().len()))]
-    async fn aggregate(&self, pipeline: &Pipeline) -> Result<Vec<Document>> {
-        observe(
-            PROVIDER,
-            self.table.name(),
-            "aggregate",
-            datastore_api::aggregate::aggregate_by_find(self, pipeline),
-        )
-        .await
-    }
-
-    #[tracing::instrument(name = "datastore.aggregate_each", skip_all, fields(collection = self.table.name(), pipelines = pipelines.len()))]
-    async fn aggregate_each(&self, pipelines: &[Pipeline]) -> Result<Vec<Result<Vec<Document>>>> {
-        observe(
-            PROVIDER,
-            self.table.name(),
-            "aggregate_each",
-            datastore_api::aggregate::aggregate_each_by_find(self, pipelines),
-        )
         .await
     }
 

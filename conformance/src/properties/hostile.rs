@@ -188,8 +188,8 @@ async fn large_in_lists(coll: &dyn Collection) -> CaseResult {
 /// `$addFields` paths and a `$skip` past 64 bits refused, a document over 16 MiB refused, a
 /// retention of forever and a watch from before all history accepted.
 async fn one_semantics(ctx: &Ctx<'_>) -> CaseResult {
-    use datastore_api::aggregate::Pipeline;
     use datastore_api::{RetentionPolicy, StartFrom, WatchOptions};
+    use datastore_query::Pipeline;
     let coll = ctx.store.health_event_collection();
     let before = ok(coll.count(&Filter::All).await, "count")?;
     let parsed = |p: Value| Pipeline::parse(&p);

@@ -5,8 +5,9 @@
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
-use datastore_api::analyzer::{self, binding, Analyzer};
+use datastore_analyzer::{self as analyzer, binding, Analyzer};
 use datastore_api::{Document, Filter, FindOptions};
+use datastore_query::Aggregate;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::{json, Value};
@@ -17,9 +18,9 @@ use super::{check_cases, shrink_iters};
 use crate::histories;
 use crate::Ctx;
 
-/// The chart's values file (see `datastore-api/tests/fixtures/NOTICE.md`).
+/// The chart's values file (see `datastore-analyzer/tests/fixtures/NOTICE.md`).
 pub const VALUES: &str =
-    include_str!("../../../datastore-api/tests/fixtures/nvsentinel-analyzer-values.yaml");
+    include_str!("../../../datastore-analyzer/tests/fixtures/nvsentinel-analyzer-values.yaml");
 
 /// The model's binding of a placeholder, written apart from the library's: the Go parser's
 /// struct walk over the paths NVSentinel's rules use (lower-case field names, a numeric

@@ -19,6 +19,7 @@ use datastore::change::watchers;
 use datastore::model::fields;
 use datastore::processor::{self, ProcessorOptions};
 use datastore::value::CREATED_AT_FIELD;
+use datastore::Aggregate;
 use datastore::{
     ChangeEvent, DataStore, Document, Error, Filter, FindOptions, Sort, StartFrom, WatchOptions,
 };
@@ -31,9 +32,9 @@ use datastore_cli::measure::{Latencies, Percentiles};
 use datastore_cli::server;
 use datastore_cli::synth::per_second;
 
-/// The chart's values file (see `datastore-api/tests/fixtures/NOTICE.md`).
+/// The chart's values file (see `datastore-analyzer/tests/fixtures/NOTICE.md`).
 const VALUES: &str =
-    include_str!("../../../datastore-api/tests/fixtures/nvsentinel-analyzer-values.yaml");
+    include_str!("../../../datastore-analyzer/tests/fixtures/nvsentinel-analyzer-values.yaml");
 
 /// Nodes the events come from.
 const NODES: usize = 1_000;

@@ -2,6 +2,7 @@
 //! (`aggregate_each`).
 
 use super::*;
+use datastore::Aggregate;
 
 impl Demo<'_> {
     /// health-events-analyzer: non-fatal unhealthy events per node, distinct check names.

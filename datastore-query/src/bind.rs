@@ -1,8 +1,8 @@
 //! Binding `"this.<path>"` placeholders into a pipeline's JSON, aware of where each value
 //! lands: in an expression a bound value must stay data, in a query it already is.
 
-use crate::error::Result;
-use crate::value::Value;
+use datastore_api::error::Result;
+use datastore_api::value::Value;
 
 /// A resolver of placeholder paths.
 pub(super) type Resolve<'a> = &'a dyn Fn(&str) -> Result<Value>;
@@ -130,7 +130,7 @@ fn map_placeholders(
 fn expression_like(v: &Value) -> bool {
     match v {
         Value::String(s) => s.starts_with('$'),
-        Value::Object(_) => crate::value::as_date(v).is_none(),
+        Value::Object(_) => datastore_api::value::as_date(v).is_none(),
         Value::Array(items) => items.iter().any(expression_like),
         _ => false,
     }

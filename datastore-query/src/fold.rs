@@ -5,9 +5,9 @@
 
 use super::expr::{Expr, Op};
 use super::Vars;
-use crate::filter::{Filter, Scalar};
-use crate::path::FieldPath;
-use crate::value::Value;
+use datastore_api::filter::{Filter, Scalar};
+use datastore_api::path::FieldPath;
+use datastore_api::value::Value;
 
 /// What is known at plan time.
 pub(super) struct Known<'a> {

@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use super::Pipeline;
-use crate::value::Document;
+use datastore_api::value::Document;
 
 fn docs(v: Value) -> Vec<Document> {
     v.as_array()
@@ -154,7 +154,7 @@ fn size_of_null_is_an_error_and_unsupported_things_are_refused_by_position() {
         (json!({"$match": {}}), "array"),
     ] {
         let e = Pipeline::parse(&p).unwrap_err();
-        assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
+        assert_eq!(e.kind(), datastore_api::ErrorKind::InvalidInput);
         assert!(e.message().contains(names), "{e}");
     }
 }
@@ -317,13 +317,13 @@ fn conversions_follow_convert_rules() {
         json!({"$toLong": 1e300}),
     ] {
         let e = Pipeline::parse(&json!([{"$project": {"x": bad}}])).unwrap_err();
-        assert_eq!(e.kind(), crate::ErrorKind::InvalidInput, "{bad}");
+        assert_eq!(e.kind(), datastore_api::ErrorKind::InvalidInput, "{bad}");
     }
 }
 
 #[test]
 fn expr_time_windows_push_down_and_are_checked_first() {
-    use crate::filter::{CmpOp, Filter};
+    use datastore_api::filter::{CmpOp, Filter};
     let rule = Pipeline::parse(&json!([
         {"$match": {"n": "x"}},
         {"$match": {"$expr": {"$and": [
@@ -360,7 +360,7 @@ fn expr_time_windows_push_down_and_are_checked_first() {
 
 #[test]
 fn expr_comparisons_order_by_bson_type() {
-    use crate::filter::{CmpOp, Filter};
+    use datastore_api::filter::{CmpOp, Filter};
     let docs = docs(json!([
         {"t": 5}, {"t": 50}, {"t": "late"}, {"t": [1]}, {"t": null}, {}, {"a": [{"t": 1}]},
         {"t": {"$date": "2026-01-01T00:00:00.000Z"}},

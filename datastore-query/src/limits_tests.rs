@@ -8,11 +8,11 @@ use serde_json::{json, Value};
 
 use super::plan::InMemory;
 use super::Pipeline;
-use crate::error::ErrorKind;
-use crate::value::Document;
+use datastore_api::error::ErrorKind;
+use datastore_api::value::Document;
 
 /// The error of `r`; an `Ok` fails the test naming only how many documents it held.
-fn refused(r: crate::Result<Vec<Document>>) -> crate::Error {
+fn refused(r: datastore_api::Result<Vec<Document>>) -> datastore_api::Error {
     match r {
         Ok(docs) => panic!("the run returned {} documents", docs.len()),
         Err(e) => e,

@@ -12,8 +12,8 @@
 //! - The value then makes Go's JSON round trip: every number becomes a double, a message
 //!   becomes a document of its non-empty fields, and every document key is lower-cased.
 
-use crate::error::{Error, Result};
-use crate::value::{Document, Value};
+use datastore_api::error::{Error, Result};
+use datastore_api::value::{Document, Value};
 
 /// What a field of the event struct is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use super::expr::compare;
-use crate::value::{as_date, Value};
+use datastore_api::value::{as_date, Value};
 
 /// Keys in the order they were first seen, each with its index.
 #[derive(Debug, Default, Clone)]

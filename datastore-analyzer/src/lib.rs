@@ -1,9 +1,11 @@
+//! # datastore-analyzer
+//!
 //! NVSentinel's health-events-analyzer on this library: its rules, read as the chart carries
 //! them, bound and decided exactly as the Go analyzer does, so that a component is a few lines.
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use datastore_api::analyzer::{self, Analyzer};
+//! use datastore_analyzer::{self as analyzer, Analyzer};
 //! use datastore_api::processor::ProcessorOptions;
 //! use datastore_api::DataStore;
 //!
@@ -30,7 +32,9 @@
 //!   the data) is that rule's outcome; the others are still decided. [`run`] then fails the
 //!   event, after publishing what matched, so the processor retries it.
 //!
-//! [`non_fatal_unhealthy_inserts`]: crate::change::watchers::non_fatal_unhealthy_inserts
+//! [`non_fatal_unhealthy_inserts`]: datastore_api::change::watchers::non_fatal_unhealthy_inserts
+
+#![warn(missing_docs)]
 
 pub mod binding;
 pub mod rules;
@@ -39,12 +43,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::aggregate::Pipeline;
-use crate::change::{watchers, ChangeEvent, WatchOptions};
-use crate::error::{Error, Result};
-use crate::processor::{self, ProcessorOptions, Summary};
-use crate::store::{Collection, DataStore};
-use crate::value::{Document, Value};
+use datastore_api::change::{watchers, ChangeEvent, WatchOptions};
+use datastore_api::error::{Error, Result};
+use datastore_api::processor::{self, ProcessorOptions, Summary};
+use datastore_api::store::{Collection, DataStore};
+use datastore_api::value::{Document, Value};
+use datastore_query::{Aggregate, Pipeline};
 
 pub use rules::Rule;
 
@@ -194,7 +198,7 @@ impl Analyzer {
         event: &Document,
         bind: Binder,
     ) -> Result<Pipeline> {
-        crate::value::check_document_depth(event, "analyzer: the event")?;
+        datastore_api::value::check_document_depth(event, "analyzer: the event")?;
         let unbound = self
             .rules
             .iter()
@@ -208,7 +212,7 @@ impl Analyzer {
     }
 
     /// Decides every enabled rule for `event`, sharing the store's work among them
-    /// ([`Collection::aggregate_each`]).
+    /// ([`Aggregate::aggregate_each`]).
     pub async fn evaluate<'a>(
         &'a self,
         collection: &dyn Collection,
@@ -257,7 +261,7 @@ impl Analyzer {
 
     /// The event the analyzer publishes when `rule` matches `event` (see [`Found::event`]).
     pub fn published(&self, rule: &Rule, event: &Document) -> Result<Found> {
-        crate::value::check_document_depth(event, "analyzer: the event")?;
+        datastore_api::value::check_document_depth(event, "analyzer: the event")?;
         let mut body = match event.get("healthevent") {
             Some(Value::Object(o)) => o.clone(),
             _ => {

@@ -9,10 +9,10 @@ use super::group::{Acc, State};
 use super::keys::Keys;
 use super::limits;
 use super::{bad, set_path, sort_keys, split, Vars};
-use crate::error::{Error, Result};
-use crate::path::FieldPath;
-use crate::query::{sort_value, Direction};
-use crate::value::{as_date, sort_compare, Document, Value};
+use datastore_api::error::{Error, Result};
+use datastore_api::path::FieldPath;
+use datastore_api::query::{sort_value, Direction};
+use datastore_api::value::{as_date, sort_compare, Document, Value};
 
 /// A `$setWindowFields` stage.
 #[derive(Debug, Clone)]

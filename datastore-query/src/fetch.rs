@@ -6,11 +6,11 @@ use async_trait::async_trait;
 
 use super::plan::{bound, Fetch, Fetched, Plan};
 use super::Pipeline;
-use crate::error::{ErrorKind, Result};
-use crate::filter::{CmpOp, Filter, Scalar};
-use crate::query::FindOptions;
-use crate::store::Collection;
-use crate::value::Document;
+use datastore_api::error::{ErrorKind, Result};
+use datastore_api::filter::{CmpOp, Filter, Scalar};
+use datastore_api::query::FindOptions;
+use datastore_api::store::Collection;
+use datastore_api::value::Document;
 
 /// A collection as a plan's source.
 struct Find<'a, C: ?Sized>(&'a C);
@@ -27,7 +27,7 @@ impl<C: Collection + ?Sized> Fetch for Find<'_, C> {
     }
 }
 
-/// What [`Collection::aggregate`] does by default: the pipeline's [`Plan`] run with
+/// What [`Aggregate::aggregate`](crate::Aggregate::aggregate) does without native aggregation: the pipeline's [`Plan`] run with
 /// [`Collection::find`] as its source.
 pub async fn aggregate_by_find<C: Collection + ?Sized>(
     collection: &C,
@@ -36,7 +36,7 @@ pub async fn aggregate_by_find<C: Collection + ?Sized>(
     pipeline.plan()?.execute(&Find(collection)).await
 }
 
-/// What [`Collection::aggregate_each`] does by default: every pipeline planned with one
+/// What [`Aggregate::aggregate_each`](crate::Aggregate::aggregate_each) does without native aggregation: every pipeline planned with one
 /// `$$NOW`; those decided at plan time cost nothing. The plans whose scans hold the most
 /// common equality (the node) and window share one `find` of their hull; the other bounded
 /// plans share one `find` of the exact union of their scans; each picks its candidates from
@@ -49,7 +49,7 @@ pub async fn aggregate_each_by_find<C: Collection + ?Sized>(
 ) -> Result<Vec<Result<Vec<Document>>>> {
     let source = Find(collection);
     // One `$$NOW` for all: their lookups' scans then match, and are fetched once.
-    let now = crate::value::date_value(chrono::Utc::now())?;
+    let now = datastore_api::value::date_value(chrono::Utc::now())?;
     let plans: Vec<Result<Plan>> = pipelines
         .iter()
         .map(|p| Plan::new(p, now.clone()))
@@ -282,7 +282,7 @@ fn upper_bound(f: &Filter) -> Option<(&str, (&Scalar, f64))> {
     }
 }
 
-/// One pipeline's entry of [`Collection::aggregate_each`]: its result, or its own error (bad
+/// One pipeline's entry of [`Aggregate::aggregate_each`](crate::Aggregate::aggregate_each): its result, or its own error (bad
 /// input, or a part the server lacks); any other error (the server unreachable, a timeout)
 /// fails the whole call.
 pub fn own_outcome(result: Result<Vec<Document>>) -> Result<Result<Vec<Document>>> {

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, ErrorKind, Result};
-use crate::value::Value;
+use datastore_api::error::{Error, ErrorKind, Result};
+use datastore_api::value::Value;
 
 /// The default of [`Pipeline::max_time`](super::Pipeline::max_time): 30 seconds, the
 /// `maxTimeMS` MongoDB deployments commonly set.

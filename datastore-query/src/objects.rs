@@ -3,8 +3,8 @@
 use serde_json::Map;
 
 use super::expr::type_name;
-use crate::error::{Error, Result};
-use crate::value::{as_date, Value};
+use datastore_api::error::{Error, Result};
+use datastore_api::value::{as_date, Value};
 
 fn document(v: &Value) -> Option<&Map<String, Value>> {
     match v {

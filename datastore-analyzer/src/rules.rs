@@ -7,9 +7,9 @@
 
 use serde::Deserialize;
 
-use crate::aggregate::Pipeline;
-use crate::error::{Error, Result};
-use crate::value::Value;
+use datastore_api::error::{Error, Result};
+use datastore_api::value::Value;
+use datastore_query::Pipeline;
 
 /// One rule.
 #[derive(Debug, Clone)]

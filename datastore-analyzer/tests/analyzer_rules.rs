@@ -3,13 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test's
 
-use datastore_api::analyzer::{self, Analyzer};
+use datastore_analyzer::Analyzer;
 use serde_json::json;
 
 const VALUES: &str = include_str!("fixtures/nvsentinel-analyzer-values.yaml");
 
 fn analyzer() -> Analyzer {
-    Analyzer::new(analyzer::rules::from_values_yaml(VALUES).unwrap()).unwrap()
+    Analyzer::new(datastore_analyzer::rules::from_values_yaml(VALUES).unwrap()).unwrap()
 }
 
 fn event(xid: &str) -> datastore_api::Document {
@@ -86,7 +86,10 @@ fn most_rules_are_decided_at_plan_time_and_the_rest_scan_bounded() {
 
 #[test]
 fn the_analyzers_own_match_parses() {
-    let stage = analyzer::analyzed_stage();
-    assert_eq!(stage["$match"]["healthevent.agent"]["$ne"], analyzer::AGENT);
+    let stage = datastore_analyzer::analyzed_stage();
+    assert_eq!(
+        stage["$match"]["healthevent.agent"]["$ne"],
+        datastore_analyzer::AGENT
+    );
     assert_eq!(stage["$match"]["$or"].as_array().map(Vec::len), Some(3));
 }

@@ -31,9 +31,9 @@ use super::{
     check_lookup_from, matching, run_stage, set_path, unreachable_doc, Ctx, Lookup, Pipeline,
     Stage, Vars,
 };
-use crate::error::{Error, Result};
-use crate::filter::Filter;
-use crate::value::{Document, Value};
+use datastore_api::error::{Error, Result};
+use datastore_api::filter::Filter;
+use datastore_api::value::{Document, Value};
 
 mod explain;
 
@@ -355,7 +355,7 @@ impl Plan {
         fn any(f: &Filter) -> bool {
             match f {
                 Filter::And(parts) => parts.iter().any(any),
-                Filter::Eq(_, v) => !matches!(v, crate::filter::Scalar::Null),
+                Filter::Eq(_, v) => !matches!(v, datastore_api::filter::Scalar::Null),
                 Filter::In(_, vs) => !vs.is_empty(),
                 Filter::EqValue(..) => true,
                 Filter::ExprCmp(..)
@@ -678,6 +678,10 @@ impl Pipeline {
     /// A plan that explains what the pipeline fetches once its constant `$match` gates pass:
     /// like [`Pipeline::plan`], but a `$match` that folds to false is kept, not decided.
     pub fn plan_undecided(&self) -> Result<Plan> {
-        Plan::with(self, crate::value::date_value(chrono::Utc::now())?, false)
+        Plan::with(
+            self,
+            datastore_api::value::date_value(chrono::Utc::now())?,
+            false,
+        )
     }
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use regex::Regex;
 
 use super::expr::type_name;
-use crate::error::{Error, Result};
-use crate::value::{as_date, Value};
+use datastore_api::error::{Error, Result};
+use datastore_api::value::{as_date, Value};
 
 /// A value as MongoDB's `coerceToString` prints it: doubles without a trailing `.0`, dates in
 /// ISO 8601 with milliseconds; `None` for the types it refuses (documents, arrays, booleans).

@@ -8,9 +8,9 @@ use serde_json::json;
 
 use super::plan::Fetch;
 use super::Pipeline;
-use crate::error::Result;
-use crate::filter::{CmpOp, Filter};
-use crate::value::{Document, Value};
+use datastore_api::error::Result;
+use datastore_api::filter::{CmpOp, Filter};
+use datastore_api::value::{Document, Value};
 
 /// Documents in memory that record every fetch.
 struct Recording {
@@ -280,7 +280,7 @@ fn binding_ends_the_pipeline_at_a_gate_that_is_false() {
             match path {
                 "n" => Ok(json!("a")),
                 "code" => Ok(json!(code)),
-                other => Err(crate::Error::invalid_input(format!("no {other}"))),
+                other => Err(datastore_api::Error::invalid_input(format!("no {other}"))),
             }
         }
     };

@@ -4,9 +4,9 @@
 use std::fmt;
 
 use super::{plan_stages, Plan};
-use crate::aggregate::Stage;
-use crate::filter::Filter;
-use crate::value::Value;
+use crate::Stage;
+use datastore_api::filter::Filter;
+use datastore_api::value::Value;
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -91,8 +91,8 @@ fn describe(f: &Filter) -> String {
     }
 }
 
-fn scalar(v: &crate::filter::Scalar) -> String {
-    use crate::filter::Scalar::*;
+fn scalar(v: &datastore_api::filter::Scalar) -> String {
+    use datastore_api::filter::Scalar::*;
     match v {
         Null => "null".into(),
         Bool(b) => b.to_string(),

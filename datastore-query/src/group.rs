@@ -6,8 +6,8 @@ use super::expr::{compare, Expr};
 use super::keys::Keys;
 use super::limits;
 use super::{bad, Vars};
-use crate::error::{Error, Result};
-use crate::value::{Document, Value};
+use datastore_api::error::{Error, Result};
+use datastore_api::value::{Document, Value};
 
 /// An accumulator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

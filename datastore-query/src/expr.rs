@@ -9,10 +9,11 @@ use serde_json::{Map, Number};
 
 use super::strings::{self, Compiled};
 use super::{bad, objects, Vars};
-use crate::error::{Error, Result};
-use crate::filter::{CmpOp, Filter, Scalar};
-use crate::path::FieldPath;
-use crate::value::{as_date, date_value, sort_compare, type_rank, Value};
+use datastore_api::error::{Error, Result};
+use datastore_api::filter::{CmpOp, Filter, Scalar};
+use datastore_api::path::FieldPath;
+use datastore_api::value::{as_date, date_value, Value};
+pub(crate) use datastore_api::value::{expr_compare as compare, expr_walk as walk};
 
 /// A parsed expression.
 #[derive(Debug, Clone, PartialEq)]
@@ -580,63 +581,12 @@ pub(crate) fn numeric_bounds(e: &Expr) -> Vec<Filter> {
     }
 }
 
-/// Follows `path` through objects; through an array, collects the path from each element
-/// (MongoDB's `"$a.b"` over `a: [{b: 1}, {b: 2}]` is `[1, 2]`).
-pub(crate) fn walk(start: Option<&Value>, path: &[String]) -> Option<Value> {
-    let Some((first, rest)) = path.split_first() else {
-        return start.cloned();
-    };
-    match start? {
-        Value::Object(o) => walk(o.get(first), rest),
-        Value::Array(items) => Some(Value::Array(
-            items
-                .iter()
-                .filter(|i| i.is_object())
-                .filter_map(|i| walk(Some(i), path))
-                .collect(),
-        )),
-        _ => None,
-    }
-}
-
 /// MongoDB's truthiness: false, null, missing and zero are false.
 pub(crate) fn truthy(v: Option<&Value>) -> bool {
     match v {
         None | Some(Value::Null) | Some(Value::Bool(false)) => false,
         Some(Value::Number(n)) => n.as_f64() != Some(0.0),
         Some(_) => true,
-    }
-}
-
-/// Total order of values: BSON type order, then within the type (arrays and documents
-/// element by element). Missing sorts with null.
-pub(crate) fn compare(a: Option<&Value>, b: Option<&Value>) -> Ordering {
-    // Scalars and brackets as sorting orders them; arrays and documents, which sorting
-    // leaves equal within their bracket, element by element.
-    match (a, b) {
-        // In expressions missing sorts before null.
-        (None, Some(Value::Null)) => return Ordering::Less,
-        (Some(Value::Null), None) => return Ordering::Greater,
-        _ => {}
-    }
-    let o = sort_compare(a, b);
-    if o != Ordering::Equal {
-        return o;
-    }
-    match (a, b) {
-        (Some(Value::Array(x)), Some(Value::Array(y))) => x
-            .iter()
-            .zip(y)
-            .map(|(p, q)| compare(Some(p), Some(q)))
-            .find(|o| o.is_ne())
-            .unwrap_or_else(|| x.len().cmp(&y.len())),
-        (Some(Value::Object(x)), Some(Value::Object(y))) if type_rank(a) == 4 => x
-            .iter()
-            .zip(y)
-            .map(|((kp, p), (kq, q))| kp.cmp(kq).then_with(|| compare(Some(p), Some(q))))
-            .find(|o| o.is_ne())
-            .unwrap_or_else(|| x.len().cmp(&y.len())),
-        _ => Ordering::Equal,
     }
 }
 

@@ -1,9 +1,13 @@
+//! # datastore-query
+//!
 //! Aggregation pipelines in MongoDB's JSON form, so that the health-events-analyzer's rules
-//! run as operators wrote them, with one evaluator for every provider that does not run them
-//! natively (and for the conformance model).
+//! run as operators wrote them: parsed ([`Pipeline`]), planned ([`Plan`]: pushdown into an
+//! index scan, folding after binding, shared fetches) and evaluated, for every provider that
+//! does not run them natively (and for the conformance model). [`Aggregate`] runs them on
+//! any collection: natively where its server aggregates, planned over `find` elsewhere.
 //!
 //! ```
-//! use datastore_api::aggregate::Pipeline;
+//! use datastore_query::Pipeline;
 //! use serde_json::json;
 //!
 //! let rule = Pipeline::parse(&json!([
@@ -48,14 +52,17 @@
 //! checks both as it goes, and a stage over many documents runs on tokio's blocking pool,
 //! so it cannot starve the executor.
 
+#![warn(missing_docs)]
+
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
-use crate::filter::{Filter, Lowered};
-use crate::path::FieldPath;
-use crate::query::{sort_documents, Direction};
-use crate::value::{date_value, Document, Value};
+use datastore_api::error::{Error, Result};
+use datastore_api::filter::{Filter, Lowered};
+use datastore_api::path::FieldPath;
+use datastore_api::query::{sort_documents, Direction};
+use datastore_api::value::{date_value, Document, Value};
 
+mod aggregate;
 mod bind;
 mod expr;
 mod fetch;
@@ -74,6 +81,7 @@ mod strings;
 mod tests;
 mod window;
 
+pub use aggregate::Aggregate;
 use expr::{truthy, walk, Expr};
 pub use fetch::{aggregate_by_find, aggregate_each_by_find, own_outcome};
 use futures::FutureExt;
@@ -166,7 +174,7 @@ impl Pipeline {
         let Value::Array(list) = json else {
             return Err(bad("pipeline", "a pipeline is an array of stage documents"));
         };
-        if crate::value::nests_deeper_than(std::iter::once(json), 0, MAX_PIPELINE_DEPTH) {
+        if datastore_api::value::nests_deeper_than(std::iter::once(json), 0, MAX_PIPELINE_DEPTH) {
             return Err(bad(
                 "pipeline",
                 format!("nests deeper than {MAX_PIPELINE_DEPTH} levels"),
@@ -197,12 +205,12 @@ impl Pipeline {
     /// `"this.<path>"` placeholders bound as MongoDB expression paths: every such string is
     /// replaced by the value at `<path>` in `event` read as `"$<path>"` would read it (`null`
     /// when it has none; through arrays, element by element). The analyzer binds differently
-    /// (see [`crate::analyzer`]), with [`Pipeline::bind_with`].
+    /// (see the `datastore-analyzer` crate), with [`Pipeline::bind_with`].
     ///
-    /// An event nesting deeper than [`MAX_DEPTH`](crate::value::MAX_DEPTH) (no stored
+    /// An event nesting deeper than [`MAX_DEPTH`](datastore_api::value::MAX_DEPTH) (no stored
     /// document does) is refused before it is copied.
     pub fn bind_this(&self, event: &Document) -> Result<Pipeline> {
-        crate::value::check_document_depth(event, "the event to bind")?;
+        datastore_api::value::check_document_depth(event, "the event to bind")?;
         let event = Value::Object(event.clone());
         self.bind_with(&|path: &str| Ok(walk(Some(&event), &split(path)).unwrap_or(Value::Null)))
     }
@@ -285,7 +293,7 @@ impl Pipeline {
     }
 
     /// How long a run may take before it stops with a
-    /// [`Transient`](crate::ErrorKind::Transient) error naming the limit ([`DEFAULT_MAX_TIME`]
+    /// [`Transient`](datastore_api::ErrorKind::Transient) error naming the limit ([`DEFAULT_MAX_TIME`]
     /// unless set). A run is also cancelled within milliseconds when its future is dropped.
     pub fn max_time(&self) -> std::time::Duration {
         self.max_time
@@ -300,7 +308,7 @@ impl Pipeline {
     /// The most bytes (estimated) a stage may accumulate beyond its input: `$group`'s
     /// accumulators, `$setWindowFields`' outputs, what `$lookup` embeds
     /// ([`DEFAULT_MAX_BYTES`] unless set). Past it
-    /// the run fails with [`InvalidInput`](crate::ErrorKind::InvalidInput).
+    /// the run fails with [`InvalidInput`](datastore_api::ErrorKind::InvalidInput).
     pub fn max_bytes(&self) -> usize {
         self.max_bytes
     }
@@ -337,10 +345,22 @@ impl Pipeline {
     }
 }
 
+impl Pipeline {
+    /// Whether every `$lookup` joins `collection` (see [`check_lookup_from`]).
+    pub(crate) fn check_lookups(&self, collection: &str) -> Result<()> {
+        for stage in &self.stages {
+            if let Stage::Lookup(l) = stage {
+                check_lookup_from(collection, &l.from)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A `$lookup`'s `from` must name the collection being aggregated (`collection`): by that
 /// name or by NVSentinel's MongoDB name (`HealthEvents` for `health_events`), so that rules
 /// run as written on every provider.
-pub fn check_lookup_from(collection: &str, from: &str) -> Result<()> {
+pub(crate) fn check_lookup_from(collection: &str, from: &str) -> Result<()> {
     let key = |s: &str| s.replace('_', "").to_ascii_lowercase();
     if key(collection) == key(from) {
         Ok(())
@@ -349,27 +369,6 @@ pub fn check_lookup_from(collection: &str, from: &str) -> Result<()> {
             "aggregate: $lookup from {from:?}: only the collection itself ({collection}) can be joined"
         )))
     }
-}
-
-/// How the value an expression reads at `path` in `doc` orders against the number `value`
-/// (what [`Filter::ExprCmp`] compares).
-pub(crate) fn compare_at(
-    doc: &Document,
-    path: &FieldPath,
-    value: &crate::filter::Scalar,
-) -> std::cmp::Ordering {
-    let number = match value {
-        crate::filter::Scalar::Int(i) => Value::from(*i),
-        crate::filter::Scalar::Float(f) => {
-            serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
-        }
-        _ => Value::Null,
-    };
-    let segments = path.segments();
-    let here = segments
-        .split_first()
-        .and_then(|(head, rest)| walk(doc.get(head), rest));
-    expr::compare(here.as_ref(), Some(&number))
 }
 
 /// What every stage of one run sees.
@@ -944,7 +943,7 @@ fn keep_path(out: &mut Document, src: &Document, path: &[String]) {
 
 /// A document (not a date) or an array: what an inclusion projection descends into.
 fn is_container(v: &Value) -> bool {
-    v.is_array() || (v.is_object() && crate::value::as_date(v).is_none())
+    v.is_array() || (v.is_object() && datastore_api::value::as_date(v).is_none())
 }
 
 /// What [`keep_path`] keeps of the container `v` for the rest of the path, merged into
