@@ -207,11 +207,9 @@ async fn probe(backend: &Mongo) -> Capabilities {
         Err(e) => panic!("probing aggregation failed unexpectedly: {e}"),
     };
     // MongoDB's optimizer: the `$match` runs first, so `$toLong` never sees the text.
-    coll.insert_one(
-        serde_json::from_value(serde_json::json!({"probe_m": "text"})).expect("doc"),
-    )
-    .await
-    .expect("probe insert");
+    coll.insert_one(serde_json::from_value(serde_json::json!({"probe_m": "text"})).expect("doc"))
+        .await
+        .expect("probe insert");
     let moved = datastore_query::Pipeline::parse(&serde_json::json!([
         {"$match": {"probe_m": "text"}},
         {"$addFields": {"probe_n": {"$toLong": "$probe_m"}}},
