@@ -3,11 +3,15 @@
 //! The backend-neutral API of the NVSentinel datastore: the store traits ([`DataStore`],
 //! [`Collection`], [`Transaction`]), the typed health- and maintenance-event stores
 //! ([`HealthEventStore`], [`MaintenanceEventStore`]), the [`Filter`] and [`Update`] DSLs with
-//! MongoDB semantics, the one [`Error`] type, and the [`DatastoreConfig`].
+//! MongoDB semantics, the one [`Error`] type, and the [`DatastoreConfig`]; change streams
+//! ([`change`], with the reader both providers share in [`change_reader`]), the event
+//! [`processor`], and [`metrics`].
 //!
-//! Providers (`provider-postgres`, later `provider-mongo`) implement [`DataStore`] and
+//! Providers (`provider-postgres`, `provider-mongo`) implement [`DataStore`] and
 //! [`Collection`]; the domain methods are written once here, on top of [`Collection`], so they
-//! behave identically on every backend.
+//! behave identically on every backend. Aggregation pipelines live in the `datastore-query`
+//! crate (a server that aggregates hands out a [`NativeAggregation`]), NVSentinel's analyzer
+//! in `datastore-analyzer`.
 //!
 //! ## Stored document shape
 //! ```json
