@@ -10,9 +10,9 @@ use conformance::{
 };
 use datastore_api::{DataStore, Filter, PoolConfig, Result, StartFrom, Update, WatchOptions};
 use datastore_query::Aggregate;
-use mongo_harness::TestMongo;
-use pg_harness::tls::{ServerCert, TlsServer, CERT_USER, SERVER_NAME};
-use pg_harness::TestPostgres;
+use datastore_testkit::mongo::TestMongo;
+use datastore_testkit::postgres::tls::{ServerCert, TlsServer, CERT_USER, SERVER_NAME};
+use datastore_testkit::postgres::TestPostgres;
 
 /// Where the PostgreSQL lane runs: the throwaway server set up as production is (TLS only,
 /// certificate authentication, the spec's non-superuser role), or an external server named by
@@ -116,7 +116,7 @@ impl Backend for Mongo {
         self.capabilities
     }
     async fn fresh_store(&self) -> Result<Arc<dyn DataStore>> {
-        let db = mongo_harness::unique_database_name("conf");
+        let db = datastore_testkit::mongo::unique_database_name("conf");
         let mut settings = provider_mongo::MongoSettings::from_uri(self.server.uri(), &db);
         // No TTL index: the properties store documents with `createdAt` decades in the past
         // (imports keep theirs), which the server's TTL monitor would delete under them;

@@ -16,9 +16,9 @@ use datastore::model::{
     fields, health_event_document, HealthEvent, HealthEventStatus, QuarantineStatus,
 };
 use datastore::{DataStore, Filter, Update, Value};
+use datastore_testkit::postgres::PgServer;
 use futures::future::try_join_all;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use pg_harness::PgServer;
 use provider_postgres::PgDataStore;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
@@ -59,7 +59,7 @@ type Events = Vec<(HealthEvent, HealthEventStatus)>;
 
 /// Runs the benchmarks on a throwaway server, stopping it before returning.
 pub fn run(rt: &Runtime, args: &BenchArgs) -> CliResult<()> {
-    println!("bench: starting a throwaway PostgreSQL (pg-harness)");
+    println!("bench: starting a throwaway PostgreSQL (datastore-testkit)");
     let pg = server::start_embedded()?;
     let out = rt.block_on(Bench { pg: &pg, args }.run());
     drop(pg);

@@ -10,10 +10,8 @@ use datastore::ErrorKind;
 pub enum CliError {
     /// A datastore operation failed (shown with the datastore error's `Display`).
     Datastore(datastore::Error),
-    /// The throwaway PostgreSQL server could not be started.
-    Harness(pg_harness::HarnessError),
-    /// The embedded MongoDB stand-in could not be started.
-    MongoHarness(mongo_harness::HarnessError),
+    /// The embedded server (a throwaway PostgreSQL, a MongoDB stand-in) could not be started.
+    Harness(datastore_testkit::HarnessError),
     /// A direct SQL statement (benchmark baseline, `EXPLAIN`) failed.
     Sql {
         /// What was being done.
@@ -46,8 +44,7 @@ impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CliError::Datastore(e) => write!(f, "{e}"),
-            CliError::Harness(e) => write!(f, "embedded PostgreSQL: {e}"),
-            CliError::MongoHarness(e) => write!(f, "embedded MongoDB stand-in: {e}"),
+            CliError::Harness(e) => write!(f, "embedded server: {e}"),
             CliError::Sql { context, source } => write!(f, "{context}: {source}"),
             CliError::Check(message) => write!(f, "check failed: {message}"),
             CliError::Io(e) => write!(f, "{e}"),
@@ -60,7 +57,6 @@ impl std::error::Error for CliError {
         match self {
             CliError::Datastore(e) => Some(e),
             CliError::Harness(e) => Some(e),
-            CliError::MongoHarness(e) => Some(e),
             CliError::Sql { source, .. } => Some(source),
             CliError::Check(_) => None,
             CliError::Io(e) => Some(e),
@@ -74,15 +70,9 @@ impl From<datastore::Error> for CliError {
     }
 }
 
-impl From<pg_harness::HarnessError> for CliError {
-    fn from(e: pg_harness::HarnessError) -> Self {
+impl From<datastore_testkit::HarnessError> for CliError {
+    fn from(e: datastore_testkit::HarnessError) -> Self {
         CliError::Harness(e)
-    }
-}
-
-impl From<mongo_harness::HarnessError> for CliError {
-    fn from(e: mongo_harness::HarnessError) -> Self {
-        CliError::MongoHarness(e)
     }
 }
 

@@ -1,11 +1,11 @@
 //! Where the demo's store lives: the server the `DATASTORE_*` configuration names, or a
-//! throwaway embedded PostgreSQL started with `pg-harness` (or, with `DATASTORE_PROVIDER=mongodb`,
-//! the MongoDB stand-in started with `mongo-harness`).
+//! throwaway embedded PostgreSQL started with `datastore-testkit` (or, with `DATASTORE_PROVIDER=mongodb`,
+//! the MongoDB stand-in started with `datastore-testkit`).
 
 use std::sync::Arc;
 
 use datastore::{DataStore, DatastoreConfig, PoolConfig};
-use pg_harness::PgServer;
+use datastore_testkit::postgres::PgServer;
 use provider_postgres::PgDataStore;
 
 use crate::error::{CliResult, SqlContext};
@@ -129,15 +129,15 @@ pub fn wants_mongodb() -> bool {
 }
 
 /// Starts the MongoDB stand-in (SecantusDB unless `DATASTORE_TEST_MONGODB_STAND_IN` says
-/// jongodb; installed by `cargo xtask test`, see `mongo-harness`).
+/// jongodb; installed by `cargo xtask test`, see `datastore-testkit`).
 /// Dropping the returned value stops it.
-pub fn start_mongo_stand_in() -> CliResult<mongo_harness::StandInServer> {
-    Ok(mongo_harness::StandInServer::start()?)
+pub fn start_mongo_stand_in() -> CliResult<datastore_testkit::mongo::StandInServer> {
+    Ok(datastore_testkit::mongo::StandInServer::start()?)
 }
 
 /// Connects to the stand-in's demo database (creating the indexes).
 pub async fn connect_mongo_stand_in(
-    server: &mongo_harness::StandInServer,
+    server: &datastore_testkit::mongo::StandInServer,
 ) -> CliResult<Arc<dyn DataStore>> {
     let settings = provider_mongo::MongoSettings::from_uri(server.uri(), DEMO_DATABASE);
     Ok(Arc::new(

@@ -24,7 +24,7 @@ fn count(rt: &tokio::runtime::Runtime, url: &str) -> i64 {
 #[test]
 fn a_killed_import_finishes_when_run_again() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let server = pg_harness::PgServer::start().expect("PostgreSQL");
+    let server = datastore_testkit::postgres::PgServer::start().expect("PostgreSQL");
     rt.block_on(provider_postgres::create_database(
         &server.url("postgres"),
         "nvsentinel",

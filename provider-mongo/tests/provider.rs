@@ -1,4 +1,4 @@
-//! Provider-specific checks against a real server (the lane `mongo-harness` picks: a replica
+//! Provider-specific checks against a real server (the lane `datastore-testkit` picks: a replica
 //! set from `DATASTORE_TEST_MONGODB_URI`, Docker's `mongo:7`, or a stand-in server). The
 //! behaviour every provider shares is pinned by the conformance suite; these tests pin what is
 //! MongoDB's own: the stored BSON shape, the indexes, error mapping and connection failures.
@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use datastore_api::{DataStore, ErrorKind, Filter, FindOptions, KeyedDocument, Update, Value};
+use datastore_testkit::mongo::{unique_database_name, TestMongo};
 use futures::TryStreamExt;
-use mongo_harness::{unique_database_name, TestMongo};
 use mongodb::bson::{doc, Bson, Document as BsonDocument};
 use provider_mongo::{MongoDataStore, MongoSettings};
 use serde_json::json;

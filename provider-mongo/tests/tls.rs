@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use datastore_api::ErrorKind;
-use mongo_harness::{unique_database_name, TestMongo};
+use datastore_testkit::mongo::{unique_database_name, TestMongo};
 use provider_mongo::{MongoDataStore, MongoSettings};
 use test_certs::{Authority, Validity};
 

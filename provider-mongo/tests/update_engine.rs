@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use conformance::gen;
 use datastore_api::value::equivalent_documents;
 use datastore_api::{Document, TimeFormat, Update, UpdateOp, Value};
-use mongo_harness::{unique_database_name, StandIn, TestMongo};
+use datastore_testkit::mongo::{unique_database_name, StandIn, TestMongo};
 use mongodb::bson::{doc, oid::ObjectId, Bson, Document as BsonDocument};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};

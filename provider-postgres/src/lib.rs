@@ -432,7 +432,7 @@ pub async fn create_database(admin_url: &str, name: &str) -> Result<()> {
 }
 
 /// A fresh, uniquely named database on the test server (`DATASTORE_TEST_POSTGRES_URL`, or a
-/// throwaway server started by `pg-harness`), for tests: returns its name.
+/// throwaway server started by `datastore-testkit`), for tests: returns its name.
 pub async fn fresh_test_database(admin_url: &str) -> Result<String> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static COUNTER: AtomicU32 = AtomicU32::new(0);

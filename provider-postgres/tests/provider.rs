@@ -1,4 +1,4 @@
-//! PostgreSQL-specific behaviour against a real server (pg-harness or DATASTORE_TEST_POSTGRES_URL):
+//! PostgreSQL-specific behaviour against a real server (datastore-testkit or DATASTORE_TEST_POSTGRES_URL):
 //! pool settings, migrations, error classification, stored shape. The API semantics themselves
 //! are pinned by the conformance suite.
 
@@ -10,7 +10,7 @@ use datastore_api::model::{health_event_document, HealthEvent, HealthEventStatus
 use datastore_api::{
     DataStore, DatastoreConfig, ErrorKind, Filter, FindOptions, PoolConfig, Scalar, Update, Value,
 };
-use pg_harness::TestPostgres;
+use datastore_testkit::postgres::TestPostgres;
 use provider_postgres::{fresh_test_database, PgDataStore};
 use sqlx::Row;
 
@@ -306,7 +306,7 @@ async fn change_stream_survives_a_server_restart() {
     use futures::StreamExt;
 
     // Its own server: restarting the shared one would disturb other tests.
-    let mut server = pg_harness::PgServer::start().expect("server");
+    let mut server = datastore_testkit::postgres::PgServer::start().expect("server");
     provider_postgres::create_database(&server.url("postgres"), "restart")
         .await
         .unwrap();

@@ -1,5 +1,5 @@
 //! libpq's sslmodes, certificate authentication, connect timeouts and TLS-file problems against
-//! real servers: a TLS-only server set up as the spec says (pg-harness `tls`), and the plain
+//! real servers: a TLS-only server set up as the spec says (datastore-testkit `tls`), and the plain
 //! throwaway server for the "server without TLS" rows.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test's
@@ -9,8 +9,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use datastore_api::{DataStore, DatastoreConfig, Error, ErrorKind};
-use pg_harness::tls::{ServerCert, TlsServer, CERT_USER, SERVER_NAME};
-use pg_harness::TestPostgres;
+use datastore_testkit::postgres::tls::{ServerCert, TlsServer, CERT_USER, SERVER_NAME};
+use datastore_testkit::postgres::TestPostgres;
 use provider_postgres::PgDataStore;
 
 fn tls_server() -> &'static TlsServer {
@@ -260,7 +260,7 @@ async fn sslmodes_against_a_server_without_tls() {
     if !TestPostgres::may_start_servers() {
         return;
     }
-    let plain = pg_harness::PgServer::start().expect("plain PostgreSQL");
+    let plain = datastore_testkit::postgres::PgServer::start().expect("plain PostgreSQL");
     let port = plain.port();
     let vars = |mode: &str| {
         let mut c = config("127.0.0.1", port, "postgres", &[], mode);

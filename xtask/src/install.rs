@@ -15,7 +15,7 @@ pub(crate) struct Package {
     pub(crate) why: &'static str,
 }
 
-/// The PostgreSQL server (`pg-harness` starts throwaway servers from its binaries).
+/// The PostgreSQL server (`datastore-testkit` starts throwaway servers from its binaries).
 pub(crate) const POSTGRESQL: Package = Package {
     name: "postgresql",
     why: "the PostgreSQL server the tests and the demo start (throwaway servers under target/)",

@@ -5,7 +5,7 @@
 //!
 //! * `test [--skip-demo]`: fmt check, clippy, workspace tests (all targets,
 //!   then doctests, the conformance suite on PostgreSQL and MongoDB) against
-//!   one throwaway PostgreSQL and the MongoDB lane `mongo-harness` picks,
+//!   one throwaway PostgreSQL and the MongoDB lane `datastore-testkit` picks,
 //!   then the demo on each provider.
 //! * `conformance [--provider postgresql|mongodb|all]`: the conformance suite.
 //! * `bench [args…]`: `cargo run --release -p datastore-bench -- args…`.
@@ -23,8 +23,8 @@ use std::time::Instant;
 mod fuzz;
 mod install;
 
-use mongo_harness::{StandIn, TestMongo};
-use pg_harness::{PgServer, TestPostgres};
+use datastore_testkit::mongo::{StandIn, TestMongo};
+use datastore_testkit::postgres::{PgServer, TestPostgres};
 
 /// Usage text for `help` and errors.
 const USAGE: &str = "\
@@ -244,13 +244,9 @@ impl Xtask {
         let docker_lanes = [
             "clippy",
             "-p",
-            "harness-process",
-            "-p",
-            "mongo-harness",
-            "-p",
-            "pg-harness",
+            "datastore-testkit",
             "--features",
-            "mongo-harness/docker,pg-harness/docker",
+            "datastore-testkit/docker,datastore-testkit/tls",
             "--all-targets",
             "--",
             "-D",
@@ -517,7 +513,7 @@ fn start_postgres() -> Result<TestServer, u8> {
         );
         return Ok(TestServer::none());
     }
-    println!("==> start PostgreSQL (pg-harness)");
+    println!("==> start PostgreSQL (datastore-testkit)");
     let started = Instant::now();
     match PgServer::start() {
         Ok(server) => {

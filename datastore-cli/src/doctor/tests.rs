@@ -244,7 +244,7 @@ fn a_healthy_mongodb() {
 
 #[test]
 fn certificate_authentication_over_tls() {
-    use pg_harness::tls::{ServerCert, TlsServer, CERT_USER, SERVER_NAME};
+    use datastore_testkit::postgres::tls::{ServerCert, TlsServer, CERT_USER, SERVER_NAME};
     use sqlx::Connection;
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");

@@ -347,8 +347,8 @@ mod tests {
     /// working stream or, on a server without `$changeStream`, the clear permanent error.
     #[tokio::test(flavor = "multi_thread")]
     async fn leases_and_checkpoints_on_a_live_server() {
-        let server = mongo_harness::TestMongo::shared().expect("a MongoDB server");
-        if server.stand_in() == Some(mongo_harness::StandIn::Jongodb) {
+        let server = datastore_testkit::mongo::TestMongo::shared().expect("a MongoDB server");
+        if server.stand_in() == Some(datastore_testkit::mongo::StandIn::Jongodb) {
             eprintln!("NOTE: skipped: jongodb has no change streams");
             return;
         }

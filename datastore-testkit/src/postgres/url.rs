@@ -1,12 +1,12 @@
 //! Minimal handling of `postgres://` URLs: validation, password masking and
 //! replacing the database (path) component.
 
-/// Pieces of a URL: `scheme://authority` + `path` + `rest` (query/fragment).
+use crate::url::mask_password;
+
+/// Pieces of a URL: `scheme://authority` + path + `rest` (query/fragment).
 struct Parts<'a> {
     /// `scheme://authority` (no trailing slash).
     prefix: &'a str,
-    /// Path including its leading `/` (may be empty).
-    path: &'a str,
     /// `?query` and/or `#fragment`, verbatim (may be empty).
     rest: &'a str,
 }
@@ -24,7 +24,6 @@ fn split(url: &str) -> Option<Parts<'_>> {
         .unwrap_or(url.len());
     Some(Parts {
         prefix: &url[..prefix_end],
-        path: &url[prefix_end..rest_start],
         rest: &url[rest_start..],
     })
 }
@@ -43,30 +42,6 @@ pub(crate) fn validate(url: &str) -> Result<(), String> {
         return Err(format!("URL contains whitespace: `{masked}`"));
     }
     Ok(())
-}
-
-/// Returns `url` with the password (if any) replaced by `***`.
-pub(crate) fn mask_password(url: &str) -> String {
-    let Some(parts) = split(url) else {
-        return url.to_string();
-    };
-    let scheme_end = parts.prefix.find("://").map(|i| i + 3).unwrap_or(0);
-    let authority = &parts.prefix[scheme_end..];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_string();
-    };
-    let userinfo = &authority[..at];
-    let Some(colon) = userinfo.find(':') else {
-        return url.to_string();
-    };
-    format!(
-        "{}{}:***{}{}{}",
-        &parts.prefix[..scheme_end],
-        &userinfo[..colon],
-        &authority[at..],
-        parts.path,
-        parts.rest
-    )
 }
 
 /// Returns `url` with its path replaced by `/database` (percent-encoded),
@@ -99,25 +74,6 @@ fn encode_path_segment(segment: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn masks_password() {
-        assert_eq!(
-            mask_password("postgres://user:s3cr3t@db.example:5432/postgres?sslmode=require"),
-            "postgres://user:***@db.example:5432/postgres?sslmode=require"
-        );
-        // Password containing '@' and ':'.
-        assert_eq!(
-            mask_password("postgresql://u:p@ss:w@rd@host/db"),
-            "postgresql://u:***@host/db"
-        );
-        assert_eq!(
-            mask_password("postgres://user@host:5432/db"),
-            "postgres://user@host:5432/db"
-        );
-        assert_eq!(mask_password("not a url"), "not a url");
-        assert_eq!(mask_password("postgres://host"), "postgres://host");
-    }
 
     #[test]
     fn replaces_database_and_keeps_query() {

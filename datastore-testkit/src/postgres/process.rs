@@ -9,7 +9,7 @@ use crate::HarnessError;
 /// OS user the server runs as when the harness runs as root.
 pub(crate) const POSTGRES_OS_USER: &str = "postgres";
 
-pub(crate) use harness_process::{
+pub(crate) use crate::process::{
     children_of, describe, file_tail, process_alive, send_signal, text_tail,
 };
 
@@ -52,6 +52,7 @@ pub(crate) fn chown_to_postgres(dir: &Path) -> Result<(), HarnessError> {
         Ok(())
     } else {
         Err(HarnessError::start_failed(
+            crate::Server::Postgres,
             format!(
                 "`chown -R postgres:postgres {}` failed ({}); running as root requires an OS \
                  user named `postgres` (the Debian package `postgresql` creates it)",

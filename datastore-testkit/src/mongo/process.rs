@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 /// Bytes of output kept by an [`OutputTail`].
 const TAIL_BYTES: usize = 16 * 1024;
 
-pub(crate) use harness_process::{process_alive, send_signal, text_tail, wait_gone};
+pub(crate) use crate::process::{process_alive, send_signal, text_tail, wait_gone};
 
 /// The last [`TAIL_BYTES`] bytes of a stream, filled by a background thread
 /// line by line (see [`OutputTail::drain`]). Reading the stream to its end also keeps the

@@ -8,9 +8,10 @@ use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::process::{self, OutputTail};
-use crate::uri;
-use crate::{HarnessError, StandIn};
+use crate::mongo::process::{self, OutputTail};
+use crate::mongo::uri;
+use crate::mongo::StandIn;
+use crate::HarnessError;
 
 /// How long to wait for the server's ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -330,7 +331,11 @@ impl Launch {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        HarnessError::start_failed(message, self.output.lines(LOG_TAIL_LINES))
+        HarnessError::start_failed(
+            crate::Server::Mongo,
+            message,
+            self.output.lines(LOG_TAIL_LINES),
+        )
     }
 
     /// Stops the watchdog and stand-in, if still owned.
@@ -431,7 +436,9 @@ mod tests {
         eprintln!("failed start took {:?}", started.elapsed());
         assert!(started.elapsed() < Duration::from_secs(10));
         match &err {
-            HarnessError::StartFailed { message, log_tail } => {
+            HarnessError::StartFailed {
+                message, log_tail, ..
+            } => {
                 assert!(message.contains("exited before printing"), "{message}");
                 assert!(message.contains("exit status: 3"), "{message}");
                 assert!(log_tail.contains("fake stand-in refuses"), "{log_tail}");
@@ -453,7 +460,9 @@ mod tests {
         let err =
             start_with_timeout(StandIn::Jongodb, &fake, Duration::from_millis(500)).unwrap_err();
         match &err {
-            HarnessError::StartFailed { message, log_tail } => {
+            HarnessError::StartFailed {
+                message, log_tail, ..
+            } => {
                 assert!(message.contains("did not print"), "{message}");
                 assert!(log_tail.contains("still thinking"), "{log_tail}");
             }
@@ -530,7 +539,7 @@ mod tests {
         let mut child = Command::new(exe)
             .args([
                 "--exact",
-                "stand_in::tests::watchdog_child",
+                "mongo::stand_in::tests::watchdog_child",
                 "--ignored",
                 "--nocapture",
                 "--test-threads=1",

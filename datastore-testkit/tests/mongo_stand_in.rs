@@ -5,7 +5,8 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use mongo_harness::{HarnessError, Lane, StandIn, StandInServer, TestMongo};
+use datastore_testkit::mongo::{Lane, StandIn, StandInServer, TestMongo};
+use datastore_testkit::HarnessError;
 
 /// Whether `kind`'s binary is installed; prints a note when it is not.
 fn stand_in_installed(kind: StandIn) -> bool {

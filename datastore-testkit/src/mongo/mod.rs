@@ -46,7 +46,7 @@
 //! (Debian's `python3` needs its `python3-venv` package for the first.)
 //! `SECANTUSD_BIN` / `JONGODB_BIN` ([`StandIn::bin_env`]) point at a binary
 //! installed elsewhere. A missing binary is reported as
-//! [`HarnessError::StandInMissing`], whose message contains the command.
+//! [`HarnessError::StandInMissing`](crate::HarnessError::StandInMissing), whose message contains the command.
 //!
 //! # Cleanup
 //!
@@ -63,9 +63,9 @@
 //! # Example
 //!
 //! ```no_run
-//! # fn main() -> Result<(), mongo_harness::HarnessError> {
-//! let mongo = mongo_harness::TestMongo::shared()?;
-//! let database = mongo_harness::unique_database_name("outbox_test");
+//! # fn main() -> Result<(), datastore_testkit::HarnessError> {
+//! let mongo = datastore_testkit::mongo::TestMongo::shared()?;
+//! let database = datastore_testkit::mongo::unique_database_name("outbox_test");
 //! eprintln!("running against the {}", mongo.lane());
 //! // Connect a MongoDB client to `mongo.uri()` and use `database` in it.
 //! assert!(mongo.uri().starts_with("mongodb"));
@@ -74,11 +74,8 @@
 //! # }
 //! ```
 
-#![warn(missing_docs)]
-
 #[cfg(feature = "docker")]
 mod docker;
-mod error;
 mod kind;
 mod names;
 mod process;
@@ -86,7 +83,6 @@ mod stand_in;
 mod test_target;
 mod uri;
 
-pub use error::HarnessError;
 pub use kind::StandIn;
 pub use names::unique_database_name;
 pub use stand_in::StandInServer;

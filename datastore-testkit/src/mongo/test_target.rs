@@ -6,8 +6,10 @@ use std::fmt;
 use std::sync::OnceLock;
 
 #[cfg(feature = "docker")]
-use crate::docker::DockerMongo;
-use crate::{HarnessError, StandIn, StandInServer};
+use crate::mongo::docker::DockerMongo;
+use crate::mongo::{StandIn, StandInServer};
+use crate::shared::{shared_in, SharedSlot};
+use crate::{HarnessError, Server};
 
 /// How the server of a [`TestMongo`] was obtained (see
 /// [`TestMongo::from_env_or_start`] for the order they are tried in).
@@ -72,7 +74,7 @@ fn choose(
 ///
 /// Tests get the URI with [`TestMongo::uri`] and pick their database through
 /// the driver (for example with a name from
-/// [`unique_database_name`](crate::unique_database_name)); the URI's path is
+/// [`unique_database_name`](crate::mongo::unique_database_name)); the URI's path is
 /// left alone because for an external server it may name the authentication
 /// database.
 ///
@@ -87,9 +89,7 @@ pub struct TestMongo {
 
 /// Outcome of the one start attempt made by [`TestMongo::shared`]: the
 /// instance, or the error's message and output tail.
-type SharedSlot = Result<TestMongo, (String, String)>;
-
-static SHARED: OnceLock<SharedSlot> = OnceLock::new();
+static SHARED: OnceLock<SharedSlot<TestMongo>> = OnceLock::new();
 
 impl TestMongo {
     /// Environment variable with the URI of an external MongoDB replica set
@@ -111,7 +111,7 @@ impl TestMongo {
     /// 1. **External**: [`TestMongo::URI_ENV`] (`DATASTORE_TEST_MONGODB_URI`)
     ///    or, if that is unset or empty, `MONGODB_URI`, when non-empty. The
     ///    URI is used as is (it must be a `mongodb://` or `mongodb+srv://`
-    ///    URI of a replica set, else [`HarnessError::InvalidUri`]); nothing
+    ///    URI of a replica set, else [`HarnessError::InvalidUrl`]); nothing
     ///    is started.
     /// 2. **Docker** (built with the cargo feature `docker`): when `docker
     ///    info` succeeds within 5 s (and [`TestMongo::NO_DOCKER_ENV`] is not
@@ -131,7 +131,7 @@ impl TestMongo {
             external.is_some(),
             cfg!(feature = "docker"),
             docker_disabled(std::env::var_os(Self::NO_DOCKER_ENV)),
-            harness_process::docker::engine_available,
+            crate::process::docker::engine_available,
         );
         match (choice, external) {
             (Choice::External, Some(uri)) => Ok(TestMongo {
@@ -167,7 +167,7 @@ impl TestMongo {
     /// after the process exits. If the first start fails, every call returns
     /// [`HarnessError::StartFailed`] with the same message.
     pub fn shared() -> Result<&'static TestMongo, HarnessError> {
-        shared_in(&SHARED, TestMongo::from_env_or_start)
+        shared_in(&SHARED, Server::Mongo, TestMongo::from_env_or_start)
     }
 
     /// The server's URI, as given in the environment or as printed by the
@@ -208,16 +208,17 @@ fn external_uri(var: impl Fn(&str) -> Option<OsString>) -> Result<Option<String>
     for name in [TestMongo::URI_ENV, TestMongo::FALLBACK_URI_ENV] {
         let Some(value) = var(name) else { continue };
         let Some(value) = value.to_str() else {
-            return Err(HarnessError::InvalidUri(format!(
-                "{name} is not valid UTF-8"
-            )));
+            return Err(HarnessError::InvalidUrl(
+                crate::Server::Mongo,
+                format!("{name} is not valid UTF-8"),
+            ));
         };
         let value = value.trim();
         if value.is_empty() {
             continue;
         }
-        crate::uri::validate(value)
-            .map_err(|m| HarnessError::InvalidUri(format!("{name}: {m}")))?;
+        crate::mongo::uri::validate(value)
+            .map_err(|m| HarnessError::InvalidUrl(crate::Server::Mongo, format!("{name}: {m}")))?;
         return Ok(Some(value.to_string()));
     }
     Ok(None)
@@ -227,7 +228,12 @@ fn external_uri(var: impl Fn(&str) -> Option<OsString>) -> Result<Option<String>
 #[cfg_attr(not(feature = "docker"), allow(dead_code))]
 fn with_docker_hint(error: HarnessError) -> HarnessError {
     match error {
-        HarnessError::StartFailed { message, log_tail } => HarnessError::StartFailed {
+        HarnessError::StartFailed {
+            server,
+            message,
+            log_tail,
+        } => HarnessError::StartFailed {
+            server,
             message: format!(
                 "{message} (set {}=1 to use a stand-in server instead, or {} to use an \
                  external replica set)",
@@ -252,33 +258,11 @@ fn docker_disabled(value: Option<OsString>) -> bool {
     }
 }
 
-/// [`TestMongo::shared`] for a given slot and initialiser: the first call
-/// runs `init`; later calls return its instance, or its error again as
-/// [`HarnessError::StartFailed`].
-fn shared_in(
-    slot: &'static OnceLock<SharedSlot>,
-    init: impl FnOnce() -> Result<TestMongo, HarnessError>,
-) -> Result<&'static TestMongo, HarnessError> {
-    let slot = slot.get_or_init(|| {
-        init().map_err(|error| match error {
-            HarnessError::StartFailed { message, log_tail } => (message, log_tail),
-            other => (other.to_string(), String::new()),
-        })
-    });
-    match slot {
-        Ok(instance) => Ok(instance),
-        Err((message, log_tail)) => Err(HarnessError::StartFailed {
-            message: message.clone(),
-            log_tail: log_tail.clone(),
-        }),
-    }
-}
-
 impl fmt::Debug for TestMongo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut debug = f.debug_struct("TestMongo");
         debug
-            .field("uri", &crate::uri::mask_password(&self.uri))
+            .field("uri", &crate::url::mask_password(&self.uri))
             .field("lane", &self.lane);
         match &self.server {
             #[cfg(feature = "docker")]
@@ -332,7 +316,7 @@ mod tests {
     fn invalid_external_uri_is_reported_masked() {
         let bad = lookup(&[("MONGODB_URI", "postgres://u:hunter2@h/db")]);
         match external_uri(bad) {
-            Err(HarnessError::InvalidUri(message)) => {
+            Err(HarnessError::InvalidUrl(_, message)) => {
                 assert!(message.starts_with("MONGODB_URI: "), "{message}");
                 assert!(!message.contains("hunter2"), "{message}");
             }
@@ -343,6 +327,7 @@ mod tests {
     #[test]
     fn docker_failures_say_how_to_skip_docker() {
         let err = with_docker_hint(HarnessError::start_failed(
+            crate::Server::Mongo,
             "docker mongo:7: `docker run` failed",
             "pull access denied",
         ));
@@ -407,8 +392,8 @@ mod tests {
 
     #[test]
     fn failed_shared_start_is_reported_on_every_call() {
-        static SLOT: OnceLock<SharedSlot> = OnceLock::new();
-        let first = shared_in(&SLOT, || {
+        static SLOT: OnceLock<SharedSlot<TestMongo>> = OnceLock::new();
+        let first = shared_in(&SLOT, Server::Mongo, || {
             Err(HarnessError::StandInMissing {
                 kind: StandIn::Jongodb,
                 path: "/nowhere/jongodb".into(),
@@ -416,7 +401,8 @@ mod tests {
             })
         })
         .unwrap_err();
-        let second = shared_in(&SLOT, || panic!("must not start twice")).unwrap_err();
+        let second =
+            shared_in(&SLOT, Server::Mongo, || panic!("must not start twice")).unwrap_err();
         for err in [first, second] {
             match err {
                 HarnessError::StartFailed { message, .. } => {

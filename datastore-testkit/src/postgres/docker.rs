@@ -3,7 +3,7 @@
 //! server binaries. Compiled where this crate is built (`cargo xtask test` lints the feature);
 //! no Docker engine runs there, so only the lane's choice is tested.
 
-use harness_process::docker::Started;
+use crate::process::docker::Started;
 use testcontainers_modules::postgres::Postgres;
 use testcontainers_modules::testcontainers::ImageExt;
 
@@ -24,10 +24,11 @@ impl DockerPostgres {
     pub(crate) fn start() -> Result<DockerPostgres, HarnessError> {
         let (container, port) =
             Started::start(Postgres::default().with_tag(TAG), 5432).map_err(|(what, why)| {
-                HarnessError::StartFailed {
-                    message: format!("docker postgres:{TAG}: {what}"),
-                    log_tail: why,
-                }
+                HarnessError::start_failed(
+                    crate::Server::Postgres,
+                    format!("docker postgres:{TAG}: {what}"),
+                    why,
+                )
             })?;
         Ok(DockerPostgres {
             admin_url: format!("postgres://postgres:postgres@127.0.0.1:{port}/postgres"),

@@ -18,25 +18,22 @@
 //! does not leak a running server.
 //!
 //! The crate only uses `std`. It needs the PostgreSQL server binaries
-//! (`initdb`, `postgres`, `pg_isready`); see [`HarnessError::BinariesMissing`].
+//! (`initdb`, `postgres`, `pg_isready`); see [`HarnessError::BinariesMissing`](crate::HarnessError::BinariesMissing).
 //! When running as root the server is run as the `postgres` OS user through
 //! `runuser`, because PostgreSQL refuses to run as root.
 //!
 //! ```no_run
-//! # fn main() -> Result<(), pg_harness::HarnessError> {
-//! let pg = pg_harness::TestPostgres::shared()?;
+//! # fn main() -> Result<(), datastore_testkit::HarnessError> {
+//! let pg = datastore_testkit::postgres::TestPostgres::shared()?;
 //! let url = pg.url_for("my_test_db");
 //! assert!(url.ends_with("/my_test_db"));
 //! # Ok(())
 //! # }
 //! ```
 
-#![warn(missing_docs)]
-
 mod binaries;
 #[cfg(feature = "docker")]
 mod docker;
-mod error;
 mod process;
 mod server;
 mod test_target;
@@ -44,6 +41,5 @@ mod test_target;
 pub mod tls;
 mod url;
 
-pub use error::HarnessError;
 pub use server::PgServer;
 pub use test_target::TestPostgres;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::HarnessError;
 
 /// A MongoDB-wire server the harness starts itself when no external server or Docker engine
-/// is available ([`Lane::StandIn`](crate::Lane::StandIn)).
+/// is available ([`Lane::StandIn`](crate::mongo::Lane::StandIn)).
 ///
 /// Chosen with [`StandIn::SELECT_ENV`] (`DATASTORE_TEST_MONGODB_STAND_IN`); the default is
 /// [`StandIn::SecantusDb`], the one with change streams.
@@ -163,7 +163,7 @@ impl StandIn {
                 let port: u16 = port.parse().ok()?;
                 Some(format!("mongodb://{host}:{port}/?replicaSet=secantus"))
             }
-            StandIn::Jongodb => crate::uri::parse_ready_line(line).map(str::to_owned),
+            StandIn::Jongodb => crate::mongo::uri::parse_ready_line(line).map(str::to_owned),
         }
     }
 }

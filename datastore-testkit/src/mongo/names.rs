@@ -20,10 +20,10 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// every platform and needs no escaping in a URI.
 ///
 /// ```
-/// let name = mongo_harness::unique_database_name("outbox-Tests");
+/// let name = datastore_testkit::mongo::unique_database_name("outbox-Tests");
 /// assert!(name.starts_with("outbox_tests_"));
 /// assert!(name.len() <= 38);
-/// assert_ne!(name, mongo_harness::unique_database_name("outbox-Tests"));
+/// assert_ne!(name, datastore_testkit::mongo::unique_database_name("outbox-Tests"));
 /// ```
 pub fn unique_database_name(prefix: &str) -> String {
     let nanos = SystemTime::now()

@@ -66,7 +66,7 @@ pub fn remove_on_exit(container: &str) -> std::io::Result<Child> {
 /// Stops a watchdog of [`remove_on_exit`] (and its `sleep`).
 #[cfg(feature = "docker")]
 fn stop_watchdog(mut watchdog: Child) {
-    crate::send_signal("KILL", &format!("-{}", watchdog.id()));
+    crate::process::send_signal("KILL", &format!("-{}", watchdog.id()));
     let _ = watchdog.kill();
     let _ = watchdog.wait();
 }

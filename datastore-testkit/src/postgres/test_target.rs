@@ -3,7 +3,9 @@
 use std::fmt;
 use std::sync::OnceLock;
 
-use crate::{HarnessError, PgServer};
+use crate::postgres::PgServer;
+use crate::shared::{shared_in, SharedSlot};
+use crate::{HarnessError, Server};
 
 /// Where tests should run: an external server named by the environment
 /// variable [`TestPostgres::ENV`] (`DATASTORE_TEST_POSTGRES_URL`), else a
@@ -26,7 +28,7 @@ pub struct TestPostgres {
 enum Owned {
     Local(PgServer),
     #[cfg(feature = "docker")]
-    Docker(Box<crate::docker::DockerPostgres>),
+    Docker(Box<crate::postgres::docker::DockerPostgres>),
 }
 
 /// Where a throwaway server comes from when no URL is given: the local binaries, else (built
@@ -48,9 +50,7 @@ fn choose(binaries: bool, docker_compiled: bool, engine: impl FnOnce() -> bool) 
 
 /// Outcome of the one start attempt made by [`TestPostgres::shared`]: the
 /// instance, or the error's message and log tail.
-type SharedSlot = Result<TestPostgres, (String, String)>;
-
-static SHARED: OnceLock<SharedSlot> = OnceLock::new();
+static SHARED: OnceLock<SharedSlot<TestPostgres>> = OnceLock::new();
 
 impl TestPostgres {
     /// Environment variable with the URL of an external server's maintenance
@@ -78,27 +78,28 @@ impl TestPostgres {
         match std::env::var(Self::ENV) {
             Ok(url) if !url.trim().is_empty() => {
                 let url = url.trim().to_string();
-                crate::url::validate(&url)
-                    .map_err(|m| HarnessError::InvalidUrl(format!("{}: {m}", Self::ENV)))?;
+                crate::postgres::url::validate(&url).map_err(|m| {
+                    HarnessError::InvalidUrl(crate::Server::Postgres, format!("{}: {m}", Self::ENV))
+                })?;
                 Ok(TestPostgres {
                     admin_url: url,
                     server: None,
                 })
             }
-            Err(std::env::VarError::NotUnicode(_)) => Err(HarnessError::InvalidUrl(format!(
-                "{} is not valid UTF-8",
-                Self::ENV
-            ))),
+            Err(std::env::VarError::NotUnicode(_)) => Err(HarnessError::InvalidUrl(
+                crate::Server::Postgres,
+                format!("{} is not valid UTF-8", Self::ENV),
+            )),
             _ => {
-                let binaries = crate::binaries::Binaries::locate().is_ok();
+                let binaries = crate::postgres::binaries::Binaries::locate().is_ok();
                 let choice = choose(
                     binaries,
                     cfg!(feature = "docker"),
-                    harness_process::docker::engine_available,
+                    crate::process::docker::engine_available,
                 );
                 #[cfg(feature = "docker")]
                 if choice == Choice::Docker {
-                    let server = crate::docker::DockerPostgres::start()?;
+                    let server = crate::postgres::docker::DockerPostgres::start()?;
                     return Ok(TestPostgres {
                         admin_url: server.admin_url().to_owned(),
                         server: Some(Owned::Docker(Box::new(server))),
@@ -121,7 +122,7 @@ impl TestPostgres {
     /// after the process exits. If the first start fails, every call returns
     /// [`HarnessError::StartFailed`] with the same message.
     pub fn shared() -> Result<&'static TestPostgres, HarnessError> {
-        shared_in(&SHARED, TestPostgres::from_env_or_start)
+        shared_in(&SHARED, Server::Postgres, TestPostgres::from_env_or_start)
     }
 
     /// URL of the maintenance database (for the throwaway server:
@@ -137,34 +138,12 @@ impl TestPostgres {
     /// database `database` (the URL path is replaced, any query string is
     /// kept).
     pub fn url_for(&self, database: &str) -> String {
-        crate::url::with_database(&self.admin_url, database)
+        crate::postgres::url::with_database(&self.admin_url, database)
     }
 
     /// Whether the server is external (named by [`TestPostgres::ENV`]).
     pub fn is_external(&self) -> bool {
         self.server.is_none()
-    }
-}
-
-/// [`TestPostgres::shared`] for a given slot and initialiser: the first call
-/// runs `init`; later calls return its instance, or its error again as
-/// [`HarnessError::StartFailed`].
-fn shared_in(
-    slot: &'static OnceLock<SharedSlot>,
-    init: impl FnOnce() -> Result<TestPostgres, HarnessError>,
-) -> Result<&'static TestPostgres, HarnessError> {
-    let slot = slot.get_or_init(|| {
-        init().map_err(|error| match error {
-            HarnessError::StartFailed { message, log_tail } => (message, log_tail),
-            other => (other.to_string(), String::new()),
-        })
-    });
-    match slot {
-        Ok(instance) => Ok(instance),
-        Err((message, log_tail)) => Err(HarnessError::StartFailed {
-            message: message.clone(),
-            log_tail: log_tail.clone(),
-        }),
     }
 }
 
@@ -227,14 +206,15 @@ mod tests {
 
     #[test]
     fn failed_shared_start_is_reported_on_every_call() {
-        static SLOT: OnceLock<SharedSlot> = OnceLock::new();
-        let first = shared_in(&SLOT, || {
+        static SLOT: OnceLock<SharedSlot<TestPostgres>> = OnceLock::new();
+        let first = shared_in(&SLOT, Server::Postgres, || {
             Err(HarnessError::BinariesMissing {
                 searched: vec!["/nowhere/bin".into()],
             })
         })
         .unwrap_err();
-        let second = shared_in(&SLOT, || panic!("must not start twice")).unwrap_err();
+        let second =
+            shared_in(&SLOT, Server::Postgres, || panic!("must not start twice")).unwrap_err();
         for err in [first, second] {
             match err {
                 HarnessError::StartFailed { message, .. } => {

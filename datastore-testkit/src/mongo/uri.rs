@@ -1,6 +1,8 @@
 //! Minimal handling of `mongodb://` URIs: the stand-in's ready line,
 //! validation, password masking and extracting the port.
 
+use crate::url::{authority, mask_password};
+
 /// Prefix of the line the stand-in prints on stdout once it accepts
 /// connections: `JONGODB_URI=mongodb://127.0.0.1:PORT/test?replicaSet=…`.
 pub(crate) const READY_PREFIX: &str = "JONGODB_URI=";
@@ -10,15 +12,6 @@ pub(crate) const READY_PREFIX: &str = "JONGODB_URI=";
 pub(crate) fn parse_ready_line(line: &str) -> Option<&str> {
     let uri = line.trim().strip_prefix(READY_PREFIX)?.trim();
     (uri.starts_with("mongodb://") && host_port(uri).is_some()).then_some(uri)
-}
-
-/// `scheme://` length and authority (`[userinfo@]hosts`) of `uri`.
-fn authority(uri: &str) -> Option<(usize, &str)> {
-    let after = uri.find("://")? + 3;
-    let len = uri[after..]
-        .find(['/', '?', '#'])
-        .unwrap_or(uri.len() - after);
-    Some((after, &uri[after..after + len]))
 }
 
 /// Host and port of the first host in `uri`'s host list (userinfo stripped;
@@ -74,24 +67,6 @@ pub(crate) fn validate(uri: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Returns `uri` with the password (if any) replaced by `***`.
-pub(crate) fn mask_password(uri: &str) -> String {
-    let Some((start, authority)) = authority(uri) else {
-        return uri.to_string();
-    };
-    let Some((userinfo, hosts)) = authority.rsplit_once('@') else {
-        return uri.to_string();
-    };
-    let Some((user, _)) = userinfo.split_once(':') else {
-        return uri.to_string();
-    };
-    format!(
-        "{}{user}:***@{hosts}{}",
-        &uri[..start],
-        &uri[start + authority.len()..]
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,22 +108,6 @@ mod tests {
         assert_eq!(port_of("mongodb://h:notaport/"), None);
         assert_eq!(port_of("mongodb+srv://cluster.example.net/"), None);
         assert_eq!(port_of("nonsense"), None);
-    }
-
-    #[test]
-    fn masks_password() {
-        assert_eq!(
-            mask_password("mongodb://app:s3cr3t@h1:27017,h2:27017/admin?replicaSet=rs0"),
-            "mongodb://app:***@h1:27017,h2:27017/admin?replicaSet=rs0"
-        );
-        // Password containing '@' and ':' (not percent-encoded).
-        assert_eq!(
-            mask_password("mongodb+srv://u:p@ss:w@rd@cluster.example.net/db"),
-            "mongodb+srv://u:***@cluster.example.net/db"
-        );
-        assert_eq!(mask_password("mongodb://u@h/db"), "mongodb://u@h/db");
-        assert_eq!(mask_password("mongodb://h:1/"), "mongodb://h:1/");
-        assert_eq!(mask_password("not a uri"), "not a uri");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Child-process helpers shared by the test-server harnesses (`pg-harness`, `mongo-harness`),
+//! Child-process helpers both kinds of test server use,
 //! built on `std` and standard shell tools only (no libc): signals, liveness checks, output
 //! tails and command descriptions for error messages; [`docker`] for the Docker lanes.
 

@@ -4,8 +4,8 @@
 //! spec's grants. The superuser connects only through the Unix socket.
 //!
 //! ```no_run
-//! # fn main() -> Result<(), pg_harness::HarnessError> {
-//! let server = pg_harness::tls::TlsServer::start(pg_harness::tls::ServerCert::Valid)?;
+//! # fn main() -> Result<(), datastore_testkit::HarnessError> {
+//! let server = datastore_testkit::postgres::tls::TlsServer::start(datastore_testkit::postgres::tls::ServerCert::Valid)?;
 //! let files = server.files();
 //! assert!(files.ca.exists() && files.client_key.exists());
 //! # Ok(())
@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 
 use test_certs::{Authority, Validity};
 
-use crate::{HarnessError, PgServer};
+use crate::postgres::PgServer;
+use crate::HarnessError;
 
 /// The role that authenticates with its certificate (the certificate's CN), as in the spec.
 pub const CERT_USER: &str = "postgresql";
@@ -67,7 +68,9 @@ impl TlsServer {
             files = Some(configure(data, cert)?);
             Ok(())
         })?;
-        let files = files.ok_or_else(|| HarnessError::start_failed("no TLS files", ""))?;
+        let files = files.ok_or_else(|| {
+            HarnessError::start_failed(crate::Server::Postgres, "no TLS files", "")
+        })?;
         server.create_user(CERT_USER)?;
         Ok(TlsServer { server, files })
     }
@@ -161,7 +164,11 @@ fn configure(data: &Path, cert: ServerCert) -> Result<CertFiles, HarnessError> {
 }
 
 fn cert_error(e: test_certs::Error) -> HarnessError {
-    HarnessError::start_failed(format!("generating test certificates: {e}"), "")
+    HarnessError::start_failed(
+        crate::Server::Postgres,
+        format!("generating test certificates: {e}"),
+        "",
+    )
 }
 
 fn write(path: &Path, text: &str, mode: u32) -> Result<(), HarnessError> {

@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::binaries::Binaries;
-use crate::process::{self, command_as};
+use crate::postgres::binaries::Binaries;
+use crate::postgres::process::{self, command_as};
 use crate::HarnessError;
 
 /// Address the server listens on.
@@ -104,7 +104,7 @@ impl PgServer {
     /// Whether the server binaries [`PgServer::start`] needs are found (`$PG_BIN_DIR`, else
     /// Debian's `/usr/lib/postgresql/*/bin`), so that a tool can install them first.
     pub fn binaries_installed() -> bool {
-        crate::binaries::Binaries::locate().is_ok()
+        crate::postgres::binaries::Binaries::locate().is_ok()
     }
 
     /// Creates a fresh cluster (initdb) and starts PostgreSQL on a free port,
@@ -180,7 +180,10 @@ impl PgServer {
     /// Connection URL for `database`:
     /// `postgres://postgres@127.0.0.1:PORT/DATABASE`.
     pub fn url(&self, database: &str) -> String {
-        crate::url::with_database(&format!("postgres://{USER}@{HOST}:{}", self.port), database)
+        crate::postgres::url::with_database(
+            &format!("postgres://{USER}@{HOST}:{}", self.port),
+            database,
+        )
     }
 
     /// The directory of the server's Unix socket (`-k`); the superuser may connect there
@@ -325,6 +328,7 @@ impl PgServer {
                 self.stop(Shutdown::Immediate);
                 let error = match failure.error {
                     HarnessError::StartFailed { message, .. } => HarnessError::start_failed(
+                        crate::Server::Postgres,
                         message,
                         process::file_tail(&self.log_path, LOG_TAIL_LINES),
                     ),
@@ -350,6 +354,7 @@ impl PgServer {
                         running.wrapper_exited = true;
                         return Err(LaunchFailure {
                             error: HarnessError::start_failed(
+                                crate::Server::Postgres,
                                 format!(
                                     "the server exited during startup ({status}) on port {}",
                                     self.port
@@ -380,6 +385,7 @@ impl PgServer {
             if started.elapsed() > READY_TIMEOUT {
                 return Err(LaunchFailure {
                     error: HarnessError::start_failed(
+                        crate::Server::Postgres,
                         format!(
                             "the server did not accept connections on {HOST}:{} within {} s",
                             self.port,
@@ -536,6 +542,7 @@ fn run_tool(cmd: &mut Command) -> Result<(), HarnessError> {
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&output.stderr));
     Err(HarnessError::start_failed(
+        crate::Server::Postgres,
         format!("`{}` failed ({})", process::describe(cmd), output.status),
         process::text_tail(&text, LOG_TAIL_LINES),
     ))
@@ -726,7 +733,7 @@ mod tests {
         let mut child = Command::new(exe)
             .args([
                 "--exact",
-                "server::tests::watchdog_child",
+                "postgres::server::tests::watchdog_child",
                 "--ignored",
                 "--nocapture",
                 "--test-threads=1",
@@ -785,7 +792,9 @@ mod tests {
         let err = PgServer::start_with(Binaries::from_dir(bin.clone()), |_| Ok(())).unwrap_err();
         eprintln!("failed start took {:?}", started.elapsed());
         match &err {
-            HarnessError::StartFailed { message, log_tail } => {
+            HarnessError::StartFailed {
+                message, log_tail, ..
+            } => {
                 assert!(message.contains("exited during startup"), "{message}");
                 assert_eq!(
                     log_tail.matches("fake server refuses").count(),

@@ -5,7 +5,7 @@
 //! No Docker engine runs where this crate is built and tested, so the lane is compiled there
 //! (`cargo xtask test` lints the feature) but only its choice is tested.
 
-use harness_process::docker::Started;
+use crate::process::docker::Started;
 use testcontainers_modules::mongo::Mongo;
 use testcontainers_modules::testcontainers::ImageExt;
 
@@ -26,7 +26,11 @@ impl DockerMongo {
     pub(crate) fn start() -> Result<DockerMongo, HarnessError> {
         let (container, port) =
             Started::start(Mongo::repl_set().with_tag(TAG), 27017).map_err(|(what, why)| {
-                HarnessError::start_failed(format!("docker mongo:{TAG}: {what}"), why)
+                HarnessError::start_failed(
+                    crate::Server::Mongo,
+                    format!("docker mongo:{TAG}: {what}"),
+                    why,
+                )
             })?;
         Ok(DockerMongo {
             // The member is known by the container's host name: connect to it directly.
