@@ -31,3 +31,35 @@ pub(crate) fn shared_in<T: Sync>(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_shared_start_is_reported_on_every_call() {
+        static SLOT: OnceLock<SharedSlot<()>> = OnceLock::new();
+        let first = shared_in(&SLOT, Server::Mongo, || {
+            Err(HarnessError::StandInMissing {
+                kind: crate::mongo::StandIn::Jongodb,
+                path: "/nowhere/jongodb".into(),
+                from_env: false,
+            })
+        })
+        .unwrap_err();
+        let second =
+            shared_in(&SLOT, Server::Mongo, || panic!("must not start twice")).unwrap_err();
+        for err in [first, second] {
+            match err {
+                HarnessError::StartFailed {
+                    server, message, ..
+                } => {
+                    assert_eq!(server, Server::Mongo);
+                    assert!(message.contains("/nowhere/jongodb"), "{message}");
+                    assert!(message.contains("npm install"), "{message}");
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+}

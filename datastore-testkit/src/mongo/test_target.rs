@@ -389,28 +389,4 @@ mod tests {
             "{debug}"
         );
     }
-
-    #[test]
-    fn failed_shared_start_is_reported_on_every_call() {
-        static SLOT: OnceLock<SharedSlot<TestMongo>> = OnceLock::new();
-        let first = shared_in(&SLOT, Server::Mongo, || {
-            Err(HarnessError::StandInMissing {
-                kind: StandIn::Jongodb,
-                path: "/nowhere/jongodb".into(),
-                from_env: false,
-            })
-        })
-        .unwrap_err();
-        let second =
-            shared_in(&SLOT, Server::Mongo, || panic!("must not start twice")).unwrap_err();
-        for err in [first, second] {
-            match err {
-                HarnessError::StartFailed { message, .. } => {
-                    assert!(message.contains("/nowhere/jongodb"), "{message}");
-                    assert!(message.contains("npm install"), "{message}");
-                }
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    }
 }
