@@ -33,9 +33,9 @@ mod rules;
 pub use changes::drain_worker;
 
 use crate::cli::{BenchArgs, BenchCase};
-use datastore_cli::error::{CliError, CliResult, SqlContext};
-use datastore_cli::server;
-use datastore_cli::synth::{self, per_second, Synth};
+use datastore_tools::error::{CliError, CliResult, SqlContext};
+use datastore_workload::embedded;
+use datastore_workload::synth::{self, per_second, Synth};
 
 /// Concurrent writers of case (b) and of the capture on/off case.
 const WRITERS: usize = 8;
@@ -60,7 +60,7 @@ type Events = Vec<(HealthEvent, HealthEventStatus)>;
 /// Runs the benchmarks on a throwaway server, stopping it before returning.
 pub fn run(rt: &Runtime, args: &BenchArgs) -> CliResult<()> {
     println!("bench: starting a throwaway PostgreSQL (datastore-testkit)");
-    let pg = server::start_embedded()?;
+    let pg = embedded::start_embedded()?;
     let out = rt.block_on(Bench { pg: &pg, args }.run());
     drop(pg);
     out
@@ -323,9 +323,11 @@ impl Bench<'_> {
     /// A fresh database with the provider's schema, and the store connected to it.
     async fn fresh_store(&self) -> CliResult<(PgDataStore, String)> {
         let db = provider_postgres::fresh_test_database(&self.admin_url()).await?;
-        let store =
-            PgDataStore::connect_url(&self.pg.url(&db), datastore_cli::server::throwaway_pool())
-                .await?;
+        let store = PgDataStore::connect_url(
+            &self.pg.url(&db),
+            datastore_workload::embedded::throwaway_pool(),
+        )
+        .await?;
         Ok((store, db))
     }
 

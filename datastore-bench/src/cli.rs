@@ -106,7 +106,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=99))]
     pub runs: u64,
     /// Seed of the synthetic-data generator.
-    #[arg(long, default_value_t = datastore_cli::synth::DEFAULT_SEED)]
+    #[arg(long, default_value_t = datastore_workload::synth::DEFAULT_SEED)]
     pub seed: u64,
     /// Which measurements to run, comma-separated (groups: `all`, `writes`, `changes`).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
@@ -127,7 +127,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub poll_ms: u64,
     /// Events each stage of the flow case handles at once (1 = strictly one after the other).
-    #[arg(long, default_value_t = datastore_cli::flow::DEFAULT_STAGE_CONCURRENCY, value_parser = clap::value_parser!(u64).range(1..=1_024))]
+    #[arg(long, default_value_t = datastore_workload::flow::DEFAULT_STAGE_CONCURRENCY, value_parser = clap::value_parser!(u64).range(1..=1_024))]
     pub stage_concurrency: u64,
     /// Stored events of the analyzer-rules case (`rules`).
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1_000..=100_000_000))]

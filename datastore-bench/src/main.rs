@@ -14,13 +14,13 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::Parser;
-use datastore_cli::error::CliError;
+use datastore_tools::error::CliError;
 
 use crate::cli::{Cli, Internal};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    datastore_cli::logging::init(cli.log.as_deref());
+    datastore_tools::logging::init(cli.log.as_deref());
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

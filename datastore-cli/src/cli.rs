@@ -23,7 +23,8 @@ pub enum Command {
     /// fault-remediation over change streams), verifies that every event went through every
     /// stage exactly once, then runs every component's queries. Uses the server named by
     /// `DATASTORE_HOST` / `DATASTORE_CONFIG_FILE`, or a throwaway embedded PostgreSQL when
-    /// neither is set.
+    /// neither is set. (Built with the cargo feature `demo`, on by default.)
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
     /// Applies pending schema migrations to the server configured by the `DATASTORE_*`
     /// environment variables and prints the schema version.
@@ -266,6 +267,7 @@ pub enum ConsumerAction {
 }
 
 /// Arguments of `datastore demo`.
+#[cfg(feature = "demo")]
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
     /// Number of health events to ingest (at least 100, so that the fleet has fatal events to
@@ -279,13 +281,13 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub batch: u64,
     /// Seed of the synthetic-data generator.
-    #[arg(long, default_value_t = datastore_cli::synth::DEFAULT_SEED)]
+    #[arg(long, default_value_t = datastore_workload::synth::DEFAULT_SEED)]
     pub seed: u64,
     /// Change-stream poll interval of the flow's stages, in milliseconds.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub poll_ms: u64,
     /// Events each flow stage handles at once (1 = strictly one after the other).
-    #[arg(long, default_value_t = datastore_cli::flow::DEFAULT_STAGE_CONCURRENCY, value_parser = clap::value_parser!(u64).range(1..=1_024))]
+    #[arg(long, default_value_t = datastore_workload::flow::DEFAULT_STAGE_CONCURRENCY, value_parser = clap::value_parser!(u64).range(1..=1_024))]
     pub stage_concurrency: u64,
     /// Run only the flow simulation, not the component queries after it.
     #[arg(long)]
@@ -302,6 +304,7 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    #[cfg(feature = "demo")]
     #[test]
     fn defaults() {
         let cli = Cli::try_parse_from(["datastore", "demo"]).unwrap();
@@ -309,7 +312,7 @@ mod tests {
             Command::Demo(a) => {
                 assert_eq!(
                     (a.events, a.nodes, a.batch, a.seed),
-                    (20_000, 200, 100, datastore_cli::synth::DEFAULT_SEED)
+                    (20_000, 200, 100, datastore_workload::synth::DEFAULT_SEED)
                 );
             }
             other => panic!("unexpected {other:?}"),
@@ -323,6 +326,7 @@ mod tests {
         assert!(Cli::try_parse_from(["datastore", "demo", "--batch", "0"]).is_err());
     }
 
+    #[cfg(feature = "demo")]
     #[test]
     fn demo_flags() {
         let d = match Cli::try_parse_from(["datastore", "demo", "--skip-queries"])

@@ -8,12 +8,11 @@ use serde_json::{json, Value};
 
 use crate::cli::{ConsumerAction, ConsumersArgs};
 use crate::select;
-use datastore_cli::error::CliResult;
+use datastore_tools::error::CliResult;
 
 /// Opens the configured store, runs the action, prints its output.
 pub async fn run(args: &ConsumersArgs) -> CliResult<()> {
-    datastore_cli::server::print_on_configured(async |store| run_on(store, args, Utc::now()).await)
-        .await
+    crate::target::print_on_configured(async |store| run_on(store, args, Utc::now()).await).await
 }
 
 /// Runs the action on `store`; returns what to print (`now` ages the checkpoints).

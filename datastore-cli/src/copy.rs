@@ -1,6 +1,6 @@
 //! `datastore copy --from MONGODB_URI`: a live MongoDB's `HealthEvents` and
 //! `MaintenanceEvents` into the configured store, through the MongoDB provider, with the
-//! import's guarantees ([`datastore_cli::import::copy`]); `--verify` compares instead. Exit
+//! import's guarantees ([`datastore_tools::import::copy`]); `--verify` compares instead. Exit
 //! code 1 when anything was rejected or differs.
 //!
 //! Connecting to the source is what the MongoDB provider does at start: it creates the indexes
@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use datastore::DataStore;
-use datastore_cli::error::{CliError, CliResult};
-use datastore_cli::import::{self, Summary};
+use datastore_tools::error::{CliError, CliResult};
+use datastore_tools::import::{self, Summary};
 use serde_json::json;
 
 use crate::cli::{CopyArgs, Target};
@@ -44,7 +44,7 @@ pub async fn run(args: &CopyArgs) -> CliResult<()> {
             + summary.extra_in_store;
         out.push_str(&describe(*target, summary, args));
     }
-    datastore_cli::output::print(&out)?;
+    datastore_tools::output::print(&out)?;
     if problems > 0 {
         return Err(CliError::check(format!(
             "{problems} documents were rejected, conflict with what is stored, or differ: see \
@@ -138,13 +138,14 @@ mod tests {
     #[test]
     fn a_live_mongodb_into_postgresql() {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let pg = datastore_cli::server::start_embedded().expect("PostgreSQL");
-        let mongo = datastore_cli::server::start_mongo_stand_in().expect("the MongoDB stand-in");
+        let pg = datastore_workload::embedded::start_embedded().expect("PostgreSQL");
+        let mongo =
+            datastore_workload::embedded::start_mongo_stand_in().expect("the MongoDB stand-in");
         rt.block_on(async {
-            let source = datastore_cli::server::connect_mongo_stand_in(&mongo)
+            let source = datastore_workload::embedded::connect_mongo_stand_in(&mongo)
                 .await
                 .expect("source");
-            let (store, _) = datastore_cli::server::connect_embedded(&pg)
+            let (store, _) = datastore_workload::embedded::connect_embedded(&pg)
                 .await
                 .expect("store");
             for n in 0..5 {

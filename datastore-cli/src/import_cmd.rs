@@ -1,13 +1,13 @@
 //! `datastore import FILE`: `mongoexport` output into the configured store (see
-//! [`datastore_cli::import`]), with a progress bar, the rejections and a summary; exit code 1
+//! [`datastore_tools::import`]), with a progress bar, the rejections and a summary; exit code 1
 //! when anything was rejected or, with `--verify`, differs. `ResumeTokens` are reported as not
 //! portable.
 
 use std::time::Instant;
 
 use datastore::DataStore;
-use datastore_cli::error::{CliError, CliResult};
-use datastore_cli::import::{self, Options, Summary};
+use datastore_tools::error::{CliError, CliResult};
+use datastore_tools::import::{self, Options, Summary};
 use serde_json::json;
 
 use crate::cli::{ImportArgs, ImportTarget, Target};
@@ -16,7 +16,7 @@ use crate::select;
 /// Opens the configured store and imports (or verifies) `args.file`.
 pub async fn run(args: &ImportArgs) -> CliResult<()> {
     if args.collection == ImportTarget::ResumeTokens {
-        datastore_cli::output::print(&import::resume_tokens(&args.file).await?)?;
+        datastore_tools::output::print(&import::resume_tokens(&args.file).await?)?;
         return Ok(());
     }
     let store = datastore::connect_from_env().await?;
@@ -24,10 +24,10 @@ pub async fn run(args: &ImportArgs) -> CliResult<()> {
     let outcome = import_on(store.as_ref(), args, true).await;
     store.close().await;
     let summary = outcome?;
-    datastore_cli::output::print(&describe(&summary, args))?;
+    datastore_tools::output::print(&describe(&summary, args))?;
     if !args.json {
         let secs = started.elapsed().as_secs_f64();
-        datastore_cli::output::print(&format!(
+        datastore_tools::output::print(&format!(
             "  in {secs:.1} s: {:.0} documents/s\n",
             summary.read as f64 / secs.max(1e-9)
         ))?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use datastore::value::ID_FIELD;
 use datastore::{Filter, FindOptions, StartFrom, Update, WatchOptions};
-use datastore_cli::import::Position;
+use datastore_tools::import::Position;
 use futures::StreamExt;
 
 use super::*;
@@ -162,10 +162,10 @@ async fn exercise(store: &dyn DataStore, path: &Path) {
 #[test]
 fn import_json_lines_into_postgresql() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let server = datastore_cli::server::start_embedded().expect("PostgreSQL");
+    let server = datastore_workload::embedded::start_embedded().expect("PostgreSQL");
     let path = file("lines.json", FILE_LINES);
     rt.block_on(async {
-        let (store, _) = datastore_cli::server::connect_embedded(&server)
+        let (store, _) = datastore_workload::embedded::connect_embedded(&server)
             .await
             .expect("store");
         exercise(&store, &path).await;
@@ -180,10 +180,11 @@ fn import_a_json_array_into_mongodb() {
     let mut text = format!("[{}]", docs.join(",\n"));
     text.push('\n');
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let server = datastore_cli::server::start_mongo_stand_in().expect("the MongoDB stand-in");
+    let server =
+        datastore_workload::embedded::start_mongo_stand_in().expect("the MongoDB stand-in");
     let path = file("array.json", &text);
     rt.block_on(async {
-        let store = datastore_cli::server::connect_mongo_stand_in(&server)
+        let store = datastore_workload::embedded::connect_mongo_stand_in(&server)
             .await
             .expect("store");
         let collection = store.health_event_collection();
@@ -254,10 +255,10 @@ async fn huge_document_refused_alone(store: &dyn DataStore, path: &Path) {
 #[test]
 fn a_document_over_16_mib_is_refused_alone_on_postgresql() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let server = datastore_cli::server::start_embedded().expect("PostgreSQL");
+    let server = datastore_workload::embedded::start_embedded().expect("PostgreSQL");
     let path = with_a_huge_document();
     rt.block_on(async {
-        let (store, _) = datastore_cli::server::connect_embedded(&server)
+        let (store, _) = datastore_workload::embedded::connect_embedded(&server)
             .await
             .expect("store");
         huge_document_refused_alone(&store, &path).await;
@@ -268,10 +269,11 @@ fn a_document_over_16_mib_is_refused_alone_on_postgresql() {
 #[test]
 fn a_document_over_16_mib_is_refused_alone_on_mongodb() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let server = datastore_cli::server::start_mongo_stand_in().expect("the MongoDB stand-in");
+    let server =
+        datastore_workload::embedded::start_mongo_stand_in().expect("the MongoDB stand-in");
     let path = with_a_huge_document();
     rt.block_on(async {
-        let store = datastore_cli::server::connect_mongo_stand_in(&server)
+        let store = datastore_workload::embedded::connect_mongo_stand_in(&server)
             .await
             .expect("store");
         huge_document_refused_alone(store.as_ref(), &path).await;

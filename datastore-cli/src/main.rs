@@ -28,6 +28,7 @@
 mod cli;
 mod consumers;
 mod copy;
+#[cfg(feature = "demo")]
 mod demo;
 mod doctor;
 mod import_cmd;
@@ -38,6 +39,7 @@ mod select;
 mod serve_metrics;
 mod shutdown;
 mod stats;
+mod target;
 #[cfg(test)]
 mod testing;
 mod watch;
@@ -47,12 +49,13 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
-use datastore_cli::error::CliError;
+use datastore_tools::error::CliError;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    datastore_cli::logging::init(cli.log.as_deref());
+    datastore_tools::logging::init(cli.log.as_deref());
     let name = match &cli.command {
+        #[cfg(feature = "demo")]
         Command::Demo(_) => "demo",
         Command::Migrate => "migrate",
         Command::Consumers(_) => "consumers",
@@ -79,6 +82,7 @@ fn run(command: Command) -> Result<(), CliError> {
         .enable_all()
         .build()?;
     match command {
+        #[cfg(feature = "demo")]
         Command::Demo(args) => demo::run(&rt, &args),
         Command::Migrate => rt.block_on(migrate::run()),
         Command::Consumers(args) => rt.block_on(consumers::run(&args)),

@@ -2,7 +2,7 @@
 
 use datastore::DatastoreConfig;
 
-use datastore_cli::error::CliResult;
+use datastore_tools::error::CliResult;
 
 /// Loads the configuration from the environment, migrates, and prints what was applied and
 /// the schema version. A missing or malformed configuration is returned as the datastore's

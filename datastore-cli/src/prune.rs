@@ -5,13 +5,13 @@ use datastore::{DataStore, ProviderKind, RetentionPolicy};
 use serde_json::json;
 
 use crate::cli::PruneArgs;
-use datastore_cli::error::CliResult;
+use datastore_tools::error::CliResult;
 
 use crate::select;
 
 /// Opens the configured store, prunes, prints what was deleted.
 pub async fn run(args: &PruneArgs) -> CliResult<()> {
-    datastore_cli::server::print_on_configured(async |store| run_on(store, args).await).await
+    crate::target::print_on_configured(async |store| run_on(store, args).await).await
 }
 
 /// Prunes `store` by `args`; returns what to print.

@@ -9,7 +9,7 @@ use datastore::Document;
 use serde_json::json;
 
 use crate::cli::RulesCheckArgs;
-use datastore_cli::error::{CliError, CliResult};
+use datastore_tools::error::{CliError, CliResult};
 
 /// Checks the rules and prints the report; exit code 1 when a rule does not parse.
 pub fn check(args: &RulesCheckArgs) -> CliResult<()> {

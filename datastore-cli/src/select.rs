@@ -8,7 +8,7 @@ use datastore::config::parse_duration;
 use datastore::{Collection, DataStore, StartFrom};
 
 use crate::cli::Target;
-use datastore_cli::error::{CliError, CliResult};
+use datastore_tools::error::{CliError, CliResult};
 
 /// The collection `target` names.
 pub fn collection(store: &dyn DataStore, target: Target) -> &dyn Collection {

@@ -11,8 +11,8 @@ use datastore::prometheus::{self, METRICS_ADDR_VAR};
 
 use crate::cli::ServeMetricsArgs;
 use crate::{select, shutdown};
-use datastore_cli::error::CliResult;
-use datastore_cli::output;
+use datastore_tools::error::CliResult;
+use datastore_tools::output;
 
 /// Where to serve when neither `--addr` nor `DATASTORE_METRICS_ADDR` says.
 const DEFAULT_ADDR: &str = "127.0.0.1:9464";
@@ -103,8 +103,9 @@ mod tests {
     #[test]
     fn a_scrape_shows_operations_errors_pool_sizes_and_backlogs() {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let pg = datastore_cli::server::start_embedded().expect("PostgreSQL");
-        let mongo = datastore_cli::server::start_mongo_stand_in().expect("the MongoDB stand-in");
+        let pg = datastore_workload::embedded::start_embedded().expect("PostgreSQL");
+        let mongo =
+            datastore_workload::embedded::start_mongo_stand_in().expect("the MongoDB stand-in");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -112,12 +113,12 @@ mod tests {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         rt.block_on(async {
             prometheus::install(addr).expect("install the exporter");
-            let (store, _) = datastore_cli::server::connect_embedded(&pg)
+            let (store, _) = datastore_workload::embedded::connect_embedded(&pg)
                 .await
                 .expect("store");
             let pg_store: Arc<dyn DataStore> = Arc::new(store);
             exercise(&pg_store).await;
-            let mongo_store = datastore_cli::server::connect_mongo_stand_in(&mongo)
+            let mongo_store = datastore_workload::embedded::connect_mongo_stand_in(&mongo)
                 .await
                 .expect("store");
             exercise(&mongo_store).await;

@@ -6,12 +6,11 @@ use datastore::{DataStore, StoreStats};
 use serde_json::json;
 
 use crate::cli::StatsArgs;
-use datastore_cli::error::CliResult;
+use datastore_tools::error::CliResult;
 
 /// Opens the configured store and prints its statistics.
 pub async fn run(args: &StatsArgs) -> CliResult<()> {
-    datastore_cli::server::print_on_configured(async |store| run_on(store, args, Utc::now()).await)
-        .await
+    crate::target::print_on_configured(async |store| run_on(store, args, Utc::now()).await).await
 }
 
 /// The statistics of `store` as text or JSON (`now` ages the oldest change).

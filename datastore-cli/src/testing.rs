@@ -10,9 +10,9 @@ use futures::StreamExt;
 /// Runs `test` on a store of a fresh embedded PostgreSQL.
 pub fn on_postgresql(test: impl for<'a> AsyncFnOnce(&'a dyn DataStore)) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let server = datastore_cli::server::start_embedded().expect("PostgreSQL");
+    let server = datastore_workload::embedded::start_embedded().expect("PostgreSQL");
     rt.block_on(async {
-        let (store, _) = datastore_cli::server::connect_embedded(&server)
+        let (store, _) = datastore_workload::embedded::connect_embedded(&server)
             .await
             .expect("store");
         test(&store).await;
@@ -23,9 +23,10 @@ pub fn on_postgresql(test: impl for<'a> AsyncFnOnce(&'a dyn DataStore)) {
 /// Runs `test` on a store of a fresh MongoDB stand-in.
 pub fn on_mongodb(test: impl for<'a> AsyncFnOnce(&'a dyn DataStore)) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let server = datastore_cli::server::start_mongo_stand_in().expect("the MongoDB stand-in");
+    let server =
+        datastore_workload::embedded::start_mongo_stand_in().expect("the MongoDB stand-in");
     rt.block_on(async {
-        let store = datastore_cli::server::connect_mongo_stand_in(&server)
+        let store = datastore_workload::embedded::connect_mongo_stand_in(&server)
             .await
             .expect("store");
         test(store.as_ref()).await;

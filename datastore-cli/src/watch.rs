@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::cli::WatchArgs;
 use crate::{select, shutdown};
-use datastore_cli::error::{CliError, CliResult};
+use datastore_tools::error::{CliError, CliResult};
 
 /// Opens the configured store and tails it to stdout until Ctrl-C or SIGTERM, `--limit` or a
 /// closed pipe.

@@ -222,6 +222,38 @@ impl Xtask {
     }
 
     /// `cargo xtask test`.
+    /// Fails when `datastore-cli` without its `demo` feature depends, at run time, on a
+    /// crate that starts test servers.
+    fn production_links_no_test_servers(&self) -> Result<(), u8> {
+        let mut tree = self.cargo([
+            "tree",
+            "-p",
+            "datastore-cli",
+            "--no-default-features",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ]);
+        println!("==> {}", describe(&tree));
+        let out = tree.output().map_err(|e| {
+            eprintln!("xtask: could not run cargo tree: {e}");
+            1u8
+        })?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let linked: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("datastore-testkit") || l.starts_with("datastore-workload"))
+            .collect();
+        if !out.status.success() || !linked.is_empty() {
+            eprintln!(
+                "xtask: the production `datastore` binary (no `demo` feature) must link no test-server code; it links: {linked:?}"
+            );
+            return Err(1);
+        }
+        Ok(())
+    }
+
     fn test(&self, skip_demo: bool) -> u8 {
         let started = Instant::now();
         let steps: [&[&str]; 2] = [
@@ -253,6 +285,23 @@ impl Xtask {
             "warnings",
         ];
         if let Err(code) = run_step(self.cargo(docker_lanes)) {
+            return code;
+        }
+        // A production build of the `datastore` command (no `demo`) compiles cleanly and
+        // links no test-server code.
+        let production = [
+            "clippy",
+            "-p",
+            "datastore-cli",
+            "--no-default-features",
+            "--",
+            "-D",
+            "warnings",
+        ];
+        if let Err(code) = run_step(self.cargo(production)) {
+            return code;
+        }
+        if let Err(code) = self.production_links_no_test_servers() {
             return code;
         }
         // Rustdoc warnings (broken or ambiguous links) fail the run like clippy's.

@@ -5,7 +5,7 @@
 //! * `lag`: delivery lag of 4 consumers while a paced writer inserts `--rate` events/s;
 //! * `backlog`: one consumer draining `--backlog` captured changes, and its memory (in a
 //!   process of its own, `datastore-bench drain-worker`, so that nothing else is in its RSS);
-//! * `flow`: end-to-end events/s of the flow simulation ([`datastore_cli::flow`]) on the processor;
+//! * `flow`: end-to-end events/s of the flow simulation ([`datastore_workload::flow`]) on the processor;
 //! * `read-ahead`: the processor at concurrency 16 vs 1 ([`super::read_ahead`]);
 //! * `rules`: 20 analyzer-rule pipelines per event ([`super::rules`]).
 //!
@@ -25,10 +25,10 @@ use tokio::sync::watch;
 
 use super::{join_error, load_events, median, thousands, Bench, Events, BENCH_NODES, WRITERS};
 use crate::cli::{BenchCase, DrainWorkerArgs};
-use datastore_cli::error::{CliError, CliResult};
-use datastore_cli::flow::{self, FlowOptions};
-use datastore_cli::measure::{mib, proc_status_bytes, Latencies, Percentiles};
-use datastore_cli::synth::{per_second, Synth};
+use datastore_tools::error::{CliError, CliResult};
+use datastore_workload::flow::{self, FlowOptions};
+use datastore_workload::measure::{mib, proc_status_bytes, Latencies, Percentiles};
+use datastore_workload::synth::{per_second, Synth};
 
 /// Consumers of the delivery-lag case.
 const LAG_CONSUMERS: usize = 4;
@@ -514,7 +514,7 @@ impl DrainResult {
 /// sampling this process's memory, and prints the result line.
 pub async fn drain_worker(args: &DrainWorkerArgs) -> CliResult<()> {
     let store =
-        PgDataStore::connect_url(&args.url, datastore_cli::server::throwaway_pool()).await?;
+        PgDataStore::connect_url(&args.url, datastore_workload::embedded::throwaway_pool()).await?;
     let out = drain(&store, args).await;
     store.close().await;
     println!("{RESULT_PREFIX}{}", out?.to_json());

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use datastore::{DataStore, Filter, Value};
-use datastore_cli::error::{CliError, CliResult, SqlContext};
-use datastore_cli::import::{self, Options};
-use datastore_cli::synth::Synth;
+use datastore_tools::error::{CliError, CliResult, SqlContext};
+use datastore_tools::import::{self, Options};
+use datastore_workload::synth::Synth;
 use sqlx::Connection;
 
 use super::{document, push_copy_text, thousands, Bench};

@@ -13,8 +13,8 @@ use datastore::{DataStore, StartFrom, WatchOptions};
 
 use super::changes::Figure;
 use super::{load_events, median, thousands, Bench};
-use datastore_cli::error::{CliError, CliResult};
-use datastore_cli::synth::{per_second, Synth};
+use datastore_tools::error::{CliError, CliResult};
+use datastore_workload::synth::{per_second, Synth};
 
 /// Events each run drains.
 const EVENTS: u64 = 1_000;

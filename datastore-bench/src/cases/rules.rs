@@ -27,10 +27,10 @@ use datastore::{
 use super::changes::Figure;
 use super::{thousands, Bench};
 use conformance::histories;
-use datastore_cli::error::{CliError, CliResult, SqlContext};
-use datastore_cli::measure::{Latencies, Percentiles};
-use datastore_cli::server;
-use datastore_cli::synth::per_second;
+use datastore_tools::error::{CliError, CliResult, SqlContext};
+use datastore_workload::embedded;
+use datastore_workload::measure::{Latencies, Percentiles};
+use datastore_workload::synth::per_second;
 
 /// The chart's values file (see `datastore-analyzer/tests/fixtures/NOTICE.md`).
 const VALUES: &str =
@@ -131,7 +131,7 @@ pub(super) async fn rules_case(bench: &Bench<'_>) -> CliResult<Vec<Figure>> {
 /// The MongoDB lane on the SecantusDB stand-in; reported, with no target (a stand-in's speed
 /// says nothing of MongoDB's). Skipped when the stand-in is not installed.
 async fn mongodb_lane(bench: &Bench<'_>, n: u64) -> CliResult<Vec<Figure>> {
-    let stand_in = match server::start_mongo_stand_in() {
+    let stand_in = match embedded::start_mongo_stand_in() {
         Ok(s) => s,
         Err(e) => {
             println!("  MongoDB lane skipped: {e}");
@@ -145,7 +145,7 @@ async fn mongodb_lane(bench: &Bench<'_>, n: u64) -> CliResult<Vec<Figure>> {
         STAND_IN.analysed,
         STAND_IN.end_to_end
     );
-    let store = server::connect_mongo_stand_in(&stand_in).await?;
+    let store = embedded::connect_mongo_stand_in(&stand_in).await?;
     let out = lane(bench, Arc::clone(&store), n, STAND_IN, None).await;
     store.close().await;
     let lane = out?;

@@ -1,4 +1,4 @@
-//! `datastore demo`: the NVSentinel flow simulation over change streams (see [`datastore_cli::flow`]),
+//! `datastore demo`: the NVSentinel flow simulation over change streams (see [`datastore_workload::flow`]),
 //! then (unless `--skip-queries`) a second ingest on which the queries of every NVSentinel
 //! component (reference §3.4) run, each one timed.
 
@@ -34,10 +34,10 @@ use tokio::runtime::Runtime;
 
 use crate::cli::DemoArgs;
 use datastore::ErrorKind;
-use datastore_cli::error::{CliError, CliResult};
-use datastore_cli::flow::{self, FlowOptions, FlowReport};
-use datastore_cli::server;
-use datastore_cli::synth::{self, per_second, Synth, CLUSTER};
+use datastore_tools::error::{CliError, CliResult};
+use datastore_workload::embedded;
+use datastore_workload::flow::{self, FlowOptions, FlowReport};
+use datastore_workload::synth::{self, per_second, Synth, CLUSTER};
 
 /// Nodes whose events go through the quarantine → drain → remediation flows.
 const SAMPLE_NODES: usize = 10;
@@ -56,7 +56,7 @@ pub fn run(rt: &Runtime, args: &DemoArgs) -> CliResult<()> {
     let summary = if DatastoreConfig::env_names_a_server() {
         let config = DatastoreConfig::from_env()?;
         rt.block_on(async {
-            let (store, description) = server::connect_configured(&config).await?;
+            let (store, description) = connect_configured(&config).await?;
             println!(
                 "demo: using the configured {description}; the demo's events stay in that database"
             );
@@ -64,18 +64,18 @@ pub fn run(rt: &Runtime, args: &DemoArgs) -> CliResult<()> {
             store.close().await;
             out
         })?
-    } else if server::wants_mongodb() {
+    } else if wants_mongodb() {
         println!(
             "demo: DATASTORE_PROVIDER=mongodb and no MONGODB_URI or DATASTORE_HOST set; starting the MongoDB stand-in"
         );
-        let stand_in = server::start_mongo_stand_in()?;
+        let stand_in = embedded::start_mongo_stand_in()?;
         let out = rt.block_on(async {
-            let store = server::connect_mongo_stand_in(&stand_in).await?;
+            let store = embedded::connect_mongo_stand_in(&stand_in).await?;
             println!(
                 "demo: started the {} stand-in on {} (database {:?}; it is stopped at exit)",
                 stand_in.kind(),
                 stand_in.uri(),
-                server::DEMO_DATABASE
+                embedded::DEMO_DATABASE
             );
             let out = run_on(Arc::clone(&store), args, true).await;
             store.close().await;
@@ -87,14 +87,14 @@ pub fn run(rt: &Runtime, args: &DemoArgs) -> CliResult<()> {
         println!(
             "demo: no DATASTORE_HOST or DATASTORE_CONFIG_FILE set; starting an embedded PostgreSQL"
         );
-        let pg = server::start_embedded()?;
+        let pg = embedded::start_embedded()?;
         let out = rt.block_on(async {
-            let (store, version) = server::connect_embedded(&pg).await?;
+            let (store, version) = embedded::connect_embedded(&pg).await?;
             println!(
                 "demo: started an embedded PostgreSQL {version} on {}:{} (database {:?}; it is stopped and deleted at exit)",
                 pg.host(),
                 pg.port(),
-                server::DEMO_DATABASE
+                embedded::DEMO_DATABASE
             );
             let store: Arc<dyn DataStore> = Arc::new(store);
             let out = run_on(Arc::clone(&store), args, true).await;
@@ -429,4 +429,21 @@ fn quarantined_events() -> Filter {
             QuarantineStatus::AlreadyQuarantined.as_str(),
         ],
     )
+}
+
+/// Opens the store named by the configuration (migrating it) and describes the target
+/// without the password.
+pub async fn connect_configured(
+    config: &DatastoreConfig,
+) -> CliResult<(Arc<dyn DataStore>, String)> {
+    let store = datastore::connect(config).await?;
+    Ok((store, crate::target::describe(config)))
+}
+
+/// True when `DATASTORE_PROVIDER` asks for MongoDB.
+pub fn wants_mongodb() -> bool {
+    std::env::var("DATASTORE_PROVIDER")
+        .ok()
+        .and_then(|p| p.parse::<datastore::ProviderKind>().ok())
+        == Some(datastore::ProviderKind::Mongodb)
 }

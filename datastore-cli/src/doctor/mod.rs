@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::cli::DoctorArgs;
-use datastore_cli::error::{CliError, CliResult};
+use datastore_tools::error::{CliError, CliResult};
 
 pub mod certs;
 
@@ -82,7 +82,7 @@ pub async fn run(args: &DoctorArgs) -> CliResult<()> {
         max_lag: crate::select::duration("--max-lag", &args.max_lag)?,
     };
     let checks = diagnose(DatastoreConfig::from_env(), limits, Utc::now()).await;
-    datastore_cli::output::print(&report(&checks, args.json))?;
+    datastore_tools::output::print(&report(&checks, args.json))?;
     let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
     if failed > 0 {
         return Err(CliError::check(format!(
@@ -106,7 +106,7 @@ pub async fn diagnose(
     let c = &config.connection;
     let mut checks = vec![Check::ok(
         "configuration",
-        format!("provider {}", datastore_cli::server::describe(&config)),
+        format!("provider {}", crate::target::describe(&config)),
     )];
     checks.extend(certs::check(&config, now));
     let started = Instant::now();

@@ -48,12 +48,12 @@ fn failures(checks: &[Check]) -> Vec<&Check> {
 #[test]
 fn a_healthy_then_broken_postgresql() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let server = datastore_cli::server::start_embedded().expect("PostgreSQL");
+    let server = datastore_workload::embedded::start_embedded().expect("PostgreSQL");
     rt.block_on(async {
-        let (store, _) = datastore_cli::server::connect_embedded(&server)
+        let (store, _) = datastore_workload::embedded::connect_embedded(&server)
             .await
             .expect("store");
-        let database = datastore_cli::server::DEMO_DATABASE;
+        let database = datastore_workload::embedded::DEMO_DATABASE;
         let healthy = diagnose(config(server.port(), database, &[]), PATIENT, Utc::now()).await;
         assert!(failures(&healthy).is_empty(), "{}", report(&healthy, false));
         for (name, status) in [

@@ -11,7 +11,7 @@ pub enum CliError {
     /// A datastore operation failed (shown with the datastore error's `Display`).
     Datastore(datastore::Error),
     /// The embedded server (a throwaway PostgreSQL, a MongoDB stand-in) could not be started.
-    Harness(datastore_testkit::HarnessError),
+    Embedded(Box<dyn std::error::Error + Send + Sync>),
     /// A direct SQL statement (benchmark baseline, `EXPLAIN`) failed.
     Sql {
         /// What was being done.
@@ -26,6 +26,11 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// An embedded server that could not be started.
+    pub fn embedded(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        CliError::Embedded(Box::new(e))
+    }
+
     /// A failed check.
     pub fn check(message: impl Into<String>) -> Self {
         CliError::Check(message.into())
@@ -44,7 +49,7 @@ impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CliError::Datastore(e) => write!(f, "{e}"),
-            CliError::Harness(e) => write!(f, "embedded server: {e}"),
+            CliError::Embedded(e) => write!(f, "embedded server: {e}"),
             CliError::Sql { context, source } => write!(f, "{context}: {source}"),
             CliError::Check(message) => write!(f, "check failed: {message}"),
             CliError::Io(e) => write!(f, "{e}"),
@@ -56,7 +61,7 @@ impl std::error::Error for CliError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             CliError::Datastore(e) => Some(e),
-            CliError::Harness(e) => Some(e),
+            CliError::Embedded(e) => Some(e.as_ref()),
             CliError::Sql { source, .. } => Some(source),
             CliError::Check(_) => None,
             CliError::Io(e) => Some(e),
@@ -67,12 +72,6 @@ impl std::error::Error for CliError {
 impl From<datastore::Error> for CliError {
     fn from(e: datastore::Error) -> Self {
         CliError::Datastore(e)
-    }
-}
-
-impl From<datastore_testkit::HarnessError> for CliError {
-    fn from(e: datastore_testkit::HarnessError) -> Self {
-        CliError::Harness(e)
     }
 }
 
