@@ -85,6 +85,11 @@ async fn run_one<C: Collection + ?Sized>(
     match collection.native_aggregation() {
         Some(native) => {
             pipeline.check_lookups(collection.name())?;
+            // Decided at plan time (a gate false once bound): nothing to ask the server, as on
+            // every provider, and the stages before the gate do not run (nor fail).
+            if pipeline.plan().is_ok_and(|plan| plan.returns_nothing()) {
+                return Ok(Vec::new());
+            }
             let limits = NativeLimits {
                 max_documents: pipeline.max_documents(),
                 max_time: pipeline.max_time(),
