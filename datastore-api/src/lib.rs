@@ -32,6 +32,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod filter;
+pub mod front;
 mod guard;
 pub mod import;
 mod matching;
@@ -42,6 +43,7 @@ pub mod path;
 pub mod processor;
 pub mod query;
 mod query_json;
+pub mod raw;
 pub mod stats;
 pub mod store;
 pub mod update;
@@ -63,6 +65,7 @@ pub use query::{
     Direction, FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Page, PageRequest,
     PageToken, Sort, SortKey, UpdateResult,
 };
+pub use raw::{ChangeFeed, RawCollection};
 pub use stats::{
     ChangeHistoryStats, CollectionStats, IndexStats, PoolStats, SchemaVersion, ServerInfo,
     StoreStats, TlsState,

@@ -67,6 +67,10 @@ impl FromStr for ProviderKind {
 
 /// Generic document operations on one collection (a table on PostgreSQL).
 ///
+/// Implemented once, in [`front`](crate::front), for every provider's
+/// [`RawCollection`](crate::raw::RawCollection): providers implement that narrow interface,
+/// and this one validates, traces and measures every call the same way on every backend.
+///
 /// Every stored document has `_id` (a [`DocumentId`] string) and `createdAt` (a date assigned by
 /// the database server at insert) at the top level; see the crate docs for the shape.
 #[async_trait]
@@ -101,13 +105,7 @@ pub trait Collection: Send + Sync {
     async fn import(
         &self,
         documents: Vec<crate::import::ImportDocument>,
-    ) -> Result<crate::import::Imported> {
-        let _ = documents;
-        Err(Error::new(
-            crate::ErrorKind::Unsupported,
-            "this provider does not import documents",
-        ))
-    }
+    ) -> Result<crate::import::Imported>;
     /// Documents matching `filter`, ordered, skipped and limited per `options`.
     async fn find(&self, filter: &Filter, options: &FindOptions) -> Result<Vec<Document>>;
 
@@ -135,62 +133,40 @@ pub trait Collection: Send + Sync {
     async fn server_time(&self) -> Result<DateTime<Utc>>;
 
     /// Watches the committed changes of this collection; see [`crate::change`] for the contract.
-    async fn watch(&self, options: WatchOptions) -> Result<ChangeStream> {
-        let _ = options;
-        Err(unsupported(self.name()))
-    }
+    async fn watch(&self, options: WatchOptions) -> Result<ChangeStream>;
 
     /// Persists `consumer`'s position: after a restart from [`StartFrom::Checkpoint`](crate::StartFrom)
     /// delivery resumes right after `token`. Fails with [`Conflict`](crate::ErrorKind::Conflict)
     /// when another process holds the consumer's lease.
-    async fn checkpoint(&self, consumer: &str, token: &ResumeToken) -> Result<()> {
-        let _ = (consumer, token);
-        Err(unsupported(self.name()))
-    }
+    async fn checkpoint(&self, consumer: &str, token: &ResumeToken) -> Result<()>;
 
     /// How far `consumer` (whose stream uses `filter`) is behind its checkpoint.
-    async fn lag(&self, consumer: &str, filter: &Filter) -> Result<Lag> {
-        let _ = (consumer, filter);
-        Err(unsupported(self.name()))
-    }
+    async fn lag(&self, consumer: &str, filter: &Filter) -> Result<Lag>;
 
-    /// This collection's server-side aggregation, when its server has one (MongoDB). `None`,
-    /// the default, means the `datastore-query` crate plans pipelines over
-    /// [`find`](Collection::find) (PostgreSQL).
-    fn native_aggregation(&self) -> Option<&dyn NativeAggregation> {
-        None
-    }
+    /// This collection's server-side aggregation, when its server has one (MongoDB). `None`
+    /// means the `datastore-query` crate plans pipelines over [`find`](Collection::find)
+    /// (PostgreSQL).
+    fn native_aggregation(&self) -> Option<&dyn NativeAggregation>;
+
+    /// This collection's change feed, when it has one; without it, [`watch`](Collection::watch)
+    /// and the consumer methods are [`Unsupported`](crate::ErrorKind::Unsupported).
+    fn change_feed(&self) -> Option<&dyn crate::raw::ChangeFeed>;
 
     /// The change-stream consumers of this collection (every one with a checkpoint or a lease),
     /// by name.
-    async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
-        Err(unsupported(self.name()))
-    }
+    async fn consumers(&self) -> Result<Vec<ConsumerInfo>>;
 
     /// Forgets `consumer`: its checkpoint and lease (a deleted checkpoint no longer holds back
     /// the change history's retention). False when it did not exist;
     /// [`Conflict`](crate::ErrorKind::Conflict) while a stream holds its lease (stop it first).
-    async fn delete_consumer(&self, consumer: &str) -> Result<bool> {
-        let _ = consumer;
-        Err(unsupported(self.name()))
-    }
+    async fn delete_consumer(&self, consumer: &str) -> Result<bool>;
 
     /// Moves `consumer`'s checkpoint to `to` ([`StartFrom::Now`],
     /// [`Beginning`](StartFrom::Beginning) or [`Time`](StartFrom::Time), resolved
     /// as a watch resolves them): its next watch from its checkpoint starts there. Creates the
     /// consumer if needed. [`Conflict`](crate::ErrorKind::Conflict) while a stream holds its
     /// lease; `InvalidInput` for `Checkpoint`.
-    async fn reset_consumer(&self, consumer: &str, to: StartFrom) -> Result<()> {
-        let _ = (consumer, to);
-        Err(unsupported(self.name()))
-    }
-}
-
-fn unsupported(collection: &str) -> Error {
-    Error::new(
-        crate::ErrorKind::Unsupported,
-        format!("collection {collection} does not support change streams"),
-    )
+    async fn reset_consumer(&self, consumer: &str, to: StartFrom) -> Result<()>;
 }
 
 /// Conveniences built on [`Collection`].

@@ -9,14 +9,15 @@ use chrono::{DateTime, Utc};
 use datastore_api::change::{
     ChangeStream, ConsumerInfo, Lag, ResumeToken, StartFrom, WatchOptions,
 };
-use datastore_api::metrics::observe;
-use datastore_api::query::{sort_documents, validate_idempotency_key};
+use datastore_api::query::sort_documents;
+use datastore_api::raw::{
+    ChangeFeed, Consumer, KeyedPrepared, Prepared, RawCollection, ValidFind, ValidPage,
+};
 use datastore_api::value::{distinct_values, unwrap_arrays, values_at, CREATED_AT_FIELD, ID_FIELD};
 use datastore_api::{
-    prepare_insert, prepare_inserts, Collection, Direction, Document, DocumentId, Error, ErrorKind,
-    FieldPath, Filter, FindOptions, IdempotentOutcome, ImportDocument, Imported, Inserted,
-    KeyedDocument, NativeAggregation, NativeLimits, OperationLabels, Page, PageRequest, PageToken,
-    ReservedField, Result, Update, UpdateResult, Value,
+    Direction, Document, DocumentId, Error, ErrorKind, FieldPath, Filter, IdempotentOutcome,
+    ImportDocument, Imported, Inserted, Lowered, NativeAggregation, NativeLimits, OperationLabels,
+    Page, PageToken, ReservedField, Result, UpdateResult, ValidUpdate, Value,
 };
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
@@ -266,10 +267,6 @@ impl MongoCollection {
             .collect()
     }
 
-    fn filter_doc(filter: &Filter) -> Result<bson::Document> {
-        compile(&filter.lower()?, Target::Documents)
-    }
-
     /// Stamps `createdAt` and converts a prepared document for insertion.
     fn stored(
         id: &DocumentId,
@@ -326,12 +323,12 @@ impl MongoCollection {
 
     async fn update_inner(
         &self,
-        filter: &Filter,
-        update: &Update,
+        filter: &Lowered,
+        valid: &ValidUpdate,
         only_first: bool,
     ) -> Result<UpdateResult> {
-        let valid = update.validate()?;
-        let filter = Self::filter_doc(filter)?;
+        let valid = valid.clone();
+        let filter = compile(filter, Target::Documents)?;
         let now = self.clock.now();
         let change = compile_update(&valid, now)?;
         if !only_first {
@@ -402,16 +399,16 @@ impl MongoCollection {
 
     async fn insert_idempotent_inner(
         &self,
-        documents: Vec<KeyedDocument>,
+        documents: Vec<KeyedPrepared>,
     ) -> Result<Vec<IdempotentOutcome>> {
         let created_at = self.clock.now();
         let mut prepared = Vec::with_capacity(documents.len());
         for kd in documents {
-            validate_idempotency_key(&kd.key)?;
-            let (id, body) = prepare_insert(kd.document)?;
+            let (key, document) = kd.into_parts();
+            let (id, body) = document.into_parts();
             let mut stored = Self::stored(&id, &body, created_at)?;
-            stored.insert(IDEMPOTENCY_FIELD, kd.key.clone());
-            prepared.push((kd.key, id, stored));
+            stored.insert(IDEMPOTENCY_FIELD, key.clone());
+            prepared.push((key, id, stored));
         }
         let keys: Vec<String> = prepared.iter().map(|(k, _, _)| k.clone()).collect();
         let existing = self
@@ -468,7 +465,7 @@ fn server_sort(keys: &[(FieldPath, Direction)]) -> Option<bson::Document> {
 }
 
 #[async_trait]
-impl Collection for MongoCollection {
+impl RawCollection for MongoCollection {
     fn name(&self) -> &str {
         &self.name
     }
@@ -484,258 +481,178 @@ impl Collection for MongoCollection {
         Some(self)
     }
 
-    #[tracing::instrument(name = "datastore.insert_one", skip_all, fields(collection = %self.name))]
-    async fn insert_one(&self, document: Document) -> Result<Inserted> {
-        observe(PROVIDER, self.role, "insert_one", async {
-            let (id, body) = prepare_insert(document)?;
-            let created_at = self.clock.now();
-            let stored = Self::stored(&id, &body, created_at)?;
-            self.insert_prepared(vec![stored]).await?;
-            Ok(Inserted { id, created_at })
-        })
-        .await
+    fn change_feed(&self) -> Option<&dyn ChangeFeed> {
+        Some(self)
     }
 
-    #[tracing::instrument(name = "datastore.insert_many", skip_all, fields(collection = %self.name, count = documents.len()))]
-    async fn insert_many(&self, documents: Vec<Document>) -> Result<Vec<Inserted>> {
-        observe(PROVIDER, self.role, "insert_many", async {
-            let created_at = self.clock.now();
-            let mut out = Vec::with_capacity(documents.len());
-            let mut stored = Vec::with_capacity(documents.len());
-            for (id, body) in prepare_inserts(documents)? {
-                stored.push(Self::stored(&id, &body, created_at)?);
-                out.push(Inserted { id, created_at });
-            }
-            if stored.len() <= 1 {
-                self.insert_prepared(stored).await?;
-            } else {
-                self.atomically(false, move |c| Box::pin(c.insert_prepared(stored.clone())))
-                    .await?;
-            }
-            Ok(out)
-        })
-        .await
+    async fn insert(&self, documents: Vec<Prepared>) -> Result<Vec<Inserted>> {
+        let created_at = self.clock.now();
+        let mut out = Vec::with_capacity(documents.len());
+        let mut stored = Vec::with_capacity(documents.len());
+        for d in documents {
+            stored.push(Self::stored(d.id(), d.body(), created_at)?);
+            out.push(Inserted {
+                id: d.into_parts().0,
+                created_at,
+            });
+        }
+        if stored.len() <= 1 {
+            self.insert_prepared(stored).await?;
+        } else {
+            self.atomically(false, move |c| Box::pin(c.insert_prepared(stored.clone())))
+                .await?;
+        }
+        Ok(out)
     }
 
-    #[tracing::instrument(name = "datastore.import", skip_all, fields(collection = %self.name, count = documents.len()))]
     async fn import(&self, documents: Vec<ImportDocument>) -> Result<Imported> {
-        observe(PROVIDER, self.role, "import", async {
-            let stored = documents
-                .iter()
-                .map(|d| Self::stored(&d.id, &d.body, d.created_at))
-                .collect::<Result<Vec<_>>>()?;
-            if stored.is_empty() {
-                return Ok(Imported::default());
-            }
-            self.import_prepared(stored).await
-        })
-        .await
+        let stored = documents
+            .iter()
+            .map(|d| Self::stored(&d.id, &d.body, d.created_at))
+            .collect::<Result<Vec<_>>>()?;
+        self.import_prepared(stored).await
     }
 
-    #[tracing::instrument(name = "datastore.insert_idempotent", skip_all, fields(collection = %self.name, count = documents.len()))]
     async fn insert_idempotent(
         &self,
-        documents: Vec<KeyedDocument>,
+        documents: Vec<KeyedPrepared>,
     ) -> Result<Vec<IdempotentOutcome>> {
-        observe(PROVIDER, self.role, "insert_idempotent", async {
-            self.atomically(true, move |c| {
-                Box::pin(c.insert_idempotent_inner(documents.clone()))
-            })
-            .await
+        self.atomically(true, move |c| {
+            Box::pin(c.insert_idempotent_inner(documents.clone()))
         })
         .await
     }
 
-    #[tracing::instrument(name = "datastore.find", skip_all, fields(collection = %self.name))]
-    async fn find(&self, filter: &Filter, options: &FindOptions) -> Result<Vec<Document>> {
-        observe(PROVIDER, self.role, "find", async {
-            let f = Self::filter_doc(filter)?;
-            let keys = options.sort.validate()?;
-            let limit = options
-                .limit
-                .map(|l| i64::try_from(l).map_err(|_| Error::invalid_input("limit is too large")))
-                .transpose()?;
-            i64::try_from(options.skip).map_err(|_| Error::invalid_input("skip is too large"))?;
-            if let Some(sort) = server_sort(&keys) {
-                if limit == Some(0) {
-                    return Ok(Vec::new());
-                }
-                return self
-                    .find_documents(f, Some(sort), options.skip, limit)
-                    .await;
+    async fn find(&self, filter: &Lowered, options: &ValidFind) -> Result<Vec<Document>> {
+        let f = compile(filter, Target::Documents)?;
+        let keys = options.sort();
+        // Within i64: ValidFind checked it.
+        let limit = options.limit().map(|l| l as i64);
+        if let Some(sort) = server_sort(keys) {
+            if limit == Some(0) {
+                return Ok(Vec::new());
             }
-            let mut docs = self.find_documents(f, None, 0, None).await?;
-            sort_documents(&mut docs, &keys);
-            let skip = usize::try_from(options.skip).unwrap_or(usize::MAX);
-            let take = limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
-            Ok(docs.into_iter().skip(skip).take(take).collect())
-        })
-        .await
+            return self
+                .find_documents(f, Some(sort), options.skip(), limit)
+                .await;
+        }
+        let mut docs = self.find_documents(f, None, 0, None).await?;
+        sort_documents(&mut docs, keys);
+        let skip = usize::try_from(options.skip()).unwrap_or(usize::MAX);
+        let take = limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        Ok(docs.into_iter().skip(skip).take(take).collect())
     }
 
-    #[tracing::instrument(name = "datastore.find_page", skip_all, fields(collection = %self.name, size = page.size))]
-    async fn find_page(&self, filter: &Filter, page: &PageRequest) -> Result<Page> {
-        observe(PROVIDER, self.role, "find_page", async {
-            page.validate()?;
-            let mut f = Self::filter_doc(filter)?;
-            let (cmp, dir) = match page.direction {
-                Direction::Ascending => ("$gt", 1),
-                Direction::Descending => ("$lt", -1),
-            };
-            if let Some(after) = &page.after {
-                let t = bson_date(after.created_at);
-                let id = object_id(&after.id)?;
-                let keyset = doc! { "$or": [
-                    { CREATED_AT_FIELD: { cmp: t } },
-                    { CREATED_AT_FIELD: t, ID_FIELD: { cmp: id } },
-                ] };
-                f = doc! { "$and": [f, keyset] };
-            }
-            let raw = self
-                .find_raw(f, Some(keyset_sort(dir)), 0, Some(i64::from(page.size) + 1))
-                .await?;
-            let more = raw.len() > page.size as usize;
-            let mut documents = Vec::with_capacity(raw.len().min(page.size as usize));
-            let mut last = None;
-            for d in raw.into_iter().take(page.size as usize) {
-                let created_at =
-                    chrono_date(d.get_datetime(CREATED_AT_FIELD).copied().map_err(|_| {
-                        Error::permanent("stored document lacks a createdAt date")
-                    })?)?;
-                let id = d
-                    .get_object_id(ID_FIELD)
-                    .map_err(|_| Error::permanent("stored document lacks an ObjectId _id"))?;
-                last = Some(PageToken {
-                    created_at,
-                    id: DocumentId::parse(&id.to_hex())?,
-                });
-                documents.push(from_bson_document(d)?);
-            }
-            Ok(Page {
-                documents,
-                next: if more { last } else { None },
-            })
+    async fn find_page(&self, filter: &Lowered, page: ValidPage<'_>) -> Result<Page> {
+        let page = page.request();
+        let mut f = compile(filter, Target::Documents)?;
+        let (cmp, dir) = match page.direction {
+            Direction::Ascending => ("$gt", 1),
+            Direction::Descending => ("$lt", -1),
+        };
+        if let Some(after) = &page.after {
+            let t = bson_date(after.created_at);
+            let id = object_id(&after.id)?;
+            let keyset = doc! { "$or": [
+                { CREATED_AT_FIELD: { cmp: t } },
+                { CREATED_AT_FIELD: t, ID_FIELD: { cmp: id } },
+            ] };
+            f = doc! { "$and": [f, keyset] };
+        }
+        let raw = self
+            .find_raw(f, Some(keyset_sort(dir)), 0, Some(i64::from(page.size) + 1))
+            .await?;
+        let more = raw.len() > page.size as usize;
+        let mut documents = Vec::with_capacity(raw.len().min(page.size as usize));
+        let mut last = None;
+        for d in raw.into_iter().take(page.size as usize) {
+            let created_at = chrono_date(
+                d.get_datetime(CREATED_AT_FIELD)
+                    .copied()
+                    .map_err(|_| Error::permanent("stored document lacks a createdAt date"))?,
+            )?;
+            let id = d
+                .get_object_id(ID_FIELD)
+                .map_err(|_| Error::permanent("stored document lacks an ObjectId _id"))?;
+            last = Some(PageToken {
+                created_at,
+                id: DocumentId::parse(&id.to_hex())?,
+            });
+            documents.push(from_bson_document(d)?);
+        }
+        Ok(Page {
+            documents,
+            next: if more { last } else { None },
         })
-        .await
     }
 
-    #[tracing::instrument(name = "datastore.count", skip_all, fields(collection = %self.name))]
-    async fn count(&self, filter: &Filter) -> Result<u64> {
-        observe(PROVIDER, self.role, "count", async {
-            let f = Self::filter_doc(filter)?;
-            run!(self, self.inner.count_documents(f)).map_err(map_err)
-        })
-        .await
+    async fn count(&self, filter: &Lowered) -> Result<u64> {
+        let f = compile(filter, Target::Documents)?;
+        run!(self, self.inner.count_documents(f)).map_err(map_err)
     }
 
-    #[tracing::instrument(name = "datastore.distinct", skip_all, fields(collection = %self.name, path = path))]
-    async fn distinct(&self, path: &str, filter: &Filter) -> Result<Vec<Value>> {
-        observe(PROVIDER, self.role, "distinct", async {
-            // Computed here with the API's rule (arrays unwound one level, numbers equal across
-            // int/float, one order) rather than by the `distinct` command, whose numeric
-            // de-duplication and order differ.
-            let path = FieldPath::parse(path)?;
-            let docs = self
-                .find_documents(Self::filter_doc(filter)?, None, 0, None)
-                .await?;
-            let mut values = Vec::new();
-            for d in &docs {
-                values.extend(values_at(d, &path).into_iter().cloned());
-            }
-            Ok(distinct_values(unwrap_arrays(values)))
-        })
-        .await
+    async fn distinct(&self, path: &FieldPath, filter: &Lowered) -> Result<Vec<Value>> {
+        // Computed here with the API's rule (arrays unwound one level, numbers equal across
+        // int/float, one order) rather than by the `distinct` command, whose numeric
+        // de-duplication and order differ.
+        let docs = self
+            .find_documents(compile(filter, Target::Documents)?, None, 0, None)
+            .await?;
+        let mut values = Vec::new();
+        for d in &docs {
+            values.extend(values_at(d, path).into_iter().cloned());
+        }
+        Ok(distinct_values(unwrap_arrays(values)))
     }
 
-    #[tracing::instrument(name = "datastore.update_one", skip_all, fields(collection = %self.name))]
-    async fn update_one(&self, filter: &Filter, update: &Update) -> Result<UpdateResult> {
-        observe(PROVIDER, self.role, "update_one", async {
-            self.update_inner(filter, update, true).await
-        })
-        .await
+    async fn update(
+        &self,
+        filter: &Lowered,
+        update: &ValidUpdate,
+        only_first: bool,
+    ) -> Result<UpdateResult> {
+        self.update_inner(filter, update, only_first).await
     }
 
-    #[tracing::instrument(name = "datastore.update_many", skip_all, fields(collection = %self.name))]
-    async fn update_many(&self, filter: &Filter, update: &Update) -> Result<UpdateResult> {
-        observe(PROVIDER, self.role, "update_many", async {
-            self.update_inner(filter, update, false).await
-        })
-        .await
+    async fn delete_many(&self, filter: &Lowered) -> Result<u64> {
+        let f = compile(filter, Target::Documents)?;
+        let r = run!(self, self.inner.delete_many(f)).map_err(map_err)?;
+        Ok(r.deleted_count)
     }
 
-    #[tracing::instrument(name = "datastore.delete_many", skip_all, fields(collection = %self.name))]
-    async fn delete_many(&self, filter: &Filter) -> Result<u64> {
-        observe(PROVIDER, self.role, "delete_many", async {
-            let f = Self::filter_doc(filter)?;
-            let r = run!(self, self.inner.delete_many(f)).map_err(map_err)?;
-            Ok(r.deleted_count)
-        })
-        .await
-    }
-
-    #[tracing::instrument(name = "datastore.server_time", skip_all, fields(collection = %self.name))]
     async fn server_time(&self) -> Result<DateTime<Utc>> {
-        observe(PROVIDER, self.role, "server_time", async {
-            Ok(self.clock.now())
-        })
-        .await
+        Ok(self.clock.now())
     }
+}
 
-    #[tracing::instrument(name = "datastore.watch", skip_all, fields(collection = %self.name, consumer = %options.consumer))]
+#[async_trait]
+impl ChangeFeed for MongoCollection {
     async fn watch(&self, options: WatchOptions) -> Result<ChangeStream> {
-        observe(PROVIDER, self.role, "watch", async {
-            self.changes.watch(self, options).await
-        })
-        .await
+        self.changes.watch(self, options).await
     }
 
-    #[tracing::instrument(name = "datastore.checkpoint", skip_all, fields(collection = %self.name, consumer = consumer))]
-    async fn checkpoint(&self, consumer: &str, token: &ResumeToken) -> Result<()> {
-        observe(PROVIDER, self.role, "checkpoint", async {
-            self.changes.checkpoint(self, consumer, token).await
-        })
-        .await
+    async fn checkpoint(&self, consumer: Consumer<'_>, token: &ResumeToken) -> Result<()> {
+        self.changes
+            .checkpoint(self, consumer.as_str(), token)
+            .await
     }
 
-    #[tracing::instrument(name = "datastore.lag", skip_all, fields(collection = %self.name, consumer = consumer))]
-    async fn lag(&self, consumer: &str, filter: &Filter) -> Result<Lag> {
-        observe(PROVIDER, self.role, "lag", async {
-            self.changes.lag(self, consumer, filter).await
-        })
-        .await
+    async fn lag(&self, consumer: Consumer<'_>, filter: &Filter) -> Result<Lag> {
+        self.changes.lag(self, consumer.as_str(), filter).await
     }
 
-    #[tracing::instrument(name = "datastore.consumers", skip_all, fields(collection = %self.name))]
     async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
-        observe(
-            PROVIDER,
-            self.role,
-            "consumers",
-            self.changes.consumers(self),
-        )
-        .await
+        self.changes.consumers(self).await
     }
 
-    #[tracing::instrument(name = "datastore.delete_consumer", skip_all, fields(collection = %self.name, consumer = consumer))]
-    async fn delete_consumer(&self, consumer: &str) -> Result<bool> {
-        observe(
-            PROVIDER,
-            self.role,
-            "delete_consumer",
-            self.changes.delete_consumer(self, consumer),
-        )
-        .await
+    async fn delete_consumer(&self, consumer: Consumer<'_>) -> Result<bool> {
+        self.changes.delete_consumer(self, consumer.as_str()).await
     }
 
-    #[tracing::instrument(name = "datastore.reset_consumer", skip_all, fields(collection = %self.name, consumer = consumer))]
-    async fn reset_consumer(&self, consumer: &str, to: StartFrom) -> Result<()> {
-        observe(
-            PROVIDER,
-            self.role,
-            "reset_consumer",
-            self.changes.reset_consumer(self, consumer, to),
-        )
-        .await
+    async fn reset_consumer(&self, consumer: Consumer<'_>, to: StartFrom) -> Result<()> {
+        self.changes
+            .reset_consumer(self, consumer.as_str(), to)
+            .await
     }
 }
 

@@ -9,15 +9,16 @@ use chrono::{DateTime, Utc};
 use datastore_api::change::{
     ChangeStream, ConsumerInfo, Lag, ResumeToken, StartFrom, WatchOptions,
 };
-use datastore_api::metrics::{observe, OperationLabels};
+use datastore_api::metrics::OperationLabels;
+use datastore_api::raw::{
+    ChangeFeed, Consumer, KeyedPrepared, Prepared, RawCollection, ValidFind, ValidPage,
+};
 use datastore_api::value::{
     date_value, distinct_values, unwrap_arrays, CREATED_AT_FIELD, ID_FIELD,
 };
 use datastore_api::{
-    prepare_insert, prepare_inserts, query::validate_idempotency_key, Collection, Direction,
-    Document, DocumentId, Error, FieldPath, Filter, FindOptions, IdempotentOutcome, ImportDocument,
-    Imported, Inserted, KeyedDocument, Lowered, Page, PageRequest, PageToken, Result, Update,
-    UpdateResult, ValidUpdate, Value,
+    Direction, Document, DocumentId, Error, FieldPath, Filter, IdempotentOutcome, ImportDocument,
+    Imported, Inserted, Lowered, Page, PageToken, Result, UpdateResult, ValidUpdate, Value,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row};
@@ -206,13 +207,12 @@ impl PgCollection {
         }
     }
 
-    fn select_where<'a>(&self, filter: &Filter) -> Result<QueryBuilder<'a, Postgres>> {
-        let lowered = filter.lower()?;
+    fn select_where<'a>(&self, lowered: &Lowered) -> Result<QueryBuilder<'a, Postgres>> {
         let mut qb = QueryBuilder::new(format!(
             "SELECT id, created_at, document FROM {} WHERE ",
             self.table.name()
         ));
-        push_filter(&mut qb, &lowered)?;
+        push_filter(&mut qb, lowered)?;
         Ok(qb)
     }
 }
@@ -292,7 +292,7 @@ async fn import_rows(
 }
 
 #[async_trait]
-impl Collection for PgCollection {
+impl RawCollection for PgCollection {
     fn name(&self) -> &str {
         self.table.name()
     }
@@ -304,207 +304,152 @@ impl Collection for PgCollection {
         }
     }
 
-    #[tracing::instrument(name = "datastore.insert_one", skip_all, fields(collection = self.table.name()))]
-    async fn insert_one(&self, document: Document) -> Result<Inserted> {
-        observe(PROVIDER, self.table.name(), "insert_one", async {
-            let row = prepare_insert(document)?;
-            let capture = self.capture(Capture::Insert, "ins");
-            let mut done =
-                with_conn!(self, conn => insert_rows(conn, self.table, capture, vec![row]).await?);
-            done.pop()
-                .ok_or_else(|| Error::permanent("insert did not return its row"))
-        })
-        .await
+    fn change_feed(&self) -> Option<&dyn ChangeFeed> {
+        Some(self)
     }
 
-    #[tracing::instrument(name = "datastore.insert_many", skip_all, fields(collection = self.table.name(), count = documents.len()))]
-    async fn insert_many(&self, documents: Vec<Document>) -> Result<Vec<Inserted>> {
-        observe(PROVIDER, self.table.name(), "insert_many", async {
-            let rows = prepare_inserts(documents)?;
-            if rows.is_empty() {
-                return Ok(Vec::new());
-            }
-            with_conn!(self, conn => insert_rows(conn, self.table, self.capture(Capture::Insert, "ins"), rows).await)
-        })
-        .await
+    async fn insert(&self, documents: Vec<Prepared>) -> Result<Vec<Inserted>> {
+        let rows = documents.into_iter().map(Prepared::into_parts).collect();
+        with_conn!(self, conn => insert_rows(conn, self.table, self.capture(Capture::Insert, "ins"), rows).await)
     }
 
-    #[tracing::instrument(name = "datastore.import", skip_all, fields(collection = self.table.name(), count = documents.len()))]
     async fn import(&self, documents: Vec<ImportDocument>) -> Result<Imported> {
-        observe(PROVIDER, self.table.name(), "import", async {
-            if documents.is_empty() {
-                return Ok(Imported::default());
-            }
-            let capture = self.capture(Capture::Insert, "ins");
-            Ok(with_conn!(self, conn => import_rows(conn, self.table, capture, documents).await?))
-        })
-        .await
+        let capture = self.capture(Capture::Insert, "ins");
+        Ok(with_conn!(self, conn => import_rows(conn, self.table, capture, documents).await?))
     }
 
-    #[tracing::instrument(name = "datastore.insert_idempotent", skip_all, fields(collection = self.table.name(), count = documents.len()))]
     async fn insert_idempotent(
         &self,
-        documents: Vec<KeyedDocument>,
+        documents: Vec<KeyedPrepared>,
     ) -> Result<Vec<IdempotentOutcome>> {
-        observe(
-            PROVIDER,
-            self.table.name(),
-            "insert_idempotent",
-            self.insert_idempotent_inner(documents),
-        )
-        .await
+        self.insert_idempotent_inner(documents).await
     }
 
-    #[tracing::instrument(name = "datastore.find", skip_all, fields(collection = self.table.name()))]
-    async fn find(&self, filter: &Filter, options: &FindOptions) -> Result<Vec<Document>> {
-        observe(PROVIDER, self.table.name(), "find", async {
-            let lowered = filter.lower()?;
-            let keys = options.sort.validate()?;
-            let skip = i64::try_from(options.skip)
-                .map_err(|_| Error::invalid_input("skip is too large"))?;
-            let mut qb = QueryBuilder::new(format!(
-                "SELECT id, created_at, document FROM {}",
-                self.table.name()
-            ));
-            push_sort_lateral(&mut qb, &keys);
-            qb.push(" WHERE ");
-            push_filter(&mut qb, &lowered)?;
-            push_order_by(&mut qb, &keys);
-            if let Some(limit) = options.limit {
-                let limit =
-                    i64::try_from(limit).map_err(|_| Error::invalid_input("limit is too large"))?;
-                qb.push(" LIMIT ").push_bind(limit);
+    async fn find(&self, filter: &Lowered, options: &ValidFind) -> Result<Vec<Document>> {
+        let keys = options.sort();
+        let mut qb = QueryBuilder::new(format!(
+            "SELECT id, created_at, document FROM {}",
+            self.table.name()
+        ));
+        push_sort_lateral(&mut qb, keys);
+        qb.push(" WHERE ");
+        push_filter(&mut qb, filter)?;
+        push_order_by(&mut qb, keys);
+        // Both within i64: ValidFind checked them.
+        if let Some(limit) = options.limit() {
+            qb.push(" LIMIT ").push_bind(limit as i64);
+        }
+        if options.skip() > 0 {
+            qb.push(" OFFSET ").push_bind(options.skip() as i64);
+        }
+        let rows = with_conn!(self, conn => qb.build().fetch_all(conn).await.map_err(map_err)?);
+        rows.iter().map(row_document).collect()
+    }
+
+    async fn find_page(&self, filter: &Lowered, page: ValidPage<'_>) -> Result<Page> {
+        let page = page.request();
+        let mut qb = self.select_where(filter)?;
+        let (cmp, order) = match page.direction {
+            Direction::Ascending => (">", "ASC"),
+            Direction::Descending => ("<", "DESC"),
+        };
+        if let Some(after) = &page.after {
+            qb.push(format!(" AND (created_at, id) {cmp} ("))
+                .push_bind(after.created_at)
+                .push(", ")
+                .push_bind(after.id.to_string())
+                .push(")");
+        }
+        qb.push(format!(" ORDER BY created_at {order}, id {order} LIMIT "))
+            .push_bind(i64::from(page.size) + 1);
+        let rows = with_conn!(self, conn => qb.build().fetch_all(conn).await.map_err(map_err)?);
+        let more = rows.len() > page.size as usize;
+        let mut documents = Vec::with_capacity(rows.len().min(page.size as usize));
+        let mut last = None;
+        for row in rows.iter().take(page.size as usize) {
+            let id: String = row.try_get("id").map_err(map_err)?;
+            let created_at: DateTime<Utc> = row.try_get("created_at").map_err(map_err)?;
+            last = Some(PageToken {
+                created_at,
+                id: DocumentId::parse(&id)?,
+            });
+            documents.push(row_document(row)?);
+        }
+        Ok(Page {
+            documents,
+            next: if more { last } else { None },
+        })
+    }
+
+    async fn count(&self, filter: &Lowered) -> Result<u64> {
+        let mut qb =
+            QueryBuilder::new(format!("SELECT count(*) FROM {} WHERE ", self.table.name()));
+        push_filter(&mut qb, filter)?;
+        let n: i64 = with_conn!(self, conn => qb.build_query_scalar().fetch_one(conn).await.map_err(map_err)?);
+        Ok(n as u64)
+    }
+
+    async fn distinct(&self, path: &FieldPath, filter: &Lowered) -> Result<Vec<Value>> {
+        let select = match (path.reserved_root(), path.segments().len()) {
+            (Some(datastore_api::ReservedField::Id), 1) => "to_jsonb(id)".to_owned(),
+            (Some(datastore_api::ReservedField::CreatedAt), 1) => {
+                "jsonb_build_object('$date', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))"
+                    .to_owned()
             }
-            if skip > 0 {
-                qb.push(" OFFSET ").push_bind(skip);
-            }
-            let rows = with_conn!(self, conn => qb.build().fetch_all(conn).await.map_err(map_err)?);
-            rows.iter().map(row_document).collect()
-        })
-        .await
+            (Some(_), _) => return Ok(Vec::new()),
+            (None, _) => String::new(),
+        };
+        let mut qb = QueryBuilder::new("SELECT ");
+        let by_path = select.is_empty();
+        if by_path {
+            qb.push("jsonb_path_query(document, p::jsonpath)");
+        } else {
+            qb.push(select);
+        }
+        qb.push(format!(" AS v FROM {}", self.table.name()));
+        if by_path {
+            // Every way of resolving the path (array indexes); the values are de-duplicated
+            // below.
+            qb.push(" CROSS JOIN unnest(")
+                .push_bind(jsonpaths(path, None))
+                .push("::text[]) p");
+        }
+        qb.push(" WHERE ");
+        push_filter(&mut qb, filter)?;
+        let values: Vec<Value> = with_conn!(self, conn => qb.build_query_scalar().fetch_all(conn).await.map_err(map_err)?);
+        Ok(distinct_values(unwrap_arrays(values)))
     }
 
-    #[tracing::instrument(name = "datastore.find_page", skip_all, fields(collection = self.table.name(), size = page.size))]
-    async fn find_page(&self, filter: &Filter, page: &PageRequest) -> Result<Page> {
-        observe(PROVIDER, self.table.name(), "find_page", async {
-            page.validate()?;
-            let mut qb = self.select_where(filter)?;
-            let (cmp, order) = match page.direction {
-                Direction::Ascending => (">", "ASC"),
-                Direction::Descending => ("<", "DESC"),
-            };
-            if let Some(after) = &page.after {
-                qb.push(format!(" AND (created_at, id) {cmp} ("))
-                    .push_bind(after.created_at)
-                    .push(", ")
-                    .push_bind(after.id.to_string())
-                    .push(")");
-            }
-            qb.push(format!(" ORDER BY created_at {order}, id {order} LIMIT "))
-                .push_bind(i64::from(page.size) + 1);
-            let rows = with_conn!(self, conn => qb.build().fetch_all(conn).await.map_err(map_err)?);
-            let more = rows.len() > page.size as usize;
-            let mut documents = Vec::with_capacity(rows.len().min(page.size as usize));
-            let mut last = None;
-            for row in rows.iter().take(page.size as usize) {
-                let id: String = row.try_get("id").map_err(map_err)?;
-                let created_at: DateTime<Utc> = row.try_get("created_at").map_err(map_err)?;
-                last = Some(PageToken {
-                    created_at,
-                    id: DocumentId::parse(&id)?,
-                });
-                documents.push(row_document(row)?);
-            }
-            Ok(Page {
-                documents,
-                next: if more { last } else { None },
-            })
-        })
-        .await
+    async fn update(
+        &self,
+        filter: &Lowered,
+        update: &ValidUpdate,
+        only_first: bool,
+    ) -> Result<UpdateResult> {
+        self.update_rows(filter, update, only_first).await
     }
 
-    #[tracing::instrument(name = "datastore.count", skip_all, fields(collection = self.table.name()))]
-    async fn count(&self, filter: &Filter) -> Result<u64> {
-        observe(PROVIDER, self.table.name(), "count", async {
-            let lowered = filter.lower()?;
-            let mut qb =
-                QueryBuilder::new(format!("SELECT count(*) FROM {} WHERE ", self.table.name()));
-            push_filter(&mut qb, &lowered)?;
-            let n: i64 = with_conn!(self, conn => qb.build_query_scalar().fetch_one(conn).await.map_err(map_err)?);
-            Ok(n as u64)
-        })
-        .await
+    async fn delete_many(&self, filter: &Lowered) -> Result<u64> {
+        let mut qb = QueryBuilder::new(format!(
+            "WITH del AS (DELETE FROM {} WHERE ",
+            self.table.name()
+        ));
+        push_filter(&mut qb, filter)?;
+        qb.push(format!(
+            " RETURNING id, created_at){} SELECT count(*) FROM del",
+            self.capture(Capture::Delete, "del")
+        ));
+        let n: i64 = with_conn!(self, conn => qb.build_query_scalar().fetch_one(conn).await.map_err(map_err)?);
+        Ok(n as u64)
     }
 
-    #[tracing::instrument(name = "datastore.distinct", skip_all, fields(collection = self.table.name(), path))]
-    async fn distinct(&self, path: &str, filter: &Filter) -> Result<Vec<Value>> {
-        observe(PROVIDER, self.table.name(), "distinct", async {
-            let path = FieldPath::parse(path)?;
-            let lowered = filter.lower()?;
-            let select = match (path.reserved_root(), path.segments().len()) {
-                (Some(datastore_api::ReservedField::Id), 1) => "to_jsonb(id)".to_owned(),
-                (Some(datastore_api::ReservedField::CreatedAt), 1) => {
-                    "jsonb_build_object('$date', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))"
-                        .to_owned()
-                }
-                (Some(_), _) => return Ok(Vec::new()),
-                (None, _) => String::new(),
-            };
-            let mut qb = QueryBuilder::new("SELECT ");
-            let by_path = select.is_empty();
-            if by_path {
-                qb.push("jsonb_path_query(document, p::jsonpath)");
-            } else {
-                qb.push(select);
-            }
-            qb.push(format!(" AS v FROM {}", self.table.name()));
-            if by_path {
-                // Every way of resolving the path (array indexes); the values are de-duplicated
-                // below.
-                qb.push(" CROSS JOIN unnest(")
-                    .push_bind(jsonpaths(&path, None))
-                    .push("::text[]) p");
-            }
-            qb.push(" WHERE ");
-            push_filter(&mut qb, &lowered)?;
-            let values: Vec<Value> = with_conn!(self, conn => qb.build_query_scalar().fetch_all(conn).await.map_err(map_err)?);
-            Ok(distinct_values(unwrap_arrays(values)))
-        })
-        .await
+    async fn server_time(&self) -> Result<DateTime<Utc>> {
+        with_conn!(self, conn => sqlx::query_scalar("SELECT now()").fetch_one(conn).await.map_err(map_err))
     }
+}
 
-    #[tracing::instrument(name = "datastore.update_one", skip_all, fields(collection = self.table.name()))]
-    async fn update_one(&self, filter: &Filter, update: &Update) -> Result<UpdateResult> {
-        observe(PROVIDER, self.table.name(), "update_one", async {
-            self.update(filter, update, true).await
-        })
-        .await
-    }
-
-    #[tracing::instrument(name = "datastore.update_many", skip_all, fields(collection = self.table.name()))]
-    async fn update_many(&self, filter: &Filter, update: &Update) -> Result<UpdateResult> {
-        observe(PROVIDER, self.table.name(), "update_many", async {
-            self.update(filter, update, false).await
-        })
-        .await
-    }
-
-    #[tracing::instrument(name = "datastore.delete_many", skip_all, fields(collection = self.table.name()))]
-    async fn delete_many(&self, filter: &Filter) -> Result<u64> {
-        observe(PROVIDER, self.table.name(), "delete_many", async {
-            let lowered = filter.lower()?;
-            let mut qb = QueryBuilder::new(format!("WITH del AS (DELETE FROM {} WHERE ", self.table.name()));
-            push_filter(&mut qb, &lowered)?;
-            qb.push(format!(
-                " RETURNING id, created_at){} SELECT count(*) FROM del",
-                self.capture(Capture::Delete, "del")
-            ));
-            let n: i64 = with_conn!(self, conn => qb.build_query_scalar().fetch_one(conn).await.map_err(map_err)?);
-            Ok(n as u64)
-        })
-        .await
-    }
-
+#[async_trait]
+impl ChangeFeed for PgCollection {
     async fn watch(&self, options: WatchOptions) -> Result<ChangeStream> {
         match &self.exec {
             Exec::Pool(pool) => {
@@ -517,69 +462,48 @@ impl Collection for PgCollection {
         }
     }
 
-    #[tracing::instrument(name = "datastore.checkpoint", skip_all, fields(collection = self.table.name(), consumer))]
-    async fn checkpoint(&self, consumer: &str, token: &ResumeToken) -> Result<()> {
-        observe(PROVIDER, self.table.name(), "checkpoint", async {
-            match &self.exec {
-                Exec::Pool(pool) => {
-                    crate::changes::checkpoint(pool, self.table, consumer, token).await
-                }
-                Exec::Tx(_) => Err(Error::invalid_input(
-                    "checkpoint is not available inside a transaction",
-                )),
+    async fn checkpoint(&self, consumer: Consumer<'_>, token: &ResumeToken) -> Result<()> {
+        match &self.exec {
+            Exec::Pool(pool) => {
+                crate::changes::checkpoint(pool, self.table, consumer.as_str(), token).await
             }
-        })
-        .await
+            Exec::Tx(_) => Err(Error::invalid_input(
+                "checkpoint is not available inside a transaction",
+            )),
+        }
     }
 
-    async fn lag(&self, consumer: &str, filter: &Filter) -> Result<Lag> {
-        observe(PROVIDER, self.table.name(), "lag", async {
-            match &self.exec {
-                Exec::Pool(pool) => crate::changes::lag(pool, self.table, consumer, filter).await,
-                Exec::Tx(_) => Err(Error::invalid_input(
-                    "lag is not available inside a transaction",
-                )),
+    async fn lag(&self, consumer: Consumer<'_>, filter: &Filter) -> Result<Lag> {
+        match &self.exec {
+            Exec::Pool(pool) => {
+                crate::changes::lag(pool, self.table, consumer.as_str(), filter).await
             }
-        })
-        .await
+            Exec::Tx(_) => Err(Error::invalid_input(
+                "lag is not available inside a transaction",
+            )),
+        }
     }
 
     async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
-        observe(PROVIDER, self.table.name(), "consumers", async {
-            crate::changes::consumers(self.admin_pool("consumers")?, self.table).await
-        })
+        crate::changes::consumers(self.admin_pool("consumers")?, self.table).await
+    }
+
+    async fn delete_consumer(&self, consumer: Consumer<'_>) -> Result<bool> {
+        crate::changes::delete_consumer(
+            self.admin_pool("delete_consumer")?,
+            self.table,
+            consumer.as_str(),
+        )
         .await
     }
 
-    async fn delete_consumer(&self, consumer: &str) -> Result<bool> {
-        observe(PROVIDER, self.table.name(), "delete_consumer", async {
-            crate::changes::delete_consumer(
-                self.admin_pool("delete_consumer")?,
-                self.table,
-                consumer,
-            )
-            .await
-        })
-        .await
-    }
-
-    async fn reset_consumer(&self, consumer: &str, to: StartFrom) -> Result<()> {
-        observe(PROVIDER, self.table.name(), "reset_consumer", async {
-            crate::changes::reset_consumer(
-                self.admin_pool("reset_consumer")?,
-                self.table,
-                consumer,
-                to,
-            )
-            .await
-        })
-        .await
-    }
-
-    async fn server_time(&self) -> Result<DateTime<Utc>> {
-        observe(PROVIDER, self.table.name(), "server_time", async {
-            with_conn!(self, conn => sqlx::query_scalar("SELECT now()").fetch_one(conn).await.map_err(map_err))
-        })
+    async fn reset_consumer(&self, consumer: Consumer<'_>, to: StartFrom) -> Result<()> {
+        crate::changes::reset_consumer(
+            self.admin_pool("reset_consumer")?,
+            self.table,
+            consumer.as_str(),
+            to,
+        )
         .await
     }
 }
@@ -587,15 +511,15 @@ impl Collection for PgCollection {
 impl PgCollection {
     async fn insert_idempotent_inner(
         &self,
-        documents: Vec<KeyedDocument>,
+        documents: Vec<KeyedPrepared>,
     ) -> Result<Vec<IdempotentOutcome>> {
         let mut first_of_key: HashMap<String, usize> = HashMap::new();
         let mut prepared = Vec::with_capacity(documents.len());
         for (i, kd) in documents.into_iter().enumerate() {
-            validate_idempotency_key(&kd.key)?;
-            let (id, body) = prepare_insert(kd.document)?;
-            first_of_key.entry(kd.key.clone()).or_insert(i);
-            prepared.push((kd.key, id, body));
+            let (key, document) = kd.into_parts();
+            let (id, body) = document.into_parts();
+            first_of_key.entry(key.clone()).or_insert(i);
+            prepared.push((key, id, body));
         }
         if prepared.is_empty() {
             return Ok(Vec::new());
@@ -671,22 +595,20 @@ impl PgCollection {
 
     /// Read-modify-write under row locks: the update semantics live in one place
     /// ([`datastore_api::ValidUpdate::apply`]) and are identical on every backend.
-    async fn update(
+    async fn update_rows(
         &self,
-        filter: &Filter,
-        update: &Update,
+        lowered: &Lowered,
+        valid: &ValidUpdate,
         only_first: bool,
     ) -> Result<UpdateResult> {
-        let valid = update.validate()?;
-        let lowered = filter.lower()?;
         if let (true, Exec::Pool(pool)) = (only_first, &self.exec) {
-            return self.update_first_optimistic(pool, &lowered, &valid).await;
+            return self.update_first_optimistic(pool, lowered, valid).await;
         }
         let table = self.table.name();
         let mut qb = QueryBuilder::new(format!(
             "SELECT id, created_at, document, now() AS server_now FROM {table} WHERE "
         ));
-        push_filter(&mut qb, &lowered)?;
+        push_filter(&mut qb, lowered)?;
         qb.push(" ORDER BY created_at, id");
         if only_first {
             qb.push(" LIMIT 1");

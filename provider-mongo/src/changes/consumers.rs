@@ -3,7 +3,7 @@
 //! reset with its next checkpoint. A reset or delete frees the lease, so a stream whose lease
 //! had lapsed cannot undo it: its renewal and checkpoints fail with `Conflict`.
 
-use datastore_api::change::{consumer_running, validate_consumer, validate_reset};
+use datastore_api::change::{consumer_running, validate_reset};
 use datastore_api::metrics::lag;
 use datastore_api::{ConsumerInfo, Result, StartFrom};
 use futures::TryStreamExt;
@@ -55,7 +55,6 @@ impl ChangeSupport {
         c: &MongoCollection,
         consumer: &str,
     ) -> Result<bool> {
-        validate_consumer(consumer)?;
         let slot = Slot::new(&self.tokens, &c.name, consumer);
         // Twice at most: a lease that expires between the delete and the check is free.
         for _ in 0..2 {
@@ -86,7 +85,6 @@ impl ChangeSupport {
         consumer: &str,
         to: StartFrom,
     ) -> Result<()> {
-        validate_consumer(consumer)?;
         validate_reset(to)?;
         let slot = Slot::new(&self.tokens, &c.name, consumer);
         let mut checkpoint = match reset_start(c, consumer, to).await? {

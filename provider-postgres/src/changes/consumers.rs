@@ -4,7 +4,7 @@
 //! cannot undo it: its renewal and checkpoints fail with `Conflict`.
 
 use chrono::{DateTime, Utc};
-use datastore_api::change::{consumer_running, validate_consumer, validate_reset};
+use datastore_api::change::{consumer_running, validate_reset};
 use datastore_api::metrics::lag;
 use datastore_api::{ConsumerInfo, Result, StartFrom, WatchOptions};
 use sqlx::PgPool;
@@ -42,7 +42,6 @@ pub(crate) async fn consumers(pool: &PgPool, table: Table) -> Result<Vec<Consume
 
 /// Deletes `consumer`'s row unless its lease is held.
 pub(crate) async fn delete_consumer(pool: &PgPool, table: Table, consumer: &str) -> Result<bool> {
-    validate_consumer(consumer)?;
     let deleted = guarded(
         pool,
         table,
@@ -66,7 +65,6 @@ pub(crate) async fn reset_consumer(
     consumer: &str,
     to: StartFrom,
 ) -> Result<()> {
-    validate_consumer(consumer)?;
     validate_reset(to)?;
     let position = start_position(pool, table, &WatchOptions::new(consumer).start(to)).await?;
     let wrote = guarded(
