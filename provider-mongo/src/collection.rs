@@ -47,7 +47,7 @@ const TRANSACTION_ATTEMPTS: usize = 5;
 /// A session shared by the collections of one transaction.
 pub(crate) type SharedSession = Arc<Mutex<ClientSession>>;
 
-/// One MongoDB collection behind the [`Collection`] trait.
+/// One MongoDB collection behind the [`Collection`](datastore_api::Collection) trait (its [`RawCollection`] side).
 #[derive(Clone)]
 pub struct MongoCollection {
     pub(crate) name: String,

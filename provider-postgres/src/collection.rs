@@ -59,7 +59,7 @@ pub(crate) enum Exec {
     Tx(SharedTx),
 }
 
-/// A table as a [`Collection`].
+/// A table as a [`Collection`](datastore_api::Collection) (its [`RawCollection`] side).
 #[derive(Clone)]
 pub struct PgCollection {
     table: Table,
