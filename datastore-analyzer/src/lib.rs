@@ -208,7 +208,7 @@ impl Analyzer {
                 Error::invalid_input(format!("analyzer: no rule {:?} here", rule.name))
             })?;
         bind(unbound, &|path: &str| binding::resolve(event, path))
-            .map_err(|e| Error::new(e.kind(), format!("rule {}: {}", rule.name, e.message())))
+            .map_err(|e| e.map_message(|m| format!("rule {}: {m}", rule.name)))
     }
 
     /// Decides every enabled rule for `event`, sharing the store's work among them
@@ -235,9 +235,11 @@ impl Analyzer {
         }
         let results = collection.aggregate_each(&pipelines).await?;
         for (i, result) in runs.into_iter().zip(results) {
-            outcomes[i] = Some(result.map(|docs| verdict(&docs)).map_err(|e| {
-                Error::new(e.kind(), format!("rule {}: {}", rules[i].name, e.message()))
-            }));
+            outcomes[i] = Some(
+                result
+                    .map(|docs| verdict(&docs))
+                    .map_err(|e| e.map_message(|m| format!("rule {}: {m}", rules[i].name))),
+            );
         }
         let seconds = started.elapsed().as_secs_f64();
         metrics::histogram!(EVENT_SECONDS, "client" => CONSUMER).record(seconds);

@@ -156,7 +156,7 @@ impl<'a> HealthEventStore<'a> {
 
     /// Matching events in batches, oldest first, over keyset pages (stable under concurrent
     /// inserts and updates; never OFFSET). A document that does not decode ends the stream with
-    /// a [`Permanent`](ErrorKind::Permanent) error instead of being skipped silently.
+    /// a permanent [`Backend`](ErrorKind::Backend) error instead of being skipped silently.
     pub fn stream_by_query(
         &self,
         filter: Filter,

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-/// What a caller can do about an [`Error`].
+/// What happened. Whether retrying may help is the error's [`ErrorStatus`], apart.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
@@ -13,12 +13,11 @@ pub enum ErrorKind {
     /// The request itself is wrong (bad field path, bad value, impossible update); retrying the
     /// same request can never succeed. Nothing was changed.
     InvalidInput,
-    /// A passing failure (connection lost, serialization conflict, timeout, server restarting);
-    /// the same request may succeed if retried.
-    Transient,
-    /// The backend failed in a way that retrying will not fix (a schema mismatch, a stored
-    /// document that does not decode, a permission error).
-    Permanent,
+    /// The backend failed: connection lost, serialization conflict, timeout, server
+    /// restarting (all [`Temporary`](ErrorStatus::Temporary): the same request may succeed if
+    /// retried), or a schema mismatch, a stored document that does not decode, a permission
+    /// error ([`Permanent`](ErrorStatus::Permanent)).
+    Backend,
     /// The configuration is missing, malformed or names an unavailable provider.
     Configuration,
     /// A change-stream position is older than the retained history: the changes after it are
@@ -40,8 +39,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "not_found",
             ErrorKind::Duplicate => "duplicate",
             ErrorKind::InvalidInput => "invalid_input",
-            ErrorKind::Transient => "transient",
-            ErrorKind::Permanent => "permanent",
+            ErrorKind::Backend => "backend",
             ErrorKind::Configuration => "configuration",
             ErrorKind::HistoryLost => "history_lost",
             ErrorKind::Conflict => "conflict",
@@ -56,11 +54,44 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// The datastore error: a [`kind`](Error::kind) to act on, a message for humans, and an optional
-/// source. Messages never contain passwords or key material.
+/// Whether retrying may help, apart from what happened (OpenDAL's model).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorStatus {
+    /// Retrying the same request will not help.
+    Permanent,
+    /// The same request may succeed if retried ([`Error::is_retryable`]).
+    Temporary,
+    /// It was temporary, but retries did not help (a caller's retry loop gave up).
+    Persistent,
+}
+
+impl ErrorStatus {
+    /// A short lowercase name, stable for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorStatus::Permanent => "permanent",
+            ErrorStatus::Temporary => "temporary",
+            ErrorStatus::Persistent => "persistent",
+        }
+    }
+}
+
+impl fmt::Display for ErrorStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The datastore error: what happened ([`kind`](Error::kind)), whether retrying may help
+/// ([`status`](Error::status)), a message for humans, structured context a caller can read
+/// ([`context`](Error::context): the operation, collection, consumer), and an optional source.
+/// Messages and context never contain passwords or key material.
 pub struct Error {
     kind: ErrorKind,
+    status: ErrorStatus,
     message: String,
+    context: Vec<(&'static str, String)>,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
@@ -68,13 +99,51 @@ pub struct Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// An error of `kind` with `message`.
+    /// An error of `kind` with `message`, [`Permanent`](ErrorStatus::Permanent).
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
             kind,
+            status: ErrorStatus::Permanent,
             message: message.into(),
+            context: Vec::new(),
             source: None,
         }
+    }
+
+    /// With another status.
+    pub fn with_status(mut self, status: ErrorStatus) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// [`Temporary`](ErrorStatus::Temporary) (retryable) from here on.
+    pub fn temporary(self) -> Self {
+        self.with_status(ErrorStatus::Temporary)
+    }
+
+    /// Marks a [`Temporary`](ErrorStatus::Temporary) error whose retries did not help as
+    /// [`Persistent`](ErrorStatus::Persistent); other statuses stay.
+    pub fn persistent(self) -> Self {
+        match self.status {
+            ErrorStatus::Temporary => self.with_status(ErrorStatus::Persistent),
+            _ => self,
+        }
+    }
+
+    /// Adds a context field (`operation`, `collection`, `consumer`, `provider`, …); a key
+    /// already present keeps its first value (the innermost, most precise).
+    pub fn with_context(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        if !self.context.iter().any(|(k, _)| *k == key) {
+            self.context.push((key, value.into()));
+        }
+        self
+    }
+
+    /// The same error (kind, status, context, source) with its message rewritten by `f`, for
+    /// a caller that adds where it happened (`rule X: …`).
+    pub fn map_message(mut self, f: impl FnOnce(&str) -> String) -> Self {
+        self.message = f(&self.message);
+        self
     }
 
     /// Attaches the underlying cause.
@@ -98,19 +167,53 @@ impl Error {
         Error::new(ErrorKind::Configuration, message)
     }
 
-    /// Shorthand for an [`ErrorKind::Permanent`] error.
+    /// Shorthand for a permanent [`ErrorKind::Backend`] error.
     pub fn permanent(message: impl Into<String>) -> Self {
-        Error::new(ErrorKind::Permanent, message)
+        Error::new(ErrorKind::Backend, message)
     }
 
-    /// Shorthand for an [`ErrorKind::Transient`] error.
+    /// Shorthand for a temporary (retryable) [`ErrorKind::Backend`] error.
     pub fn transient(message: impl Into<String>) -> Self {
-        Error::new(ErrorKind::Transient, message)
+        Error::new(ErrorKind::Backend, message).temporary()
     }
 
-    /// What kind of failure this is.
+    /// What happened.
     pub fn kind(&self) -> ErrorKind {
         self.kind
+    }
+
+    /// Whether retrying may help.
+    pub fn status(&self) -> ErrorStatus {
+        self.status
+    }
+
+    /// The context fields, innermost first.
+    pub fn context(&self) -> &[(&'static str, String)] {
+        &self.context
+    }
+
+    /// The value of context field `key`.
+    pub fn context_value(&self, key: &str) -> Option<&str> {
+        self.context
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The label logs and metrics use: the kind, but for a backend failure its status
+    /// (`transient`, `permanent`, `persistent`), as before the status was its own field.
+    pub fn label(&self) -> &'static str {
+        match (self.kind, self.status) {
+            (ErrorKind::Backend, ErrorStatus::Temporary) => "transient",
+            (ErrorKind::Backend, ErrorStatus::Permanent) => "permanent",
+            (ErrorKind::Backend, ErrorStatus::Persistent) => "persistent",
+            (kind, _) => kind.as_str(),
+        }
+    }
+
+    /// True for a permanent [`ErrorKind::Backend`] failure.
+    pub fn is_permanent_backend(&self) -> bool {
+        self.kind == ErrorKind::Backend && self.status == ErrorStatus::Permanent
     }
 
     /// The human-readable message (without the source chain).
@@ -118,9 +221,10 @@ impl Error {
         &self.message
     }
 
-    /// True when retrying the same request may succeed.
+    /// True when retrying the same request may succeed (the status is
+    /// [`Temporary`](ErrorStatus::Temporary)).
     pub fn is_retryable(&self) -> bool {
-        self.kind == ErrorKind::Transient
+        self.status == ErrorStatus::Temporary
     }
 
     /// True for [`ErrorKind::NotFound`].
@@ -136,7 +240,7 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.kind, self.message)?;
+        write!(f, "{}: {}", self.label(), self.message)?;
         if let Some(source) = &self.source {
             write!(f, ": {source}")?;
         }
@@ -148,7 +252,9 @@ impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Error")
             .field("kind", &self.kind)
+            .field("status", &self.status)
             .field("message", &self.message)
+            .field("context", &self.context)
             .field("source", &self.source.as_ref().map(|s| s.to_string()))
             .finish()
     }
@@ -169,7 +275,7 @@ impl std::error::Error for Error {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum IndexProblem {
-    /// No index of that key exists. [`ErrorKind::Permanent`].
+    /// No index of that key exists. A permanent [`ErrorKind::Backend`] error.
     Missing {
         /// The collection (table).
         collection: String,
@@ -177,7 +283,7 @@ pub enum IndexProblem {
         expected: String,
     },
     /// An index of that key exists but is not what the provider needs (for example not
-    /// unique). [`ErrorKind::Permanent`].
+    /// unique). A permanent [`ErrorKind::Backend`] error.
     Mismatch {
         /// The collection (table).
         collection: String,
@@ -187,7 +293,7 @@ pub enum IndexProblem {
         found: String,
     },
     /// The index is being built and does not enforce its constraint yet.
-    /// [`ErrorKind::Transient`]: ready once the build finishes.
+    /// Temporary: ready once the build finishes.
     Building {
         /// The collection (table).
         collection: String,
@@ -200,21 +306,23 @@ impl IndexProblem {
     /// The error a caller receives: transient while building, permanent otherwise, with what
     /// to do.
     pub fn into_error(self) -> Error {
-        let (kind, message) = match &self {
+        let (status, message) = match &self {
             IndexProblem::Missing { collection, expected } => (
-                ErrorKind::Permanent,
+                ErrorStatus::Permanent,
                 format!("{collection}: the index {expected} is missing; duplicates would not be refused. Recreate it (the provider creates it on a fresh database), then reconnect"),
             ),
             IndexProblem::Mismatch { collection, expected, found } => (
-                ErrorKind::Permanent,
+                ErrorStatus::Permanent,
                 format!("{collection}: the index on that key is {found}, but it must be {expected}; drop it and reconnect so that the provider creates the right one"),
             ),
             IndexProblem::Building { collection, index } => (
-                ErrorKind::Transient,
+                ErrorStatus::Temporary,
                 format!("{collection}: the index {index} is still being built; retry when the build has finished"),
             ),
         };
-        Error::new(kind, message).with_source(self)
+        Error::new(ErrorKind::Backend, message)
+            .with_status(status)
+            .with_source(self)
     }
 }
 
@@ -274,7 +382,28 @@ mod tests {
             expected: "unique (idempotency_key)".into(),
         }
         .into_error();
-        assert_eq!(e.kind(), ErrorKind::Permanent);
+        assert!(e.is_permanent_backend());
         assert!(e.message().contains("Recreate"), "{e}");
+    }
+
+    #[test]
+    fn status_and_context_are_apart_from_the_kind() {
+        let e = Error::transient("timeout")
+            .with_context("operation", "find")
+            .with_context("collection", "health_events")
+            .with_context("operation", "outer");
+        assert_eq!(
+            (e.kind(), e.status()),
+            (ErrorKind::Backend, ErrorStatus::Temporary)
+        );
+        assert!(e.is_retryable());
+        assert_eq!(e.context_value("operation"), Some("find"));
+        assert_eq!(e.context_value("collection"), Some("health_events"));
+        let given_up = e.persistent();
+        assert_eq!(given_up.status(), ErrorStatus::Persistent);
+        assert!(!given_up.is_retryable());
+        assert_eq!(given_up.label(), "persistent");
+        let dup = Error::new(ErrorKind::Duplicate, "x").persistent();
+        assert_eq!(dup.status(), ErrorStatus::Permanent);
     }
 }

@@ -26,17 +26,24 @@ use crate::store::{prepare_insert, prepare_inserts, Collection};
 use crate::update::Update;
 use crate::value::{Document, Value};
 
-/// Runs `fut` as `operation` of `raw`: in `span`, with the collection's metrics.
+/// Runs `fut` as `operation` of `raw`: in `span`, with the collection's metrics; its error
+/// carries the operation, collection and provider as context.
 async fn run<R: RawCollection + ?Sized, T>(
     raw: &R,
     operation: &'static str,
     span: tracing::Span,
     fut: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
-    raw.operation_labels()
+    let labels = raw.operation_labels();
+    labels
         .observe(operation, fut)
         .instrument(span)
         .await
+        .map_err(|e| {
+            e.with_context("operation", operation)
+                .with_context("collection", RawCollection::name(raw))
+                .with_context("provider", labels.provider)
+        })
 }
 
 /// The change feed of `raw`, or the error a collection without one gives.
@@ -231,7 +238,10 @@ impl<R: RawCollection + ?Sized> Collection for R {
         );
         run(self, "checkpoint", span, async {
             let consumer = Consumer::new(consumer)?;
-            feed(self)?.checkpoint(consumer, token).await
+            feed(self)?
+                .checkpoint(consumer, token)
+                .await
+                .map_err(|e| e.with_context("consumer", consumer.as_str()))
         })
         .await
     }
@@ -244,7 +254,10 @@ impl<R: RawCollection + ?Sized> Collection for R {
         );
         run(self, "lag", span, async {
             let consumer = Consumer::new(consumer)?;
-            feed(self)?.lag(consumer, filter).await
+            feed(self)?
+                .lag(consumer, filter)
+                .await
+                .map_err(|e| e.with_context("consumer", consumer.as_str()))
         })
         .await
     }
@@ -273,7 +286,10 @@ impl<R: RawCollection + ?Sized> Collection for R {
         );
         run(self, "delete_consumer", span, async {
             let consumer = Consumer::new(consumer)?;
-            feed(self)?.delete_consumer(consumer).await
+            feed(self)?
+                .delete_consumer(consumer)
+                .await
+                .map_err(|e| e.with_context("consumer", consumer.as_str()))
         })
         .await
     }
@@ -286,7 +302,10 @@ impl<R: RawCollection + ?Sized> Collection for R {
         );
         run(self, "reset_consumer", span, async {
             let consumer = Consumer::new(consumer)?;
-            feed(self)?.reset_consumer(consumer, to).await
+            feed(self)?
+                .reset_consumer(consumer, to)
+                .await
+                .map_err(|e| e.with_context("consumer", consumer.as_str()))
         })
         .await
     }

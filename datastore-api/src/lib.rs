@@ -55,7 +55,7 @@ pub use change::{
 };
 pub use config::{ConnectionConfig, DatastoreConfig, PoolConfig, Secret, SslMode};
 pub use domain::{HealthEventStore, MaintenanceEventStore, UpsertOutcome};
-pub use error::{Error, ErrorKind, IndexProblem, Result};
+pub use error::{Error, ErrorKind, ErrorStatus, IndexProblem, Result};
 pub use filter::{CmpOp, Filter, Lowered, Scalar};
 pub use import::{ImportDocument, Imported};
 pub use metrics::OperationLabels;

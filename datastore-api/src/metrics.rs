@@ -3,10 +3,10 @@
 //!
 //! | name | kind | labels |
 //! |---|---|---|
-//! | `datastore_operations_total` | counter | `provider`, `collection`, `operation`, `outcome` (`ok` or an [`ErrorKind`](crate::ErrorKind) name) |
+//! | `datastore_operations_total` | counter | `provider`, `collection`, `operation`, `outcome` (`ok` or the error's [`label`](crate::Error::label)) |
 //! | `datastore_operation_duration_seconds` | histogram | `provider`, `collection`, `operation` |
 //!
-//! | `datastore_errors_total` | counter | `provider`, `operation`, `kind` (an [`ErrorKind`](crate::ErrorKind) name) |
+//! | `datastore_errors_total` | counter | `provider`, `operation`, `kind` (the error's [`label`](crate::Error::label): an [`ErrorKind`](crate::ErrorKind) name, or for a backend failure `transient` / `permanent` / `persistent`) |
 //!
 //! Change-stream lag per consumer: [`lag`]; sampled pool, size and backlog gauges: [`sample`];
 //! the event processor's counters: [`processor`](crate::processor#metrics).
@@ -59,7 +59,7 @@ pub async fn observe<T>(
     let outcome = match &out {
         Ok(_) => "ok",
         Err(e) => {
-            let kind = e.kind().as_str();
+            let kind = e.label();
             metrics::counter!(ERRORS_TOTAL, "provider" => provider, "operation" => operation, "kind" => kind)
                 .increment(1);
             kind

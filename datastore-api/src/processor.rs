@@ -76,7 +76,7 @@ use tokio::task::JoinSet;
 
 use crate::change::{ChangeEvent, ChangeStream, ResumeToken, WatchOptions};
 use crate::store::Collection;
-use crate::{Error, ErrorKind, Result, Value};
+use crate::{Error, Result, Value};
 
 /// How an event's partition key is found (`None`: the event has no key and runs freely).
 pub type PartitionKey = Arc<dyn Fn(&ChangeEvent) -> Option<String> + Send + Sync>;
@@ -420,10 +420,9 @@ where
             let outcome = match tokio::time::timeout(timeout, call).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(_)) => Err(Error::permanent("the handler panicked")),
-                Err(_) => Err(Error::new(
-                    ErrorKind::Transient,
-                    format!("the handler did not finish within {timeout:?}"),
-                )),
+                Err(_) => Err(Error::transient(format!(
+                    "the handler did not finish within {timeout:?}"
+                ))),
             };
             match outcome {
                 Ok(()) => return (seq, Ok(tries)),
@@ -514,13 +513,11 @@ impl State {
                         self.finish(seq);
                         Ok(())
                     }
-                    FailurePolicy::Stop => Err(Error::new(
-                        e.kind(),
+                    FailurePolicy::Stop => Err(e.map_message(|m| {
                         format!(
-                            "processor {consumer:?}: the event of document {id} failed every attempt; the checkpoint stays before it: {}",
-                            e.message()
-                        ),
-                    )),
+                            "processor {consumer:?}: the event of document {id} failed every attempt; the checkpoint stays before it: {m}"
+                        )
+                    })),
                 }
             }
         }

@@ -237,8 +237,8 @@ pub trait DataStore: Send + Sync {
     async fn check_ready(&self) -> Result<()> {
         self.ping().await
     }
-    /// Closes connections; later calls fail with a [`Transient`](crate::ErrorKind::Transient) or
-    /// [`Permanent`](crate::ErrorKind::Permanent) error.
+    /// Closes connections; later calls fail with a [`Backend`](crate::ErrorKind::Backend)
+    /// error.
     async fn close(&self);
     /// Deletes change history: every change older than `policy.max_age`, and older changes that
     /// every consumer has checkpointed past (keeping at least `policy.min_age`). A consumer whose

@@ -23,10 +23,7 @@ pub async fn run(args: &CopyArgs) -> CliResult<()> {
         provider_mongo::MongoDataStore::connect_with(&settings)
             .await
             .map_err(|e| {
-                CliError::Datastore(datastore::Error::new(
-                    e.kind(),
-                    format!("--from: the source MongoDB: {}", e.message()),
-                ))
+                CliError::Datastore(e.map_message(|m| format!("--from: the source MongoDB: {m}")))
             })?,
     );
     let store = datastore::connect_from_env().await?;

@@ -293,7 +293,7 @@ impl Pipeline {
     }
 
     /// How long a run may take before it stops with a
-    /// [`Transient`](datastore_api::ErrorKind::Transient) error naming the limit ([`DEFAULT_MAX_TIME`]
+    /// temporary (retryable) [`Backend`](datastore_api::ErrorKind::Backend) error naming the limit ([`DEFAULT_MAX_TIME`]
     /// unless set). A run is also cancelled within milliseconds when its future is dropped.
     pub fn max_time(&self) -> std::time::Duration {
         self.max_time

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datastore_api::error::{Error, ErrorKind, Result};
+use datastore_api::error::{Error, Result};
 use datastore_api::value::Value;
 
 /// The default of [`Pipeline::max_time`](super::Pipeline::max_time): 30 seconds, the
@@ -28,7 +28,7 @@ pub const DEFAULT_MAX_BYTES: usize = 100 * 1024 * 1024;
 const TICKS_PER_CHECK: u32 = 1024;
 
 /// The limits of one run of a pipeline. Running out of time is
-/// [`Transient`](ErrorKind::Transient), as a server's `maxTimeMS` or `statement_timeout` is.
+/// temporary, as a server's `maxTimeMS` or `statement_timeout` is.
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
     deadline: Instant,
@@ -56,20 +56,16 @@ impl Limits {
 
     /// The error for a run past its deadline.
     pub(crate) fn timed_out(&self) -> Error {
-        Error::new(
-            ErrorKind::Transient,
-            format!(
-                "aggregate: the pipeline ran longer than its limit of {:?} and was stopped \
+        Error::transient(format!(
+            "aggregate: the pipeline ran longer than its limit of {:?} and was stopped \
                  (Pipeline::max_time); narrow its first $match or raise the limit",
-                self.max_time
-            ),
-        )
+            self.max_time
+        ))
     }
 
     fn check(&self) -> Result<()> {
         if self.cancelled.load(Ordering::Relaxed) {
-            return Err(Error::new(
-                ErrorKind::Transient,
+            return Err(Error::transient(
                 "aggregate: the pipeline was cancelled (its caller stopped waiting)",
             ));
         }
@@ -202,7 +198,7 @@ mod tests {
             tick()?;
         });
         let e = r.unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Transient);
+        assert!(e.is_retryable());
         assert!(e.message().contains("max_time"), "{e}");
         let limits = Limits::start(Duration::from_secs(60), DEFAULT_MAX_BYTES);
         drop(limits.cancel_on_drop());
@@ -221,7 +217,7 @@ mod tests {
             charge(&big)
         })
         .unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert_eq!(e.kind(), datastore_api::ErrorKind::InvalidInput);
         assert!(e.message().contains("max_bytes"), "{e}");
         // Restored: no limits outside.
         charge(&big).unwrap();

@@ -495,8 +495,7 @@ impl Plan {
                 Stage::Lookup(l) => self.lookup(source, l, docs, fetched, limits).await,
                 s => self.run_limited(s, docs, limits).await,
             };
-            docs = result
-                .map_err(|e| Error::new(e.kind(), format!("{}: {}", self.name(*i), e.message())))?;
+            docs = result.map_err(|e| e.map_message(|m| format!("{}: {m}", self.name(*i))))?;
             self.check_size(docs.len())?;
         }
         Ok(docs)
@@ -592,10 +591,7 @@ impl Plan {
                 for (i, stage) in &sub.rest {
                     found =
                         limits::within(limits, || run_stage(stage, found, &ctx)).map_err(|e| {
-                            Error::new(
-                                e.kind(),
-                                format!("aggregate: $lookup pipeline[{i}]: {}", e.message()),
-                            )
+                            e.map_message(|m| format!("aggregate: $lookup pipeline[{i}]: {m}"))
                         })?;
                 }
             }

@@ -131,7 +131,7 @@ impl MongoCollection {
             match out {
                 Err(e)
                     if attempt < TRANSACTION_ATTEMPTS
-                        && (e.kind() == ErrorKind::Transient
+                        && (e.is_retryable()
                             || (retry_duplicates && e.kind() == ErrorKind::Duplicate)) =>
                 {
                     attempt += 1;

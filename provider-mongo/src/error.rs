@@ -3,7 +3,7 @@
 //! Messages come from the server or the driver; the driver never echoes the connection
 //! string, so credentials from `MONGODB_URI` do not reach them.
 
-use datastore_api::{Error, ErrorKind};
+use datastore_api::{Error, ErrorKind, ErrorStatus};
 use mongodb::error::{Error as MongoError, ErrorKind as Mk, WriteFailure};
 
 /// Server error codes that mean "this input is wrong" (BadValue, FailedToParse, TypeMismatch,
@@ -28,10 +28,10 @@ pub(crate) fn map_err(e: MongoError) -> Error {
     let transient_label = e.contains_label("TransientTransactionError")
         || e.contains_label("RetryableWriteError")
         || e.contains_label("UnknownTransactionCommitResult");
-    let (kind, message) = match e.kind.as_ref() {
+    let (class, message) = match e.kind.as_ref() {
         // ChangeStreamFatalError also covers pipeline mistakes; only a lost position is HistoryLost.
         Mk::Command(c) if c.code == 280 && !c.message.contains("resume") => (
-            ErrorKind::Permanent,
+            PERMANENT,
             format!("MongoDB error {} ({}): {}", c.code, c.code_name, c.message),
         ),
         Mk::Command(c) => (
@@ -45,7 +45,7 @@ pub(crate) fn map_err(e: MongoError) -> Error {
         Mk::Write(WriteFailure::WriteConcernError(w)) => (
             // A write concern failure is worth retrying unless the code says otherwise.
             match code_kind(w.code) {
-                ErrorKind::Permanent => ErrorKind::Transient,
+                PERMANENT => TRANSIENT,
                 k => k,
             },
             format!("MongoDB write concern error {}: {}", w.code, w.message),
@@ -58,52 +58,46 @@ pub(crate) fn map_err(e: MongoError) -> Error {
                     w.code, w.index, w.message
                 ),
             ),
-            None => (
-                ErrorKind::Transient,
-                "MongoDB write concern failed".to_owned(),
-            ),
+            None => (TRANSIENT, "MongoDB write concern failed".to_owned()),
         },
         Mk::Io(_) | Mk::ConnectionPoolCleared { .. } | Mk::ServerSelection { .. } => {
             match tls_failure(&e.kind.to_string()) {
                 Some(why) => (
-                    ErrorKind::Configuration,
+                    of(ErrorKind::Configuration),
                     format!("the TLS handshake with MongoDB failed: {why}"),
                 ),
                 None => (
-                    ErrorKind::Transient,
+                    TRANSIENT,
                     format!("connection to MongoDB failed: {}", e.kind),
                 ),
             }
         }
         Mk::Authentication { .. } => (
-            ErrorKind::Configuration,
+            of(ErrorKind::Configuration),
             "MongoDB authentication failed (check the client certificate or credentials)"
                 .to_owned(),
         ),
         Mk::InvalidTlsConfig { message, .. } => (
-            ErrorKind::Configuration,
+            of(ErrorKind::Configuration),
             format!("MongoDB TLS settings are invalid: {message}"),
         ),
         Mk::InvalidArgument { message, .. } => (
-            ErrorKind::InvalidInput,
+            of(ErrorKind::InvalidInput),
             format!("invalid argument to MongoDB: {message}"),
         ),
         Mk::SessionsNotSupported | Mk::IncompatibleServer { .. } => (
-            ErrorKind::Configuration,
+            of(ErrorKind::Configuration),
             format!("the MongoDB server cannot serve this provider: {}", e.kind),
         ),
-        Mk::Shutdown => (ErrorKind::Permanent, "the datastore was closed".to_owned()),
-        other => (
-            ErrorKind::Permanent,
-            format!("MongoDB request failed: {other}"),
-        ),
+        Mk::Shutdown => (PERMANENT, "the datastore was closed".to_owned()),
+        other => (PERMANENT, format!("MongoDB request failed: {other}")),
     };
-    let kind = if transient_label && kind == ErrorKind::Permanent {
-        ErrorKind::Transient
+    let (kind, status) = if transient_label && class == PERMANENT {
+        TRANSIENT
     } else {
-        kind
+        class
     };
-    Error::new(kind, message).with_source(e)
+    Error::new(kind, message).with_status(status).with_source(e)
 }
 
 /// [`map_err`] for running an aggregation: a server command error that is no other kind (a
@@ -114,7 +108,7 @@ pub(crate) fn map_aggregate_err(e: MongoError) -> Error {
     let code = code_of(&e);
     let mapped = map_err(e.clone());
     let server_side = code.is_some_and(|c| NOT_THE_PIPELINE_CODES.contains(&c));
-    if command && !server_side && mapped.kind() == ErrorKind::Permanent {
+    if command && !server_side && mapped.is_permanent_backend() {
         Error::new(
             ErrorKind::InvalidInput,
             format!("aggregate: {}", mapped.message()),
@@ -151,23 +145,32 @@ fn tls_failure(text: &str) -> Option<&'static str> {
         .map(|(_, why)| *why)
 }
 
-fn code_kind(code: i32) -> ErrorKind {
+/// A backend failure that a retry may cure, and one it will not.
+const TRANSIENT: (ErrorKind, ErrorStatus) = (ErrorKind::Backend, ErrorStatus::Temporary);
+const PERMANENT: (ErrorKind, ErrorStatus) = (ErrorKind::Backend, ErrorStatus::Permanent);
+
+/// A kind that retrying never changes.
+const fn of(kind: ErrorKind) -> (ErrorKind, ErrorStatus) {
+    (kind, ErrorStatus::Permanent)
+}
+
+fn code_kind(code: i32) -> (ErrorKind, ErrorStatus) {
     if code == 11_000 || code == 11_001 {
-        ErrorKind::Duplicate
+        of(ErrorKind::Duplicate)
     } else if HISTORY_LOST_CODES.contains(&code) {
-        ErrorKind::HistoryLost
+        of(ErrorKind::HistoryLost)
     } else if TRANSIENT_CODES.contains(&code) {
-        ErrorKind::Transient
+        TRANSIENT
     } else if INVALID_INPUT_CODES.contains(&code) {
-        ErrorKind::InvalidInput
+        of(ErrorKind::InvalidInput)
     } else if code == 13 || code == 18 {
         // Unauthorized, AuthenticationFailed.
-        ErrorKind::Configuration
+        of(ErrorKind::Configuration)
     } else if code == 238 {
         // NotImplemented: the server cannot do this at all.
-        ErrorKind::Unsupported
+        of(ErrorKind::Unsupported)
     } else {
-        ErrorKind::Permanent
+        PERMANENT
     }
 }
 
@@ -191,14 +194,14 @@ mod tests {
 
     #[test]
     fn codes_map_to_actionable_kinds() {
-        assert_eq!(code_kind(11_000), ErrorKind::Duplicate);
-        assert_eq!(code_kind(286), ErrorKind::HistoryLost);
-        assert_eq!(code_kind(260), ErrorKind::HistoryLost);
-        assert_eq!(code_kind(189), ErrorKind::Transient);
-        assert_eq!(code_kind(112), ErrorKind::Transient);
-        assert_eq!(code_kind(28), ErrorKind::InvalidInput);
-        assert_eq!(code_kind(13), ErrorKind::Configuration);
-        assert_eq!(code_kind(1), ErrorKind::Permanent);
-        assert_eq!(code_kind(238), ErrorKind::Unsupported);
+        assert_eq!(code_kind(11_000), of(ErrorKind::Duplicate));
+        assert_eq!(code_kind(286), of(ErrorKind::HistoryLost));
+        assert_eq!(code_kind(260), of(ErrorKind::HistoryLost));
+        assert_eq!(code_kind(189), TRANSIENT);
+        assert_eq!(code_kind(112), TRANSIENT);
+        assert_eq!(code_kind(28), of(ErrorKind::InvalidInput));
+        assert_eq!(code_kind(13), of(ErrorKind::Configuration));
+        assert_eq!(code_kind(1), PERMANENT);
+        assert_eq!(code_kind(238), of(ErrorKind::Unsupported));
     }
 }

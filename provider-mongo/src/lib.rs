@@ -108,11 +108,8 @@ impl MongoDataStore {
             tokio::time::timeout(settings.connect_timeout, ServerClock::measure(&database)).await;
         let clock = match measured {
             Ok(Ok(clock)) => Arc::new(clock),
-            Ok(Err(e)) if e.kind() == datastore_api::ErrorKind::Transient => {
-                return Err(datastore_api::Error::new(
-                    e.kind(),
-                    format!("{}{}", e.message(), tls_hint(settings)),
-                ))
+            Ok(Err(e)) if e.is_retryable() => {
+                return Err(e.map_message(|m| format!("{m}{}", tls_hint(settings))))
             }
             Ok(Err(e)) => return Err(e),
             Err(_) => {

@@ -7,7 +7,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datastore_api::{ConnectionConfig, Error, ErrorKind, Result};
+use datastore_api::{ConnectionConfig, Error, Result};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -108,10 +108,10 @@ impl Connector {
             }
         }
         refused.ok_or_else(|| {
-            Error::new(
-                ErrorKind::Transient,
-                format!("PostgreSQL at {}: no transport left to try", self.target()),
-            )
+            Error::transient(format!(
+                "PostgreSQL at {}: no transport left to try",
+                self.target()
+            ))
         })
     }
 
@@ -178,14 +178,11 @@ impl Connector {
         let addrs = tokio::net::lookup_host((self.host.as_str(), self.port))
             .await
             .map_err(|e| {
-                Error::new(
-                    ErrorKind::Transient,
-                    format!(
-                        "PostgreSQL at {}: cannot resolve host {:?} ({e})",
-                        self.target(),
-                        self.host
-                    ),
-                )
+                Error::transient(format!(
+                    "PostgreSQL at {}: cannot resolve host {:?} ({e})",
+                    self.target(),
+                    self.host
+                ))
             })?;
         let mut last = None;
         for addr in addrs {
@@ -244,10 +241,11 @@ impl Connector {
                 )
             ))
             .with_source(e),
-            None => Error::new(
-                ErrorKind::Transient,
-                format!("PostgreSQL at {}: {step}: {}", self.target(), io_cause(&e)),
-            ),
+            None => Error::transient(format!(
+                "PostgreSQL at {}: {step}: {}",
+                self.target(),
+                io_cause(&e)
+            )),
         };
         Failed {
             error,
@@ -270,27 +268,23 @@ impl Connector {
     fn protocol_error(&self, byte: u8) -> Error {
         // An 'E' here is a server that could not start a backend yet (starting up, too many
         // connections): worth retrying.
-        let kind = if byte == b'E' {
-            ErrorKind::Transient
+        let error = Error::permanent(format!(
+            "PostgreSQL at {}: unexpected answer {byte:#04x} to the TLS request (is this a PostgreSQL server?)",
+            self.target()
+        ));
+        if byte == b'E' {
+            error.temporary()
         } else {
-            ErrorKind::Permanent
-        };
-        Error::new(
-            kind,
-            format!(
-                "PostgreSQL at {}: unexpected answer {byte:#04x} to the TLS request (is this a PostgreSQL server?)",
-                self.target()
-            ),
-        )
+            error
+        }
     }
 }
 
 /// The server at `target` did not answer within the connect `timeout`.
 pub(crate) fn no_answer(target: &str, timeout: Duration) -> Error {
-    Error::new(
-        ErrorKind::Transient,
-        format!("PostgreSQL at {target}: no answer within {timeout:?} (DATASTORE_CONNECT_TIMEOUT)"),
-    )
+    Error::transient(format!(
+        "PostgreSQL at {target}: no answer within {timeout:?} (DATASTORE_CONNECT_TIMEOUT)"
+    ))
 }
 
 /// A connection-level I/O failure in words a user can act on.

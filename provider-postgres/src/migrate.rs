@@ -76,7 +76,7 @@ fn checksum(sql: &str) -> String {
 
 /// Applies the missing migrations. Refuses (a [`Configuration`](datastore_api::ErrorKind::Configuration)
 /// error) a database whose schema is newer than this build, and (a
-/// [`Permanent`](datastore_api::ErrorKind::Permanent) error) one whose applied migration differs
+/// permanent [`Backend`](datastore_api::ErrorKind::Backend) error) one whose applied migration differs
 /// from the embedded file.
 pub async fn migrate(pool: &PgPool) -> Result<MigrationReport> {
     // One transaction holding a transaction-level advisory lock: concurrent starters wait, and

@@ -60,9 +60,36 @@ pub(super) fn hostile_input_is_refused_and_changes_nothing(
             reserved_names(coll).await?;
             bad_values(coll).await?;
             one_semantics(ctx).await?;
+            errors_name_their_call(coll).await?;
             large_in_lists(coll).await
         })
     })
+}
+
+/// An error says, as context a caller can read, which operation on which collection of
+/// which provider failed, and for a consumer call, which consumer.
+async fn errors_name_their_call(coll: &dyn Collection) -> CaseResult {
+    let bad = Filter::eq("_other", 1);
+    let e = match coll.count(&bad).await {
+        Err(e) => e,
+        Ok(n) => return Err(TestCaseError::fail(format!("count on _other gave {n}"))),
+    };
+    let want = [
+        ("operation", "count"),
+        ("collection", coll.name()),
+        ("provider", coll.operation_labels().provider),
+    ];
+    for (key, value) in want {
+        prop_assert_eq!(e.context_value(key), Some(value), "{:?}", e);
+    }
+    if coll.change_feed().is_some() {
+        let e = match coll.delete_consumer("").await {
+            Err(e) => e,
+            Ok(_) => return Err(TestCaseError::fail("an empty consumer name was accepted")),
+        };
+        prop_assert_eq!(e.context_value("operation"), Some("delete_consumer"));
+    }
+    Ok(())
 }
 
 /// Top-level names starting with `_` (other than `_id`) belong to the datastore (MongoDB keeps

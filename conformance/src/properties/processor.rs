@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use datastore_api::processor::{self, FailurePolicy, ProcessorOptions};
-use datastore_api::{Error, ErrorKind, Filter, StartFrom, WatchOptions};
+use datastore_api::{Error, Filter, StartFrom, WatchOptions};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::json;
@@ -345,7 +345,7 @@ pub(super) fn processor_failure_policies(ctx: &Ctx<'_>) -> std::result::Result<(
         .await
         .map_err(|_| "under Stop, a poison event did not end the run within 30 s".to_owned())?;
         match stopped {
-            Err(e) if e.kind() == ErrorKind::Permanent && e.message().contains(&ids[2]) => {}
+            Err(e) if e.is_permanent_backend() && e.message().contains(&ids[2]) => {}
             other => return Err(format!("under Stop, a poison event ended the run with {other:?}, not a Permanent error naming document {}", ids[2])),
         }
         let behind = coll.lag(&consumer, &filter).await.map_err(|e| e.to_string())?;

@@ -94,7 +94,7 @@ pub(super) fn stream_error(e: mongodb::error::Error, consumer: &str) -> Error {
             let resumable = code_of(&e) == Some(CURSOR_NOT_FOUND)
                 || e.contains_label("ResumableChangeStreamError");
             let mapped = map_err(e);
-            if resumable && mapped.kind() == ErrorKind::Permanent {
+            if resumable && mapped.is_permanent_backend() {
                 Error::transient(format!("change stream interrupted: {}", mapped.message()))
             } else {
                 mapped

@@ -34,7 +34,7 @@
 //!   the holder (or anyone while the lease is free or expired) may checkpoint.
 //! - **Errors.** History errors (286, 260, 280, and older servers' "resume point may no longer
 //!   be in the oplog") are [`HistoryLost`](ErrorKind::HistoryLost), never a silent restart; a
-//!   server without `$changeStream` is a [`Permanent`](ErrorKind::Permanent) error; transient
+//!   server without `$changeStream` is a permanent [`Backend`](ErrorKind::Backend) error; transient
 //!   failures are retried by the stream, which reopens after the last position it holds.
 
 use std::collections::HashMap;
