@@ -24,7 +24,7 @@ use crate::raw::{
 };
 use crate::store::{prepare_insert, prepare_inserts, Collection};
 use crate::update::Update;
-use crate::value::{Document, Value};
+use crate::value::{distinct_values, unwrap_arrays, Document, Value};
 
 /// Runs `fut` as `operation` of `raw`: in `span`, with the collection's metrics; its error
 /// carries the operation, collection and provider as context.
@@ -178,7 +178,10 @@ impl<R: RawCollection + ?Sized> Collection for R {
         );
         run(self, "distinct", span, async {
             let path = FieldPath::parse(path)?;
-            RawCollection::distinct(self, &path, &filter.lower()?).await
+            let values = RawCollection::distinct(self, &path, &filter.lower()?).await?;
+            // One rule on every backend: arrays unwound one level, numbers equal across int
+            // and float counted once, one order.
+            Ok(distinct_values(unwrap_arrays(values)))
         })
         .await
     }

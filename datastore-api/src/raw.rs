@@ -189,8 +189,9 @@ pub trait RawCollection: Send + Sync {
     /// Number of documents matching `filter`.
     async fn count(&self, filter: &Lowered) -> Result<u64>;
 
-    /// The distinct values at `path` among matching documents, as
-    /// [`Collection::distinct`](crate::Collection::distinct) defines them.
+    /// The values at `path` among matching documents, each once or more, in any order: the
+    /// front unwinds arrays, removes repeats and sorts them as
+    /// [`Collection::distinct`](crate::Collection::distinct) defines.
     async fn distinct(&self, path: &FieldPath, filter: &Lowered) -> Result<Vec<serde_json::Value>>;
 
     /// Applies `update` to the first matching document in `(createdAt, _id)` order

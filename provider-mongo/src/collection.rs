@@ -13,7 +13,7 @@ use datastore_api::query::sort_documents;
 use datastore_api::raw::{
     ChangeFeed, Consumer, KeyedPrepared, Prepared, RawCollection, ValidFind, ValidPage,
 };
-use datastore_api::value::{distinct_values, unwrap_arrays, values_at, CREATED_AT_FIELD, ID_FIELD};
+use datastore_api::value::{values_at, CREATED_AT_FIELD, ID_FIELD};
 use datastore_api::{
     Direction, Document, DocumentId, Error, ErrorKind, FieldPath, Filter, IdempotentOutcome,
     ImportDocument, Imported, Inserted, Lowered, NativeAggregation, NativeLimits, OperationLabels,
@@ -592,9 +592,8 @@ impl RawCollection for MongoCollection {
     }
 
     async fn distinct(&self, path: &FieldPath, filter: &Lowered) -> Result<Vec<Value>> {
-        // Computed here with the API's rule (arrays unwound one level, numbers equal across
-        // int/float, one order) rather than by the `distinct` command, whose numeric
-        // de-duplication and order differ.
+        // The values, read here: the `distinct` command de-duplicates numbers and orders them
+        // otherwise than the API's rule, which the front applies.
         let docs = self
             .find_documents(compile(filter, Target::Documents)?, None, 0, None)
             .await?;
@@ -602,7 +601,7 @@ impl RawCollection for MongoCollection {
         for d in &docs {
             values.extend(values_at(d, path).into_iter().cloned());
         }
-        Ok(distinct_values(unwrap_arrays(values)))
+        Ok(values)
     }
 
     async fn update(

@@ -13,9 +13,7 @@ use datastore_api::metrics::OperationLabels;
 use datastore_api::raw::{
     ChangeFeed, Consumer, KeyedPrepared, Prepared, RawCollection, ValidFind, ValidPage,
 };
-use datastore_api::value::{
-    date_value, distinct_values, unwrap_arrays, CREATED_AT_FIELD, ID_FIELD,
-};
+use datastore_api::value::{date_value, CREATED_AT_FIELD, ID_FIELD};
 use datastore_api::{
     Direction, Document, DocumentId, Error, FieldPath, Filter, IdempotentOutcome, ImportDocument,
     Imported, Inserted, Lowered, Page, PageToken, Result, UpdateResult, ValidUpdate, Value,
@@ -417,7 +415,7 @@ impl RawCollection for PgCollection {
         qb.push(" WHERE ");
         push_filter(&mut qb, filter)?;
         let values: Vec<Value> = with_conn!(self, conn => qb.build_query_scalar().fetch_all(conn).await.map_err(map_err)?);
-        Ok(distinct_values(unwrap_arrays(values)))
+        Ok(values)
     }
 
     async fn update(
