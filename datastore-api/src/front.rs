@@ -8,7 +8,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tracing::Instrument;
 
-use crate::change::{ChangeStream, ConsumerInfo, Lag, ResumeToken, StartFrom, WatchOptions};
+use crate::change::{
+    ChangeStream, ConsumerInfo, Lag, ResumeToken, RetentionPolicy, StartFrom, WatchOptions,
+};
+use crate::domain::{HealthEventStore, MaintenanceEventStore};
 use crate::error::{Error, ErrorKind, Result};
 use crate::filter::Filter;
 use crate::import::{ImportDocument, Imported};
@@ -20,9 +23,13 @@ use crate::query::{
     PageRequest, UpdateResult,
 };
 use crate::raw::{
-    ChangeFeed, Consumer, KeyedPrepared, Prepared, RawCollection, ValidFind, ValidPage,
+    ChangeFeed, ChangeHistory, Consumer, KeyedPrepared, Prepared, RawCollection, RawDataStore,
+    ValidFind, ValidPage,
 };
-use crate::store::{prepare_insert, prepare_inserts, Collection};
+use crate::stats::{PoolStats, ServerInfo, StoreStats};
+use crate::store::{
+    prepare_insert, prepare_inserts, Collection, DataStore, ProviderKind, Transaction,
+};
 use crate::update::Update;
 use crate::value::{distinct_values, unwrap_arrays, Document, Value};
 
@@ -311,5 +318,99 @@ impl<R: RawCollection + ?Sized> Collection for R {
                 .map_err(|e| e.with_context("consumer", consumer.as_str()))
         })
         .await
+    }
+}
+
+/// Runs `fut` as store-level `operation` in its span; its error names the operation and the
+/// provider.
+async fn run_store<T>(
+    provider: ProviderKind,
+    operation: &'static str,
+    span: tracing::Span,
+    fut: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    fut.instrument(span).await.map_err(|e| {
+        e.with_context("operation", operation)
+            .with_context("provider", provider.as_str())
+    })
+}
+
+#[async_trait]
+impl<R: RawDataStore + ?Sized> DataStore for R {
+    fn provider(&self) -> ProviderKind {
+        RawDataStore::provider(self)
+    }
+
+    fn health_event_collection(&self) -> &dyn Collection {
+        RawDataStore::health_event_collection(self)
+    }
+
+    fn maintenance_event_collection(&self) -> &dyn Collection {
+        RawDataStore::maintenance_event_collection(self)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let p = RawDataStore::provider(self);
+        let span = tracing::info_span!("datastore.ping", provider = p.as_str());
+        run_store(p, "ping", span, RawDataStore::ping(self)).await
+    }
+
+    async fn check_ready(&self) -> Result<()> {
+        let p = RawDataStore::provider(self);
+        let span = tracing::info_span!("datastore.check_ready", provider = p.as_str());
+        run_store(p, "check_ready", span, RawDataStore::check_ready(self)).await
+    }
+
+    async fn close(&self) {
+        RawDataStore::close(self).await
+    }
+
+    async fn prune_change_history(&self, policy: &RetentionPolicy) -> Result<u64> {
+        let p = RawDataStore::provider(self);
+        let span = tracing::info_span!("datastore.prune_change_history", provider = p.as_str());
+        run_store(p, "prune_change_history", span, async {
+            match RawDataStore::change_history(self) {
+                Some(history) => history.prune(policy).await,
+                None => Err(Error::new(
+                    ErrorKind::Unsupported,
+                    "this provider does not keep change history",
+                )),
+            }
+        })
+        .await
+    }
+
+    fn change_history(&self) -> Option<&dyn ChangeHistory> {
+        RawDataStore::change_history(self)
+    }
+
+    async fn server_info(&self) -> Result<ServerInfo> {
+        let p = RawDataStore::provider(self);
+        let span = tracing::info_span!("datastore.server_info", provider = p.as_str());
+        run_store(p, "server_info", span, RawDataStore::server_info(self)).await
+    }
+
+    async fn pool_stats(&self) -> Option<PoolStats> {
+        RawDataStore::pool_stats(self).await
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
+        let p = RawDataStore::provider(self);
+        let span = tracing::info_span!("datastore.stats", provider = p.as_str());
+        run_store(p, "stats", span, RawDataStore::stats(self)).await
+    }
+
+    async fn begin(&self) -> Result<Box<dyn Transaction>> {
+        let p = RawDataStore::provider(self);
+        let span = tracing::info_span!("datastore.begin", provider = p.as_str());
+        run_store(p, "begin", span, RawDataStore::begin(self)).await
+    }
+
+    fn health_events(&self) -> HealthEventStore<'_> {
+        HealthEventStore::new(RawDataStore::health_event_collection(self))
+    }
+
+    fn maintenance_events(&self) -> MaintenanceEventStore<'_> {
+        MaintenanceEventStore::new(RawDataStore::maintenance_event_collection(self))
     }
 }

@@ -65,7 +65,6 @@ pub use query::{
     Direction, FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Page, PageRequest,
     PageToken, Sort, SortKey, UpdateResult,
 };
-pub use raw::{ChangeFeed, RawCollection};
 pub use stats::{
     ChangeHistoryStats, CollectionStats, IndexStats, PoolStats, SchemaVersion, ServerInfo,
     StoreStats, TlsState,

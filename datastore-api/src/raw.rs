@@ -14,7 +14,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::change::{ChangeStream, ConsumerInfo, Lag, ResumeToken, StartFrom, WatchOptions};
+use crate::change::{
+    ChangeStream, ConsumerInfo, Lag, ResumeToken, RetentionPolicy, StartFrom, WatchOptions,
+};
 use crate::error::Result;
 use crate::filter::{Filter, Lowered};
 use crate::import::{ImportDocument, Imported};
@@ -24,6 +26,8 @@ use crate::path::FieldPath;
 use crate::query::{
     Direction, FindOptions, IdempotentOutcome, Inserted, Page, PageRequest, UpdateResult,
 };
+use crate::stats::{PoolStats, ServerInfo, StoreStats};
+use crate::store::{Collection, ProviderKind, Transaction};
 use crate::update::ValidUpdate;
 use crate::value::{Document, DocumentId};
 
@@ -170,14 +174,14 @@ pub trait RawCollection: Send + Sync {
     /// Inserts `documents` (at least one) atomically, with one server time for all.
     async fn insert(&self, documents: Vec<Prepared>) -> Result<Vec<Inserted>>;
 
-    /// [`Collection::insert_idempotent`](crate::Collection::insert_idempotent) for at least
+    /// [`Collection::insert_idempotent`] for at least
     /// one document.
     async fn insert_idempotent(
         &self,
         documents: Vec<KeyedPrepared>,
     ) -> Result<Vec<IdempotentOutcome>>;
 
-    /// [`Collection::import`](crate::Collection::import) for at least one document.
+    /// [`Collection::import`] for at least one document.
     async fn import(&self, documents: Vec<ImportDocument>) -> Result<Imported>;
 
     /// Documents matching `filter`, per `options`.
@@ -191,7 +195,7 @@ pub trait RawCollection: Send + Sync {
 
     /// The values at `path` among matching documents, each once or more, in any order: the
     /// front unwinds arrays, removes repeats and sorts them as
-    /// [`Collection::distinct`](crate::Collection::distinct) defines.
+    /// [`Collection::distinct`] defines.
     async fn distinct(&self, path: &FieldPath, filter: &Lowered) -> Result<Vec<serde_json::Value>>;
 
     /// Applies `update` to the first matching document in `(createdAt, _id)` order
@@ -227,21 +231,62 @@ pub trait RawCollection: Send + Sync {
 /// run on.
 #[async_trait]
 pub trait ChangeFeed: Send + Sync {
-    /// See [`Collection::watch`](crate::Collection::watch).
+    /// See [`Collection::watch`].
     async fn watch(&self, options: WatchOptions) -> Result<ChangeStream>;
 
-    /// See [`Collection::checkpoint`](crate::Collection::checkpoint).
+    /// See [`Collection::checkpoint`].
     async fn checkpoint(&self, consumer: Consumer<'_>, token: &ResumeToken) -> Result<()>;
 
-    /// See [`Collection::lag`](crate::Collection::lag).
+    /// See [`Collection::lag`].
     async fn lag(&self, consumer: Consumer<'_>, filter: &Filter) -> Result<Lag>;
 
-    /// See [`Collection::consumers`](crate::Collection::consumers).
+    /// See [`Collection::consumers`].
     async fn consumers(&self) -> Result<Vec<ConsumerInfo>>;
 
-    /// See [`Collection::delete_consumer`](crate::Collection::delete_consumer).
+    /// See [`Collection::delete_consumer`].
     async fn delete_consumer(&self, consumer: Consumer<'_>) -> Result<bool>;
 
-    /// See [`Collection::reset_consumer`](crate::Collection::reset_consumer).
+    /// See [`Collection::reset_consumer`].
     async fn reset_consumer(&self, consumer: Consumer<'_>, to: StartFrom) -> Result<()>;
+}
+
+/// An open datastore as a provider implements it; the public
+/// [`DataStore`](crate::DataStore) is written once over it (spans, error context, the typed
+/// stores).
+#[async_trait]
+pub trait RawDataStore: Send + Sync {
+    /// Which backend this is.
+    fn provider(&self) -> ProviderKind;
+    /// The health-event collection.
+    fn health_event_collection(&self) -> &dyn Collection;
+    /// The maintenance-event collection.
+    fn maintenance_event_collection(&self) -> &dyn Collection;
+    /// See [`DataStore::ping`](crate::DataStore::ping).
+    async fn ping(&self) -> Result<()>;
+    /// See [`DataStore::check_ready`](crate::DataStore::check_ready).
+    async fn check_ready(&self) -> Result<()>;
+    /// See [`DataStore::close`](crate::DataStore::close).
+    async fn close(&self);
+    /// See [`DataStore::server_info`](crate::DataStore::server_info).
+    async fn server_info(&self) -> Result<ServerInfo>;
+    /// See [`DataStore::pool_stats`](crate::DataStore::pool_stats).
+    async fn pool_stats(&self) -> Option<PoolStats> {
+        None
+    }
+    /// See [`DataStore::stats`](crate::DataStore::stats).
+    async fn stats(&self) -> Result<StoreStats>;
+    /// See [`DataStore::begin`](crate::DataStore::begin).
+    async fn begin(&self) -> Result<Box<dyn Transaction>>;
+    /// The change history the store keeps, when it keeps one.
+    fn change_history(&self) -> Option<&dyn ChangeHistory> {
+        None
+    }
+}
+
+/// Change history a store keeps and prunes itself (PostgreSQL's change log; MongoDB's is the
+/// server's oplog).
+#[async_trait]
+pub trait ChangeHistory: Send + Sync {
+    /// See [`DataStore::prune_change_history`](crate::DataStore::prune_change_history).
+    async fn prune(&self, policy: &RetentionPolicy) -> Result<u64>;
 }

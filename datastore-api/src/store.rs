@@ -219,7 +219,8 @@ pub fn batches<'a, C: Collection + ?Sized>(
     .boxed()
 }
 
-/// An open datastore: handles to both stores, health, transactions.
+/// An open datastore: handles to both stores, health, transactions. Implemented once, in
+/// [`front`](crate::front), for every provider's [`RawDataStore`](crate::raw::RawDataStore).
 #[async_trait]
 pub trait DataStore: Send + Sync {
     /// Which backend this is.
@@ -234,59 +235,40 @@ pub trait DataStore: Send + Sync {
     /// provider relies on for correctness (the idempotency keys' unique indexes) is present,
     /// right and built. Its error carries an [`IndexProblem`](crate::IndexProblem) when an index
     /// is at fault. Connecting runs the same check.
-    async fn check_ready(&self) -> Result<()> {
-        self.ping().await
-    }
+    async fn check_ready(&self) -> Result<()>;
     /// Closes connections; later calls fail with a [`Backend`](crate::ErrorKind::Backend)
     /// error.
     async fn close(&self);
     /// Deletes change history: every change older than `policy.max_age`, and older changes that
     /// every consumer has checkpointed past (keeping at least `policy.min_age`). A consumer whose
     /// checkpoint falls in pruned history gets [`HistoryLost`](crate::ErrorKind::HistoryLost).
-    async fn prune_change_history(&self, policy: &RetentionPolicy) -> Result<u64> {
-        let _ = policy;
-        Err(Error::new(
-            crate::ErrorKind::Unsupported,
-            "this provider does not keep change history",
-        ))
-    }
+    /// [`Unsupported`](crate::ErrorKind::Unsupported) without a
+    /// [`change_history`](DataStore::change_history).
+    async fn prune_change_history(&self, policy: &RetentionPolicy) -> Result<u64>;
+
+    /// The change history this store keeps and prunes, when it keeps one.
+    fn change_history(&self) -> Option<&dyn crate::raw::ChangeHistory>;
 
     /// The server's version, this session's encryption, the server's connection limit and the
     /// schema version, for diagnostics.
-    async fn server_info(&self) -> Result<crate::stats::ServerInfo> {
-        Err(Error::new(
-            crate::ErrorKind::Unsupported,
-            "this provider does not describe its server",
-        ))
-    }
+    async fn server_info(&self) -> Result<crate::stats::ServerInfo>;
 
     /// The connection pool's state, with one probe checkout timed (`None` where the driver
     /// keeps its pool to itself, as MongoDB's does).
-    async fn pool_stats(&self) -> Option<crate::stats::PoolStats> {
-        None
-    }
+    async fn pool_stats(&self) -> Option<crate::stats::PoolStats>;
 
     /// Sizes and usage of both collections and of the change history, as the server reports
     /// them (one round of catalog queries: for operators and sampled metrics, not hot paths).
-    async fn stats(&self) -> Result<crate::stats::StoreStats> {
-        Err(Error::new(
-            crate::ErrorKind::Unsupported,
-            "this provider does not report statistics",
-        ))
-    }
+    async fn stats(&self) -> Result<crate::stats::StoreStats>;
 
     /// Starts a transaction spanning both stores. Dropping it without
     /// [`commit`](Transaction::commit) rolls it back.
     async fn begin(&self) -> Result<Box<dyn Transaction>>;
 
     /// The typed health-event store.
-    fn health_events(&self) -> HealthEventStore<'_> {
-        HealthEventStore::new(self.health_event_collection())
-    }
+    fn health_events(&self) -> HealthEventStore<'_>;
     /// The typed maintenance-event store.
-    fn maintenance_events(&self) -> MaintenanceEventStore<'_> {
-        MaintenanceEventStore::new(self.maintenance_event_collection())
-    }
+    fn maintenance_events(&self) -> MaintenanceEventStore<'_>;
 }
 
 /// A transaction over both stores. Operations through it see its own writes and become visible

@@ -42,8 +42,9 @@ mod update;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datastore_api::raw::{ChangeHistory, RawDataStore};
 use datastore_api::{
-    Collection, DataStore, DatastoreConfig, ProviderKind, Result, RetentionPolicy, Transaction,
+    Collection, DatastoreConfig, ProviderKind, Result, RetentionPolicy, Transaction,
 };
 use mongodb::bson::doc;
 use mongodb::options::{
@@ -173,7 +174,7 @@ pub(crate) async fn begin_session(client: &Client) -> Result<SharedSession> {
 }
 
 #[async_trait]
-impl DataStore for MongoDataStore {
+impl RawDataStore for MongoDataStore {
     fn provider(&self) -> ProviderKind {
         ProviderKind::Mongodb
     }
@@ -186,7 +187,6 @@ impl DataStore for MongoDataStore {
         &self.maintenance
     }
 
-    #[tracing::instrument(name = "datastore.ping", skip_all, fields(provider = "mongodb"))]
     async fn ping(&self) -> Result<()> {
         self.database
             .run_command(doc! { "ping": 1 })
@@ -195,9 +195,8 @@ impl DataStore for MongoDataStore {
         Ok(())
     }
 
-    #[tracing::instrument(name = "datastore.check_ready", skip_all, fields(provider = "mongodb"))]
     async fn check_ready(&self) -> Result<()> {
-        self.ping().await?;
+        RawDataStore::ping(self).await?;
         indexes::verify(self).await
     }
 
@@ -205,26 +204,18 @@ impl DataStore for MongoDataStore {
         self.client.clone().shutdown().await;
     }
 
-    /// MongoDB's change history is the server's oplog, sized and trimmed by the server
-    /// (`replication.oplogSizeMB`, `oplogMinRetentionHours`); there is nothing for the provider
-    /// to prune, so this deletes nothing and returns 0. A checkpoint that falls off the oplog is
-    /// reported as [`HistoryLost`](datastore_api::ErrorKind::HistoryLost) when watched.
-    async fn prune_change_history(&self, policy: &RetentionPolicy) -> Result<u64> {
-        let _ = policy;
-        Ok(0)
+    fn change_history(&self) -> Option<&dyn ChangeHistory> {
+        Some(self)
     }
 
-    #[tracing::instrument(name = "datastore.server_info", skip_all, fields(provider = "mongodb"))]
     async fn server_info(&self) -> Result<datastore_api::ServerInfo> {
         stats::server_info(self).await
     }
 
-    #[tracing::instrument(name = "datastore.stats", skip_all, fields(provider = "mongodb"))]
     async fn stats(&self) -> Result<datastore_api::StoreStats> {
         stats::stats(self).await
     }
 
-    #[tracing::instrument(name = "datastore.begin", skip_all, fields(provider = "mongodb"))]
     async fn begin(&self) -> Result<Box<dyn Transaction>> {
         let session = begin_session(&self.client).await?;
         Ok(Box::new(MongoTransaction {
@@ -232,6 +223,18 @@ impl DataStore for MongoDataStore {
             maintenance: self.maintenance.in_session(Arc::clone(&session)),
             session,
         }))
+    }
+}
+
+#[async_trait]
+impl ChangeHistory for MongoDataStore {
+    /// MongoDB's change history is the server's oplog, sized and trimmed by the server
+    /// (`replication.oplogSizeMB`, `oplogMinRetentionHours`); there is nothing for the provider
+    /// to prune, so this deletes nothing and returns 0. A checkpoint that falls off the oplog is
+    /// reported as [`HistoryLost`](datastore_api::ErrorKind::HistoryLost) when watched.
+    async fn prune(&self, policy: &RetentionPolicy) -> Result<u64> {
+        let _ = policy;
+        Ok(0)
     }
 }
 

@@ -37,9 +37,10 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use datastore_api::raw::{ChangeHistory, RawDataStore};
 use datastore_api::{
-    Collection, DataStore, DatastoreConfig, Error, PoolConfig, ProviderKind, Result,
-    RetentionPolicy, SslMode, Transaction,
+    Collection, DatastoreConfig, Error, PoolConfig, ProviderKind, Result, RetentionPolicy, SslMode,
+    Transaction,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::PgPool;
@@ -137,7 +138,7 @@ struct Shared {
     _idle_trimmer: pool_limits::IdleTrimmer,
 }
 
-/// The PostgreSQL [`DataStore`].
+/// The PostgreSQL [`DataStore`](datastore_api::DataStore).
 #[derive(Clone)]
 pub struct PgDataStore {
     shared: Arc<Shared>,
@@ -257,7 +258,7 @@ impl PgDataStore {
 }
 
 #[async_trait]
-impl DataStore for PgDataStore {
+impl RawDataStore for PgDataStore {
     fn provider(&self) -> ProviderKind {
         ProviderKind::Postgresql
     }
@@ -270,7 +271,6 @@ impl DataStore for PgDataStore {
         &self.maintenance
     }
 
-    #[tracing::instrument(name = "datastore.ping", skip_all)]
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1")
             .execute(&self.shared.pool)
@@ -279,9 +279,8 @@ impl DataStore for PgDataStore {
         Ok(())
     }
 
-    #[tracing::instrument(name = "datastore.check_ready", skip_all)]
     async fn check_ready(&self) -> Result<()> {
-        self.ping().await?;
+        RawDataStore::ping(self).await?;
         indexes::verify(&self.shared.pool).await
     }
 
@@ -289,9 +288,8 @@ impl DataStore for PgDataStore {
         self.shared.pool.close().await;
     }
 
-    #[tracing::instrument(name = "datastore.prune_change_history", skip_all)]
-    async fn prune_change_history(&self, policy: &RetentionPolicy) -> Result<u64> {
-        changes::prune(&self.shared.pool, policy).await
+    fn change_history(&self) -> Option<&dyn ChangeHistory> {
+        Some(self)
     }
 
     async fn pool_stats(&self) -> Option<datastore_api::PoolStats> {
@@ -309,17 +307,14 @@ impl DataStore for PgDataStore {
         })
     }
 
-    #[tracing::instrument(name = "datastore.server_info", skip_all)]
     async fn server_info(&self) -> Result<datastore_api::ServerInfo> {
         stats::server_info(&self.shared.pool).await
     }
 
-    #[tracing::instrument(name = "datastore.stats", skip_all)]
     async fn stats(&self) -> Result<datastore_api::StoreStats> {
         stats::stats(&self.shared.pool).await
     }
 
-    #[tracing::instrument(name = "datastore.begin", skip_all)]
     async fn begin(&self) -> Result<Box<dyn Transaction>> {
         let tx = self.shared.pool.begin().await.map_err(error::map_err)?;
         let shared: SharedTx = Arc::new(Mutex::new(Some(tx)));
@@ -336,6 +331,13 @@ impl DataStore for PgDataStore {
             ),
             tx: shared,
         }))
+    }
+}
+
+#[async_trait]
+impl ChangeHistory for PgDataStore {
+    async fn prune(&self, policy: &RetentionPolicy) -> Result<u64> {
+        changes::prune(&self.shared.pool, policy).await
     }
 }
 
