@@ -24,7 +24,7 @@ use crate::query::{
 };
 use crate::raw::{
     ChangeFeed, ChangeHistory, Consumer, KeyedPrepared, Prepared, RawCollection, RawDataStore,
-    ValidFind, ValidPage,
+    RawTransaction, ValidFind, ValidPage,
 };
 use crate::stats::{PoolStats, ServerInfo, StoreStats};
 use crate::store::{
@@ -412,5 +412,36 @@ impl<R: RawDataStore + ?Sized> DataStore for R {
 
     fn maintenance_events(&self) -> MaintenanceEventStore<'_> {
         MaintenanceEventStore::new(RawDataStore::maintenance_event_collection(self))
+    }
+}
+
+#[async_trait]
+impl<R: RawTransaction> Transaction for R {
+    fn health_event_collection(&self) -> &dyn Collection {
+        RawTransaction::health_event_collection(self)
+    }
+
+    fn maintenance_event_collection(&self) -> &dyn Collection {
+        RawTransaction::maintenance_event_collection(self)
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        let p = RawTransaction::provider(self.as_ref());
+        let span = tracing::info_span!("datastore.commit", provider = p.as_str());
+        run_store(p, "commit", span, RawTransaction::commit(self)).await
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<()> {
+        let p = RawTransaction::provider(self.as_ref());
+        let span = tracing::info_span!("datastore.rollback", provider = p.as_str());
+        run_store(p, "rollback", span, RawTransaction::rollback(self)).await
+    }
+
+    fn health_events(&self) -> HealthEventStore<'_> {
+        HealthEventStore::new(RawTransaction::health_event_collection(self))
+    }
+
+    fn maintenance_events(&self) -> MaintenanceEventStore<'_> {
+        MaintenanceEventStore::new(RawTransaction::maintenance_event_collection(self))
     }
 }

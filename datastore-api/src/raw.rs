@@ -290,3 +290,19 @@ pub trait ChangeHistory: Send + Sync {
     /// See [`DataStore::prune_change_history`](crate::DataStore::prune_change_history).
     async fn prune(&self, policy: &RetentionPolicy) -> Result<u64>;
 }
+
+/// A transaction as a provider implements it; the public [`Transaction`] is written once
+/// over it (spans, error context, the typed stores).
+#[async_trait]
+pub trait RawTransaction: Send + Sync {
+    /// Which backend this is.
+    fn provider(&self) -> ProviderKind;
+    /// The health-event collection inside the transaction.
+    fn health_event_collection(&self) -> &dyn Collection;
+    /// The maintenance-event collection inside the transaction.
+    fn maintenance_event_collection(&self) -> &dyn Collection;
+    /// See [`Transaction::commit`].
+    async fn commit(self: Box<Self>) -> Result<()>;
+    /// See [`Transaction::rollback`].
+    async fn rollback(self: Box<Self>) -> Result<()>;
+}

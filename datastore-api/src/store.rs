@@ -272,7 +272,8 @@ pub trait DataStore: Send + Sync {
 }
 
 /// A transaction over both stores. Operations through it see its own writes and become visible
-/// to others only at [`commit`](Transaction::commit).
+/// to others only at [`commit`](Transaction::commit). Implemented once, in
+/// [`front`](crate::front), for every provider's [`RawTransaction`](crate::raw::RawTransaction).
 #[async_trait]
 pub trait Transaction: Send + Sync {
     /// The health-event collection inside the transaction.
@@ -285,13 +286,9 @@ pub trait Transaction: Send + Sync {
     async fn rollback(self: Box<Self>) -> Result<()>;
 
     /// The typed health-event store inside the transaction.
-    fn health_events(&self) -> HealthEventStore<'_> {
-        HealthEventStore::new(self.health_event_collection())
-    }
+    fn health_events(&self) -> HealthEventStore<'_>;
     /// The typed maintenance-event store inside the transaction.
-    fn maintenance_events(&self) -> MaintenanceEventStore<'_> {
-        MaintenanceEventStore::new(self.maintenance_event_collection())
-    }
+    fn maintenance_events(&self) -> MaintenanceEventStore<'_>;
 }
 
 /// Runs `body` in a transaction: commits when it returns `Ok`, rolls back on `Err`.

@@ -42,7 +42,7 @@ mod update;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datastore_api::raw::{ChangeHistory, RawDataStore};
+use datastore_api::raw::{ChangeHistory, RawDataStore, RawTransaction};
 use datastore_api::{
     Collection, DatastoreConfig, ProviderKind, Result, RetentionPolicy, Transaction,
 };
@@ -249,7 +249,11 @@ pub struct MongoTransaction {
 }
 
 #[async_trait]
-impl Transaction for MongoTransaction {
+impl RawTransaction for MongoTransaction {
+    fn provider(&self) -> ProviderKind {
+        ProviderKind::Mongodb
+    }
+
     fn health_event_collection(&self) -> &dyn Collection {
         &self.health
     }

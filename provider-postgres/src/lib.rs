@@ -37,7 +37,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datastore_api::raw::{ChangeHistory, RawDataStore};
+use datastore_api::raw::{ChangeHistory, RawDataStore, RawTransaction};
 use datastore_api::{
     Collection, DatastoreConfig, Error, PoolConfig, ProviderKind, Result, RetentionPolicy, SslMode,
     Transaction,
@@ -359,7 +359,11 @@ impl PgTransaction {
 }
 
 #[async_trait]
-impl Transaction for PgTransaction {
+impl RawTransaction for PgTransaction {
+    fn provider(&self) -> ProviderKind {
+        ProviderKind::Postgresql
+    }
+
     fn health_event_collection(&self) -> &dyn Collection {
         &self.health
     }
@@ -368,12 +372,10 @@ impl Transaction for PgTransaction {
         &self.maintenance
     }
 
-    #[tracing::instrument(name = "datastore.commit", skip_all)]
     async fn commit(self: Box<Self>) -> Result<()> {
         self.take().await?.commit().await.map_err(error::map_err)
     }
 
-    #[tracing::instrument(name = "datastore.rollback", skip_all)]
     async fn rollback(self: Box<Self>) -> Result<()> {
         self.take().await?.rollback().await.map_err(error::map_err)
     }
