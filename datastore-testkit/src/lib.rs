@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod lane;
 pub mod mongo;
 pub mod postgres;
 pub mod process;

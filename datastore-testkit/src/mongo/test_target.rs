@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::sync::OnceLock;
 
+use crate::lane::{choose, Choice, Options};
 #[cfg(feature = "docker")]
 use crate::mongo::docker::DockerMongo;
 use crate::mongo::{StandIn, StandInServer};
@@ -41,31 +42,6 @@ enum Owned {
     #[cfg(feature = "docker")]
     Docker(Box<DockerMongo>),
     StandIn(StandInServer),
-}
-
-/// Which lane [`TestMongo::from_env_or_start`] takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Choice {
-    External,
-    Docker,
-    StandIn,
-}
-
-/// The lane: an external URI wins; then Docker when the lane is compiled in (feature
-/// `docker`), not switched off, and an engine answers (asked only then); else a stand-in.
-fn choose(
-    external: bool,
-    docker_compiled: bool,
-    docker_disabled: bool,
-    engine: impl FnOnce() -> bool,
-) -> Choice {
-    if external {
-        Choice::External
-    } else if docker_compiled && !docker_disabled && engine() {
-        Choice::Docker
-    } else {
-        Choice::StandIn
-    }
 }
 
 /// The MongoDB server tests should run against, always a replica set (so
@@ -128,9 +104,14 @@ impl TestMongo {
     pub fn from_env_or_start() -> Result<TestMongo, HarnessError> {
         let external = external_uri(|name| std::env::var_os(name))?;
         let choice = choose(
-            external.is_some(),
-            cfg!(feature = "docker"),
-            docker_disabled(std::env::var_os(Self::NO_DOCKER_ENV)),
+            Options {
+                external: external.is_some(),
+                // A missing stand-in is reported when it is started.
+                local_available: true,
+                docker_first: true,
+                docker_allowed: cfg!(feature = "docker")
+                    && !docker_disabled(std::env::var_os(Self::NO_DOCKER_ENV)),
+            },
             crate::process::docker::engine_available,
         );
         match (choice, external) {
@@ -337,16 +318,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("pull access denied"), "{text}");
-    }
-
-    #[test]
-    fn lane_choice() {
-        let unasked = || -> bool { panic!("the engine must not be asked") };
-        assert_eq!(choose(true, true, false, unasked), Choice::External);
-        assert_eq!(choose(false, true, false, || true), Choice::Docker);
-        assert_eq!(choose(false, true, false, || false), Choice::StandIn);
-        assert_eq!(choose(false, true, true, unasked), Choice::StandIn);
-        assert_eq!(choose(false, false, false, unasked), Choice::StandIn);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::OnceLock;
 
+use crate::lane::{choose, Options};
 use crate::postgres::PgServer;
 use crate::shared::{shared_in, SharedSlot};
 use crate::{HarnessError, Server};
@@ -29,23 +30,6 @@ enum Owned {
     Local(PgServer),
     #[cfg(feature = "docker")]
     Docker(Box<crate::postgres::docker::DockerPostgres>),
-}
-
-/// Where a throwaway server comes from when no URL is given: the local binaries, else (built
-/// with the cargo feature `docker`, an engine answering, asked only then) a `postgres:15`
-/// container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Choice {
-    Local,
-    Docker,
-}
-
-fn choose(binaries: bool, docker_compiled: bool, engine: impl FnOnce() -> bool) -> Choice {
-    if !binaries && docker_compiled && engine() {
-        Choice::Docker
-    } else {
-        Choice::Local
-    }
 }
 
 /// Outcome of the one start attempt made by [`TestPostgres::shared`]: the
@@ -93,12 +77,16 @@ impl TestPostgres {
             _ => {
                 let binaries = crate::postgres::binaries::Binaries::locate().is_ok();
                 let choice = choose(
-                    binaries,
-                    cfg!(feature = "docker"),
+                    Options {
+                        external: false,
+                        local_available: binaries,
+                        docker_first: false,
+                        docker_allowed: cfg!(feature = "docker"),
+                    },
                     crate::process::docker::engine_available,
                 );
                 #[cfg(feature = "docker")]
-                if choice == Choice::Docker {
+                if choice == crate::lane::Choice::Docker {
                     let server = crate::postgres::docker::DockerPostgres::start()?;
                     return Ok(TestPostgres {
                         admin_url: server.admin_url().to_owned(),
@@ -166,15 +154,6 @@ mod tests {
             admin_url: url.to_string(),
             server: None,
         }
-    }
-
-    #[test]
-    fn lane_choice() {
-        let unasked = || -> bool { panic!("the engine must not be asked") };
-        assert_eq!(choose(true, true, unasked), Choice::Local);
-        assert_eq!(choose(false, false, unasked), Choice::Local);
-        assert_eq!(choose(false, true, || true), Choice::Docker);
-        assert_eq!(choose(false, true, || false), Choice::Local);
     }
 
     #[test]
