@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::store::ProviderKind;
+use crate::provider::ProviderKind;
 
 /// A secret string (password). Its `Debug` and `Display` never show the value.
 #[derive(Clone, PartialEq, Eq)]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::stream::{BoxStream, StreamExt};
 
+use crate::collection::{batches, Collection};
 use crate::error::{Error, ErrorKind, Result};
 use crate::filter::Filter;
 use crate::model::{
@@ -17,7 +18,6 @@ use crate::model::{
     ProviderStatus, QuarantineStatus,
 };
 use crate::query::{FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Sort, UpdateResult};
-use crate::store::{batches, Collection};
 use crate::update::{TimeFormat, Update};
 use crate::value::{Document, DocumentId, Value, ID_FIELD};
 

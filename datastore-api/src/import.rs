@@ -12,7 +12,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::error::{Error, Result};
-use crate::store::prepare_insert;
+use crate::prepare::prepare_insert;
 use crate::value::{as_date, Document, DocumentId, Value, CREATED_AT_FIELD, ID_FIELD};
 
 /// A document ready to import: its id, its original insert time and its canonical body.

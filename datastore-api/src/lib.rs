@@ -28,6 +28,7 @@
 
 pub mod change;
 pub mod change_reader;
+pub mod collection;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -40,7 +41,9 @@ pub mod metrics;
 pub mod model;
 pub mod native_aggregation;
 pub mod path;
+pub mod prepare;
 pub mod processor;
+pub mod provider;
 pub mod query;
 mod query_json;
 pub mod raw;

@@ -75,7 +75,7 @@ use futures::FutureExt;
 use tokio::task::JoinSet;
 
 use crate::change::{ChangeEvent, ChangeStream, ResumeToken, WatchOptions};
-use crate::store::Collection;
+use crate::collection::Collection;
 use crate::{Error, Result, Value};
 
 /// How an event's partition key is found (`None`: the event has no key and runs freely).

@@ -654,7 +654,7 @@ mod tests {
             assert!(crate::value::check_depth(&deep).is_err());
             let mut doc = Document::new();
             doc.insert("a".to_owned(), nested(DEEP, objects));
-            let e = crate::store::prepare_insert(doc).unwrap_err();
+            let e = crate::prepare::prepare_insert(doc).unwrap_err();
             assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
             assert!(e.message().contains(&limit), "{e}");
             let mut copy = nested(DEEP, objects);
@@ -677,9 +677,9 @@ mod tests {
             .unwrap();
         let mut doc = Document::new();
         doc.insert("a".to_owned(), nested(max - 1, true));
-        crate::store::prepare_insert(doc.clone()).unwrap();
+        crate::prepare::prepare_insert(doc.clone()).unwrap();
         doc.insert("a".to_owned(), nested(max, true));
-        crate::store::prepare_insert(doc).unwrap_err();
+        crate::prepare::prepare_insert(doc).unwrap_err();
         invalid(Update::new().set("a", nested(max + 1, true)).validate());
         invalid(Update::new().set("a", nested(max + 1, false)).validate());
     }

@@ -99,6 +99,41 @@ pub fn describe(cmd: &Command) -> String {
     parts.join(" ")
 }
 
+/// Test support: runs `test` of the current test binary (an `#[ignore]`d test that starts a
+/// server and reports it) in a child process with `envs`, waits for the child to exit
+/// successfully, and returns the fields of the line it printed after `WATCHDOG-CHILD `.
+#[cfg(test)]
+pub(crate) fn run_watchdog_child(test: &str, envs: &[(&str, &OsStr)]) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    let exe = std::env::current_exe().expect("the test binary");
+    let mut command = Command::new(exe);
+    command
+        .args([
+            "--exact",
+            test,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .stdout(Stdio::piped());
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("the child test");
+    let stdout = child.stdout.take().expect("its stdout");
+    let lines: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    // libtest prints `test … ... ` on the same line before the report.
+    let line = lines
+        .iter()
+        .find_map(|l| l.find("WATCHDOG-CHILD ").map(|i| &l[i..]))
+        .unwrap_or_else(|| panic!("child did not report its server: {lines:#?}"));
+    assert!(child.wait().expect("the child's status").success());
+    line.split(' ').skip(1).map(str::to_owned).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

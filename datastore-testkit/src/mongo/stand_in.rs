@@ -373,7 +373,6 @@ impl fmt::Debug for StandInServer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::BufRead;
     use std::net::{Ipv4Addr, SocketAddr, TcpStream};
     use std::os::unix::fs::PermissionsExt;
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -535,37 +534,18 @@ mod tests {
         let Some((kind, binary)) = real_binary() else {
             return;
         };
-        let exe = std::env::current_exe().unwrap();
-        let mut child = Command::new(exe)
-            .args([
-                "--exact",
-                "mongo::stand_in::tests::watchdog_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, "1")
-            .env(StandIn::SELECT_ENV, kind.name())
-            .env(kind.bin_env(), &binary)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let lines: Vec<String> = BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .collect();
-        // libtest prints `test … ... ` on the same line before the report.
-        let line = lines
-            .iter()
-            .find_map(|l| l.find("WATCHDOG-CHILD ").map(|i| &l[i..]))
-            .unwrap_or_else(|| panic!("child did not report its server: {lines:#?}"));
-        assert!(child.wait().unwrap().success());
+        let fields = crate::process::run_watchdog_child(
+            "mongo::stand_in::tests::watchdog_child",
+            &[
+                (CHILD_ENV, "1".as_ref()),
+                (StandIn::SELECT_ENV, kind.name().as_ref()),
+                (kind.bin_env(), binary.as_os_str()),
+            ],
+        );
         let exited = Instant::now();
 
-        let fields: Vec<&str> = line.split(' ').collect();
-        let port: u16 = fields[1].parse().unwrap();
-        let pid: u32 = fields[2].parse().unwrap();
+        let port: u16 = fields[0].parse().unwrap();
+        let pid: u32 = fields[1].parse().unwrap();
         assert!(pid > 0);
 
         assert!(

@@ -594,7 +594,6 @@ fn free_port() -> Result<u16, HarnessError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{BufRead, BufReader};
 
     /// Runs a query with psql over TCP and returns its trimmed output.
     fn psql(server: &PgServer, sql: &str) -> String {
@@ -729,35 +728,13 @@ mod tests {
 
     #[test]
     fn watchdog_stops_server_when_owner_exits() {
-        let exe = std::env::current_exe().unwrap();
-        let mut child = Command::new(exe)
-            .args([
-                "--exact",
-                "postgres::server::tests::watchdog_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, "1")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let lines: Vec<String> = BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .collect();
-        // libtest prints `test … ... ` on the same line before the report.
-        let line = lines
-            .iter()
-            .find_map(|l| l.find("WATCHDOG-CHILD ").map(|i| &l[i..]))
-            .unwrap_or_else(|| panic!("child did not report its server: {lines:#?}"));
-        assert!(child.wait().unwrap().success());
-
-        let fields: Vec<&str> = line.split(' ').collect();
-        let port: u16 = fields[1].parse().unwrap();
-        let pid: u32 = fields[2].parse().unwrap();
-        let root = PathBuf::from(fields[3]);
+        let fields = crate::process::run_watchdog_child(
+            "postgres::server::tests::watchdog_child",
+            &[(CHILD_ENV, "1".as_ref())],
+        );
+        let port: u16 = fields[0].parse().unwrap();
+        let pid: u32 = fields[1].parse().unwrap();
+        let root = PathBuf::from(&fields[2]);
         assert!(pid > 0);
 
         let deadline = Instant::now() + Duration::from_secs(15);
