@@ -18,9 +18,9 @@ use crate::import::{ImportDocument, Imported};
 use crate::metrics::OperationLabels;
 use crate::native_aggregation::NativeAggregation;
 use crate::path::FieldPath;
+use crate::prepare::prepare_keyed;
 use crate::query::{
-    validate_idempotency_key, FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Page,
-    PageRequest, UpdateResult,
+    FindOptions, IdempotentOutcome, Inserted, KeyedDocument, Page, PageRequest, UpdateResult,
 };
 use crate::raw::{
     ChangeFeed, ChangeHistory, Consumer, KeyedPrepared, Prepared, RawCollection, RawDataStore,
@@ -114,14 +114,10 @@ impl<R: RawCollection + ?Sized> Collection for R {
             count = documents.len()
         );
         run(self, "insert_idempotent", span, async {
-            let mut rows = Vec::with_capacity(documents.len());
-            for kd in documents {
-                validate_idempotency_key(&kd.key)?;
-                rows.push(KeyedPrepared::new(
-                    kd.key,
-                    Prepared::new(prepare_insert(kd.document)?),
-                ));
-            }
+            let rows: Vec<KeyedPrepared> = prepare_keyed(documents)?
+                .into_iter()
+                .map(|(key, id, body)| KeyedPrepared::new(key, Prepared::new((id, body))))
+                .collect();
             if rows.is_empty() {
                 return Ok(Vec::new());
             }

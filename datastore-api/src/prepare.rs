@@ -2,6 +2,7 @@
 //! accepts.
 
 use crate::error::{Error, Result};
+use crate::query::{validate_idempotency_key, KeyedDocument};
 use crate::value::{
     drop_iteratively, exceeds_max_depth, too_deep, Document, DocumentId, Value, CREATED_AT_FIELD,
     ID_FIELD,
@@ -52,13 +53,40 @@ pub fn prepare_insert(document: Document) -> Result<(DocumentId, Document)> {
 /// ([`drop_iteratively`]), so a batch holding several documents nested too deep fails cleanly
 /// instead of overflowing the stack while the rest of the batch is dropped.
 pub fn prepare_inserts(documents: Vec<Document>) -> Result<Vec<(DocumentId, Document)>> {
-    let mut prepared = Vec::with_capacity(documents.len());
-    let mut rest = documents.into_iter();
-    for document in rest.by_ref() {
-        match prepare_insert(document) {
+    prepare_each(documents, prepare_insert, |d| d)
+}
+
+/// [`prepare_insert`] for a batch of documents with idempotency keys: each key checked
+/// ([`validate_idempotency_key`]) and each document prepared, in order, or the first error;
+/// what is left after an error is dropped without recursion, as in [`prepare_inserts`].
+pub fn prepare_keyed(documents: Vec<KeyedDocument>) -> Result<Vec<(String, DocumentId, Document)>> {
+    let prepare = |kd: KeyedDocument| match validate_idempotency_key(&kd.key) {
+        Ok(()) => prepare_insert(kd.document).map(|(id, body)| (kd.key, id, body)),
+        Err(e) => {
+            drop_iteratively(Value::Object(kd.document));
+            Err(e)
+        }
+    };
+    prepare_each(documents, prepare, |kd| kd.document)
+}
+
+/// `prepare` for each item, in order, or the first error. After an error the items not yet
+/// prepared are dropped without recursion (their documents, `document_of`, through
+/// [`drop_iteratively`]), so a batch holding several documents nested too deep fails cleanly
+/// instead of overflowing the stack while the rest of the batch is dropped. `prepare` must
+/// do the same with the document of an item it refuses ([`prepare_insert`] does).
+fn prepare_each<T, U>(
+    items: Vec<T>,
+    mut prepare: impl FnMut(T) -> Result<U>,
+    document_of: impl Fn(T) -> Document,
+) -> Result<Vec<U>> {
+    let mut prepared = Vec::with_capacity(items.len());
+    let mut rest = items.into_iter();
+    for item in rest.by_ref() {
+        match prepare(item) {
             Ok(p) => prepared.push(p),
             Err(e) => {
-                rest.for_each(|d| drop_iteratively(Value::Object(d)));
+                rest.for_each(|i| drop_iteratively(Value::Object(document_of(i))));
                 return Err(e);
             }
         }

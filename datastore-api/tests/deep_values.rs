@@ -5,7 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test's
 
-use datastore_api::{prepare_insert, ErrorKind, Filter, Update, UpdateOp, Value};
+use datastore_api::prepare::prepare_keyed;
+use datastore_api::{prepare_insert, ErrorKind, Filter, KeyedDocument, Update, UpdateOp, Value};
 use serde_json::{json, Map};
 
 const STACK: usize = 256 * 1024;
@@ -95,5 +96,28 @@ fn a_deep_not_chain_drops_and_is_refused() {
         }
         assert_invalid(f.lower(), "lower");
         drop(f);
+    });
+}
+
+#[test]
+fn keyed_batches_with_deep_documents_fail_cleanly() {
+    // A refused key or document, and deep documents after it (or under the refused key):
+    // nothing left in the batch may be dropped recursively.
+    on_small_stack(|| {
+        let keyed = |key: &str, levels: usize| KeyedDocument {
+            key: key.into(),
+            document: match field("a", deep_object(levels)) {
+                Value::Object(o) => o,
+                _ => unreachable!(),
+            },
+        };
+        for batch in [
+            vec![keyed("", 1), keyed("k", 100_000)],
+            vec![keyed("k", 100_000), keyed("j", 100_000)],
+            vec![keyed("", 100_000)],
+        ] {
+            assert_invalid(prepare_keyed(batch), "prepare_keyed");
+        }
+        assert!(prepare_keyed(vec![keyed("k", 3), keyed("j", 3)]).is_ok());
     });
 }
