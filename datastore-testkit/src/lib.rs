@@ -27,29 +27,3 @@ mod shared;
 mod url;
 
 pub use error::{HarnessError, Server};
-
-/// What every test server gives a test: where to connect, and whether it was started here.
-pub trait TestServer {
-    /// The URL to connect to (for PostgreSQL the maintenance database's).
-    fn url(&self) -> &str;
-    /// Whether the server is external (named by the environment), not started here.
-    fn is_external(&self) -> bool;
-}
-
-impl TestServer for postgres::TestPostgres {
-    fn url(&self) -> &str {
-        self.admin_url()
-    }
-    fn is_external(&self) -> bool {
-        postgres::TestPostgres::is_external(self)
-    }
-}
-
-impl TestServer for mongo::TestMongo {
-    fn url(&self) -> &str {
-        self.uri()
-    }
-    fn is_external(&self) -> bool {
-        self.lane() == mongo::Lane::External
-    }
-}
